@@ -1,0 +1,158 @@
+//! Error types of the messaging crate, one enum per concern so callers can match on what failed.
+
+use thiserror::Error;
+
+/// Why an incoming body could not be turned into an oslo.messaging message.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum EnvelopeError {
+    /// The body is not UTF-8 JSON.
+    #[error("message body is not valid JSON: {0}")]
+    NotJson(String),
+    /// The body (or the enveloped message) is JSON but not an object.
+    #[error("message body is not a JSON object")]
+    NotAnObject,
+    /// The envelope names a version this peer does not speak.
+    #[error("unsupported envelope version {0:?} (expected 2.x with minor 0)")]
+    UnsupportedVersion(String),
+    /// `oslo.message` is not a string holding a JSON object.
+    #[error("oslo.message is not a string holding a JSON object: {0}")]
+    BadInnerMessage(String),
+    /// A required field is missing or has the wrong type.
+    #[error("field {field:?} is missing or invalid: {reason}")]
+    BadField {
+        /// The field's key in the message.
+        field: &'static str,
+        /// What was wrong with it.
+        reason: String,
+    },
+}
+
+/// Why a Trove ciphertext could not be produced or read.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum CryptoError {
+    /// The instance key is not the 32 alphanumeric characters Trove generates.
+    #[error("instance_rpc_encr_key must be 32 ASCII alphanumeric characters")]
+    BadKey,
+    /// The text is not base64.
+    #[error("ciphertext is not base64: {0}")]
+    NotBase64(String),
+    /// The decoded bytes are not an IV followed by whole AES blocks.
+    #[error("ciphertext has {0} bytes, expected a 16-byte IV and a positive multiple of 16")]
+    BadLength(usize),
+    /// Decryption produced something that is not UTF-8 JSON (wrong key or corrupt data).
+    #[error("decrypted payload is not JSON (wrong key?): {0}")]
+    NotJson(String),
+    /// A ciphertext was expected but a non-string JSON value was found.
+    #[error("expected an encrypted string, found {0}")]
+    NotAString(&'static str),
+}
+
+/// Why a message could not be (de)serialized through Trove's serializers.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum SerializerError {
+    /// The encrypted context key is missing although a key is configured.
+    #[error("message has no {0:?} key although secure RPC is on")]
+    MissingContext(&'static str),
+    /// Decryption failed.
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+    /// The conductor wrapping is malformed.
+    #[error("conductor entity is malformed: {0}")]
+    BadConductorEntity(String),
+    /// The context is not a JSON object.
+    #[error("decrypted context is not a JSON object")]
+    ContextNotAnObject,
+}
+
+/// Errors of the AMQP transport: connecting, declaring, publishing with confirms.
+#[derive(Debug, Error)]
+pub enum TransportError {
+    /// The transport configuration is unusable (no hosts, bad URL ...).
+    #[error("invalid transport configuration: {0}")]
+    Config(String),
+    /// No broker could be reached before the deadline.
+    #[error("could not connect to any broker ({attempts} attempts), last error: {last_error}")]
+    Unreachable {
+        /// How many connection attempts were made.
+        attempts: u32,
+        /// The error of the last attempt.
+        last_error: String,
+    },
+    /// An AMQP operation failed.
+    #[error("AMQP {operation} failed: {source}")]
+    Amqp {
+        /// What was being done.
+        operation: String,
+        /// The amqprs error.
+        #[source]
+        source: amqprs::error::Error,
+    },
+    /// The broker refused a published message (basic.nack).
+    #[error("broker nacked the message published to {exchange:?}/{routing_key:?}")]
+    Nacked {
+        /// Target exchange.
+        exchange: String,
+        /// Routing key.
+        routing_key: String,
+    },
+    /// A mandatory message could not be routed (basic.return).
+    #[error("message to {exchange:?}/{routing_key:?} was returned: {code} {text}")]
+    Returned {
+        /// Target exchange.
+        exchange: String,
+        /// Routing key.
+        routing_key: String,
+        /// AMQP reply code (312 NO_ROUTE).
+        code: u16,
+        /// AMQP reply text.
+        text: String,
+    },
+    /// The channel or connection went away before the broker confirmed the message.
+    #[error("publish to {exchange:?}/{routing_key:?} not confirmed: {reason}")]
+    Unconfirmed {
+        /// Target exchange.
+        exchange: String,
+        /// Routing key.
+        routing_key: String,
+        /// Why no confirmation will come.
+        reason: String,
+    },
+    /// The transport was shut down.
+    #[error("transport is closed")]
+    Closed,
+    /// Invalid options for the declarations.
+    #[error("invalid [oslo_messaging_rabbit] options: {0}")]
+    Options(String),
+}
+
+/// Errors seen by an RPC caller.
+#[derive(Debug, Error)]
+pub enum CallError {
+    /// The request could not be published or the reply queue not set up.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// No reply arrived in time.
+    #[error("no reply to {method:?} within {timeout_ms} ms")]
+    Timeout {
+        /// The called method.
+        method: String,
+        /// The timeout that passed.
+        timeout_ms: u64,
+    },
+    /// The server answered with a failure.
+    #[error("remote {module}.{class}: {message}")]
+    Remote {
+        /// Exception class name.
+        class: String,
+        /// Exception module.
+        module: String,
+        /// Exception message.
+        message: String,
+    },
+    /// The reply could not be read.
+    #[error("bad reply: {0}")]
+    BadReply(String),
+    /// The request could not be serialized.
+    #[error(transparent)]
+    Serializer(#[from] SerializerError),
+}
