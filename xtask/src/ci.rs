@@ -1,0 +1,87 @@
+//! `cargo xtask ci`: the one gate a submission must pass, run by `.ci/run`.
+
+use crate::layout::test_environment;
+use crate::provision;
+use crate::sh::{self, output, run_with_env, say};
+use anyhow::{Context, Result};
+use std::path::{Path, PathBuf};
+
+/// libFuzzer iterations per fuzz target: a smoke run that proves the target builds and
+/// survives its seed corpus and a few thousand mutations, bounded in time as well.
+const FUZZ_RUNS: &str = "-runs=20000";
+const FUZZ_SECONDS: &str = "-max_total_time=60";
+
+/// Provision, then every check in order; the first failure stops the run.
+pub fn run() -> Result<()> {
+    provision::run()?;
+    say("== fmt");
+    sh::run("cargo", &["fmt", "--all", "--check"])?;
+    say("== clippy");
+    sh::run(
+        "cargo",
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--locked",
+            "--",
+            "-D",
+            "warnings",
+        ],
+    )?;
+    say("== cargo-deny (bans, licenses, sources; advisories need the network)");
+    sh::run("cargo", &["deny", "check", "bans", "licenses", "sources"])?;
+    say("== tests (as root: the privileged tests are required to run)");
+    run_with_env(
+        "cargo",
+        &["test", "--workspace", "--all-targets", "--locked"],
+        &test_environment(),
+    )?;
+    say("== fuzz smoke runs");
+    for fuzz_dir in fuzz_dirs()? {
+        fuzz_smoke(&fuzz_dir)?;
+    }
+    say("ci: all checks passed");
+    Ok(())
+}
+
+/// Every `crates/*/fuzz` folder holding a cargo-fuzz project.
+fn fuzz_dirs() -> Result<Vec<PathBuf>> {
+    let mut dirs = Vec::new();
+    for entry in std::fs::read_dir("crates").context("run xtask from the workspace root")? {
+        let dir = entry?.path().join("fuzz");
+        if dir.join("Cargo.toml").exists() {
+            dirs.push(dir);
+        }
+    }
+    dirs.sort();
+    Ok(dirs)
+}
+
+/// Runs each target of one fuzz project briefly. cargo-fuzz wants nightly-only sanitizer
+/// flags; with `--sanitizer none` it needs only `-Zbuild-std`-free options, which stable
+/// accepts under RUSTC_BOOTSTRAP (the fuzz build only; the product builds on plain stable).
+fn fuzz_smoke(fuzz_dir: &Path) -> Result<()> {
+    let dir = fuzz_dir.display().to_string();
+    let bootstrap = [("RUSTC_BOOTSTRAP", "1".to_string())];
+    let targets = output("cargo", &["fuzz", "list", "--fuzz-dir", &dir])?;
+    for target in targets.lines().map(str::trim).filter(|t| !t.is_empty()) {
+        run_with_env(
+            "cargo",
+            &[
+                "fuzz",
+                "run",
+                "--fuzz-dir",
+                &dir,
+                "--sanitizer",
+                "none",
+                target,
+                "--",
+                FUZZ_RUNS,
+                FUZZ_SECONDS,
+            ],
+            &bootstrap,
+        )?;
+    }
+    Ok(())
+}

@@ -1,0 +1,72 @@
+//! Where provisioned things live: paths, namespace names, addresses and ports.
+//!
+//! One table, so that provision, CI and the tests agree. Tests read the same values from the
+//! environment variables listed in [`test_environment`] (with these values as defaults).
+
+/// State that outlives a checkout (venv, docker data root, registry storage).
+pub const STATE_DIR: &str = "/var/lib/trove-netiso";
+/// Sockets and pid files; gone after a reboot, recreated by provision.
+pub const RUN_DIR: &str = "/run/trove-netiso";
+/// Logs of the services provision starts.
+pub const LOG_DIR: &str = "/var/log/trove-netiso";
+/// Python virtual environment with oslo.messaging, the foreign peer of the RPC tests.
+pub const VENV: &str = "/var/lib/trove-netiso/venv";
+
+/// Namespace standing for the management network (RabbitMQ and the registry are reached here).
+pub const MGMT_NETNS: &str = "netiso-mgmt";
+/// Namespace standing for the guest VM: dockerd and containerd run inside it.
+pub const GUEST_NETNS: &str = "netiso-guest";
+/// The management network's side of the management veth (in [`MGMT_NETNS`]).
+pub const MGMT_GATEWAY_IF: &str = "nimgmt-gw";
+/// The guest VM's management NIC (in [`GUEST_NETNS`]).
+pub const GUEST_MGMT_IF: &str = "mgmt0";
+/// Address of the management network's services, as the guest sees them.
+pub const MGMT_GATEWAY_ADDR: &str = "10.251.0.1";
+/// The guest VM's management address.
+pub const GUEST_MGMT_ADDR: &str = "10.251.0.10";
+/// Prefix length of the management network.
+pub const MGMT_PREFIX_LEN: u8 = 24;
+
+/// RabbitMQ's AMQP port (host loopback, and forwarded on the management network).
+pub const AMQP_PORT: u16 = 5672;
+/// The registry's port (host loopback, and forwarded on the management network).
+pub const REGISTRY_PORT: u16 = 5000;
+/// Services that the management network forwards to this machine's loopback.
+pub const FORWARDED_PORTS: [u16; 2] = [AMQP_PORT, REGISTRY_PORT];
+/// RabbitMQ node name; `localhost` keeps Erlang distribution on loopback.
+pub const RABBIT_NODE: &str = "rabbit@localhost";
+
+/// dockerd's API socket (the daemon runs in [`GUEST_NETNS`]).
+pub const DOCKER_SOCKET: &str = "/run/trove-netiso/docker.sock";
+/// dockerd's exec root; deliberately not `/var/run/docker`, so the plugin's
+/// "any sandbox path" promise is exercised.
+pub const DOCKER_EXEC_ROOT: &str = "/run/trove-netiso/docker-exec";
+/// dockerd's data root.
+pub const DOCKER_DATA_ROOT: &str = "/var/lib/trove-netiso/docker";
+/// Standalone containerd's gRPC socket (the daemon runs in [`GUEST_NETNS`]).
+pub const CONTAINERD_SOCKET: &str = "/run/trove-netiso/containerd/containerd.sock";
+
+/// Environment variables that tell tests and tools where everything is.
+pub fn test_environment() -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "NETISO_TEST_AMQP_URL",
+            format!("amqp://guest:guest@127.0.0.1:{AMQP_PORT}/%2f"),
+        ),
+        ("NETISO_PY_VENV", VENV.to_string()),
+        ("NETISO_DOCKER_HOST", format!("unix://{DOCKER_SOCKET}")),
+        ("NETISO_DOCKER_EXEC_ROOT", DOCKER_EXEC_ROOT.to_string()),
+        ("NETISO_CONTAINERD_SOCKET", CONTAINERD_SOCKET.to_string()),
+        ("NETISO_GUEST_NETNS", GUEST_NETNS.to_string()),
+        ("NETISO_MGMT_NETNS", MGMT_NETNS.to_string()),
+        ("NETISO_REGISTRY", format!("127.0.0.1:{REGISTRY_PORT}")),
+        (
+            "NETISO_GUEST_REGISTRY",
+            format!("{MGMT_GATEWAY_ADDR}:{REGISTRY_PORT}"),
+        ),
+        (
+            "NETISO_GUEST_AMQP_URL",
+            format!("amqp://guest:guest@{MGMT_GATEWAY_ADDR}:{AMQP_PORT}/%2f"),
+        ),
+    ]
+}

@@ -1,0 +1,51 @@
+//! Task runner for trove-netiso (`cargo xtask <task>`).
+//!
+//! Everything the tests need is installed and started by this program, so a fresh Debian
+//! machine and a CI run reach the same state with one command.
+
+mod ci;
+mod layout;
+mod provision;
+mod sh;
+
+use clap::{Parser, Subcommand};
+
+/// Command line of `cargo xtask`.
+#[derive(Parser)]
+#[command(name = "xtask", about = "trove-netiso task runner")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+/// The tasks, one per workflow.
+#[derive(Subcommand)]
+enum Task {
+    /// Install missing packages and tools, build the simulated guest topology and start
+    /// RabbitMQ, the registry, dockerd and containerd. Idempotent.
+    Provision,
+    /// Provision, then fmt, clippy, cargo-deny, the whole test suite as root and the fuzz
+    /// smoke runs: what `.ci/run` runs.
+    Ci,
+    /// Print the environment variables that tell tests where the provisioned services are.
+    Env,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    // `cargo xtask` may be called from any folder of the workspace; tasks use root-relative paths.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .ok_or_else(|| anyhow::anyhow!("xtask has no parent folder"))?;
+    std::env::set_current_dir(root)?;
+    match cli.task {
+        Task::Provision => provision::run(),
+        Task::Ci => ci::run(),
+        Task::Env => {
+            for (name, value) in layout::test_environment() {
+                sh::say(&format!("export {name}={value}"));
+            }
+            Ok(())
+        }
+    }
+}

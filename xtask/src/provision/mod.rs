@@ -1,0 +1,50 @@
+//! `cargo xtask provision`: make this machine ready for every test, idempotently.
+//!
+//! Order matters: packages before tools and services; the namespaces before the daemons that
+//! run inside them; RabbitMQ and the registry before the forwarders that expose them on the
+//! management network.
+
+mod packages;
+mod python;
+mod services;
+mod tools;
+mod topology;
+
+use crate::layout::{LOG_DIR, RUN_DIR, STATE_DIR};
+use crate::sh::say;
+use anyhow::{Context, Result, ensure};
+
+/// Runs every provisioning step, printing what each one did.
+pub fn run() -> Result<()> {
+    ensure!(
+        nix_is_root(),
+        "provision must run as root: it installs packages and creates network namespaces"
+    );
+    for dir in [STATE_DIR, RUN_DIR, LOG_DIR] {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {dir}"))?;
+    }
+    say("== packages");
+    packages::ensure_installed()?;
+    say("== cargo tools");
+    tools::ensure_installed()?;
+    say("== python interop venv");
+    python::ensure_venv()?;
+    say("== simulated guest topology");
+    topology::ensure()?;
+    say("== services");
+    services::ensure_running()?;
+    say("provision: done");
+    Ok(())
+}
+
+/// Root is needed for apt, namespaces and daemons; tell it plainly instead of failing later.
+fn nix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(|uid| uid == "0"))
+        })
+        .unwrap_or(false)
+}

@@ -1,0 +1,80 @@
+//! Debian packages: installed with apt-get when missing, without starting their services.
+
+use crate::sh::{output, run_with_env, say};
+use anyhow::{Context, Result};
+use std::path::Path;
+
+/// Every Debian package the project's tests, demo and benchmarks use.
+const PACKAGES: &[&str] = &[
+    "protobuf-compiler",
+    "docker.io",
+    "containerd",
+    "runc",
+    "rabbitmq-server",
+    "docker-registry",
+    "busybox-static",
+    "iproute2",
+    "iptables",
+    "iperf3",
+    "socat",
+    "curl",
+    "util-linux",
+    "python3-venv",
+    "python3-pip",
+];
+
+/// Installs whatever is missing. Services are kept from starting on their own (a dockerd in
+/// this machine's namespace would create `docker0` and iptables rules here); provision starts
+/// them itself, inside namespaces of its own.
+pub fn ensure_installed() -> Result<()> {
+    let missing: Vec<&str> = PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| !is_installed(p))
+        .collect();
+    if missing.is_empty() {
+        say(&format!("  all {} packages present", PACKAGES.len()));
+        return Ok(());
+    }
+    say(&format!("  missing: {}", missing.join(" ")));
+    let _guard = ServiceStartBlocker::install()?;
+    let env = [("DEBIAN_FRONTEND", "noninteractive".to_string())];
+    run_with_env("apt-get", &["update", "-qq"], &env)?;
+    let mut args = vec!["install", "-y", "-qq", "--no-install-recommends"];
+    args.extend(missing.iter().copied());
+    run_with_env("apt-get", &args, &env)?;
+    Ok(())
+}
+
+fn is_installed(package: &str) -> bool {
+    output("dpkg-query", &["-W", "-f=${Status}", package])
+        .is_ok_and(|status| status.trim() == "install ok installed")
+}
+
+/// Debian's `policy-rc.d` convention: while it exits 101, package scripts start no service.
+/// Removed again on drop unless it was already there.
+struct ServiceStartBlocker {
+    created: bool,
+}
+
+const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
+
+impl ServiceStartBlocker {
+    fn install() -> Result<Self> {
+        if Path::new(POLICY_RC_D).exists() {
+            return Ok(Self { created: false });
+        }
+        std::fs::write(POLICY_RC_D, "#!/bin/sh\nexit 101\n")
+            .with_context(|| format!("cannot write {POLICY_RC_D}"))?;
+        crate::sh::run("chmod", &["0755", POLICY_RC_D])?;
+        Ok(Self { created: true })
+    }
+}
+
+impl Drop for ServiceStartBlocker {
+    fn drop(&mut self) {
+        if self.created {
+            let _ = std::fs::remove_file(POLICY_RC_D);
+        }
+    }
+}

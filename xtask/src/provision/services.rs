@@ -1,0 +1,190 @@
+//! The long-running services, each started only when it does not already answer.
+//!
+//! RabbitMQ and the registry listen on this machine's loopback only. The management network
+//! reaches them through socat forwarders: one end listens inside the management namespace,
+//! the other connects on loopback, and the two meet on a unix socket (unix sockets are not
+//! network-namespaced). So the guest namespace reaches its control plane over its management
+//! NIC exactly as a real guest would, and nothing listens on this machine's own interfaces.
+//! dockerd and containerd run inside the guest namespace with their own roots and sockets.
+
+use crate::layout::{
+    AMQP_PORT, CONTAINERD_SOCKET, DOCKER_DATA_ROOT, DOCKER_EXEC_ROOT, DOCKER_SOCKET,
+    FORWARDED_PORTS, GUEST_NETNS, LOG_DIR, MGMT_GATEWAY_ADDR, MGMT_NETNS, RABBIT_NODE,
+    REGISTRY_PORT, RUN_DIR, STATE_DIR,
+};
+use crate::sh::{http_status, say, spawn_daemon, succeeds, tcp_answers, wait_until};
+use anyhow::{Context, Result};
+use std::time::Duration;
+
+/// Starts whichever service does not answer, and waits until each one does.
+pub fn ensure_running() -> Result<()> {
+    ensure_rabbitmq()?;
+    ensure_registry()?;
+    for port in FORWARDED_PORTS {
+        ensure_forwarder(port)?;
+    }
+    ensure_dockerd()?;
+    ensure_containerd()?;
+    Ok(())
+}
+
+fn ensure_rabbitmq() -> Result<()> {
+    let addr = format!("127.0.0.1:{AMQP_PORT}");
+    if tcp_answers(&addr) {
+        say(&format!("  rabbitmq answers on {addr}"));
+        return Ok(());
+    }
+    // Debian's wrapper switches to the rabbitmq user and keeps these variables.
+    let env = [
+        ("RABBITMQ_NODENAME", RABBIT_NODE.to_string()),
+        ("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1".to_string()),
+        ("ERL_EPMD_ADDRESS", "127.0.0.1".to_string()),
+        (
+            "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS",
+            "-kernel inet_dist_use_interface {127,0,0,1}".to_string(),
+        ),
+    ];
+    spawn_daemon(
+        "/usr/sbin/rabbitmq-server",
+        &[],
+        &env,
+        &format!("{LOG_DIR}/rabbitmq.log"),
+    )?;
+    wait_until("rabbitmq", Duration::from_secs(120), || tcp_answers(&addr))
+}
+
+fn ensure_registry() -> Result<()> {
+    let addr = format!("127.0.0.1:{REGISTRY_PORT}");
+    if http_status(&addr, "/v2/") == Some(200) {
+        say(&format!("  registry answers on {addr}"));
+        return Ok(());
+    }
+    let storage = format!("{STATE_DIR}/registry");
+    std::fs::create_dir_all(&storage).with_context(|| format!("cannot create {storage}"))?;
+    // Debian's packaged config turns on htpasswd auth; tests use an open loopback registry.
+    let config = format!(
+        "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {storage}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n"
+    );
+    let config_path = format!("{STATE_DIR}/registry.yml");
+    std::fs::write(&config_path, config).with_context(|| format!("cannot write {config_path}"))?;
+    spawn_daemon(
+        "docker-registry",
+        &["serve", &config_path],
+        &[],
+        &format!("{LOG_DIR}/registry.log"),
+    )?;
+    wait_until("registry", Duration::from_secs(30), || {
+        http_status(&addr, "/v2/") == Some(200)
+    })
+}
+
+/// Probes `MGMT_GATEWAY_ADDR:port` from inside the guest namespace, as the guest would.
+fn reachable_from_guest(port: u16) -> bool {
+    let netns = format!("--net=/run/netns/{GUEST_NETNS}");
+    let script = format!("exec 3<>/dev/tcp/{MGMT_GATEWAY_ADDR}/{port}");
+    succeeds("nsenter", &[&netns, "timeout", "3", "bash", "-c", &script])
+}
+
+fn ensure_forwarder(port: u16) -> Result<()> {
+    if reachable_from_guest(port) {
+        say(&format!(
+            "  {MGMT_GATEWAY_ADDR}:{port} answers from {GUEST_NETNS}"
+        ));
+        return Ok(());
+    }
+    let meeting_point = format!("{RUN_DIR}/fwd-{port}.sock");
+    // Stale halves (from a killed session) would hold the port or the socket.
+    let _ = succeeds("pkill", &["-f", &meeting_point]);
+    let loopback_side = format!("UNIX-LISTEN:{meeting_point},fork,unlink-early,mode=600");
+    spawn_daemon(
+        "socat",
+        &[&loopback_side, &format!("TCP:127.0.0.1:{port}")],
+        &[],
+        &format!("{LOG_DIR}/forward-{port}.log"),
+    )?;
+    let netns = format!("--net=/run/netns/{MGMT_NETNS}");
+    let mgmt_side = format!("TCP-LISTEN:{port},bind={MGMT_GATEWAY_ADDR},fork,reuseaddr");
+    spawn_daemon(
+        "nsenter",
+        &[
+            &netns,
+            "socat",
+            &mgmt_side,
+            &format!("UNIX-CONNECT:{meeting_point}"),
+        ],
+        &[],
+        &format!("{LOG_DIR}/forward-{port}.log"),
+    )?;
+    wait_until(
+        &format!("forwarder {MGMT_GATEWAY_ADDR}:{port}"),
+        Duration::from_secs(10),
+        || reachable_from_guest(port),
+    )
+}
+
+fn docker_answers() -> bool {
+    let host = format!("unix://{DOCKER_SOCKET}");
+    succeeds("docker", &["-H", &host, "version"])
+}
+
+fn ensure_dockerd() -> Result<()> {
+    if docker_answers() {
+        say(&format!("  dockerd answers on {DOCKER_SOCKET}"));
+        return Ok(());
+    }
+    let netns = format!("--net=/run/netns/{GUEST_NETNS}");
+    let host = format!("unix://{DOCKER_SOCKET}");
+    let registry = format!("{MGMT_GATEWAY_ADDR}:{REGISTRY_PORT}");
+    let pidfile = format!("{RUN_DIR}/dockerd.pid");
+    // `nsenter --net` rather than `ip netns exec`: the latter remounts /sys privately, which
+    // hides the cgroup mounts dockerd needs.
+    spawn_daemon(
+        "nsenter",
+        &[
+            &netns,
+            "dockerd",
+            "--data-root",
+            DOCKER_DATA_ROOT,
+            "--exec-root",
+            DOCKER_EXEC_ROOT,
+            "--pidfile",
+            &pidfile,
+            "-H",
+            &host,
+            "--insecure-registry",
+            &registry,
+        ],
+        &[],
+        &format!("{LOG_DIR}/dockerd.log"),
+    )?;
+    wait_until("dockerd", Duration::from_secs(90), docker_answers)
+}
+
+fn containerd_answers() -> bool {
+    succeeds("ctr", &["--address", CONTAINERD_SOCKET, "version"])
+}
+
+fn ensure_containerd() -> Result<()> {
+    if containerd_answers() {
+        say(&format!("  containerd answers on {CONTAINERD_SOCKET}"));
+        return Ok(());
+    }
+    let dir = format!("{STATE_DIR}/containerd");
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {dir}"))?;
+    let config = format!(
+        "version = 2\nroot = \"{dir}/root\"\nstate = \"{RUN_DIR}/containerd/state\"\n\
+         disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\n\
+         [grpc]\n  address = \"{CONTAINERD_SOCKET}\"\n\n\
+         [ttrpc]\n  address = \"{CONTAINERD_SOCKET}.ttrpc\"\n"
+    );
+    let config_path = format!("{dir}/config.toml");
+    std::fs::write(&config_path, config).with_context(|| format!("cannot write {config_path}"))?;
+    let netns = format!("--net=/run/netns/{GUEST_NETNS}");
+    spawn_daemon(
+        "nsenter",
+        &[&netns, "containerd", "--config", &config_path],
+        &[],
+        &format!("{LOG_DIR}/containerd.log"),
+    )?;
+    wait_until("containerd", Duration::from_secs(60), containerd_answers)
+}

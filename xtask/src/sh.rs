@@ -1,0 +1,123 @@
+//! Running external commands with their command line shown and their failure explained.
+
+use anyhow::{Context, Result, bail};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Prints a progress line (xtask talks to a human or a CI log).
+#[allow(clippy::print_stdout)]
+pub fn say(line: &str) {
+    println!("{line}");
+}
+
+/// Runs a program, streaming its output, and fails with its exit status.
+pub fn run(program: &str, args: &[&str]) -> Result<()> {
+    run_with_env(program, args, &[])
+}
+
+/// Like [`run`], with extra environment variables.
+pub fn run_with_env(program: &str, args: &[&str], env: &[(&str, String)]) -> Result<()> {
+    say(&format!("$ {program} {}", args.join(" ")));
+    let status = Command::new(program)
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .status()
+        .with_context(|| format!("cannot start `{program}`: is it installed?"))?;
+    if !status.success() {
+        bail!("`{program} {}` failed with {status}", args.join(" "));
+    }
+    Ok(())
+}
+
+/// Runs a program quietly and tells whether it succeeded (for probes).
+pub fn succeeds(program: &str, args: &[&str]) -> bool {
+    Command::new(program)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Runs a program quietly and returns its standard output, or an error with its stderr.
+pub fn output(program: &str, args: &[&str]) -> Result<String> {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .with_context(|| format!("cannot start `{program}`: is it installed?"))?;
+    if !out.status.success() {
+        bail!(
+            "`{program} {}` failed with {}: {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Starts a long-running daemon in its own session, detached from xtask, its output
+/// appended to `log`.
+pub fn spawn_daemon(program: &str, args: &[&str], env: &[(&str, String)], log: &str) -> Result<()> {
+    say(&format!(
+        "$ {program} {}   (detached, log {log})",
+        args.join(" ")
+    ));
+    let log_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .with_context(|| format!("cannot open log file {log}"))?;
+    let err_file = log_file.try_clone()?;
+    let mut setsid_args = vec!["-f", program];
+    setsid_args.extend_from_slice(args);
+    let status = Command::new("setsid")
+        .args(&setsid_args)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdin(Stdio::null())
+        .stdout(log_file)
+        .stderr(err_file)
+        .status()
+        .context("cannot run setsid (util-linux)")?;
+    if !status.success() {
+        bail!("could not start {program} ({status}); see {log}");
+    }
+    Ok(())
+}
+
+/// Polls `probe` every 200 ms until it holds or `limit` passes.
+pub fn wait_until(what: &str, limit: Duration, mut probe: impl FnMut() -> bool) -> Result<()> {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if probe() {
+            say(&format!(
+                "  {what}: ready after {:.1} s",
+                started.elapsed().as_secs_f64()
+            ));
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    bail!("{what} did not become ready within {} s", limit.as_secs())
+}
+
+/// Tells whether something accepts TCP connections at `addr` (this process's namespace).
+pub fn tcp_answers(addr: &str) -> bool {
+    addr.parse::<SocketAddr>()
+        .ok()
+        .and_then(|a| TcpStream::connect_timeout(&a, Duration::from_millis(500)).ok())
+        .is_some()
+}
+
+/// Sends `GET path` over plain HTTP/1.0 and returns the status code, if any answer came.
+pub fn http_status(addr: &str, path: &str) -> Option<u16> {
+    let addr: SocketAddr = addr.parse().ok()?;
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).ok()?;
+    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+}
