@@ -58,12 +58,12 @@ fn fuzz_dirs() -> Result<Vec<PathBuf>> {
     Ok(dirs)
 }
 
-/// Runs each target of one fuzz project briefly. cargo-fuzz wants nightly-only sanitizer
-/// flags; with `--sanitizer none` it needs only `-Zbuild-std`-free options, which stable
-/// accepts under RUSTC_BOOTSTRAP (the fuzz build only; the product builds on plain stable).
+/// Runs each target of one fuzz project briefly. `--sanitizer none` keeps cargo-fuzz on stable
+/// Rust (sanitizers are nightly-only); coverage-guided fuzzing still works. All fuzz projects
+/// share one target folder so their common dependencies build once.
 fn fuzz_smoke(fuzz_dir: &Path) -> Result<()> {
     let dir = fuzz_dir.display().to_string();
-    let bootstrap = [("RUSTC_BOOTSTRAP", "1".to_string())];
+    let shared_target = [("CARGO_TARGET_DIR", "target/fuzz".to_string())];
     let targets = output("cargo", &["fuzz", "list", "--fuzz-dir", &dir])?;
     for target in targets.lines().map(str::trim).filter(|t| !t.is_empty()) {
         run_with_env(
@@ -80,7 +80,7 @@ fn fuzz_smoke(fuzz_dir: &Path) -> Result<()> {
                 FUZZ_RUNS,
                 FUZZ_SECONDS,
             ],
-            &bootstrap,
+            &shared_target,
         )?;
     }
     Ok(())
