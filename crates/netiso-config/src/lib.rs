@@ -1,7 +1,85 @@
-//! Configuration for trove-netiso, compatible with what OpenStack Trove writes.
+//! Configuration for trove-netiso, read and written exactly as OpenStack Trove does.
+//!
+//! # Reading a guest's configuration
+//!
+//! ```no_run
+//! use netiso_config::{ConfigSources, GuestConfig};
+//!
+//! let config = GuestConfig::load(&ConfigSources::guest_default())?;
+//! tracing::info!(mode = %config.isolation_mode(), "network mode");
+//! # Ok::<(), netiso_config::ConfigError>(())
+//! ```
+//!
+//! # Sources and precedence
+//!
+//! Files are oslo.config INI files ([`ini`]), loaded like oslo: every `--config-file` in
+//! order, then every `*.conf` of each `--config-dir` in sorted order; a later value
+//! overrides an earlier one. `[DEFAULT]` is **not** inherited by other sections.
+//!
+//! Environment variables override every file: `NETISO_<SECTION>__<OPTION>`, for example
+//! `NETISO_DEFAULT__GUEST_ID=…` or `NETISO_NETISO__RUNTIME=containerd`. `DEFAULT` is matched
+//! in any case, other section names and option names are lowercased. Variables without
+//! `__` after the prefix are ignored.
+//!
+//! Values stay strings, with the file and line (or variable) they came from, until a typed
+//! model converts them with oslo's rules ([`value`]): an error names file, line, section and
+//! option. Both [`ini::IniFile`] and [`OsloConfig`] are `figment::Provider`s for tooling that
+//! composes configuration with figment.
+//!
+//! # Models
+//!
+//! - [`GuestConfig`]: the agent's options (`guest_id` is required), the
+//!   `[oslo_messaging_rabbit]` options that shape queue declarations, the datastore section,
+//!   and our own `[netiso]` section:
+//!
+//!   | option | default |
+//!   |---|---|
+//!   | `runtime` | `docker` (or `containerd`) |
+//!   | `docker_socket` | `/var/run/docker.sock` |
+//!   | `containerd_socket` | `/run/containerd/containerd.sock` |
+//!   | `containerd_namespace` | `trove` |
+//!   | `plugin_socket` | `/run/docker/plugins/docker-hostnic.sock` |
+//!   | `hostnic_state_file` | `/etc/docker/hostnic.json` |
+//!   | `state_dir` | `/var/lib/trove-netiso` |
+//!   | `tenant_nic_file` | `/etc/trove/eth1.json` |
+//!
+//!   `network_isolation` comes from `[DEFAULT]` (as written to `guest_info.conf`), else
+//!   `[network]` (as in `trove-guestagent.conf`), else `true`. Trove's own agent treats a
+//!   missing `[DEFAULT]` value as false; we follow the controller default instead, so that
+//!   a guest with a tenant NIC file is isolated unless isolation is explicitly off.
+//! - [`ControlPlaneConfig`]: the controller options that decide what is injected.
+//! - [`TenantNic`]: `eth1.json`, validated.
+//! - [`IsolationMode`]: isolated exactly when `network_isolation` is true and the tenant
+//!   NIC file exists, else bridged with the datastore's ports published.
+//!
+//! # Rendering
+//!
+//! [`render`] produces `guest_info.conf`, `eth1.json` and `daemon.json` byte for byte as
+//! Trove's taskmanager does (Python string formatting and `json.dumps`).
+//!
+//! Secrets (broker passwords, the RPC key, the registry password) are [`Secret`]s: they
+//! never appear in `Debug`, `Display` or error messages.
 
+pub mod control_plane;
+pub mod error;
+pub mod guest;
+pub mod ini;
+pub mod isolation;
+mod pyjson;
+pub mod render;
 pub mod secret;
+pub mod source;
+pub mod tenant_nic;
 pub mod transport_url;
+pub mod value;
 
+pub use control_plane::ControlPlaneConfig;
+pub use error::ConfigError;
+pub use guest::{
+    ContainerRuntime, DatastoreSettings, GuestConfig, NetisoSettings, RabbitQueueOptions,
+};
+pub use isolation::{IsolationMode, PublishedPort};
 pub use secret::Secret;
+pub use source::{ConfigSources, Origin, OsloConfig};
+pub use tenant_nic::{TenantNic, TenantNicError};
 pub use transport_url::{TransportHost, TransportUrl, TransportUrlError};

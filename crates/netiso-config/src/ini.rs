@@ -1,0 +1,326 @@
+//! oslo.config's INI dialect, parsed by hand with line numbers kept.
+//!
+//! Why not `rust-ini` or `configparser`: oslo's dialect differs from both in details that
+//! change values. Backslashes are plain characters (rust-ini unescapes them by default),
+//! `key: value` is as valid as `key = value` and the *first* of `:`/`=` splits, an indented
+//! line continues the previous value (joined with `\n`) while an indented line with no value
+//! to continue is an error, repeated keys keep every value (oslo's `MultiStrOpt`), and section
+//! names other than `DEFAULT` are matched case-insensitively. Above all, neither crate reports
+//! the line a value came from, and every type error here must name file, line, section and
+//! option. The grammar is about forty lines, so we own it (mirroring
+//! `oslo_config/iniparser.py` of oslo.config 10.7.0).
+//!
+//! [`IniFile`] is also a [`figment::Provider`], so tooling that prefers figment can merge
+//! oslo files with its other sources.
+
+use std::path::{Path, PathBuf};
+
+use figment::value::{Dict, Map, Value};
+use figment::{Metadata, Profile, Provider};
+
+/// A syntax error, naming the file and the 1-based line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}:{line}: {kind}: {text:?}", path.display())]
+pub struct IniSyntaxError {
+    /// The file being parsed.
+    pub path: PathBuf,
+    /// 1-based line number.
+    pub line: usize,
+    /// What is wrong.
+    pub kind: IniSyntaxErrorKind,
+    /// The offending line, as written.
+    pub text: String,
+}
+
+/// The syntax errors oslo.config's parser raises, with its wording.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum IniSyntaxErrorKind {
+    /// A non-comment line with neither `=` nor `:`.
+    #[error("no ':' or '=' found in assignment")]
+    InvalidAssignment,
+    /// `= value` with nothing before the separator.
+    #[error("key cannot be empty")]
+    EmptyKey,
+    /// An indented line with no assignment before it to continue.
+    #[error("unexpected continuation line")]
+    UnexpectedContinuation,
+    /// `[name` without `]`.
+    #[error("invalid section (must end with ])")]
+    SectionWithoutEndBracket,
+    /// `[]`.
+    #[error("empty section name")]
+    EmptySectionName,
+    /// An assignment before any `[section]`.
+    #[error("section must be started before assignment")]
+    AssignmentOutsideSection,
+    /// The file is not UTF-8.
+    #[error("file is not valid UTF-8")]
+    InvalidUtf8,
+}
+
+/// One `key = value` assignment, with where it was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IniEntry {
+    /// The section as normalised by oslo ([`normalize_section`]).
+    pub section: String,
+    /// The option name, as written (oslo matches it case-sensitively).
+    pub key: String,
+    /// The value: quotes stripped, continuation lines joined with `\n`.
+    pub value: String,
+    /// 1-based line of the key.
+    pub line: usize,
+}
+
+/// A parsed oslo.config file: its assignments in file order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IniFile {
+    path: PathBuf,
+    entries: Vec<IniEntry>,
+}
+
+/// oslo's group-name rule: `DEFAULT` stays as is, every other section name is lowercased
+/// (so `[Network]` is `[network]`, but `[default]` is *not* `[DEFAULT]`).
+pub fn normalize_section(name: &str) -> String {
+    if name == "DEFAULT" {
+        name.to_owned()
+    } else {
+        name.to_lowercase()
+    }
+}
+
+/// Python's `str.isspace`, which `strip()` uses (slightly wider than Rust's).
+fn is_python_space(c: char) -> bool {
+    c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
+}
+
+fn python_strip(text: &str) -> &str {
+    text.trim_matches(is_python_space)
+}
+
+/// Python's universal-newline `readlines()`: `\r\n`, `\r` and `\n` all end a line.
+fn universal_lines(text: &str) -> impl Iterator<Item = &str> {
+    let mut rest = Some(text);
+    std::iter::from_fn(move || {
+        let current = rest?;
+        match current.find(['\r', '\n']) {
+            Some(end) => {
+                let after = if current[end..].starts_with("\r\n") {
+                    end + 2
+                } else {
+                    end + 1
+                };
+                rest = Some(&current[after..]).filter(|r| !r.is_empty());
+                Some(&current[..end])
+            }
+            None => {
+                rest = None;
+                Some(current)
+            }
+        }
+    })
+}
+
+/// The assignment being collected (its value may continue on indented lines).
+struct Pending {
+    key: String,
+    values: Vec<String>,
+    line: usize,
+}
+
+impl IniFile {
+    /// Reads and parses `path`.
+    pub fn read(path: &Path) -> Result<Self, crate::ConfigError> {
+        let bytes = std::fs::read(path).map_err(|source| crate::ConfigError::Io {
+            path: path.to_owned(),
+            source: std::sync::Arc::new(source),
+        })?;
+        Ok(Self::parse_bytes(path, &bytes)?)
+    }
+
+    /// Parses file content that may not be UTF-8 (the error names the first bad line).
+    pub fn parse_bytes(path: &Path, bytes: &[u8]) -> Result<Self, IniSyntaxError> {
+        match std::str::from_utf8(bytes) {
+            Ok(text) => Self::parse(path, text),
+            Err(error) => {
+                let valid = &bytes[..error.valid_up_to()];
+                let line = 1 + valid.iter().filter(|b| **b == b'\n').count();
+                Err(IniSyntaxError {
+                    path: path.to_owned(),
+                    line,
+                    kind: IniSyntaxErrorKind::InvalidUtf8,
+                    text: String::from_utf8_lossy(
+                        bytes
+                            .split(|b| *b == b'\n')
+                            .nth(line - 1)
+                            .unwrap_or_default(),
+                    )
+                    .into_owned(),
+                })
+            }
+        }
+    }
+
+    /// Parses `text`; `path` is only used to name the file in errors and origins.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, IniSyntaxError> {
+        let error = |line: usize, kind: IniSyntaxErrorKind, text: &str| IniSyntaxError {
+            path: path.to_owned(),
+            line,
+            kind,
+            text: text.to_owned(),
+        };
+        let mut entries = Vec::new();
+        let mut section: Option<String> = None;
+        let mut pending: Option<Pending> = None;
+        let mut flush = |pending: &mut Option<Pending>, section: &Option<String>| {
+            let Some(done) = pending.take() else {
+                return Ok(());
+            };
+            let Some(section) = section else {
+                return Err((done.line, done.key));
+            };
+            entries.push(IniEntry {
+                section: normalize_section(section),
+                key: done.key,
+                value: done.values.join("\n"),
+                line: done.line,
+            });
+            Ok(())
+        };
+        let outside_section = |(line, key): (usize, String)| {
+            error(line, IniSyntaxErrorKind::AssignmentOutsideSection, &key)
+        };
+
+        for (index, raw) in universal_lines(text).enumerate() {
+            let number = index + 1;
+            let line = raw.trim_end_matches(is_python_space);
+            if line.is_empty() {
+                flush(&mut pending, &section).map_err(outside_section)?;
+                continue;
+            }
+            if line.starts_with([' ', '\t']) {
+                match pending.as_mut() {
+                    Some(open) => open
+                        .values
+                        .push(line.trim_start_matches(is_python_space).to_owned()),
+                    None => {
+                        return Err(error(
+                            number,
+                            IniSyntaxErrorKind::UnexpectedContinuation,
+                            raw,
+                        ));
+                    }
+                }
+                continue;
+            }
+            flush(&mut pending, &section).map_err(outside_section)?;
+            if line.starts_with('[') {
+                if !line.ends_with(']') {
+                    return Err(error(
+                        number,
+                        IniSyntaxErrorKind::SectionWithoutEndBracket,
+                        raw,
+                    ));
+                }
+                if line.len() <= 2 {
+                    return Err(error(number, IniSyntaxErrorKind::EmptySectionName, raw));
+                }
+                section = Some(line[1..line.len() - 1].to_owned());
+            } else if line.starts_with(['#', ';']) {
+                continue;
+            } else {
+                let (key, value) = split_key_value(line)
+                    .ok_or_else(|| error(number, IniSyntaxErrorKind::InvalidAssignment, raw))?;
+                if key.is_empty() {
+                    return Err(error(number, IniSyntaxErrorKind::EmptyKey, raw));
+                }
+                pending = Some(Pending {
+                    key: key.to_owned(),
+                    values: vec![value.to_owned()],
+                    line: number,
+                });
+            }
+        }
+        flush(&mut pending, &section).map_err(outside_section)?;
+        Ok(Self {
+            path: path.to_owned(),
+            entries,
+        })
+    }
+
+    /// The file this was read from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Every assignment, in file order (repeated keys appear several times).
+    pub fn entries(&self) -> &[IniEntry] {
+        &self.entries
+    }
+
+    /// The last value of `key` in `section` (oslo: the last assignment wins).
+    pub fn get(&self, section: &str, key: &str) -> Option<&IniEntry> {
+        let section = normalize_section(section);
+        self.entries
+            .iter()
+            .rev()
+            .find(|entry| entry.section == section && entry.key == key)
+    }
+}
+
+/// Splits at the first `=` or `:`, strips, and removes one pair of matching quotes.
+fn split_key_value(line: &str) -> Option<(&str, &str)> {
+    let at = line.find(['=', ':'])?;
+    let key = python_strip(&line[..at]);
+    let mut value = python_strip(&line[at + 1..]);
+    let quoted = value.starts_with(['"', '\'']) && value.chars().last() == value.chars().next();
+    if quoted {
+        value = value
+            .get(1..value.len().saturating_sub(1))
+            .unwrap_or_default();
+    }
+    Some((key, value))
+}
+
+/// Section → option → value (a string, or an array of strings for a repeated option).
+pub(crate) fn entries_to_dict<'a>(
+    entries: impl Iterator<Item = (&'a str, &'a str, &'a str)>,
+) -> Dict {
+    let mut sections: Dict = Dict::new();
+    for (section, key, value) in entries {
+        let Value::Dict(_, options) = sections
+            .entry(section.to_owned())
+            .or_insert_with(|| Value::from(Dict::new()))
+        else {
+            continue;
+        };
+        let value = Value::from(value.to_owned());
+        match options.remove(key) {
+            None => {
+                options.insert(key.to_owned(), value);
+            }
+            Some(Value::Array(tag, mut values)) => {
+                values.push(value);
+                options.insert(key.to_owned(), Value::Array(tag, values));
+            }
+            Some(previous) => {
+                options.insert(key.to_owned(), Value::from(vec![previous, value]));
+            }
+        }
+    }
+    sections
+}
+
+impl Provider for IniFile {
+    fn metadata(&self) -> Metadata {
+        Metadata::from("oslo.config INI file", self.path.as_path())
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        let dict = entries_to_dict(
+            self.entries
+                .iter()
+                .map(|e| (e.section.as_str(), e.key.as_str(), e.value.as_str())),
+        );
+        Ok(Profile::Default.collect(dict))
+    }
+}
