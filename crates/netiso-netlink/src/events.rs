@@ -1,0 +1,124 @@
+//! Link change notifications (`RTNLGRP_LINK`) of one namespace as an async stream.
+
+use std::{
+    io::Cursor,
+    pin::Pin,
+    task::{Context, Poll},
+};
+
+use futures::{Stream, stream::BoxStream};
+use neli::{
+    FromBytesWithInput,
+    consts::{rtnl::Rtm, socket::NlFamily},
+    nl::NlPayload,
+    rtnl::Ifinfomsg,
+    socket::asynchronous::NlSocketHandle,
+    types::Buffer,
+    utils::Groups,
+};
+
+use crate::{LinkEvent, Namespace, error::NetlinkError, error::Result, handle::parse_link};
+
+/// Receive buffer asked for the event socket: bursts (a NIC returned with many changes) must
+/// not overrun it; overruns are still reported as [`LinkEvent::Overrun`].
+const EVENT_RECV_BUFFER: usize = 1 << 20;
+
+/// An endless stream of link changes in one namespace. Dropping it closes the socket.
+pub struct LinkEvents {
+    inner: BoxStream<'static, Result<LinkEvent>>,
+}
+
+impl std::fmt::Debug for LinkEvents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LinkEvents")
+    }
+}
+
+fn decode(kind: u16, payload: &Buffer) -> Option<LinkEvent> {
+    let bytes = payload.as_ref();
+    let message = Ifinfomsg::from_bytes_with_input(&mut Cursor::new(bytes), bytes.len()).ok()?;
+    let link = parse_link(&message);
+    if kind == u16::from(Rtm::Newlink) {
+        Some(LinkEvent::Changed(link))
+    } else if kind == u16::from(Rtm::Dellink) {
+        Some(LinkEvent::Removed(link))
+    } else {
+        None
+    }
+}
+
+async fn next_batch(socket: &NlSocketHandle) -> Result<Vec<LinkEvent>> {
+    match socket.recv::<u16, Buffer>().await {
+        Ok((messages, _)) => {
+            let mut events = Vec::new();
+            for message in messages {
+                let message = message.map_err(|e| NetlinkError::Protocol {
+                    operation: "read link event".into(),
+                    reason: e.to_string(),
+                })?;
+                if let NlPayload::Payload(payload) = message.nl_payload()
+                    && let Some(event) = decode(*message.nl_type(), payload)
+                {
+                    events.push(event);
+                }
+            }
+            Ok(events)
+        }
+        Err(neli::err::SocketError::Io(io)) if io.raw_os_error() == Some(libc::ENOBUFS) => {
+            Ok(vec![LinkEvent::Overrun])
+        }
+        Err(e) => Err(NetlinkError::Protocol {
+            operation: "read link event".into(),
+            reason: e.to_string(),
+        }),
+    }
+}
+
+impl LinkEvents {
+    /// Subscribes to link notifications of `namespace`. Needs a tokio runtime (the socket is
+    /// registered with its reactor), but never moves a runtime thread into the namespace.
+    pub fn subscribe(namespace: &Namespace) -> Result<Self> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+            NetlinkError::InvalidArgument("link events need a tokio runtime".into())
+        })?;
+        let socket = namespace.run(move || {
+            let _entered = runtime.enter();
+            let socket = NlSocketHandle::connect(
+                NlFamily::Route,
+                None,
+                Groups::new_groups(&[libc::RTNLGRP_LINK]),
+            )?;
+            socket.set_recv_buffer_size(EVENT_RECV_BUFFER)?;
+            Ok::<_, neli::err::SocketError>(socket)
+        })?;
+        let socket = socket.map_err(|e| NetlinkError::Protocol {
+            operation: "subscribe to link events".into(),
+            reason: e.to_string(),
+        })?;
+        let stream = futures::stream::unfold(
+            (socket, std::collections::VecDeque::new()),
+            |(socket, mut pending)| async move {
+                loop {
+                    if let Some(event) = pending.pop_front() {
+                        return Some((Ok(event), (socket, pending)));
+                    }
+                    match next_batch(&socket).await {
+                        Ok(batch) => pending.extend(batch),
+                        Err(e) => return Some((Err(e), (socket, pending))),
+                    }
+                }
+            },
+        );
+        Ok(Self {
+            inner: Box::pin(stream),
+        })
+    }
+}
+
+impl Stream for LinkEvents {
+    type Item = Result<LinkEvent>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.inner.as_mut().poll_next(cx)
+    }
+}
