@@ -125,6 +125,16 @@ pub enum TransportError {
     Options(String),
 }
 
+impl TransportError {
+    /// Wraps an amqprs error with the name of the failed operation.
+    pub(crate) fn amqp(operation: impl Into<String>, source: amqprs::error::Error) -> Self {
+        Self::Amqp {
+            operation: operation.into(),
+            source,
+        }
+    }
+}
+
 /// Errors seen by an RPC caller.
 #[derive(Debug, Error)]
 pub enum CallError {

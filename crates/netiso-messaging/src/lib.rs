@@ -4,12 +4,28 @@
 //! (Trove's encryption), then the AMQP transport, the RPC server and client, and the conductor
 //! client.
 
+pub mod client;
+pub mod conductor;
+pub mod confirm;
 pub mod crypto;
+pub mod dedup;
+pub mod dispatcher;
 pub mod envelope;
 pub mod error;
+pub mod options;
 pub mod pyjson;
 pub mod serializer;
+pub mod server;
+pub mod topology;
+pub mod transport;
 
+pub use client::RpcClient;
+pub use conductor::{ConductorClient, ServiceStatus};
 pub use crypto::InstanceKey;
+pub use dispatcher::{Args, Dispatcher, HandlerError};
 pub use error::{CallError, CryptoError, EnvelopeError, SerializerError, TransportError};
+pub use options::RabbitOptions;
 pub use serializer::{Context, Serializer};
+pub use server::{RpcServer, ServerConfig};
+pub use topology::Target;
+pub use transport::{BrokerConfig, BrokerHost, Transport};

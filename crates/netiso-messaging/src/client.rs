@@ -1,0 +1,253 @@
+//! The RPC client: call (with a reply queue and the timeout as message expiration), cast and
+//! fanout cast. Used by the harness, tools and tests.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex as StdMutex, PoisonError};
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+use tokio::sync::{OnceCell, oneshot, watch};
+use tracing::{debug, warn};
+
+use crate::crypto::uuid4_hex;
+use crate::dedup::RecentIds;
+use crate::envelope::{self, RemoteFailure, Reply, Request};
+use crate::error::{CallError, TransportError};
+use crate::serializer::{Context, Serializer};
+use crate::topology::{Target, Topology};
+use crate::transport::{Outgoing, Transport};
+
+type PendingCalls = Arc<StdMutex<HashMap<String, oneshot::Sender<Reply>>>>;
+
+/// Sends requests to RPC servers.
+#[derive(Clone)]
+pub struct RpcClient {
+    inner: Arc<ClientInner>,
+}
+
+struct ClientInner {
+    transport: Transport,
+    exchange: String,
+    serializer: Serializer,
+    replies: OnceCell<ReplyListener>,
+}
+
+/// The caller's single reply queue and the calls waiting on it.
+struct ReplyListener {
+    queue: String,
+    pending: PendingCalls,
+    stop: watch::Sender<bool>,
+}
+
+impl Drop for ReplyListener {
+    fn drop(&mut self) {
+        self.stop.send_replace(true);
+    }
+}
+
+impl RpcClient {
+    /// A client publishing to `exchange` (the control exchange) with `serializer`.
+    pub fn new(transport: &Transport, exchange: &str, serializer: Serializer) -> Self {
+        Self {
+            inner: Arc::new(ClientInner {
+                transport: transport.clone(),
+                exchange: exchange.to_owned(),
+                serializer,
+                replies: OnceCell::new(),
+            }),
+        }
+    }
+
+    /// Calls `method` and waits up to `timeout` for its reply; the request also expires in
+    /// the queue after `timeout`.
+    pub async fn call(
+        &self,
+        target: &Target,
+        method: &str,
+        args: Map<String, Value>,
+        context: &Context,
+        timeout: Duration,
+    ) -> Result<Value, CallError> {
+        let listener = self
+            .inner
+            .replies
+            .get_or_try_init(|| self.start_listener())
+            .await?;
+        let msg_id = uuid4_hex();
+        let (tx, rx) = oneshot::channel();
+        lock(&listener.pending).insert(msg_id.clone(), tx);
+        let mut request = self.request(target, method, args, context);
+        request.msg_id = Some(msg_id.clone());
+        request.reply_q = Some(listener.queue.clone());
+        let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        let sent = self.publish_topic(target, &request, Some(timeout_ms)).await;
+        if let Err(err) = sent {
+            lock(&listener.pending).remove(&msg_id);
+            return Err(err.into());
+        }
+        let reply = match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(_)) => return Err(CallError::Transport(TransportError::Closed)),
+            Err(_) => {
+                lock(&listener.pending).remove(&msg_id);
+                return Err(CallError::Timeout {
+                    method: method.to_owned(),
+                    timeout_ms,
+                });
+            }
+        };
+        if let Some(failure) = reply.failure {
+            let failure = RemoteFailure::from_json(&failure)
+                .map_err(|err| CallError::BadReply(err.to_string()))?;
+            return Err(CallError::Remote {
+                class: failure.class,
+                module: failure.module,
+                message: failure.message,
+            });
+        }
+        Ok(self.inner.serializer.deserialize_entity(reply.result))
+    }
+
+    /// Sends `method` without waiting for a result; returns once the broker confirmed it.
+    pub async fn cast(
+        &self,
+        target: &Target,
+        method: &str,
+        args: Map<String, Value>,
+        context: &Context,
+    ) -> Result<(), CallError> {
+        let request = self.request(target, method, args, context);
+        self.publish_topic(target, &request, None).await?;
+        Ok(())
+    }
+
+    /// Casts to every server of `target.topic` through its fanout exchange.
+    pub async fn fanout_cast(
+        &self,
+        target: &Target,
+        method: &str,
+        args: Map<String, Value>,
+        context: &Context,
+    ) -> Result<(), CallError> {
+        let request = self.request(target, method, args, context);
+        let body = envelope::wrap(&request.to_message());
+        let exchange = Topology::new(self.inner.transport.options()).fanout_exchange(&target.topic);
+        self.inner
+            .transport
+            .publish(&Outgoing {
+                exchange: &exchange.name,
+                declare: Some(&exchange),
+                routing_key: "",
+                body: &body,
+                mandatory: false,
+                expiration_ms: None,
+            })
+            .await?;
+        Ok(())
+    }
+
+    fn request(
+        &self,
+        target: &Target,
+        method: &str,
+        args: Map<String, Value>,
+        context: &Context,
+    ) -> Request {
+        let serializer = &self.inner.serializer;
+        Request {
+            method: method.to_owned(),
+            args: args
+                .iter()
+                .map(|(name, value)| (name.clone(), serializer.serialize_entity(value)))
+                .collect(),
+            namespace: None,
+            version: Some(target.version.clone()),
+            msg_id: None,
+            reply_q: None,
+            timeout: None,
+            unique_id: Some(uuid4_hex()),
+            context: serializer.serialize_context(context),
+        }
+    }
+
+    async fn publish_topic(
+        &self,
+        target: &Target,
+        request: &Request,
+        expiration_ms: Option<u64>,
+    ) -> Result<(), TransportError> {
+        let body = envelope::wrap(&request.to_message());
+        let exchange =
+            Topology::new(self.inner.transport.options()).topic_exchange(&self.inner.exchange);
+        self.inner
+            .transport
+            .publish(&Outgoing {
+                exchange: &self.inner.exchange,
+                declare: Some(&exchange),
+                routing_key: &target.routing_key(),
+                body: &body,
+                mandatory: false,
+                expiration_ms,
+            })
+            .await
+    }
+
+    async fn start_listener(&self) -> Result<ReplyListener, TransportError> {
+        let queue = format!("reply_{}", uuid4_hex());
+        let spec = Topology::new(self.inner.transport.options()).reply_consumer(&queue);
+        let mut consumer = self
+            .inner
+            .transport
+            .consume(vec![spec], vec![queue.clone()])
+            .await?;
+        let pending: PendingCalls = Arc::default();
+        let (stop_tx, mut stop_rx) = watch::channel(false);
+        let routes = Arc::clone(&pending);
+        tokio::spawn(async move {
+            let mut recent = RecentIds::default();
+            loop {
+                let delivery = tokio::select! {
+                    delivery = consumer.deliveries.recv() => delivery,
+                    _ = stop_rx.wait_for(|s| *s) => break,
+                };
+                let Some(delivery) = delivery else { break };
+                if let Err(err) = delivery.ack().await {
+                    warn!(error = %err, "ack of a reply failed");
+                    continue;
+                }
+                let reply = match envelope::unwrap(&delivery.body).and_then(Reply::from_message) {
+                    Ok(reply) => reply,
+                    Err(err) => {
+                        warn!(error = %err, "unreadable reply dropped");
+                        continue;
+                    }
+                };
+                if !reply.unique_id.is_empty() && !recent.insert(&reply.unique_id) {
+                    debug!(msg_id = %reply.msg_id, "duplicate reply dropped");
+                    continue;
+                }
+                if !reply.ending {
+                    continue;
+                }
+                match lock(&routes).remove(&reply.msg_id) {
+                    Some(waiter) => {
+                        let _ = waiter.send(reply);
+                    }
+                    None => {
+                        warn!(msg_id = %reply.msg_id, "reply for an unknown or expired call dropped")
+                    }
+                }
+            }
+            consumer.stop().await;
+        });
+        Ok(ReplyListener {
+            queue,
+            pending,
+            stop: stop_tx,
+        })
+    }
+}
+
+fn lock<T>(mutex: &StdMutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
