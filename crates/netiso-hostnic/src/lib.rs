@@ -1,0 +1,27 @@
+//! The `docker-hostnic` libnetwork remote network driver.
+//!
+//! With network isolation, the Trove database container gets the VM's tenant NIC itself: the
+//! guest agent creates a Docker network with this driver and `-o hostnic_mac=<MAC>`, and on
+//! `Join` the driver names the host link with that MAC so dockerd moves it into the container.
+//! Wire- and file-compatible with Trove's Python plugin, but crash-safe (atomic state), precise
+//! in its errors, IPv6-aware and race-free on the IPv6 default route (see [`driver`]).
+//!
+//! Layers: [`protocol`] (pure decoding and answers), [`driver`] (behaviour), [`state`] (the state
+//! file), [`tenant_nic`] (`eth1.json`), [`locator`] (finding links by MAC) and [`server`]
+//! (hyper over a unix socket).
+
+pub mod driver;
+pub mod locator;
+pub mod mac;
+pub mod protocol;
+pub mod server;
+pub mod state;
+pub mod tenant_nic;
+
+pub use driver::{Driver, DriverError};
+pub use locator::{LocateError, NetnsNicLocator, NicLocator};
+pub use mac::MacAddress;
+pub use protocol::{ProtocolError, Request, Response, decode_request};
+pub use server::{PluginSocket, ServerError, serve, termination_signal};
+pub use state::{StateError, StateStore};
+pub use tenant_nic::{TenantNic, TenantNicError};

@@ -1,0 +1,449 @@
+//! The persistent NetworkID -> tenant NIC map, in the file format Trove's plugin uses
+//! (`/etc/docker/hostnic.json`).
+//!
+//! Docker keeps its network definitions across restarts and never repeats `CreateNetwork`, so
+//! losing this file breaks every later `Join`. Writes are therefore atomic (temp file in the same
+//! directory, fsync, rename, fsync of the directory), and a file that cannot be parsed is moved
+//! aside, never overwritten.
+
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+use std::net::IpAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::mac::MacAddress;
+
+/// Where Trove's plugin keeps its state.
+pub const DEFAULT_STATE_FILE: &str = "/etc/docker/hostnic.json";
+
+/// Mode of a newly created state file (Trove's file was created 0644 by Python).
+const NEW_FILE_MODE: u32 = 0o644;
+
+/// How many `*.corrupt-<time>[-n]` names to try before giving up.
+const MAX_SET_ASIDE_ATTEMPTS: u32 = 100;
+
+/// One network's entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NetworkEntry {
+    /// The tenant NIC's MAC (`hostnic_mac`).
+    pub mac_address: MacAddress,
+    /// The IPv4 pool gateway at creation; informational, as in Trove.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<IpAddr>,
+    /// Keys written by other versions, kept so a rewrite loses nothing.
+    #[serde(flatten)]
+    pub other: BTreeMap<String, Value>,
+}
+
+impl NetworkEntry {
+    /// A new entry with no extra keys.
+    pub fn new(mac_address: MacAddress, gateway: Option<IpAddr>) -> Self {
+        Self {
+            mac_address,
+            gateway,
+            other: BTreeMap::new(),
+        }
+    }
+}
+
+/// The parsed content of a state file: NetworkID -> entry.
+pub type Networks = BTreeMap<String, NetworkEntry>;
+
+/// A state file that could not be parsed at start-up and was renamed, so that nothing is lost.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetAsideFile {
+    /// Its new name.
+    pub kept_as: PathBuf,
+    /// The parse error.
+    pub reason: String,
+}
+
+/// State file failures; each names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// Reading the file failed (other than "does not exist").
+    #[error("cannot read the state file {path}: {source}")]
+    Read {
+        /// The state file.
+        path: PathBuf,
+        /// The I/O error.
+        source: io::Error,
+    },
+    /// Writing or renaming failed; the previous file content is intact.
+    #[error(
+        "cannot write the state file {path}: {source}; the previous content is unchanged (check free space and permissions of the directory)"
+    )]
+    Write {
+        /// The state file.
+        path: PathBuf,
+        /// The I/O error.
+        source: io::Error,
+    },
+    /// A corrupt file could not be moved aside, so it was not replaced either.
+    #[error(
+        "the state file {path} is corrupt ({reason}) and could not be renamed aside: {source}; move it away by hand"
+    )]
+    SetAside {
+        /// The state file.
+        path: PathBuf,
+        /// The parse error.
+        reason: String,
+        /// The I/O error.
+        source: io::Error,
+    },
+    /// The path has no file name or directory.
+    #[error("the state file path {path} must name a file in a directory")]
+    BadPath {
+        /// The configured path.
+        path: PathBuf,
+    },
+}
+
+/// The in-memory copy of the state file; every change is written through before it is applied.
+#[derive(Debug)]
+pub struct StateStore {
+    path: PathBuf,
+    networks: Networks,
+    set_aside: Option<SetAsideFile>,
+}
+
+impl StateStore {
+    /// Loads the file, creating it (and its directory) as `{}` when absent.
+    ///
+    /// A file that is not valid state is renamed to `<name>.corrupt-<unix-time>` and replaced by
+    /// an empty state; [`StateStore::set_aside`] reports it so that callers can log it and mention
+    /// it in later "unknown network" errors.
+    pub fn open(path: &Path) -> Result<Self, StateError> {
+        let directory = parent_dir(path)?;
+        std::fs::create_dir_all(directory).map_err(|source| StateError::Write {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut store = Self {
+            path: path.to_owned(),
+            networks: Networks::new(),
+            set_aside: None,
+        };
+        match std::fs::read(path) {
+            Ok(bytes) => match parse_networks(&bytes) {
+                Ok(networks) => store.networks = networks,
+                Err(reason) => {
+                    let kept_as = set_aside(path, &reason)?;
+                    store.set_aside = Some(SetAsideFile { kept_as, reason });
+                    store.write(&Networks::new())?;
+                }
+            },
+            Err(err) if err.kind() == io::ErrorKind::NotFound => store.write(&Networks::new())?,
+            Err(source) => {
+                return Err(StateError::Read {
+                    path: path.to_owned(),
+                    source,
+                });
+            }
+        }
+        Ok(store)
+    }
+
+    /// The state file path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The corrupt file moved aside at start-up, if any.
+    pub fn set_aside(&self) -> Option<&SetAsideFile> {
+        self.set_aside.as_ref()
+    }
+
+    /// The entry of `network_id`.
+    pub fn network(&self, network_id: &str) -> Option<&NetworkEntry> {
+        self.networks.get(network_id)
+    }
+
+    /// All entries, by NetworkID.
+    pub fn networks(&self) -> &Networks {
+        &self.networks
+    }
+
+    /// Stores an entry; on error neither the file nor the memory copy changes.
+    pub fn insert(&mut self, network_id: &str, entry: NetworkEntry) -> Result<(), StateError> {
+        let mut next = self.networks.clone();
+        next.insert(network_id.to_owned(), entry);
+        self.write(&next)?;
+        self.networks = next;
+        Ok(())
+    }
+
+    /// Removes an entry, returning it; absent entries cause no write.
+    pub fn remove(&mut self, network_id: &str) -> Result<Option<NetworkEntry>, StateError> {
+        if !self.networks.contains_key(network_id) {
+            return Ok(None);
+        }
+        let mut next = self.networks.clone();
+        let removed = next.remove(network_id);
+        self.write(&next)?;
+        self.networks = next;
+        Ok(removed)
+    }
+
+    fn write(&self, networks: &Networks) -> Result<(), StateError> {
+        write_atomically(&self.path, networks).map_err(|source| StateError::Write {
+            path: self.path.clone(),
+            source,
+        })
+    }
+}
+
+/// Parses state file bytes (pure; also the fuzz entry point).
+pub fn parse_networks(bytes: &[u8]) -> Result<Networks, String> {
+    serde_json::from_slice(bytes).map_err(|err| err.to_string())
+}
+
+fn parent_dir(path: &Path) -> Result<&Path, StateError> {
+    match (path.parent(), path.file_name()) {
+        (Some(parent), Some(_)) if !parent.as_os_str().is_empty() => Ok(parent),
+        (Some(_), Some(_)) => Ok(Path::new(".")),
+        _ => Err(StateError::BadPath {
+            path: path.to_owned(),
+        }),
+    }
+}
+
+fn write_atomically(path: &Path, networks: &Networks) -> io::Result<()> {
+    let directory = parent_dir(path)
+        .map_err(|err| io::Error::new(io::ErrorKind::InvalidInput, err.to_string()))?;
+    let mode = match std::fs::metadata(path) {
+        Ok(metadata) => metadata.permissions().mode() & 0o7777,
+        Err(_) => NEW_FILE_MODE,
+    };
+    let mut contents = serde_json::to_vec_pretty(networks).map_err(io::Error::other)?;
+    contents.push(b'\n');
+    let mut temp = tempfile::Builder::new()
+        .prefix(".hostnic-state-")
+        .suffix(".tmp")
+        .tempfile_in(directory)?;
+    temp.write_all(&contents)?;
+    temp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(mode))?;
+    temp.as_file().sync_all()?;
+    temp.persist(path).map_err(|err| err.error)?;
+    std::fs::File::open(directory)?.sync_all()
+}
+
+fn set_aside(path: &Path, reason: &str) -> Result<PathBuf, StateError> {
+    let error = |source| StateError::SetAside {
+        path: path.to_owned(),
+        reason: reason.to_owned(),
+        source,
+    };
+    let seconds = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_secs())
+        .unwrap_or_default();
+    let base = format!("{}.corrupt-{seconds}", path.display());
+    for attempt in 0..MAX_SET_ASIDE_ATTEMPTS {
+        let candidate = PathBuf::from(if attempt == 0 {
+            base.clone()
+        } else {
+            format!("{base}-{attempt}")
+        });
+        if candidate.symlink_metadata().is_ok() {
+            continue;
+        }
+        std::fs::rename(path, &candidate).map_err(error)?;
+        let directory = parent_dir(path)?;
+        std::fs::File::open(directory)
+            .and_then(|dir| dir.sync_all())
+            .map_err(error)?;
+        return Ok(candidate);
+    }
+    Err(error(io::Error::new(
+        io::ErrorKind::AlreadyExists,
+        "too many set-aside copies exist already",
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NET_A: &str = "3f5e4b2a1c0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f";
+    const NET_B: &str = "0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9";
+
+    fn mac(text: &str) -> MacAddress {
+        text.parse().unwrap()
+    }
+
+    fn files_in(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_missing_file_is_created_empty_with_its_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("etc/docker/hostnic.json");
+        let store = StateStore::open(&path).unwrap();
+        assert!(store.networks().is_empty());
+        assert_eq!(std::fs::read_to_string(&path).unwrap().trim(), "{}");
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o644
+        );
+        assert!(store.set_aside().is_none());
+    }
+
+    #[test]
+    fn reads_a_trove_written_file_as_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hostnic.json");
+        let trove = format!(
+            r#"{{"{NET_A}": {{"mac_address": "fa:16:3e:12:34:56", "gateway": "10.0.0.1"}}, "{NET_B}": {{"mac_address": "FA:16:3E:AA:BB:CC", "future_key": [1]}}}}"#
+        );
+        std::fs::write(&path, &trove).unwrap();
+        let store = StateStore::open(&path).unwrap();
+        let a = store.network(NET_A).unwrap();
+        assert_eq!(a.mac_address, mac("fa:16:3e:12:34:56"));
+        assert_eq!(a.gateway, Some("10.0.0.1".parse().unwrap()));
+        let b = store.network(NET_B).unwrap();
+        assert_eq!(b.mac_address, mac("fa:16:3e:aa:bb:cc"));
+        assert_eq!(b.gateway, None);
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            trove,
+            "opening must not rewrite the file"
+        );
+    }
+
+    #[test]
+    fn changes_survive_a_restart_and_keep_unknown_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hostnic.json");
+        std::fs::write(
+            &path,
+            format!(
+                r#"{{"{NET_B}": {{"mac_address": "fa:16:3e:aa:bb:cc", "future_key": "kept"}}}}"#
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let mut store = StateStore::open(&path).unwrap();
+        store
+            .insert(
+                NET_A,
+                NetworkEntry::new(mac("fa:16:3e:12:34:56"), Some("10.0.0.1".parse().unwrap())),
+            )
+            .unwrap();
+        drop(store);
+
+        let mut reopened = StateStore::open(&path).unwrap();
+        assert_eq!(reopened.networks().len(), 2);
+        assert_eq!(
+            reopened.network(NET_A).unwrap().mac_address,
+            mac("fa:16:3e:12:34:56")
+        );
+        assert_eq!(reopened.network(NET_B).unwrap().other["future_key"], "kept");
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600,
+            "mode is preserved"
+        );
+        let json: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(json[NET_A]["gateway"], "10.0.0.1");
+
+        assert!(reopened.remove(NET_A).unwrap().is_some());
+        assert!(reopened.remove(NET_A).unwrap().is_none());
+        drop(reopened);
+        let again = StateStore::open(&path).unwrap();
+        assert!(again.network(NET_A).is_none() && again.network(NET_B).is_some());
+        assert_eq!(
+            files_in(dir.path()),
+            vec!["hostnic.json"],
+            "no temp files are left behind"
+        );
+    }
+
+    #[test]
+    fn a_failed_write_changes_neither_file_nor_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hostnic.json");
+        let mut store = StateStore::open(&path).unwrap();
+        store
+            .insert(NET_A, NetworkEntry::new(mac("fa:16:3e:12:34:56"), None))
+            .unwrap();
+        let before = std::fs::read(&path).unwrap();
+        // Make the rename target a non-empty directory: the temp file is written, the rename fails.
+        std::fs::remove_file(&path).unwrap();
+        std::fs::create_dir(&path).unwrap();
+        std::fs::write(path.join("blocker"), "x").unwrap();
+        let err = store
+            .insert(NET_B, NetworkEntry::new(mac("fa:16:3e:aa:bb:cc"), None))
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("hostnic.json") && err.to_string().contains("unchanged"),
+            "{err}"
+        );
+        assert!(store.network(NET_B).is_none());
+        assert!(store.network(NET_A).is_some());
+        std::fs::remove_dir_all(&path).unwrap();
+        std::fs::write(&path, &before).unwrap();
+        assert_eq!(
+            files_in(dir.path()),
+            vec!["hostnic.json"],
+            "the temp file is cleaned up"
+        );
+    }
+
+    #[test]
+    fn a_corrupt_file_is_kept_aside_not_emptied() {
+        for corrupt in [
+            "",
+            "{\"abc\": {\"mac_addr",
+            "[]",
+            "{\"x\": {\"mac_address\": \"nope\"}}",
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("hostnic.json");
+            std::fs::write(&path, corrupt).unwrap();
+            let store = StateStore::open(&path).unwrap();
+            let set_aside = store.set_aside().expect("reported").clone();
+            assert!(
+                set_aside
+                    .kept_as
+                    .to_string_lossy()
+                    .contains("hostnic.json.corrupt-")
+            );
+            assert_eq!(
+                std::fs::read_to_string(&set_aside.kept_as).unwrap(),
+                corrupt,
+                "kept byte for byte"
+            );
+            assert!(!set_aside.reason.is_empty());
+            assert!(store.networks().is_empty());
+            assert_eq!(std::fs::read_to_string(&path).unwrap().trim(), "{}");
+
+            // A second corruption in the same second gets its own name.
+            std::fs::write(&path, "garbage").unwrap();
+            let second = StateStore::open(&path).unwrap();
+            let kept = &second.set_aside().unwrap().kept_as;
+            assert_ne!(kept, &set_aside.kept_as);
+            assert_eq!(std::fs::read_to_string(kept).unwrap(), "garbage");
+        }
+    }
+
+    #[test]
+    fn a_path_without_file_name_is_rejected() {
+        assert!(matches!(
+            StateStore::open(Path::new("/")),
+            Err(StateError::BadPath { .. })
+        ));
+    }
+}
