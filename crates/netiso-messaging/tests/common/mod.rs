@@ -1,0 +1,100 @@
+//! Shared helpers of the integration tests: the real broker, the Python venv, unique names.
+//! A missing service makes a test fail with what to do, never skip.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::str::FromStr;
+use std::time::Duration;
+
+use netiso_config::TransportUrl;
+use netiso_messaging::{BrokerConfig, RabbitOptions, Transport};
+use serde_json::{Map, Value};
+
+pub const DEFAULT_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+pub const DEFAULT_VENV: &str = "/var/lib/trove-netiso/venv";
+pub const KEY: &str = "Qm9kZ3kxMjM0NTY3ODlhYmNkZWZnaGlq";
+
+/// The broker URL under test (`NETISO_TEST_AMQP_URL`).
+pub fn amqp_url() -> String {
+    std::env::var("NETISO_TEST_AMQP_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned())
+}
+
+pub fn broker_config() -> BrokerConfig {
+    let url = amqp_url();
+    let parsed = TransportUrl::from_str(&url)
+        .unwrap_or_else(|err| panic!("bad NETISO_TEST_AMQP_URL {url:?}: {err}"));
+    BrokerConfig::from_transport_url(&parsed).expect("usable broker URL")
+}
+
+/// Options for tests: quick reconnection so failures show fast.
+pub fn test_options() -> RabbitOptions {
+    RabbitOptions {
+        rabbit_retry_interval: Duration::from_millis(200),
+        rabbit_interval_max: Duration::from_secs(2),
+        publish_timeout: Duration::from_secs(20),
+        kombu_missing_consumer_retry_timeout: Duration::from_secs(5),
+        ..RabbitOptions::default()
+    }
+}
+
+/// Connects or fails the test with instructions.
+pub async fn connect(options: RabbitOptions) -> Transport {
+    match Transport::connect(broker_config(), options, Duration::from_secs(10)).await {
+        Ok(transport) => transport,
+        Err(err) => panic!(
+            "RabbitMQ is not reachable at {}: {err}. Run `cargo xtask provision` (or set NETISO_TEST_AMQP_URL)",
+            amqp_url()
+        ),
+    }
+}
+
+/// A name unique to this test run.
+pub fn unique(prefix: &str) -> String {
+    format!("netiso-test-{prefix}-{}", uuid::Uuid::new_v4().simple())
+}
+
+pub fn object(value: Value) -> Map<String, Value> {
+    match value {
+        Value::Object(map) => map,
+        other => panic!("expected an object, got {other}"),
+    }
+}
+
+/// The interop venv's Python, checked to have oslo.messaging 18.3.1.
+pub fn python() -> PathBuf {
+    let venv = std::env::var("NETISO_PY_VENV").unwrap_or_else(|_| DEFAULT_VENV.to_owned());
+    let python = PathBuf::from(&venv).join("bin/python");
+    let check = Command::new(&python)
+        .args([
+            "-c",
+            "import importlib.metadata as m, cryptography; assert m.version('oslo.messaging') == '18.3.1', m.version('oslo.messaging')",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output();
+    match check {
+        Ok(out) if out.status.success() => python,
+        Ok(out) => panic!(
+            "the Python venv {venv} lacks oslo.messaging==18.3.1 or cryptography ({}). Run `cargo xtask provision`",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
+        Err(err) => panic!("no Python venv at {venv} ({err}). Run `cargo xtask provision`"),
+    }
+}
+
+/// Path of a script under tests/python.
+pub fn script(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/python")
+        .join(name)
+}
+
+/// Logs to the test output when RUST_LOG is set.
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
