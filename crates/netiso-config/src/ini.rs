@@ -324,3 +324,220 @@ impl Provider for IniFile {
         Ok(Profile::Default.collect(dict))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::Figment;
+
+    fn parse(text: &str) -> IniFile {
+        IniFile::parse(Path::new("test.conf"), text).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn values(text: &str) -> Vec<(String, String, String)> {
+        parse(text)
+            .entries()
+            .iter()
+            .map(|e| (e.section.clone(), e.key.clone(), e.value.clone()))
+            .collect()
+    }
+
+    fn triple(section: &str, key: &str, value: &str) -> (String, String, String) {
+        (section.to_owned(), key.to_owned(), value.to_owned())
+    }
+
+    fn error_of(text: &str) -> IniSyntaxError {
+        IniFile::parse(Path::new("bad.conf"), text).expect_err("must be rejected")
+    }
+
+    #[test]
+    fn equals_and_colon_both_separate_and_the_first_one_wins() {
+        assert_eq!(
+            values("[network]\nnetwork_isolation: True\n[DEFAULT]\na = b:c\nd: e=f\n"),
+            [
+                triple("network", "network_isolation", "True"),
+                triple("DEFAULT", "a", "b:c"),
+                triple("DEFAULT", "d", "e=f"),
+            ]
+        );
+    }
+
+    #[test]
+    fn full_line_comments_only() {
+        assert_eq!(
+            values("# c\n; c\n[DEFAULT]\n#a=1\n;b=2\nc=3 # kept\nd=x ; kept\n"),
+            [
+                triple("DEFAULT", "c", "3 # kept"),
+                triple("DEFAULT", "d", "x ; kept")
+            ]
+        );
+    }
+
+    #[test]
+    fn indented_lines_continue_the_value() {
+        assert_eq!(
+            values("[DEFAULT]\na = one\n  two\n\tthree\n\nb = x\n   # text, not a comment\n"),
+            [
+                triple("DEFAULT", "a", "one\ntwo\nthree"),
+                triple("DEFAULT", "b", "x\n# text, not a comment")
+            ]
+        );
+    }
+
+    #[test]
+    fn repeated_keys_keep_every_value_and_get_returns_the_last() {
+        let file = parse("[DEFAULT]\nserver = a\nserver = b\n");
+        assert_eq!(file.entries().len(), 2);
+        assert_eq!(
+            file.get("DEFAULT", "server")
+                .map(|e| (e.value.as_str(), e.line)),
+            Some(("b", 3))
+        );
+    }
+
+    #[test]
+    fn backslashes_are_plain_characters() {
+        assert_eq!(
+            values("[DEFAULT]\np = a\\nb\\\\c\\\n"),
+            [triple("DEFAULT", "p", "a\\nb\\\\c\\")]
+        );
+    }
+
+    #[test]
+    fn one_pair_of_matching_quotes_is_stripped() {
+        assert_eq!(
+            values("[DEFAULT]\na = \"x\"\nb = 'y\"\nc = \"\nd = ''\ne = \"a 'b'\"\n"),
+            [
+                triple("DEFAULT", "a", "x"),
+                triple("DEFAULT", "b", "'y\""),
+                triple("DEFAULT", "c", ""),
+                triple("DEFAULT", "d", ""),
+                triple("DEFAULT", "e", "a 'b'"),
+            ]
+        );
+    }
+
+    #[test]
+    fn section_names_are_lowercased_except_default() {
+        assert_eq!(
+            values("[Network]\nX=1\n[default]\na=1\n[DEFAULT]\nb=2\n"),
+            [
+                triple("network", "X", "1"),
+                triple("default", "a", "1"),
+                triple("DEFAULT", "b", "2")
+            ]
+        );
+    }
+
+    #[test]
+    fn keys_are_case_sensitive_and_values_trimmed() {
+        let file = parse("[DEFAULT]\nGuest_ID =  abc   \n");
+        assert!(file.get("DEFAULT", "guest_id").is_none());
+        assert_eq!(
+            file.get("DEFAULT", "Guest_ID").map(|e| e.value.as_str()),
+            Some("abc")
+        );
+    }
+
+    #[test]
+    fn universal_newlines() {
+        assert_eq!(
+            values("[DEFAULT]\r\na = 1\r\n  cont\r\nb=2\rc=3"),
+            [
+                triple("DEFAULT", "a", "1\ncont"),
+                triple("DEFAULT", "b", "2"),
+                triple("DEFAULT", "c", "3")
+            ]
+        );
+    }
+
+    #[test]
+    fn line_numbers_are_those_of_the_key() {
+        let file = parse("\n# x\n[DEFAULT]\n\na = 1\n  2\nb = 3\n");
+        let lines: Vec<usize> = file.entries().iter().map(|e| e.line).collect();
+        assert_eq!(lines, [5, 7]);
+    }
+
+    #[test]
+    fn syntax_errors_name_file_line_and_kind() {
+        let cases: [(&str, usize, IniSyntaxErrorKind); 7] = [
+            ("[DEFAULT]\nabc\n", 2, IniSyntaxErrorKind::InvalidAssignment),
+            ("[DEFAULT]\n= 1\n", 2, IniSyntaxErrorKind::EmptyKey),
+            ("  x = 1\n", 1, IniSyntaxErrorKind::UnexpectedContinuation),
+            (
+                "[DEFAULT]\na=1\n# c\n  b\n",
+                4,
+                IniSyntaxErrorKind::UnexpectedContinuation,
+            ),
+            (
+                "[DEFAULT\n",
+                1,
+                IniSyntaxErrorKind::SectionWithoutEndBracket,
+            ),
+            ("[]\n", 1, IniSyntaxErrorKind::EmptySectionName),
+            ("\na = 1\n", 2, IniSyntaxErrorKind::AssignmentOutsideSection),
+        ];
+        for (text, line, kind) in cases {
+            let error = error_of(text);
+            assert_eq!((error.line, error.kind), (line, kind), "{text:?}");
+            assert!(
+                error.to_string().starts_with(&format!("bad.conf:{line}: ")),
+                "{error}"
+            );
+        }
+    }
+
+    #[test]
+    fn invalid_utf8_names_the_line() {
+        let error = IniFile::parse_bytes(Path::new("bin.conf"), b"[DEFAULT]\na = \xff\n")
+            .expect_err("not UTF-8");
+        assert_eq!(
+            (error.line, error.kind),
+            (2, IniSyntaxErrorKind::InvalidUtf8)
+        );
+    }
+
+    #[test]
+    fn figment_provider_exposes_sections_and_merges_later_files_over_earlier() {
+        #[derive(serde::Deserialize)]
+        struct Network {
+            network_isolation: String,
+        }
+        #[derive(serde::Deserialize)]
+        struct Conf {
+            #[serde(rename = "DEFAULT")]
+            default: std::collections::BTreeMap<String, figment::value::Value>,
+            network: Network,
+        }
+        let first = IniFile::parse(
+            Path::new("/a.conf"),
+            "[DEFAULT]\nx = 1\nm = a\nm = b\n[network]\nnetwork_isolation = True\n",
+        )
+        .expect("valid");
+        let second = IniFile::parse(
+            Path::new("/b.conf"),
+            "[network]\nnetwork_isolation: False\n",
+        )
+        .expect("valid");
+        let figment = Figment::new().merge(&first).merge(&second);
+        let conf: Conf = figment.extract().expect("extracts");
+        assert_eq!(conf.network.network_isolation, "False");
+        assert_eq!(conf.default.get("x").and_then(|v| v.as_str()), Some("1"));
+        let multi = conf
+            .default
+            .get("m")
+            .and_then(|v| v.as_array())
+            .expect("repeated key is an array");
+        assert_eq!(
+            multi.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+        let metadata = figment
+            .find_metadata("network.network_isolation")
+            .expect("tracked");
+        assert_eq!(
+            metadata.source.as_ref().and_then(|s| s.file_path()),
+            Some(Path::new("/b.conf"))
+        );
+    }
+}
