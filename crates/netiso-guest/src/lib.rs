@@ -1,0 +1,6 @@
+//! Guest-side orchestration of trove-netiso.
+//!
+//! [`isolation`] takes the tenant NIC away from the VM at start-up, fail-closed, and keeps it
+//! away ([`isolation::Guard`]) when the OS or Docker brings it back.
+
+pub mod isolation;
