@@ -11,13 +11,18 @@ use neli::{
     FromBytesWithInput,
     consts::{rtnl::Rtm, socket::NlFamily},
     nl::NlPayload,
-    rtnl::Ifinfomsg,
+    rtnl::{Ifaddrmsg, Ifinfomsg},
     socket::asynchronous::NlSocketHandle,
     types::Buffer,
     utils::Groups,
 };
 
-use crate::{LinkEvent, Namespace, error::NetlinkError, error::Result, handle::parse_link};
+use crate::{
+    LinkEvent, Namespace,
+    error::NetlinkError,
+    error::Result,
+    handle::{parse_address, parse_link},
+};
 
 /// Receive buffer asked for the event socket: bursts (a NIC returned with many changes) must
 /// not overrun it; overruns are still reported as [`LinkEvent::Overrun`].
@@ -36,12 +41,22 @@ impl std::fmt::Debug for LinkEvents {
 
 fn decode(kind: u16, payload: &Buffer) -> Option<LinkEvent> {
     let bytes = payload.as_ref();
-    let message = Ifinfomsg::from_bytes_with_input(&mut Cursor::new(bytes), bytes.len()).ok()?;
-    let link = parse_link(&message);
-    if kind == u16::from(Rtm::Newlink) {
-        Some(LinkEvent::Changed(link))
-    } else if kind == u16::from(Rtm::Dellink) {
-        Some(LinkEvent::Removed(link))
+    let mut cursor = Cursor::new(bytes);
+    if kind == u16::from(Rtm::Newlink) || kind == u16::from(Rtm::Dellink) {
+        let link = parse_link(&Ifinfomsg::from_bytes_with_input(&mut cursor, bytes.len()).ok()?);
+        Some(if kind == u16::from(Rtm::Newlink) {
+            LinkEvent::Changed(link)
+        } else {
+            LinkEvent::Removed(link)
+        })
+    } else if kind == u16::from(Rtm::Newaddr) || kind == u16::from(Rtm::Deladdr) {
+        let address =
+            parse_address(&Ifaddrmsg::from_bytes_with_input(&mut cursor, bytes.len()).ok()?)?;
+        Some(if kind == u16::from(Rtm::Newaddr) {
+            LinkEvent::AddressAdded(address)
+        } else {
+            LinkEvent::AddressRemoved(address)
+        })
     } else {
         None
     }
@@ -78,16 +93,31 @@ impl LinkEvents {
     /// Subscribes to link notifications of `namespace`. Needs a tokio runtime (the socket is
     /// registered with its reactor), but never moves a runtime thread into the namespace.
     pub fn subscribe(namespace: &Namespace) -> Result<Self> {
+        Self::subscribe_groups(namespace, &[libc::RTNLGRP_LINK])
+    }
+
+    /// Like [`LinkEvents::subscribe`], with address additions and removals (IPv4 and IPv6)
+    /// too: an address put on a link that is down raises no link event.
+    pub fn subscribe_with_addresses(namespace: &Namespace) -> Result<Self> {
+        Self::subscribe_groups(
+            namespace,
+            &[
+                libc::RTNLGRP_LINK,
+                libc::RTNLGRP_IPV4_IFADDR,
+                libc::RTNLGRP_IPV6_IFADDR,
+            ],
+        )
+    }
+
+    fn subscribe_groups(namespace: &Namespace, groups: &[u32]) -> Result<Self> {
+        let groups = groups.to_vec();
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
             NetlinkError::InvalidArgument("link events need a tokio runtime".into())
         })?;
         let socket = namespace.run(move || {
             let _entered = runtime.enter();
-            let socket = NlSocketHandle::connect(
-                NlFamily::Route,
-                None,
-                Groups::new_groups(&[libc::RTNLGRP_LINK]),
-            )?;
+            let socket =
+                NlSocketHandle::connect(NlFamily::Route, None, Groups::new_groups(&groups))?;
             socket.set_recv_buffer_size(EVENT_RECV_BUFFER)?;
             Ok::<_, neli::err::SocketError>(socket)
         })?;

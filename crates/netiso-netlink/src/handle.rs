@@ -269,6 +269,12 @@ impl NetlinkHandle {
         LinkEvents::subscribe(&self.namespace)
     }
 
+    /// Link changes and address additions/removals in this handle's namespace (see
+    /// [`LinkEvents::subscribe_with_addresses`]). Must be called from inside a tokio runtime.
+    pub fn link_and_address_events(&self) -> Result<LinkEvents> {
+        LinkEvents::subscribe_with_addresses(&self.namespace)
+    }
+
     fn socket(&self) -> MutexGuard<'_, RtSocket> {
         // A panic while holding the socket cannot leave it half-written: each request is one send.
         self.socket

@@ -265,6 +265,10 @@ pub enum LinkEvent {
     Changed(Link),
     /// The link left the namespace (deleted or moved away).
     Removed(Link),
+    /// An address was added to a link (only from [`crate::LinkEvents::subscribe_with_addresses`]).
+    AddressAdded(Address),
+    /// An address was removed from a link (only with addresses subscribed).
+    AddressRemoved(Address),
     /// The kernel dropped notifications (socket buffer overrun, ENOBUFS): state must be re-read.
     Overrun,
 }

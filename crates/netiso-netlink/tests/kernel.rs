@@ -592,3 +592,30 @@ fn mac_of_a_real_link_round_trips_through_text() {
     assert_eq!(text, text.to_lowercase());
     assert_eq!(text.parse::<MacAddr>().unwrap(), mac);
 }
+
+#[test]
+fn address_events_are_reported_when_subscribed() {
+    require_root();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let ns = TestNamespace::new();
+    let h = ns.handle();
+    let (a, _) = ns.veth("tv", None);
+    let index = h.link_by_name(&a).unwrap().index;
+    let mut events = rt.block_on(async { h.link_and_address_events() }).unwrap();
+    // An address on a link that is down: no link event, but an address event.
+    h.add_address(index, net("10.79.0.2/24")).unwrap();
+    next_event(
+        &mut events,
+        &rt,
+        |e| matches!(e, LinkEvent::AddressAdded(x) if x.link_index == index && x.address == net("10.79.0.2/24")),
+    );
+    h.flush_addresses(index).unwrap();
+    next_event(
+        &mut events,
+        &rt,
+        |e| matches!(e, LinkEvent::AddressRemoved(x) if x.link_index == index),
+    );
+}

@@ -47,7 +47,7 @@ pub struct Guard {
 const MAX_EVENTS_PER_PASS: usize = 1024;
 
 impl Guard {
-    /// Watches the namespace of `handle` for the tenant NIC. Must be called inside a tokio
+    /// Watches the namespace of `handle` (link and address events) for the tenant NIC. Must be called inside a tokio
     /// runtime.
     pub fn start(
         handle: Arc<NetlinkHandle>,
@@ -101,7 +101,9 @@ impl Drop for Guard {
 fn concerns(event: &LinkEvent, target: &IsolationTarget) -> bool {
     match event {
         LinkEvent::Changed(link) => link.mac == Some(target.mac),
-        LinkEvent::Removed(_) => false,
+        LinkEvent::Removed(_) | LinkEvent::AddressRemoved(_) => false,
+        // Cheap to check, and an address on a down link raises no link event.
+        LinkEvent::AddressAdded(_) => true,
         LinkEvent::Overrun => true,
     }
 }

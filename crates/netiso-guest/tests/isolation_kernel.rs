@@ -1,0 +1,318 @@
+//! Real-kernel tests of the isolation step in a fake VM namespace (run as root; they fail,
+//! never skip, otherwise). Every namespace is removed on drop, also when a test fails.
+
+// Helpers here are test code too: a failed unwrap is a failed test with its message.
+#![allow(clippy::unwrap_used)]
+
+use std::{
+    net::IpAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use ipnet::IpNet;
+use netiso_guest::isolation::{
+    Guard, GuardOptions, Invariant, IsolationError, IsolationTarget, WhenAbsent, apply, isolate,
+    plan, verify,
+};
+use netiso_netlink::{
+    Link, NamespaceTarget, NetlinkHandle, Route, RouteSpec, Rtnetlink, TABLE_MAIN,
+    test_support::{TestNamespace, require_root, unique_link_name},
+};
+
+fn net(text: &str) -> IpNet {
+    text.parse().unwrap()
+}
+
+fn ip(text: &str) -> IpAddr {
+    text.parse().unwrap()
+}
+
+/// A fake VM: a management veth (default route metric 100) and a tenant veth (IPv4 and IPv6
+/// addresses, default route metric 50, IPv6 default route, two host routes), their peers in a
+/// second namespace standing for the networks.
+struct FakeVm {
+    vm: TestNamespace,
+    _networks: TestNamespace,
+    mgmt: Link,
+    tenant: Link,
+}
+
+impl FakeVm {
+    fn new() -> Self {
+        require_root();
+        let vm = TestNamespace::new();
+        let networks = TestNamespace::new();
+        let h = vm.handle();
+        let (mgmt, mgmt_peer) = vm.veth("vm", Some(&networks));
+        let (tenant, tenant_peer) = vm.veth("vt", Some(&networks));
+        for peer in [mgmt_peer, tenant_peer] {
+            let link = networks.handle().link_by_name(&peer).unwrap();
+            networks.handle().set_link_up(link.index, true).unwrap();
+        }
+        let mgmt = h.link_by_name(&mgmt).unwrap();
+        let tenant = h.link_by_name(&tenant).unwrap();
+        h.set_link_up(mgmt.index, true).unwrap();
+        h.set_link_up(tenant.index, true).unwrap();
+        h.add_address(mgmt.index, net("192.168.50.2/24")).unwrap();
+        h.add_route(&RouteSpec::default_via(ip("192.168.50.1")).metric(100))
+            .unwrap();
+        Self::address_tenant(h, tenant.index);
+        let mgmt = h.link_by_index(mgmt.index).unwrap();
+        let tenant = h.link_by_index(tenant.index).unwrap();
+        Self {
+            vm,
+            _networks: networks,
+            mgmt,
+            tenant,
+        }
+    }
+
+    /// What the tenant NIC gets from cloud-init or DHCP.
+    fn address_tenant(h: &NetlinkHandle, index: u32) {
+        h.add_address(index, net("10.60.0.15/24")).unwrap();
+        h.add_address(index, net("fd60::15/64")).unwrap();
+        h.add_route(&RouteSpec::default_via(ip("10.60.0.1")).metric(50))
+            .unwrap();
+        h.add_route(&RouteSpec::via(net("172.20.0.0/16"), ip("10.60.0.254")))
+            .unwrap();
+        h.add_route(&RouteSpec::via(net("172.21.0.0/16"), ip("10.60.0.254")))
+            .unwrap();
+        h.add_route(&RouteSpec::default_via(ip("fd60::1")).dev(index))
+            .unwrap();
+    }
+
+    fn target(&self) -> IsolationTarget {
+        IsolationTarget::new(self.tenant.mac.unwrap(), "/etc/trove/eth1.json")
+    }
+
+    fn h(&self) -> &NetlinkHandle {
+        self.vm.handle()
+    }
+
+    fn management_routes(&self) -> Vec<Route> {
+        self.h()
+            .routes()
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.oif == Some(self.mgmt.index))
+            .collect()
+    }
+
+    fn tenant_is_isolated(&self) -> bool {
+        let h = self.h();
+        match h.link_by_mac(self.tenant.mac.unwrap()) {
+            Err(e) if e.is_not_found() => true,
+            Err(e) => panic!("{e}"),
+            Ok(link) => {
+                !link.up
+                    && h.addresses(Some(link.index)).unwrap().is_empty()
+                    && !h
+                        .routes()
+                        .unwrap()
+                        .iter()
+                        .any(|r| r.leaves_through(link.index) && r.table == TABLE_MAIN)
+            }
+        }
+    }
+}
+
+#[test]
+fn apply_isolates_the_tenant_nic_and_keeps_management_intact() {
+    let vm = FakeVm::new();
+    let h = vm.h();
+    assert_eq!(
+        h.route_to(ip("8.8.8.8")).unwrap().oif,
+        Some(vm.tenant.index),
+        "tenant default route wins before"
+    );
+    let mgmt_routes_before = vm.management_routes();
+
+    let planned = plan(h, &vm.target(), WhenAbsent::Error).unwrap();
+    let tenant = planned.tenant.as_ref().unwrap();
+    assert!(
+        tenant
+            .routes
+            .iter()
+            .any(|r| r.is_default() && r.destination.addr().is_ipv4())
+    );
+    assert!(
+        tenant
+            .routes
+            .iter()
+            .any(|r| r.is_default() && r.destination.addr().is_ipv6())
+    );
+    assert!(
+        tenant
+            .addresses
+            .iter()
+            .any(|a| a.address == net("fd60::15/64"))
+    );
+    let text = planned.to_string();
+    assert!(
+        text.contains(&format!("set {} down", vm.tenant.name)),
+        "{text}"
+    );
+    assert!(
+        text.contains("remove route default via 10.60.0.1"),
+        "{text}"
+    );
+    assert!(text.contains(&vm.mgmt.name), "{text}");
+
+    let report = apply(h, &planned).unwrap();
+    assert!(report.verification.is_ok(), "{}", report.verification);
+    assert!(vm.tenant_is_isolated());
+    assert_eq!(h.accept_ra(&vm.tenant.name).unwrap(), Some(0));
+    assert_eq!(
+        vm.management_routes(),
+        mgmt_routes_before,
+        "management routes untouched"
+    );
+    assert!(h.link_by_index(vm.mgmt.index).unwrap().up);
+    let via = h.route_to(ip("8.8.8.8")).unwrap();
+    assert_eq!(via.oif, Some(vm.mgmt.index));
+    assert_eq!(via.gateway, Some(ip("192.168.50.1")));
+
+    let verified = verify(h, &vm.target(), &planned.baseline).unwrap();
+    assert!(verified.is_ok(), "{verified}");
+
+    // A second apply changes nothing.
+    let again = isolate(h, &vm.target(), WhenAbsent::Error).unwrap();
+    assert!(
+        again.changes.is_empty(),
+        "second apply changed {:?}",
+        again.changes
+    );
+    assert!(plan(h, &vm.target(), WhenAbsent::Error).unwrap().is_noop());
+}
+
+#[test]
+fn isolating_a_mac_that_does_not_exist_names_the_mac_and_the_file() {
+    let vm = FakeVm::new();
+    let target = IsolationTarget::new("fa:16:3e:de:ad:00".parse().unwrap(), "/etc/trove/eth1.json");
+    let err = isolate(vm.h(), &target, WhenAbsent::Error).unwrap_err();
+    assert!(matches!(err, IsolationError::NicNotFound { .. }));
+    let text = err.to_string();
+    assert!(
+        text.contains("fa:16:3e:de:ad:00") && text.contains("/etc/trove/eth1.json"),
+        "{text}"
+    );
+    assert!(
+        vm.h().link_by_index(vm.tenant.index).unwrap().up,
+        "nothing touched"
+    );
+}
+
+#[test]
+fn a_nic_handed_to_a_container_verifies_as_isolated() {
+    let vm = FakeVm::new();
+    let baseline = plan(vm.h(), &vm.target(), WhenAbsent::Error)
+        .unwrap()
+        .baseline;
+    let container = TestNamespace::new();
+    vm.h()
+        .move_link(
+            vm.tenant.index,
+            NamespaceTarget::Namespace(container.namespace()),
+            Some("eth0"),
+        )
+        .unwrap();
+    let report = verify(vm.h(), &vm.target(), &baseline).unwrap();
+    assert!(report.is_ok(), "{report}");
+    assert!(
+        report
+            .check(Invariant::TenantDownOrAbsent)
+            .unwrap()
+            .detail
+            .contains("handed to a container")
+    );
+    assert!(
+        isolate(vm.h(), &vm.target(), WhenAbsent::Isolated)
+            .unwrap()
+            .changes
+            .is_empty()
+    );
+    assert!(isolate(vm.h(), &vm.target(), WhenAbsent::Error).is_err());
+}
+
+fn wait_until(limit: Duration, mut condition: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if condition() {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    None
+}
+
+#[test]
+fn guard_reisolates_the_nic_brought_back_up_within_a_second() {
+    let vm = FakeVm::new();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let handle = Arc::new(NetlinkHandle::in_namespace(vm.vm.namespace()).unwrap());
+    isolate(&*handle, &vm.target(), WhenAbsent::Error).unwrap();
+    let guard = rt
+        .block_on(async { Guard::start(Arc::clone(&handle), vm.target(), GuardOptions::default()) })
+        .unwrap();
+
+    // The OS brings the NIC back up, as DHCP would.
+    vm.h().set_link_up(vm.tenant.index, true).unwrap();
+    let took = wait_until(Duration::from_secs(1), || {
+        !vm.h().link_by_index(vm.tenant.index).unwrap().up
+    });
+    assert!(
+        took.is_some(),
+        "the guard did not set the tenant NIC down within 1 s"
+    );
+    assert!(vm.tenant_is_isolated());
+    drop(guard);
+}
+
+#[test]
+fn guard_reisolates_a_nic_returned_renamed_by_the_container_runtime() {
+    let vm = FakeVm::new();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let handle = Arc::new(NetlinkHandle::in_namespace(vm.vm.namespace()).unwrap());
+    isolate(&*handle, &vm.target(), WhenAbsent::Error).unwrap();
+    let guard = rt
+        .block_on(async { Guard::start(Arc::clone(&handle), vm.target(), GuardOptions::default()) })
+        .unwrap();
+
+    // Docker takes the NIC into a sandbox as eth0...
+    let container = TestNamespace::new();
+    vm.h()
+        .move_link(
+            vm.tenant.index,
+            NamespaceTarget::Namespace(container.namespace()),
+            Some("eth0"),
+        )
+        .unwrap();
+    let inside = container.handle().link_by_name("eth0").unwrap();
+    // ...and returns it under another name, where the OS brings it up with an address.
+    let returned = unique_link_name("dev");
+    container
+        .handle()
+        .move_link(
+            inside.index,
+            NamespaceTarget::Namespace(vm.vm.namespace()),
+            Some(&returned),
+        )
+        .unwrap();
+    let back = vm.h().link_by_name(&returned).unwrap();
+    vm.h().set_link_up(back.index, true).unwrap();
+    vm.h()
+        .add_address(back.index, net("10.60.0.15/24"))
+        .unwrap();
+
+    let took = wait_until(Duration::from_secs(1), || vm.tenant_is_isolated());
+    assert!(
+        took.is_some(),
+        "the guard did not re-isolate the returned NIC within 1 s"
+    );
+    let ra = wait_until(Duration::from_secs(1), || {
+        vm.h().accept_ra(&returned).unwrap() == Some(0)
+    });
+    assert!(ra.is_some(), "accept_ra not turned off on the returned NIC");
+    drop(guard);
+}
