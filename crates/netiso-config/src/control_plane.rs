@@ -28,6 +28,8 @@ pub struct ControlPlaneConfig {
     pub injected_config_location: PathBuf,
     /// `[DEFAULT] guest_info` (file name, or a full path when it contains `/`).
     pub guest_info: String,
+    /// `[DEFAULT] controller_address`: dev mode, injects `/etc/trove/controller.conf`.
+    pub controller_address: Option<String>,
 }
 
 impl Default for ControlPlaneConfig {
@@ -42,6 +44,7 @@ impl Default for ControlPlaneConfig {
             reserved_network_cidrs: Vec::new(),
             injected_config_location: PathBuf::from("/etc/trove/conf.d"),
             guest_info: "guest_info.conf".to_owned(),
+            controller_address: None,
         }
     }
 }
@@ -100,6 +103,9 @@ impl ControlPlaneConfig {
             guest_info: config
                 .string("DEFAULT", "guest_info")
                 .unwrap_or(defaults.guest_info),
+            controller_address: config
+                .string("DEFAULT", "controller_address")
+                .filter(|address| !address.is_empty()),
         };
         if let Some(warning) = control.management_networks_warning() {
             tracing::warn!("{warning}");

@@ -11,6 +11,9 @@ use crate::pyjson::PyJson;
 use crate::secret::Secret;
 use crate::tenant_nic::{DEFAULT_TENANT_NIC_FILE, HostRoute, MacAddress};
 
+/// Guest path of the dev-mode controller address file.
+pub const CONTROLLER_CONF_PATH: &str = "/etc/trove/controller.conf";
+
 /// Guest path of `daemon.json`.
 pub const DAEMON_JSON_PATH: &str = "/etc/docker/daemon.json";
 
@@ -192,7 +195,7 @@ pub struct InjectedFile {
 }
 
 /// The injected files, in Trove's order: `guest_info.conf`, `trove-guestagent.conf`,
-/// `eth1.json`, `daemon.json` (each only when Trove writes it).
+/// `controller.conf`, `eth1.json`, `daemon.json` (each only when Trove writes it).
 pub fn render_injected_files(
     control: &ControlPlaneConfig,
     instance: &InstanceFacts,
@@ -207,6 +210,12 @@ pub fn render_injected_files(
                 .injected_config_location
                 .join("trove-guestagent.conf"),
             content: conf.clone(),
+        });
+    }
+    if let Some(address) = &control.controller_address {
+        files.push(InjectedFile {
+            path: PathBuf::from(CONTROLLER_CONF_PATH),
+            content: format!("CONTROLLER={address}"),
         });
     }
     let tenant_nic = instance
