@@ -345,13 +345,18 @@ fn status_code(code: u16) -> StatusCode {
     StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
-/// Resolves on SIGTERM or SIGINT, naming the signal.
-pub async fn termination_signal() -> io::Result<&'static str> {
+/// A future that resolves on SIGTERM or SIGINT, naming the signal.
+///
+/// The handlers are installed when this function returns (not on first poll), so a signal sent
+/// right after start-up is not lost. Must be called within a tokio runtime.
+pub fn termination_signal() -> io::Result<impl Future<Output = &'static str>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
-    Ok(tokio::select! {
-        _ = terminate.recv() => "SIGTERM",
-        _ = interrupt.recv() => "SIGINT",
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => "SIGTERM",
+            _ = interrupt.recv() => "SIGINT",
+        }
     })
 }

@@ -1,0 +1,260 @@
+//! The `docker-hostnic` binary as systemd and dockerd run it: flags, request logs, SIGTERM, and
+//! systemd socket activation through the real `systemd-socket-activate`.
+#![allow(clippy::unwrap_used)] // Test helpers: a panic is a test failure.
+
+use std::io::Read;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::Client;
+use hyperlocal::{UnixClientExt, UnixConnector};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::{Value, json};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_docker-hostnic");
+const NET: &str = "3f5e4b2a1c0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f";
+
+async fn call(socket: &Path, path: &str, body: &str) -> (u16, Value) {
+    let client: Client<UnixConnector, Full<Bytes>> = Client::unix();
+    let request = hyper::Request::post(hyperlocal::Uri::new(socket, path))
+        .body(Full::new(Bytes::from(body.to_owned())))
+        .unwrap();
+    let response = client.request(request).await.unwrap();
+    let status = response.status().as_u16();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap())
+}
+
+/// Waits (bounded) until something listens on `socket`.
+fn wait_for_socket(socket: &Path, child: &mut Child) {
+    for _ in 0..200 {
+        if std::os::unix::net::UnixStream::connect(socket).is_ok() {
+            return;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!(
+                "docker-hostnic exited early with {status}: {}",
+                stderr_of(child)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!(
+        "docker-hostnic did not listen on {} within 5 s",
+        socket.display()
+    );
+}
+
+/// Sends SIGTERM and waits (bounded) for a clean exit; returns stderr.
+fn terminate(child: &mut Child) -> String {
+    kill(
+        Pid::from_raw(i32::try_from(child.id()).unwrap()),
+        Signal::SIGTERM,
+    )
+    .unwrap();
+    for _ in 0..400 {
+        if let Some(status) = child.try_wait().unwrap() {
+            let logs = stderr_of(child);
+            assert!(status.success(), "exit status {status}; logs:\n{logs}");
+            return logs;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    child.kill().unwrap();
+    panic!("docker-hostnic ignored SIGTERM for 10 s");
+}
+
+fn stderr_of(child: &mut Child) -> String {
+    let mut logs = String::new();
+    if let Some(mut stderr) = child.stderr.take() {
+        stderr.read_to_string(&mut logs).unwrap();
+    }
+    logs
+}
+
+struct Files {
+    dir: tempfile::TempDir,
+}
+
+impl Files {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("eth1.json"),
+            r#"{"mac_address": "fa:16:3e:12:34:56", "ipv4_gateway": "10.0.0.1"}"#,
+        )
+        .unwrap();
+        Self { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn flags(&self, socket: &Path, log_format: &str) -> Vec<String> {
+        vec![
+            "--socket".into(),
+            socket.display().to_string(),
+            "--state-file".into(),
+            self.path("hostnic.json").display().to_string(),
+            "--tenant-nic-file".into(),
+            self.path("eth1.json").display().to_string(),
+            "--log-format".into(),
+            log_format.into(),
+        ]
+    }
+}
+
+fn create_body() -> String {
+    json!({"NetworkID": NET, "Options": {"com.docker.network.generic": {"hostnic_mac": "fa:16:3e:12:34:56"}}, "IPv4Data": [], "IPv6Data": []})
+        .to_string()
+}
+
+#[tokio::test]
+async fn serves_its_socket_logs_each_call_and_stops_on_sigterm() {
+    let files = Files::new();
+    let socket = files.path("plugins/docker-hostnic.sock");
+    let mut child = Command::new(BINARY)
+        .args(files.flags(&socket, "human"))
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_socket(&socket, &mut child);
+    let metadata = std::fs::symlink_metadata(&socket).unwrap();
+    assert!(metadata.file_type().is_socket());
+    assert_eq!(metadata.permissions().mode() & 0o777, 0o660);
+
+    assert_eq!(
+        call(&socket, "/Plugin.Activate", "").await,
+        (200, json!({"Implements": ["NetworkDriver"]}))
+    );
+    assert_eq!(
+        call(&socket, "/NetworkDriver.CreateNetwork", &create_body()).await,
+        (200, json!({}))
+    );
+    let (status, answer) = call(&socket, "/NetworkDriver.Join", "{}").await;
+    assert_eq!(status, 400);
+    assert!(
+        answer["Err"]
+            .as_str()
+            .unwrap()
+            .contains("missing field NetworkID")
+    );
+
+    let logs = terminate(&mut child);
+    assert!(!socket.exists(), "the socket is removed on SIGTERM");
+    let state: Value =
+        serde_json::from_slice(&std::fs::read(files.path("hostnic.json")).unwrap()).unwrap();
+    assert_eq!(state, json!({NET: {"mac_address": "fa:16:3e:12:34:56"}}));
+    assert!(logs.contains("docker-hostnic is serving"), "{logs}");
+    let create_line = logs
+        .lines()
+        .find(|line| line.contains("/NetworkDriver.CreateNetwork"))
+        .expect(&logs);
+    assert!(
+        create_line.contains(NET)
+            && create_line.contains("status=200")
+            && create_line.contains("duration_us="),
+        "{create_line}"
+    );
+    assert!(logs.contains("SIGTERM"), "{logs}");
+}
+
+#[tokio::test]
+async fn runs_from_a_systemd_socket_and_logs_json() {
+    let probe = Command::new("systemd-socket-activate")
+        .arg("--version")
+        .output();
+    assert!(
+        probe.is_ok_and(|output| output.status.success()),
+        "this test needs `systemd-socket-activate` (Debian package systemd); run `cargo xtask provision`"
+    );
+    let files = Files::new();
+    let socket = files.path("activated.sock");
+    let mut child = Command::new("systemd-socket-activate")
+        .arg(format!("--listen={}", socket.display()))
+        .arg(BINARY)
+        .args(files.flags(&files.path("unused.sock"), "json"))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_socket(&socket, &mut child);
+    assert_eq!(call(&socket, "/Plugin.Activate", "").await.0, 200);
+    assert_eq!(
+        call(&socket, "/NetworkDriver.CreateNetwork", &create_body())
+            .await
+            .0,
+        200
+    );
+
+    let logs = terminate(&mut child);
+    assert!(
+        !files.path("unused.sock").exists(),
+        "--socket is not used when systemd passes one"
+    );
+    assert!(
+        socket.exists(),
+        "the socket belongs to systemd and is left in place"
+    );
+    // systemd-socket-activate adds plain-text lines of its own ("Listening on ...", "Execing ...");
+    // every line of ours is a JSON object.
+    let events: Vec<Value> = logs
+        .lines()
+        .filter(|line| line.starts_with('{'))
+        .map(|line| serde_json::from_str(line).expect(line))
+        .collect();
+    assert!(
+        events
+            .iter()
+            .any(|event| event["message"] == "docker-hostnic is serving"),
+        "{logs}"
+    );
+    let create = events
+        .iter()
+        .find(|event| event["endpoint"] == "/NetworkDriver.CreateNetwork")
+        .expect(&logs);
+    assert_eq!(create["network_id"], NET);
+    assert_eq!(create["status"], 200);
+    assert!(create["duration_us"].is_u64());
+}
+
+#[test]
+fn refuses_a_second_instance_on_the_same_socket() {
+    let files = Files::new();
+    let socket = files.path("docker-hostnic.sock");
+    let mut first = Command::new(BINARY)
+        .args(files.flags(&socket, "human"))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_socket(&socket, &mut first);
+    let second = Command::new(BINARY)
+        .args(files.flags(&socket, "human"))
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    let message = String::from_utf8_lossy(&second.stderr);
+    assert!(message.contains("already serving"), "{message}");
+    terminate(&mut first);
+}
+
+#[test]
+fn help_lists_the_flags() {
+    let output = Command::new(BINARY).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&output.stdout);
+    for flag in [
+        "--socket",
+        "--state-file",
+        "--tenant-nic-file",
+        "--log-format",
+        "/run/docker/plugins/docker-hostnic.sock",
+    ] {
+        assert!(help.contains(flag), "{flag} missing from:\n{help}");
+    }
+}
