@@ -87,6 +87,15 @@ pub enum TransportError {
         #[source]
         source: amqprs::error::Error,
     },
+    /// The broker closed the channel because it refused an operation (e.g. 406
+    /// PRECONDITION_FAILED for a declaration inequivalent to an existing one).
+    #[error("broker refused {operation}: {reason}")]
+    Refused {
+        /// What was being done.
+        operation: String,
+        /// The broker's close code and text.
+        reason: String,
+    },
     /// The broker refused a published message (basic.nack).
     #[error("broker nacked the message published to {exchange:?}/{routing_key:?}")]
     Nacked {

@@ -122,6 +122,7 @@ pub(crate) struct Link {
 struct PublishChannel {
     channel: Channel,
     tracker: Arc<StdMutex<ConfirmTracker>>,
+    reason: CloseReason,
     last_tag: u64,
     declared: HashSet<String>,
 }
@@ -194,7 +195,11 @@ fn properties(expiration_ms: Option<u64>) -> BasicProperties {
 }
 
 /// Declares an exchange with the given flags.
-async fn declare_exchange(channel: &Channel, spec: &ExchangeSpec) -> Result<(), TransportError> {
+async fn declare_exchange(
+    channel: &Channel,
+    reason: &CloseReason,
+    spec: &ExchangeSpec,
+) -> Result<(), TransportError> {
     check_short(&spec.name, "exchange name")?;
     let args = ExchangeDeclareArguments::new(&spec.name, spec.kind.as_str())
         .durable(spec.durable)
@@ -203,15 +208,19 @@ async fn declare_exchange(channel: &Channel, spec: &ExchangeSpec) -> Result<(), 
     channel
         .exchange_declare(args)
         .await
-        .map_err(|err| TransportError::amqp(format!("exchange.declare {}", spec.name), err))
+        .map_err(|err| refused_or(reason, format!("exchange.declare {}", spec.name), err))
 }
 
 /// Declares a consumer's exchange, queue and binding.
-async fn declare_consumer(channel: &Channel, spec: &ConsumerSpec) -> Result<(), TransportError> {
+async fn declare_consumer(
+    channel: &Channel,
+    reason: &CloseReason,
+    spec: &ConsumerSpec,
+) -> Result<(), TransportError> {
     check_short(&spec.queue.name, "queue name")?;
     check_short(&spec.routing_key, "routing key")?;
     if let Some(exchange) = &spec.exchange {
-        declare_exchange(channel, exchange).await?;
+        declare_exchange(channel, reason, exchange).await?;
     }
     let args = QueueDeclareArguments::new(&spec.queue.name)
         .durable(spec.queue.durable)
@@ -222,12 +231,13 @@ async fn declare_consumer(channel: &Channel, spec: &ConsumerSpec) -> Result<(), 
     channel
         .queue_declare(args)
         .await
-        .map_err(|err| TransportError::amqp(format!("queue.declare {}", spec.queue.name), err))?;
+        .map_err(|err| refused_or(reason, format!("queue.declare {}", spec.queue.name), err))?;
     if let Some(exchange) = &spec.exchange {
         let bind =
             QueueBindArguments::new(&spec.queue.name, &exchange.name, &spec.routing_key).finish();
         channel.queue_bind(bind).await.map_err(|err| {
-            TransportError::amqp(
+            refused_or(
+                reason,
                 format!("queue.bind {} to {}", spec.queue.name, exchange.name),
                 err,
             )
@@ -250,9 +260,11 @@ impl Link {
             .await
             .map_err(|err| TransportError::amqp("channel.open", err))?;
         let tracker = Arc::new(StdMutex::new(ConfirmTracker::default()));
+        let reason = CloseReason::default();
         channel
             .register_callback(ConfirmCallback {
                 tracker: Arc::clone(&tracker),
+                reason: Arc::clone(&reason),
             })
             .await
             .map_err(|err| TransportError::amqp("channel callback registration", err))?;
@@ -264,6 +276,7 @@ impl Link {
         Ok(PublishChannel {
             channel,
             tracker,
+            reason,
             last_tag: 0,
             declared: HashSet::new(),
         })
@@ -286,7 +299,9 @@ impl Link {
             if let Some(spec) = msg.declare
                 && !publisher.declared.contains(&spec.name)
             {
-                if let Err(err) = declare_exchange(&publisher.channel, spec).await {
+                if let Err(err) =
+                    declare_exchange(&publisher.channel, &publisher.reason, spec).await
+                {
                     *guard = None;
                     return Err(err);
                 }
@@ -326,6 +341,7 @@ impl Link {
 /// Feeds channel callbacks into the confirm tracker.
 struct ConfirmCallback {
     tracker: Arc<StdMutex<ConfirmTracker>>,
+    reason: CloseReason,
 }
 
 #[async_trait]
@@ -333,6 +349,7 @@ impl ChannelCallback for ConfirmCallback {
     async fn close(&mut self, channel: &Channel, close: CloseChannel) -> AmqpResult<()> {
         warn!(channel = %channel, cause = %close, "broker closed the publishing channel");
         lock(&self.tracker).close(&format!("channel closed by broker: {close}"));
+        *lock(&self.reason) = Some(close.to_string());
         Ok(())
     }
     async fn cancel(&mut self, _channel: &Channel, _cancel: Cancel) -> AmqpResult<()> {
@@ -363,13 +380,31 @@ impl ChannelCallback for ConfirmCallback {
     }
 }
 
+/// The broker's reason for closing a channel, kept so that the failed operation can say it.
+type CloseReason = Arc<StdMutex<Option<String>>>;
+
+/// Turns an amqprs error into ours, naming the broker's close reason when it closed the channel.
+fn refused_or(
+    reason: &CloseReason,
+    operation: String,
+    err: amqprs::error::Error,
+) -> TransportError {
+    match lock(reason).clone() {
+        Some(reason) => TransportError::Refused { operation, reason },
+        None => TransportError::amqp(operation, err),
+    }
+}
+
 /// Logs broker-initiated closes of consumer channels (the consumer task then re-subscribes).
-struct ConsumerChannelCallback;
+struct ConsumerChannelCallback {
+    reason: CloseReason,
+}
 
 #[async_trait]
 impl ChannelCallback for ConsumerChannelCallback {
     async fn close(&mut self, channel: &Channel, close: CloseChannel) -> AmqpResult<()> {
         warn!(channel = %channel, cause = %close, "broker closed a consumer channel");
+        *lock(&self.reason) = Some(close.to_string());
         Ok(())
     }
     async fn cancel(&mut self, channel: &Channel, cancel: Cancel) -> AmqpResult<()> {
@@ -576,9 +611,9 @@ impl Transport {
     /// Declares consumers' exchanges, queues and bindings without consuming (tests, tools).
     pub async fn declare(&self, specs: &[ConsumerSpec]) -> Result<(), TransportError> {
         let deadline = Instant::now() + self.shared.options.publish_timeout;
-        let channel = self.scratch_channel(deadline).await?;
+        let (channel, reason) = self.scratch_channel(deadline).await?;
         for spec in specs {
-            declare_consumer(&channel, spec).await?;
+            declare_consumer(&channel, &reason, spec).await?;
         }
         close_quietly(channel).await;
         Ok(())
@@ -588,11 +623,11 @@ impl Transport {
     pub async fn delete_queue(&self, name: &str) -> Result<(), TransportError> {
         check_short(name, "queue name")?;
         let deadline = Instant::now() + self.shared.options.publish_timeout;
-        let channel = self.scratch_channel(deadline).await?;
+        let (channel, reason) = self.scratch_channel(deadline).await?;
         channel
             .queue_delete(QueueDeleteArguments::new(name).finish())
             .await
-            .map_err(|err| TransportError::amqp(format!("queue.delete {name}"), err))?;
+            .map_err(|err| refused_or(&reason, format!("queue.delete {name}"), err))?;
         close_quietly(channel).await;
         Ok(())
     }
@@ -601,27 +636,21 @@ impl Transport {
     pub async fn delete_exchange(&self, name: &str) -> Result<(), TransportError> {
         check_short(name, "exchange name")?;
         let deadline = Instant::now() + self.shared.options.publish_timeout;
-        let channel = self.scratch_channel(deadline).await?;
+        let (channel, reason) = self.scratch_channel(deadline).await?;
         channel
             .exchange_delete(amqprs::channel::ExchangeDeleteArguments::new(name).finish())
             .await
-            .map_err(|err| TransportError::amqp(format!("exchange.delete {name}"), err))?;
+            .map_err(|err| refused_or(&reason, format!("exchange.delete {name}"), err))?;
         close_quietly(channel).await;
         Ok(())
     }
 
-    async fn scratch_channel(&self, deadline: Instant) -> Result<Channel, TransportError> {
+    async fn scratch_channel(
+        &self,
+        deadline: Instant,
+    ) -> Result<(Channel, CloseReason), TransportError> {
         let link = self.link(deadline, 0).await?;
-        let channel = link
-            .connection
-            .open_channel(None)
-            .await
-            .map_err(|err| TransportError::amqp("channel.open", err))?;
-        channel
-            .register_callback(ConsumerChannelCallback)
-            .await
-            .map_err(|err| TransportError::amqp("channel callback registration", err))?;
-        Ok(channel)
+        open_plain_channel(&link.connection).await
     }
 
     /// Declares and consumes `specs`; deliveries arrive on the returned consumer, across
@@ -743,6 +772,24 @@ impl Drop for Consumer {
     }
 }
 
+/// Opens a channel whose broker-side close reason is recorded.
+async fn open_plain_channel(
+    connection: &Connection,
+) -> Result<(Channel, CloseReason), TransportError> {
+    let channel = connection
+        .open_channel(None)
+        .await
+        .map_err(|err| TransportError::amqp("channel.open", err))?;
+    let reason = CloseReason::default();
+    channel
+        .register_callback(ConsumerChannelCallback {
+            reason: Arc::clone(&reason),
+        })
+        .await
+        .map_err(|err| TransportError::amqp("channel callback registration", err))?;
+    Ok((channel, reason))
+}
+
 type Subscription = (Channel, Vec<mpsc::UnboundedReceiver<ConsumerMessage>>);
 
 async fn subscribe(
@@ -750,15 +797,7 @@ async fn subscribe(
     specs: &[ConsumerSpec],
     prefetch: u16,
 ) -> Result<Subscription, TransportError> {
-    let channel = link
-        .connection
-        .open_channel(None)
-        .await
-        .map_err(|err| TransportError::amqp("channel.open", err))?;
-    channel
-        .register_callback(ConsumerChannelCallback)
-        .await
-        .map_err(|err| TransportError::amqp("channel callback registration", err))?;
+    let (channel, reason) = open_plain_channel(&link.connection).await?;
     if prefetch > 0 {
         channel
             .basic_qos(BasicQosArguments::new(0, prefetch, false))
@@ -766,7 +805,7 @@ async fn subscribe(
             .map_err(|err| TransportError::amqp("basic.qos", err))?;
     }
     for spec in specs {
-        declare_consumer(&channel, spec).await?;
+        declare_consumer(&channel, &reason, spec).await?;
     }
     let mut receivers = Vec::with_capacity(specs.len());
     for spec in specs {
