@@ -203,6 +203,13 @@ pub fn parse_networks(bytes: &[u8]) -> Result<Networks, String> {
     serde_json::from_slice(bytes).map_err(|err| err.to_string())
 }
 
+/// Renders the state file bytes, as written (pure; also used by the fuzz round trip).
+pub fn render_networks(networks: &Networks) -> Result<Vec<u8>, serde_json::Error> {
+    let mut contents = serde_json::to_vec_pretty(networks)?;
+    contents.push(b'\n');
+    Ok(contents)
+}
+
 fn parent_dir(path: &Path) -> Result<&Path, StateError> {
     match (path.parent(), path.file_name()) {
         (Some(parent), Some(_)) if !parent.as_os_str().is_empty() => Ok(parent),
@@ -220,8 +227,7 @@ fn write_atomically(path: &Path, networks: &Networks) -> io::Result<()> {
         Ok(metadata) => metadata.permissions().mode() & 0o7777,
         Err(_) => NEW_FILE_MODE,
     };
-    let mut contents = serde_json::to_vec_pretty(networks).map_err(io::Error::other)?;
-    contents.push(b'\n');
+    let contents = render_networks(networks).map_err(io::Error::other)?;
     let mut temp = tempfile::Builder::new()
         .prefix(".hostnic-state-")
         .suffix(".tmp")
