@@ -59,15 +59,17 @@ impl ControlPlaneConfig {
     /// are configured, since Trove silently uses only the last.
     pub fn from_oslo(config: &OsloConfig) -> Result<Self, ConfigError> {
         let defaults = Self::default();
-        let list = |option: &str| config.list("DEFAULT", option).unwrap_or_default();
+        let list = |option: &str| -> Result<Vec<String>, ConfigError> {
+            Ok(config.list("DEFAULT", option)?.unwrap_or_default())
+        };
         let management_networks = config
             .lookup(&[
                 OptionName::new("DEFAULT", "management_networks"),
                 OptionName::new("DEFAULT", "default_neutron_networks"),
-            ])
+            ])?
             .map(|raw| value::parse_list(&raw.value))
             .unwrap_or_default();
-        let docker_bridge_network_ip = match config.get("DEFAULT", "docker_bridge_network_ip") {
+        let docker_bridge_network_ip = match config.get("DEFAULT", "docker_bridge_network_ip")? {
             Some(raw) if !raw.value.is_empty() => raw
                 .convert(|text| {
                     text.parse::<IpNet>()
@@ -78,7 +80,7 @@ impl ControlPlaneConfig {
                 .map(Some)?,
             _ => None,
         };
-        let reserved_network_cidrs = match config.get("DEFAULT", "reserved_network_cidrs") {
+        let reserved_network_cidrs = match config.get("DEFAULT", "reserved_network_cidrs")? {
             Some(raw) => raw.convert(|text| {
                 value::parse_list(text)
                     .iter()
@@ -92,19 +94,19 @@ impl ControlPlaneConfig {
         };
         let control = Self {
             management_networks,
-            management_security_groups: list("management_security_groups"),
+            management_security_groups: list("management_security_groups")?,
             network_isolation: config.bool("network", "network_isolation")?.unwrap_or(true),
             docker_bridge_network_ip,
-            docker_insecure_registries: list("docker_insecure_registries"),
+            docker_insecure_registries: list("docker_insecure_registries")?,
             reserved_network_cidrs,
             injected_config_location: config
-                .string("DEFAULT", "injected_config_location")
+                .string("DEFAULT", "injected_config_location")?
                 .map_or(defaults.injected_config_location, PathBuf::from),
             guest_info: config
-                .string("DEFAULT", "guest_info")
+                .string("DEFAULT", "guest_info")?
                 .unwrap_or(defaults.guest_info),
             controller_address: config
-                .string("DEFAULT", "controller_address")
+                .string("DEFAULT", "controller_address")?
                 .filter(|address| !address.is_empty()),
         };
         if let Some(warning) = control.management_networks_warning() {

@@ -62,28 +62,28 @@ pub struct NetisoSettings {
 
 impl NetisoSettings {
     fn from_oslo(config: &OsloConfig) -> Result<Self, ConfigError> {
-        let path = |option: &str, default: &str| {
-            PathBuf::from(
+        let path = |option: &str, default: &str| -> Result<PathBuf, ConfigError> {
+            Ok(PathBuf::from(
                 config
-                    .string(NETISO_SECTION, option)
+                    .string(NETISO_SECTION, option)?
                     .unwrap_or_else(|| default.to_owned()),
-            )
+            ))
         };
-        let runtime = match config.get(NETISO_SECTION, "runtime") {
+        let runtime = match config.get(NETISO_SECTION, "runtime")? {
             Some(raw) => raw.convert(ContainerRuntime::parse)?,
             None => ContainerRuntime::Docker,
         };
         Ok(Self {
             runtime,
-            docker_socket: path("docker_socket", "/var/run/docker.sock"),
-            containerd_socket: path("containerd_socket", "/run/containerd/containerd.sock"),
+            docker_socket: path("docker_socket", "/var/run/docker.sock")?,
+            containerd_socket: path("containerd_socket", "/run/containerd/containerd.sock")?,
             containerd_namespace: config
-                .string(NETISO_SECTION, "containerd_namespace")
+                .string(NETISO_SECTION, "containerd_namespace")?
                 .unwrap_or_else(|| "trove".to_owned()),
-            plugin_socket: path("plugin_socket", "/run/docker/plugins/docker-hostnic.sock"),
-            hostnic_state_file: path("hostnic_state_file", "/etc/docker/hostnic.json"),
-            state_dir: path("state_dir", "/var/lib/trove-netiso"),
-            tenant_nic_file: path("tenant_nic_file", DEFAULT_TENANT_NIC_FILE),
+            plugin_socket: path("plugin_socket", "/run/docker/plugins/docker-hostnic.sock")?,
+            hostnic_state_file: path("hostnic_state_file", "/etc/docker/hostnic.json")?,
+            state_dir: path("state_dir", "/var/lib/trove-netiso")?,
+            tenant_nic_file: path("tenant_nic_file", DEFAULT_TENANT_NIC_FILE)?,
         })
     }
 }
@@ -164,11 +164,11 @@ impl RabbitQueueOptions {
             use_queue_manager: flag("use_queue_manager", false)?,
             enable_cancel_on_failover: flag("enable_cancel_on_failover", false)?,
             direct_mandatory_flag: flag("direct_mandatory_flag", true)?,
-            kombu_compression: url
-                .query_value("kombu_compression")
-                .map(str::to_owned)
-                .or_else(|| config.string(RABBIT_SECTION, "kombu_compression"))
-                .filter(|name| !name.is_empty()),
+            kombu_compression: match url.query_value("kombu_compression") {
+                Some(name) => Some(name.to_owned()),
+                None => config.string(RABBIT_SECTION, "kombu_compression")?,
+            }
+            .filter(|name| !name.is_empty()),
             kombu_missing_consumer_retry_timeout: count(
                 "kombu_missing_consumer_retry_timeout",
                 60,
@@ -226,22 +226,23 @@ impl DatastoreSettings {
     /// and take `tcp_ports` from `[DEFAULT]` when their section has none.
     pub fn from_oslo(config: &OsloConfig, manager: &str) -> Result<Self, ConfigError> {
         let builtin = builtin_datastore(manager);
-        let required =
-            |option: &str, default: Option<&str>| match (config.string(manager, option), default) {
-                (Some(text), _) => Ok(text),
-                (None, Some(default)) => Ok(default.to_owned()),
-                (None, None) => Err(ConfigError::MissingOption {
-                    section: manager.to_owned(),
-                    option: option.to_owned(),
-                    hint: "no built-in default for this datastore",
-                }),
-            };
-        let port_source = config.get(manager, "tcp_ports").or_else(|| {
-            builtin
-                .is_none()
-                .then(|| config.get("DEFAULT", "tcp_ports"))
-                .flatten()
-        });
+        let required = |option: &str, default: Option<&str>| match (
+            config.string(manager, option)?,
+            default,
+        ) {
+            (Some(text), _) => Ok(text),
+            (None, Some(default)) => Ok(default.to_owned()),
+            (None, None) => Err(ConfigError::MissingOption {
+                section: manager.to_owned(),
+                option: option.to_owned(),
+                hint: "no built-in default for this datastore",
+            }),
+        };
+        let port_source = match config.get(manager, "tcp_ports")? {
+            Some(raw) => Some(raw),
+            None if builtin.is_none() => config.get("DEFAULT", "tcp_ports")?,
+            None => None,
+        };
         let tcp_ports = match (port_source, builtin) {
             (Some(raw), _) => {
                 raw.convert(|text| value::expand_port_ranges(&value::parse_list(text)))?
@@ -339,8 +340,8 @@ impl GuestConfig {
             "the Trove taskmanager writes it to /etc/trove/conf.d/guest_info.conf",
         )?;
         let (network_isolation, network_isolation_setting) = match (
-            config.get("DEFAULT", "network_isolation"),
-            config.get("network", "network_isolation"),
+            config.get("DEFAULT", "network_isolation")?,
+            config.get("network", "network_isolation")?,
         ) {
             (Some(raw), _) => (
                 raw.convert(value::parse_bool)?,
@@ -367,33 +368,34 @@ impl GuestConfig {
                 value.map_or(default, |n| n.unsigned_abs()),
             ))
         };
-        let non_empty =
-            |section: &str, option: &str| config.string(section, option).filter(|s| !s.is_empty());
-        let datastore_manager = non_empty("DEFAULT", "datastore_manager");
+        let non_empty = |section: &str, option: &str| -> Result<Option<String>, ConfigError> {
+            Ok(config.string(section, option)?.filter(|s| !s.is_empty()))
+        };
+        let datastore_manager = non_empty("DEFAULT", "datastore_manager")?;
         let datastore = datastore_manager
             .as_deref()
             .map(|manager| DatastoreSettings::from_oslo(config, manager))
             .transpose()?;
         Ok(Self {
             guest_id,
-            datastore_version: non_empty("DEFAULT", "datastore_version"),
-            tenant_id: non_empty("DEFAULT", "tenant_id"),
+            datastore_version: non_empty("DEFAULT", "datastore_version")?,
+            tenant_id: non_empty("DEFAULT", "tenant_id")?,
             network_isolation,
             network_isolation_setting,
             rabbit: RabbitQueueOptions::from_oslo(config, &transport_url)?,
             transport_url,
-            control_exchange: non_empty("DEFAULT", "control_exchange")
+            control_exchange: non_empty("DEFAULT", "control_exchange")?
                 .unwrap_or_else(|| "openstack".to_owned()),
-            conductor_queue: non_empty("DEFAULT", "conductor_queue")
+            conductor_queue: non_empty("DEFAULT", "conductor_queue")?
                 .unwrap_or_else(|| "trove-conductor".to_owned()),
-            instance_rpc_encr_key: non_empty("DEFAULT", "instance_rpc_encr_key").map(Secret::new),
+            instance_rpc_encr_key: non_empty("DEFAULT", "instance_rpc_encr_key")?.map(Secret::new),
             report_interval: seconds("report_interval", 30)?,
             state_change_wait_time: seconds("state_change_wait_time", 180)?,
             datastore_manager,
             datastore,
-            container_registry: non_empty("guest_agent", "container_registry"),
-            container_registry_username: non_empty("guest_agent", "container_registry_username"),
-            container_registry_password: non_empty("guest_agent", "container_registry_password")
+            container_registry: non_empty("guest_agent", "container_registry")?,
+            container_registry_username: non_empty("guest_agent", "container_registry_username")?,
+            container_registry_password: non_empty("guest_agent", "container_registry_password")?
                 .map(Secret::new),
             netiso: NetisoSettings::from_oslo(config)?,
         })

@@ -21,6 +21,11 @@
 //! in any case, other section names and option names are lowercased. Variables without
 //! `__` after the prefix are ignored.
 //!
+//! As in oslo.config, values may refer to other options: `$state_path/x`, `${name}`,
+//! `${group.name}` (same section first, then `[DEFAULT]`); `$$` and `\$` are a literal `$`.
+//! A reference to an option that no source sets is an error (oslo would fall back to the
+//! referenced option's registered default, which a reader without the registry cannot know).
+//!
 //! Values stay strings, with the file and line (or variable) they came from, until a typed
 //! model converts them with oslo's rules ([`value`]): an error names file, line, section and
 //! option. Both [`ini::IniFile`] and [`OsloConfig`] are `figment::Provider`s for tooling that

@@ -223,9 +223,9 @@ impl OsloConfig {
         &self.files
     }
 
-    /// The winning value of an option, trying `names` in priority order (current name
-    /// first, then deprecated names).
-    pub fn lookup(&self, names: &[OptionName<'_>]) -> Option<&RawValue> {
+    /// The winning assignment of an option, before `$` substitution, trying `names` in
+    /// priority order (current name first, then deprecated names).
+    fn winner(&self, names: &[OptionName<'_>]) -> Option<&RawValue> {
         let mut best: Option<(&RawValue, usize)> = None;
         for (priority, name) in names.iter().enumerate() {
             let section = normalize_section(name.section);
@@ -250,17 +250,26 @@ impl OsloConfig {
         best.map(|(value, _)| value)
     }
 
-    /// The winning value of `[section] option`.
-    pub fn get(&self, section: &str, option: &str) -> Option<&RawValue> {
+    /// The winning value of an option, trying `names` in priority order (current name
+    /// first, then deprecated names), with `$` references substituted.
+    pub fn lookup(&self, names: &[OptionName<'_>]) -> Result<Option<RawValue>, ConfigError> {
+        self.winner(names)
+            .map(|raw| self.substitute(raw, 0))
+            .transpose()
+    }
+
+    /// The winning value of `[section] option`, `$` references substituted.
+    pub fn get(&self, section: &str, option: &str) -> Result<Option<RawValue>, ConfigError> {
         self.lookup(&[OptionName::new(section, option)])
     }
 
-    /// Every assignment of a multi-valued option, in load order.
-    pub fn get_all(&self, section: &str, option: &str) -> Vec<&RawValue> {
+    /// Every assignment of a multi-valued option, in load order, substituted.
+    pub fn get_all(&self, section: &str, option: &str) -> Result<Vec<RawValue>, ConfigError> {
         let section = normalize_section(section);
         self.values
             .iter()
             .filter(|v| v.section == section && v.option == option)
+            .map(|raw| self.substitute(raw, 0))
             .collect()
     }
 
@@ -271,8 +280,8 @@ impl OsloConfig {
     }
 
     /// A string option.
-    pub fn string(&self, section: &str, option: &str) -> Option<String> {
-        self.get(section, option).map(|raw| raw.value.clone())
+    pub fn string(&self, section: &str, option: &str) -> Result<Option<String>, ConfigError> {
+        Ok(self.get(section, option)?.map(|raw| raw.value))
     }
 
     /// A required string option; `hint` says who normally writes it.
@@ -282,8 +291,8 @@ impl OsloConfig {
         option: &str,
         hint: &'static str,
     ) -> Result<String, ConfigError> {
-        match self.get(section, option) {
-            Some(raw) if !raw.value.is_empty() => Ok(raw.value.clone()),
+        match self.get(section, option)? {
+            Some(raw) if !raw.value.is_empty() => Ok(raw.value),
             _ => Err(ConfigError::MissingOption {
                 section: section.to_owned(),
                 option: option.to_owned(),
@@ -294,7 +303,7 @@ impl OsloConfig {
 
     /// A boolean option (`None` when unset).
     pub fn bool(&self, section: &str, option: &str) -> Result<Option<bool>, ConfigError> {
-        self.get(section, option)
+        self.get(section, option)?
             .map(|raw| raw.convert(value::parse_bool))
             .transpose()
     }
@@ -308,16 +317,17 @@ impl OsloConfig {
         max: i64,
     ) -> Result<Option<i64>, ConfigError> {
         Ok(self
-            .get(section, option)
+            .get(section, option)?
             .map(|raw| raw.convert(|text| value::parse_int_in(text, min, max)))
             .transpose()?
             .flatten())
     }
 
     /// A list option (`None` when unset).
-    pub fn list(&self, section: &str, option: &str) -> Option<Vec<String>> {
-        self.get(section, option)
-            .map(|raw| value::parse_list(&raw.value))
+    pub fn list(&self, section: &str, option: &str) -> Result<Option<Vec<String>>, ConfigError> {
+        Ok(self
+            .get(section, option)?
+            .map(|raw| value::parse_list(&raw.value)))
     }
 
     /// A `transport_url`-style option.
@@ -326,7 +336,7 @@ impl OsloConfig {
         section: &str,
         option: &str,
     ) -> Result<Option<TransportUrl>, ConfigError> {
-        self.get(section, option)
+        self.get(section, option)?
             .map(|raw| {
                 raw.value
                     .parse::<TransportUrl>()
@@ -339,6 +349,101 @@ impl OsloConfig {
             })
             .transpose()
     }
+
+    /// oslo.config's template substitution (`ConfigOpts._substitute`): `$$` and `\$` are a
+    /// literal `$`; `$name`, `${name}` and `${group.name}` are replaced by that option's
+    /// value, looked up in the value's own section, then in `[DEFAULT]` (for
+    /// `${group.name}`: that group, then `[DEFAULT]`), itself substituted; a `$` not
+    /// followed by a name stays as is. oslo falls back to a referenced option's registered
+    /// default, which a reader without the option registry cannot know: a reference to an
+    /// option that no source sets is therefore an error naming the value's origin.
+    fn substitute(&self, raw: &RawValue, depth: usize) -> Result<RawValue, ConfigError> {
+        if !raw.value.contains('$') {
+            return Ok(raw.clone());
+        }
+        let template = raw.value.replace("\\$", "$$");
+        let mut out = String::with_capacity(template.len());
+        let mut rest = template.as_str();
+        while let Some(at) = rest.find('$') {
+            out.push_str(&rest[..at]);
+            let after = &rest[at + 1..];
+            if let Some(escaped) = after.strip_prefix('$') {
+                out.push('$');
+                rest = escaped;
+                continue;
+            }
+            let reference = match after.strip_prefix('{') {
+                Some(inner) => {
+                    let length = identifier_length(inner);
+                    (length > 0 && inner[length..].starts_with('}'))
+                        .then(|| (&inner[..length], length + 2))
+                }
+                None => {
+                    let length = identifier_length(after);
+                    (length > 0).then(|| (&after[..length], length))
+                }
+            };
+            match reference {
+                Some((name, consumed)) => {
+                    out.push_str(&self.resolve_reference(raw, name, depth)?);
+                    rest = &after[consumed..];
+                }
+                None => {
+                    out.push('$');
+                    rest = after;
+                }
+            }
+        }
+        out.push_str(rest);
+        Ok(RawValue {
+            value: out,
+            ..raw.clone()
+        })
+    }
+
+    fn resolve_reference(
+        &self,
+        from: &RawValue,
+        name: &str,
+        depth: usize,
+    ) -> Result<String, ConfigError> {
+        let shown_name = (!is_secret_option(&from.option)).then(|| name.to_owned());
+        if depth >= MAX_SUBSTITUTION_DEPTH {
+            return Err(from.invalid(ValueError::ReferenceLoop(shown_name)));
+        }
+        let candidates = match name.split_once('.') {
+            Some((group, option)) => [
+                OptionName::new(group, option),
+                OptionName::new("DEFAULT", name),
+            ],
+            None => [
+                OptionName::new(&from.section, name),
+                OptionName::new("DEFAULT", name),
+            ],
+        };
+        for candidate in candidates {
+            if let Some(found) = self.winner(&[candidate]) {
+                return Ok(self.substitute(found, depth + 1)?.value);
+            }
+        }
+        Err(from.invalid(ValueError::UnresolvedReference(shown_name)))
+    }
+}
+
+/// How deep `$` references may nest before they count as a loop.
+const MAX_SUBSTITUTION_DEPTH: usize = 32;
+
+/// Length of a `string.Template` identifier with oslo's pattern `[_a-z][._a-z0-9]*`
+/// (case-insensitive) at the start of `text`.
+fn identifier_length(text: &str) -> usize {
+    let mut chars = text.char_indices();
+    match chars.next() {
+        Some((_, c)) if c == '_' || c.is_ascii_alphabetic() => {}
+        _ => return 0,
+    }
+    chars
+        .find(|(_, c)| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '.'))
+        .map_or(text.len(), |(index, _)| index)
 }
 
 /// Options whose values must never be printed.
@@ -429,5 +534,126 @@ impl Provider for OsloConfig {
                 .map(|v| (v.section.as_str(), v.option.as_str(), v.value.as_str())),
         );
         Ok(Profile::Default.collect(dict))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn config(text: &str) -> OsloConfig {
+        let mut config = OsloConfig::default();
+        config.add_file(&IniFile::parse(Path::new("s.conf"), text).expect("valid INI"));
+        config
+    }
+
+    /// Expected values produced by oslo.config 10.7.0 for the same file.
+    const TEMPLATES: &str = "[DEFAULT]\nstate_path = /var/lib/trove\nlock_path = $state_path/lock\n\
+        braced = ${state_path}x\nescaped = cost $$5 and \\$6\ndangling = 100$ and $ alone and $1x\n\
+        grouped = ${netiso.state_dir}/journal\nurl = rabbit://u:pa$$word@h:5672/\n\
+        [netiso]\nstate_dir = $state_path/netiso\nown = $mine\nmine = here\n";
+
+    #[test]
+    fn dollar_references_are_substituted_like_oslo() {
+        let config = config(TEMPLATES);
+        let get = |section: &str, option: &str| {
+            config
+                .string(section, option)
+                .expect("resolvable")
+                .expect("set")
+        };
+        assert_eq!(get("DEFAULT", "lock_path"), "/var/lib/trove/lock");
+        assert_eq!(get("DEFAULT", "braced"), "/var/lib/trovex");
+        assert_eq!(get("DEFAULT", "escaped"), "cost $5 and $6");
+        assert_eq!(get("DEFAULT", "dangling"), "100$ and $ alone and $1x");
+        assert_eq!(get("DEFAULT", "grouped"), "/var/lib/trove/netiso/journal");
+        assert_eq!(get("DEFAULT", "url"), "rabbit://u:pa$word@h:5672/");
+        assert_eq!(get("netiso", "own"), "here");
+        assert_eq!(get("netiso", "state_dir"), "/var/lib/trove/netiso");
+    }
+
+    #[test]
+    fn unresolved_reference_names_origin_but_hides_secrets() {
+        let config =
+            config("[DEFAULT]\npath = $nowhere/x\ntransport_url = rabbit://u:pa$word@h/\n");
+        let error = config
+            .string("DEFAULT", "path")
+            .expect_err("unset reference");
+        assert_eq!(
+            error.to_string(),
+            "s.conf:2: [DEFAULT] path: `$nowhere` refers to an option that no configuration \
+             source sets (write `$$` for a literal `$`)"
+        );
+        let error = config
+            .transport_url("DEFAULT", "transport_url")
+            .expect_err("password with a bare $");
+        let message = error.to_string();
+        assert!(
+            message.starts_with("s.conf:3: [DEFAULT] transport_url: a `$` reference"),
+            "{message}"
+        );
+        assert!(!message.contains("word"), "{message}");
+    }
+
+    #[test]
+    fn reference_loops_are_errors() {
+        let config = config("[DEFAULT]\na = $b\nb = ${a}\n");
+        let error = config.string("DEFAULT", "a").expect_err("loop");
+        assert!(
+            error.to_string().contains("`$b` is part of a loop"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn environment_names_map_to_sections_and_options() {
+        let mut config = OsloConfig::default();
+        config.add_env([
+            ("NETISO_default__Guest_ID".to_owned(), "a".to_owned()),
+            (
+                "NETISO_Oslo_Messaging_Rabbit__AMQP_AUTO_DELETE".to_owned(),
+                "yes".to_owned(),
+            ),
+            ("NETISO___OPTION".to_owned(), "no section".to_owned()),
+            ("NETISO_SECTION__".to_owned(), "no option".to_owned()),
+        ]);
+        assert_eq!(
+            config.string("DEFAULT", "guest_id").expect("ok").as_deref(),
+            Some("a")
+        );
+        assert_eq!(
+            config
+                .bool("oslo_messaging_rabbit", "amqp_auto_delete")
+                .expect("ok"),
+            Some(true)
+        );
+        assert!(!config.has_section(""));
+        assert!(!config.has_section("section"));
+    }
+
+    #[test]
+    fn figment_view_takes_the_latest_source_per_option() {
+        let mut config = config("[DEFAULT]\na = 1\nm = x\nm = y\n");
+        config.add_file(&IniFile::parse(Path::new("t.conf"), "[DEFAULT]\na = 2\n").expect("valid"));
+        config.add_env([("NETISO_NETISO__RUNTIME".to_owned(), "containerd".to_owned())]);
+        let figment = figment::Figment::from(&config);
+        assert_eq!(
+            figment.extract_inner::<String>("DEFAULT.a").expect("a"),
+            "2"
+        );
+        assert_eq!(
+            figment
+                .extract_inner::<Vec<String>>("DEFAULT.m")
+                .expect("m"),
+            ["x", "y"]
+        );
+        assert_eq!(
+            figment
+                .extract_inner::<String>("netiso.runtime")
+                .expect("runtime"),
+            "containerd"
+        );
     }
 }

@@ -47,9 +47,23 @@ pub enum ValueError {
         /// The accepted values.
         choices: &'static str,
     },
+    /// A `$name` reference to an option that no source sets (the name is hidden in
+    /// secret values, where it is likely part of a password: write `$$` for a `$`).
+    #[error("{} refers to an option that no configuration source sets (write `$$` for a literal `$`)", reference_name(.0))]
+    UnresolvedReference(Option<String>),
+    /// `$name` references that refer to each other.
+    #[error("{} is part of a loop of `$` references", reference_name(.0))]
+    ReferenceLoop(Option<String>),
     /// A value that must be a CIDR.
     #[error("`{0}` is not a CIDR (e.g. 10.0.0.0/24)")]
     Cidr(String),
+}
+
+fn reference_name(name: &Option<String>) -> String {
+    match name {
+        Some(name) => format!("`${name}`"),
+        None => "a `$` reference in this secret value".to_owned(),
+    }
 }
 
 /// `types.Boolean`: `true/1/on/yes` and `false/0/off/no`, case-insensitive, nothing else

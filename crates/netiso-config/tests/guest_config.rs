@@ -527,15 +527,16 @@ fn multi_valued_options_and_deprecated_names() {
         Vec::new(),
     )
     .expect("valid");
-    let all: Vec<&str> = oslo
+    let all: Vec<String> = oslo
         .get_all("DEFAULT", "server")
-        .iter()
-        .map(|v| v.value.as_str())
+        .expect("no references")
+        .into_iter()
+        .map(|v| v.value)
         .collect();
     assert_eq!(all, ["a", "b", "c"]);
     assert_eq!(
-        oslo.get("DEFAULT", "server").map(|v| v.value.as_str()),
-        Some("c")
+        oslo.get("DEFAULT", "server").expect("ok").map(|v| v.value),
+        Some("c".to_owned())
     );
     // oslo: the latest file that sets the option under any name wins.
     let names = [
@@ -543,7 +544,7 @@ fn multi_valued_options_and_deprecated_names() {
         netiso_config::source::OptionName::new("DEFAULT", "old_name"),
     ];
     assert_eq!(
-        oslo.lookup(&names).map(|v| v.value.as_str()),
-        Some("from-second")
+        oslo.lookup(&names).expect("ok").map(|v| v.value),
+        Some("from-second".to_owned())
     );
 }
