@@ -330,6 +330,17 @@ impl OsloConfig {
             .map(|raw| value::parse_list(&raw.value)))
     }
 
+    /// A dict option (`k:v,k2:v2`; `None` when unset).
+    pub fn dict(
+        &self,
+        section: &str,
+        option: &str,
+    ) -> Result<Option<std::collections::BTreeMap<String, String>>, ConfigError> {
+        self.get(section, option)?
+            .map(|raw| raw.convert(value::parse_dict))
+            .transpose()
+    }
+
     /// A `transport_url`-style option.
     pub fn transport_url(
         &self,
@@ -595,6 +606,40 @@ mod tests {
             "{message}"
         );
         assert!(!message.contains("word"), "{message}");
+    }
+
+    #[test]
+    fn typed_getters_convert_with_oslo_rules_and_name_the_line() {
+        let config = config(
+            "[DEFAULT]\nflag = Yes\ncount = 42\nitems = a, b ,c,\nmapping = x:1, y : 2\nbad = a:1,a:2\n",
+        );
+        assert_eq!(config.bool("DEFAULT", "flag").expect("bool"), Some(true));
+        assert_eq!(
+            config.int("DEFAULT", "count", 0, 100).expect("int"),
+            Some(42)
+        );
+        assert_eq!(
+            config.list("DEFAULT", "items").expect("list"),
+            Some(vec!["a".to_owned(), "b".to_owned(), "c".to_owned()])
+        );
+        let mapping = config
+            .dict("DEFAULT", "mapping")
+            .expect("dict")
+            .expect("set");
+        assert_eq!(mapping.get("y").map(String::as_str), Some("2"));
+        let error = config.dict("DEFAULT", "bad").expect_err("duplicate key");
+        assert_eq!(
+            error.to_string(),
+            "s.conf:6: [DEFAULT] bad: duplicate dict key `a`"
+        );
+        let error = config
+            .int("DEFAULT", "count", 0, 10)
+            .expect_err("out of range");
+        assert_eq!(
+            error.to_string(),
+            "s.conf:3: [DEFAULT] count: 42 is out of range 0..=10"
+        );
+        assert_eq!(config.bool("DEFAULT", "unset").expect("unset"), None);
     }
 
     #[test]
