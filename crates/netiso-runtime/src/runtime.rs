@@ -1,0 +1,267 @@
+//! The runtime-neutral trait the guest drives, and what it reports back.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+
+use crate::error::RuntimeError;
+use crate::image::{ImageReference, ImageStatus, PullPolicy, PullProgress, RegistryCredentials};
+use crate::spec::{ContainerSpec, HostnicNetworkSpec};
+
+/// How often [`ContainerRuntime::wait_healthy`] looks at the container.
+const HEALTH_POLL_INTERVAL: Duration = Duration::from_millis(250);
+
+/// The container operations the guest needs, the same for Docker and containerd, so that
+/// orchestration code and its tests never see a client library.
+///
+/// Containers are addressed by name (or id). Every method is one bounded daemon call
+/// except the provided ones, which poll with a deadline.
+#[async_trait]
+pub trait ContainerRuntime: Send + Sync {
+    /// Makes `image` available locally, pulling per `policy` (with `credentials` when they
+    /// belong to the image's registry) and reporting each progress event.
+    async fn ensure_image(
+        &self,
+        image: &ImageReference,
+        policy: PullPolicy,
+        credentials: Option<&RegistryCredentials>,
+        progress: &mut (dyn FnMut(PullProgress) + Send),
+    ) -> Result<ImageStatus, RuntimeError>;
+
+    /// Creates the hostnic network, or checks an existing one of that name: reused when
+    /// driver, MAC, subnets and gateways match; otherwise recreated when no container uses
+    /// it, else [`RuntimeError::NetworkMismatchInUse`]. Never silently reuses a stale one.
+    async fn ensure_hostnic_network(
+        &self,
+        network: &HostnicNetworkSpec,
+    ) -> Result<NetworkStatus, RuntimeError>;
+
+    /// Removes a network; `Ok(false)` when it did not exist.
+    async fn remove_network(&self, name: &str) -> Result<bool, RuntimeError>;
+
+    /// Creates (does not start) the container; returns its id.
+    /// [`RuntimeError::ContainerExists`] when the name is taken.
+    async fn create_container(&self, spec: &ContainerSpec) -> Result<String, RuntimeError>;
+
+    /// Starts a container; starting a running one is not an error.
+    async fn start(&self, name: &str) -> Result<(), RuntimeError>;
+
+    /// Stops a container: the stop signal, then a kill after `timeout`. Stopping a stopped
+    /// one is not an error.
+    async fn stop(&self, name: &str, timeout: Duration) -> Result<(), RuntimeError>;
+
+    /// Stops (with `timeout`) and starts a container again.
+    async fn restart(&self, name: &str, timeout: Duration) -> Result<(), RuntimeError>;
+
+    /// Removes a container (`force` kills a running one first); `Ok(false)` when it did not
+    /// exist.
+    async fn remove(&self, name: &str, force: bool) -> Result<bool, RuntimeError>;
+
+    /// Everything the guest needs to know about one container, `None` when it does not exist.
+    async fn inspect(&self, name: &str) -> Result<Option<ContainerInfo>, RuntimeError>;
+
+    /// All containers, running or not.
+    async fn list(&self) -> Result<Vec<ContainerSummary>, RuntimeError>;
+
+    /// Creates and starts the container.
+    async fn run(&self, spec: &ContainerSpec) -> Result<String, RuntimeError> {
+        let id = self.create_container(spec).await?;
+        self.start(&spec.name).await?;
+        Ok(id)
+    }
+
+    /// Waits until the container's health check reports healthy (Trove waits
+    /// `state_change_wait_time`). A container without a health check counts as healthy once
+    /// it runs. Fails early when the container stops.
+    async fn wait_healthy(
+        &self,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<ContainerInfo, RuntimeError> {
+        let started = Instant::now();
+        loop {
+            let info = self
+                .inspect(name)
+                .await?
+                .ok_or_else(|| RuntimeError::ContainerNotFound(name.to_owned()))?;
+            let ready = info.status == ContainerStatus::Running
+                && matches!(info.health, None | Some(HealthStatus::Healthy));
+            let gone = matches!(info.status, ContainerStatus::Exited | ContainerStatus::Dead);
+            if ready {
+                return Ok(info);
+            }
+            if gone || started.elapsed() >= timeout {
+                return Err(RuntimeError::HealthTimeout {
+                    container: name.to_owned(),
+                    waited: started.elapsed(),
+                    last_state: info.describe_state(),
+                });
+            }
+            tokio::time::sleep(HEALTH_POLL_INTERVAL).await;
+        }
+    }
+}
+
+/// What `ensure_hostnic_network` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetworkStatus {
+    /// No network of that name existed; it was created.
+    Created {
+        /// Network id.
+        id: String,
+    },
+    /// A matching network existed and is used as it is.
+    Reused {
+        /// Network id.
+        id: String,
+    },
+    /// A stale, unused network was removed and created again.
+    Recreated {
+        /// New network id.
+        id: String,
+        /// What differed, as `what: existing X, wanted Y`.
+        differences: Vec<String>,
+    },
+}
+
+impl NetworkStatus {
+    /// The network id either way.
+    pub fn id(&self) -> &str {
+        match self {
+            Self::Created { id } | Self::Reused { id } | Self::Recreated { id, .. } => id,
+        }
+    }
+}
+
+/// Container lifecycle state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContainerStatus {
+    /// Created, never started.
+    Created,
+    /// Running.
+    Running,
+    /// Paused.
+    Paused,
+    /// Being restarted by the daemon's restart policy.
+    Restarting,
+    /// Being removed.
+    Removing,
+    /// Exited.
+    Exited,
+    /// Dead (removal failed half-way).
+    Dead,
+    /// A state this adapter does not know.
+    Unknown,
+}
+
+impl fmt::Display for ContainerStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Created => "created",
+            Self::Running => "running",
+            Self::Paused => "paused",
+            Self::Restarting => "restarting",
+            Self::Removing => "removing",
+            Self::Exited => "exited",
+            Self::Dead => "dead",
+            Self::Unknown => "unknown",
+        })
+    }
+}
+
+/// Health-check verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HealthStatus {
+    /// Within the start period or before the first probe.
+    Starting,
+    /// Last probes passed.
+    Healthy,
+    /// `retries` probes in a row failed.
+    Unhealthy,
+}
+
+impl fmt::Display for HealthStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Starting => "starting",
+            Self::Healthy => "healthy",
+            Self::Unhealthy => "unhealthy",
+        })
+    }
+}
+
+/// One network endpoint of a container.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct EndpointInfo {
+    /// IPv4 address.
+    pub ipv4: Option<Ipv4Addr>,
+    /// IPv6 address.
+    pub ipv6: Option<Ipv6Addr>,
+    /// MAC address of the container's interface.
+    pub mac_address: Option<String>,
+}
+
+/// One container, as the guest needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerInfo {
+    /// Container id.
+    pub id: String,
+    /// Name, without Docker's leading `/`.
+    pub name: String,
+    /// The image as configured.
+    pub image: String,
+    /// Lifecycle state.
+    pub status: ContainerStatus,
+    /// Exit code of the last run, when it exited.
+    pub exit_code: Option<i64>,
+    /// Health verdict, `None` without a health check.
+    pub health: Option<HealthStatus>,
+    /// The main process's pid on the VM, while it runs.
+    pub pid: Option<u32>,
+    /// The network namespace path (`SandboxKey`), while it runs.
+    pub sandbox_key: Option<PathBuf>,
+    /// How often the daemon restarted it.
+    pub restart_count: u64,
+    /// The daemon's last error for it (e.g. a failed network join).
+    pub error: Option<String>,
+    /// Endpoints by network name.
+    pub networks: BTreeMap<String, EndpointInfo>,
+}
+
+impl ContainerInfo {
+    /// `running (healthy)`, `exited (code 137)`…, for logs and errors.
+    pub fn describe_state(&self) -> String {
+        let mut text = self.status.to_string();
+        if let Some(health) = self.health {
+            text.push_str(&format!(" ({health})"));
+        }
+        if self.status == ContainerStatus::Exited
+            && let Some(code) = self.exit_code
+        {
+            text.push_str(&format!(" (code {code})"));
+        }
+        if let Some(error) = self.error.as_deref().filter(|e| !e.is_empty()) {
+            text.push_str(&format!(": {error}"));
+        }
+        text
+    }
+}
+
+/// One line of `list`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerSummary {
+    /// Container id.
+    pub id: String,
+    /// Names, without Docker's leading `/`.
+    pub names: Vec<String>,
+    /// The image as configured.
+    pub image: String,
+    /// Lifecycle state.
+    pub status: ContainerStatus,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+}
