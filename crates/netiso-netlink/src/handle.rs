@@ -32,6 +32,7 @@ use crate::{
     error::{NetlinkError, Result},
     events::LinkEvents,
     model::TABLE_MAIN,
+    netns::NamespaceWorker,
     wire::RtSocket,
 };
 
@@ -46,6 +47,7 @@ pub const MAX_IFNAME_LEN: usize = 15;
 pub struct NetlinkHandle {
     socket: Mutex<RtSocket>,
     namespace: Namespace,
+    worker: NamespaceWorker,
 }
 
 impl std::fmt::Debug for NetlinkHandle {
@@ -238,18 +240,18 @@ pub(crate) fn parse_route(msg: &Rtmsg) -> Option<Route> {
 impl NetlinkHandle {
     /// A handle on the calling thread's namespace.
     pub fn current() -> Result<Self> {
-        Ok(Self {
-            socket: Mutex::new(RtSocket::open()?),
-            namespace: Namespace::current()?,
-        })
+        Self::in_namespace(&Namespace::current()?)
     }
 
-    /// A handle on `namespace`; the socket is created on a dedicated thread inside it.
+    /// A handle on `namespace`. Its socket is created by a worker thread that entered the
+    /// namespace and stays there for `/proc/sys/net` work; the caller's thread never moves.
     pub fn in_namespace(namespace: &Namespace) -> Result<Self> {
-        let socket = namespace.run(RtSocket::open)??;
+        let worker = NamespaceWorker::spawn(namespace)?;
+        let socket = worker.run(RtSocket::open)??;
         Ok(Self {
             socket: Mutex::new(socket),
             namespace: namespace.try_clone()?,
+            worker,
         })
     }
 
@@ -417,14 +419,12 @@ impl NetlinkHandle {
     }
 
     /// Runs a /proc/sys/net access in this handle's namespace: /proc/sys/net shows the
-    /// namespace of the thread that opens the file, so off-namespace callers go through a
-    /// dedicated thread.
-    fn in_own_namespace<T: Send>(&self, work: impl FnOnce() -> T + Send) -> Result<T> {
-        if self.namespace.is_current_thread_in()? {
-            Ok(work())
-        } else {
-            self.namespace.run(work)
-        }
+    /// namespace of the thread that opens the file, so it goes through the worker thread.
+    fn in_own_namespace<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T> {
+        self.worker.run(work)
     }
 }
 
@@ -707,7 +707,8 @@ impl Rtnetlink for NetlinkHandle {
 
     fn accept_ra(&self, ifname: &str) -> Result<Option<u32>> {
         let path = Self::sysctl_path(ifname, "accept_ra")?;
-        let read = self.in_own_namespace(|| fs::read_to_string(&path))?;
+        let file = path.clone();
+        let read = self.in_own_namespace(move || fs::read_to_string(file))?;
         match read {
             Ok(text) => text
                 .trim()
@@ -724,7 +725,8 @@ impl Rtnetlink for NetlinkHandle {
 
     fn set_accept_ra(&self, ifname: &str, value: u32) -> Result<()> {
         let path = Self::sysctl_path(ifname, "accept_ra")?;
-        self.in_own_namespace(|| fs::write(&path, value.to_string()))?
+        let file = path.clone();
+        self.in_own_namespace(move || fs::write(file, value.to_string()))?
             .map_err(|e| NetlinkError::io("write", &path, e))
     }
 }

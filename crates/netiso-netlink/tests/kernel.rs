@@ -269,8 +269,11 @@ fn addresses_are_added_listed_deleted_and_flushed() {
     );
     assert!(h.delete_address(v4).unwrap_err().is_not_found());
 
+    // Down, so that the kernel's own IPv6 link-local address cannot appear after the flush.
+    h.set_link_up(b, false).unwrap();
     h.add_address(b, net("10.78.0.1/24")).unwrap();
     h.add_address(b, net("10.78.0.9/24")).unwrap();
+    h.add_address(b, net("fd78::1/64")).unwrap();
     assert!(h.flush_addresses(b).unwrap() >= 1);
     assert!(h.addresses(Some(b)).unwrap().is_empty());
     assert!(
@@ -409,7 +412,7 @@ fn accept_ra_is_read_and_written_in_the_handles_namespace() {
     assert_eq!(h.accept_ra(&a).unwrap(), Some(0));
     h.set_accept_ra(&a, 2).unwrap();
     assert_eq!(h.accept_ra(&a).unwrap(), Some(2));
-    // The same read from a thread already inside the namespace takes the direct path.
+    // A handle made from inside the namespace (`current`) sees the same value.
     let inside = ns
         .namespace()
         .run(|| NetlinkHandle::current().unwrap().accept_ra(&a).unwrap())
@@ -617,5 +620,26 @@ fn address_events_are_reported_when_subscribed() {
         &mut events,
         &rt,
         |e| matches!(e, LinkEvent::AddressRemoved(x) if x.link_index == index),
+    );
+}
+
+#[test]
+fn a_namespace_worker_runs_jobs_inside_and_survives_a_panicking_job() {
+    require_root();
+    let ns = TestNamespace::new();
+    let worker = netns::NamespaceWorker::spawn(ns.namespace()).unwrap();
+    let target = ns.namespace().try_clone().unwrap();
+    assert!(
+        worker
+            .run(move || target.is_current_thread_in().unwrap())
+            .unwrap()
+    );
+    assert!(!ns.namespace().is_current_thread_in().unwrap());
+    let err = worker.run(|| -> u32 { panic!("job failure") }).unwrap_err();
+    assert!(matches!(err, NetlinkError::InvalidArgument(_)), "{err}");
+    assert_eq!(
+        worker.run(|| 7).unwrap(),
+        7,
+        "the worker outlives a panicking job"
     );
 }

@@ -52,8 +52,8 @@ fn describe(action: &Action) -> String {
 }
 
 /// Applies `planned` against the namespace as it is now: the NIC is looked up again by MAC
-/// (it may have been renamed since), every step is attempted even if one fails, a second pass
-/// removes whatever the first left, and the invariants are verified against the plan's
+/// (it may have been renamed since), every step is attempted even if one fails, later passes
+/// remove whatever the first left, and the invariants are verified against the plan's
 /// baseline. Any error means the NIC may not be isolated: do not start the database.
 pub fn apply(rtnl: &dyn Rtnetlink, planned: &IsolationPlan) -> Result<ApplyReport, IsolationError> {
     let target = &planned.target;
@@ -64,13 +64,29 @@ pub fn apply(rtnl: &dyn Rtnetlink, planned: &IsolationPlan) -> Result<ApplyRepor
     };
     let mut changes = Vec::new();
     let mut first_error = None;
-    // Two passes: the second catches what the kernel or a concurrent agent re-added meanwhile.
-    for _ in 0..2 {
+    // Pass 1 turns off accept_ra and sets the link down, which makes the kernel flush the
+    // link's routes itself (one operation instead of one per route). Later passes re-read
+    // the namespace and remove whatever is left (addresses, routes the kernel kept, anything
+    // re-added meanwhile); every step is attempted even if an earlier one failed.
+    for pass in 0..3 {
         let current = plan(rtnl, target, when_absent)?;
         if current.is_noop() {
             break;
         }
+        let link_state_first = pass == 0
+            && current
+                .actions
+                .iter()
+                .any(|a| matches!(a, Action::DisableAcceptRa { .. } | Action::SetDown { .. }));
         for action in current.actions {
+            if link_state_first
+                && !matches!(
+                    action,
+                    Action::DisableAcceptRa { .. } | Action::SetDown { .. }
+                )
+            {
+                continue;
+            }
             match run(rtnl, &action) {
                 Ok(true) => changes.push(action),
                 Ok(false) => {}
