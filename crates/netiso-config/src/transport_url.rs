@@ -6,15 +6,18 @@
 //! - The netloc is split on `,`; empty entries are skipped; each entry is
 //!   `[user[:password]@]host[:port]`, split at the **last** `@` and the first `:` of the
 //!   credentials. User and password are percent-decoded, the hostname is not.
-//! - `[v6]:port` is an IPv6 literal.
+//! - Host and port are split like `oslo_utils.netutils.parse_host_port`: `[v6]:port` is an
+//!   IPv6 literal, `host:port` has exactly one `:`, and an unbracketed address with several
+//!   `:` is an IPv6 host without port. An empty port (`host:`) is an error, as in oslo.
 //! - A host without credentials inherits nothing from the others (oslo only warns).
 //! - The virtual host is the percent-decoded path after its leading `/`; `rabbit://h`
 //!   has none, `rabbit://h/` has the empty one.
 //! - The query is `parse_qs`: `+` is a space, blank values are dropped, repeated keys are
 //!   joined with `,` in first-seen order.
 //!
-//! Where Python would silently accept garbage (a non-numeric port, text after an IPv6
-//! literal), this parser fails with an error naming the host, never the password.
+//! Where oslo silently accepts nonsense (a port above 65535, text between `]` and `:port`, a
+//! host entry with credentials but no host name), this parser fails with an error naming
+//! the host, never the password.
 
 use std::fmt;
 use std::net::Ipv6Addr;
@@ -190,7 +193,7 @@ fn parse_host(index: usize, entry: &str) -> Result<TransportHost, TransportUrlEr
         return Err(TransportUrlError::MissingHostname { index });
     }
     let port = match port_text {
-        None | Some("") => None,
+        None => None,
         Some(text) => Some(
             text.parse::<u16>()
                 .map_err(|_| TransportUrlError::InvalidPort {
@@ -238,9 +241,11 @@ fn split_host_port(index: usize, host: &str) -> Result<(String, Option<&str>), T
     if host.contains(['[', ']']) {
         return Err(unbalanced());
     }
+    // oslo_utils.netutils.parse_host_port: exactly one `:` separates a port; more than one
+    // means an unbracketed IPv6 address, which cannot carry a port.
     Ok(match host.split_once(':') {
-        Some((name, port)) => (name.to_owned(), Some(port)),
-        None => (host.to_owned(), None),
+        Some((name, port)) if !port.contains(':') => (name.to_owned(), Some(port)),
+        _ => (host.to_owned(), None),
     })
 }
 
@@ -441,8 +446,19 @@ mod tests {
     }
 
     #[test]
-    fn empty_port_is_no_port() {
-        assert_eq!(parse("rabbit://h:/").hosts[0].port, None);
+    fn empty_port_is_an_error_and_unbracketed_ipv6_has_no_port() {
+        assert!(matches!(
+            "rabbit://h:/".parse::<TransportUrl>(),
+            Err(TransportUrlError::InvalidPort { .. })
+        ));
+        assert_eq!(
+            parse("rabbit://::1/").hosts[0],
+            host("::1", None, None, None)
+        );
+        assert_eq!(
+            parse("rabbit://fd00::1:5672/").hosts[0].hostname,
+            "fd00::1:5672"
+        );
     }
 
     #[test]
