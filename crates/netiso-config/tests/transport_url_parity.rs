@@ -13,6 +13,9 @@ struct Cases {
     cases: Vec<Case>,
 }
 
+/// oslo's `TransportHost`: hostname, port, username, password.
+type OsloHost = (Option<String>, Option<i64>, Option<String>, Option<String>);
+
 #[derive(Deserialize)]
 struct Case {
     url: String,
@@ -20,7 +23,7 @@ struct Case {
     scheme: Option<String>,
     virtual_host: Option<String>,
     #[serde(default)]
-    hosts: Vec<(Option<String>, Option<i64>, Option<String>, Option<String>)>,
+    hosts: Vec<OsloHost>,
     #[serde(default)]
     query: BTreeMap<String, String>,
 }
