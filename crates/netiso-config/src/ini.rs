@@ -120,6 +120,29 @@ fn universal_lines(text: &str) -> impl Iterator<Item = &str> {
     })
 }
 
+/// What a syntax error may quote of a line: nothing when it may hold a secret (a password,
+/// an RPC key, credentials in a URL), since errors end up in logs.
+fn shown_line(text: &str) -> String {
+    let lower = text.to_lowercase();
+    let secret = ["password", "transport_url", "encr_key", "secret", "@"]
+        .iter()
+        .any(|marker| lower.contains(marker));
+    if secret {
+        "<line not shown: it may contain a secret>".to_owned()
+    } else {
+        text.to_owned()
+    }
+}
+
+/// Line breaks in `bytes` under universal newlines (`\r\n` counts once).
+fn universal_line_breaks(bytes: &[u8]) -> usize {
+    bytes
+        .iter()
+        .enumerate()
+        .filter(|(at, b)| **b == b'\n' || (**b == b'\r' && bytes.get(at + 1) != Some(&b'\n')))
+        .count()
+}
+
 /// The assignment being collected (its value may continue on indented lines).
 struct Pending {
     key: String,
@@ -143,18 +166,19 @@ impl IniFile {
             Ok(text) => Self::parse(path, text),
             Err(error) => {
                 let valid = &bytes[..error.valid_up_to()];
-                let line = 1 + valid.iter().filter(|b| **b == b'\n').count();
+                let line_start = valid
+                    .iter()
+                    .rposition(|b| matches!(b, b'\n' | b'\r'))
+                    .map_or(0, |at| at + 1);
+                let line_end = bytes[line_start..]
+                    .iter()
+                    .position(|b| matches!(b, b'\n' | b'\r'))
+                    .map_or(bytes.len(), |at| line_start + at);
                 Err(IniSyntaxError {
                     path: path.to_owned(),
-                    line,
+                    line: 1 + universal_line_breaks(valid),
                     kind: IniSyntaxErrorKind::InvalidUtf8,
-                    text: String::from_utf8_lossy(
-                        bytes
-                            .split(|b| *b == b'\n')
-                            .nth(line - 1)
-                            .unwrap_or_default(),
-                    )
-                    .into_owned(),
+                    text: shown_line(&String::from_utf8_lossy(&bytes[line_start..line_end])),
                 })
             }
         }
@@ -166,7 +190,7 @@ impl IniFile {
             path: path.to_owned(),
             line,
             kind,
-            text: text.to_owned(),
+            text: shown_line(text),
         };
         let mut entries = Vec::new();
         let mut section: Option<String> = None;
@@ -488,12 +512,24 @@ mod tests {
     }
 
     #[test]
+    fn syntax_errors_do_not_quote_lines_that_may_hold_secrets() {
+        let error = error_of("[DEFAULT]\nadmin_password hunter2\n");
+        assert_eq!(error.line, 2);
+        assert!(!error.to_string().contains("hunter2"), "{error}");
+        let error = error_of("[DEFAULT]\nplain line\n");
+        assert_eq!(error.text, "plain line");
+    }
+
+    #[test]
     fn invalid_utf8_names_the_line() {
-        let error = IniFile::parse_bytes(Path::new("bin.conf"), b"[DEFAULT]\na = \xff\n")
-            .expect_err("not UTF-8");
+        let error = IniFile::parse_bytes(
+            Path::new("bin.conf"),
+            b"[DEFAULT]\r\nx = 1\rb = \xff\nc = 2",
+        )
+        .expect_err("not UTF-8");
         assert_eq!(
-            (error.line, error.kind),
-            (2, IniSyntaxErrorKind::InvalidUtf8)
+            (error.line, error.kind, error.text.as_str()),
+            (3, IniSyntaxErrorKind::InvalidUtf8, "b = \u{fffd}")
         );
     }
 
