@@ -166,8 +166,10 @@ fn apply_fails_closed_but_still_does_every_other_step() {
 #[test]
 fn verify_reports_each_broken_invariant() {
     let (fake, mgmt, _) = vm();
-    let planned = plan(&fake, &target(), WhenAbsent::Error).unwrap();
     fake.seed_route(route("10.99.0.0/16", Some("192.168.0.1"), mgmt, None));
+    let planned = plan(&fake, &target(), WhenAbsent::Error).unwrap();
+    let lost = route("10.99.0.0/16", Some("192.168.0.1"), mgmt, None);
+    fake.delete_route(&lost).unwrap();
     let report = verify(&fake, &target(), &planned.baseline).unwrap();
     assert!(!report.is_ok());
     for (invariant, passed) in [
@@ -187,7 +189,7 @@ fn verify_reports_each_broken_invariant() {
         "{text}"
     );
     assert!(
-        text.contains("route 10.99.0.0/16 via 192.168.0.1 oif 2 added"),
+        text.contains("route 10.99.0.0/16 via 192.168.0.1 oif 2 lost"),
         "{text}"
     );
 }
@@ -206,6 +208,37 @@ fn apply_refuses_to_report_success_when_the_invariants_do_not_hold() {
     assert!(
         err.to_string().contains("management interfaces unchanged"),
         "{err}"
+    );
+}
+
+#[test]
+fn additions_by_the_system_on_the_management_side_are_reported_not_failed() {
+    let (fake, mgmt, _) = vm();
+    let planned = plan(&fake, &target(), WhenAbsent::Error).unwrap();
+    // The kernel adds an IPv6 link-local address and its route to eth0 meanwhile.
+    fake.seed_address(mgmt, "fe80::1/64".parse().unwrap());
+    fake.seed_route(route("fe80::/64", None, mgmt, Some(256)));
+    let report = apply(&fake, &planned).unwrap();
+    let links = report
+        .verification
+        .check(Invariant::ManagementLinksUnchanged)
+        .unwrap();
+    assert!(
+        links.passed
+            && links
+                .detail
+                .contains("address fe80::1/64 added by the system"),
+        "{}",
+        links.detail
+    );
+    let routes = report
+        .verification
+        .check(Invariant::ManagementRoutesUnchanged)
+        .unwrap();
+    assert!(
+        routes.passed && routes.detail.contains("added by the system"),
+        "{}",
+        routes.detail
     );
 }
 

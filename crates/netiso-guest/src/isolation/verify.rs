@@ -17,9 +17,11 @@ pub enum Invariant {
     NoRouteThroughTenant,
     /// The tenant NIC does not accept router advertisements.
     TenantIgnoresRouterAdvertisements,
-    /// Management links and their addresses are as they were.
+    /// Management links and their addresses are as they were: none gone or changed. Addresses
+    /// the OS added meanwhile (an IPv6 link-local, a DHCP renewal) are reported, not failed.
     ManagementLinksUnchanged,
-    /// Routes not through the tenant NIC are as they were.
+    /// Every route not through the tenant NIC is still there; routes added meanwhile by others
+    /// are reported, not failed.
     ManagementRoutesUnchanged,
 }
 
@@ -182,15 +184,16 @@ pub fn verify(
         }),
     ));
 
-    let mut link_differences = Vec::new();
+    let mut link_losses = Vec::new();
+    let mut link_additions = Vec::new();
     for (index, before) in &baseline.links {
         match links.iter().find(|l| l.index == *index) {
-            None => link_differences.push(format!("{} (index {index}) is gone", before.name)),
+            None => link_losses.push(format!("{} (index {index}) is gone", before.name)),
             Some(now)
                 if (now.name.as_str(), now.up, now.mtu, now.mac)
                     != (before.name.as_str(), before.up, before.mtu, before.mac) =>
             {
-                link_differences.push(format!("{} (index {index}) changed", before.name));
+                link_losses.push(format!("{} (index {index}) changed", before.name));
             }
             Some(_) => {}
         }
@@ -201,48 +204,65 @@ pub fn verify(
         .collect();
     for before in &baseline.addresses {
         if !management_addresses.contains(&before) {
-            link_differences.push(format!("address {} lost", before.address));
+            link_losses.push(format!("address {} lost", before.address));
         }
     }
     for now in &management_addresses {
         if !baseline.addresses.contains(now) {
-            link_differences.push(format!("address {} added", now.address));
+            link_additions.push(format!("address {} added by the system", now.address));
         }
     }
-    checks.push(check(
+    checks.push(outcome(
         Invariant::ManagementLinksUnchanged,
-        link_differences.is_empty(),
-        if link_differences.is_empty() {
-            format!("{} interface(s) as before", baseline.links.len())
-        } else {
-            link_differences.join("; ")
-        },
+        link_losses,
+        link_additions,
+        format!("{} interface(s) as before", baseline.links.len()),
     ));
 
     let management_routes: Vec<_> = routes
         .iter()
         .filter(|r| tenant_index.is_none_or(|i| !r.leaves_through(i)))
         .collect();
-    let mut route_differences = Vec::new();
-    for before in &baseline.routes {
-        if !management_routes.contains(&before) {
-            route_differences.push(format!("route {before} lost"));
-        }
-    }
-    for now in &management_routes {
-        if !baseline.routes.contains(now) {
-            route_differences.push(format!("route {now} added"));
-        }
-    }
-    checks.push(check(
+    let route_losses = baseline
+        .routes
+        .iter()
+        .filter(|before| !management_routes.contains(before))
+        .map(|before| format!("route {before} lost"))
+        .collect();
+    let route_additions = management_routes
+        .iter()
+        .filter(|now| !baseline.routes.contains(now))
+        .map(|now| format!("route {now} added by the system"))
+        .collect();
+    checks.push(outcome(
         Invariant::ManagementRoutesUnchanged,
-        route_differences.is_empty(),
-        if route_differences.is_empty() {
-            format!("{} route(s) as before", baseline.routes.len())
-        } else {
-            route_differences.join("; ")
-        },
+        route_losses,
+        route_additions,
+        format!("{} route(s) as before", baseline.routes.len()),
     ));
 
     Ok(VerifyReport { checks })
+}
+
+/// Losses fail the invariant; additions (made by the OS, not by us) are only reported.
+fn outcome(
+    invariant: Invariant,
+    losses: Vec<String>,
+    additions: Vec<String>,
+    fine: String,
+) -> Check {
+    let passed = losses.is_empty();
+    let mut detail: Vec<String> = losses;
+    detail.extend(additions);
+    check(
+        invariant,
+        passed,
+        if detail.is_empty() {
+            fine
+        } else if passed {
+            format!("{fine}; {}", detail.join("; "))
+        } else {
+            detail.join("; ")
+        },
+    )
 }
