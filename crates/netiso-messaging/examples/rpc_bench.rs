@@ -1,0 +1,305 @@
+//! `rpc_ping` benchmark: our server against Python oslo.messaging 18.3.1's on the same broker,
+//! in the same run, called by the same (our) client with Trove's encryption.
+//!
+//! Reports round-trip p50/p99 and calls/s, sequential and with 8 concurrent callers, plus the
+//! server process's CPU time per call (from /proc, USER_HZ = 100) and its resident memory.
+//!
+//! ```text
+//! cargo run --release -p netiso-messaging --example rpc_bench -- [CALLS]
+//! ```
+//! Environment: `NETISO_TEST_AMQP_URL` (default `amqp://guest:guest@127.0.0.1:5672/%2f`),
+//! `NETISO_PY_VENV` (default `/var/lib/trove-netiso/venv`).
+
+#![allow(clippy::print_stdout)] // a report tool: its output is the point
+
+use std::error::Error;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use netiso_config::TransportUrl;
+use netiso_messaging::{
+    Args, BrokerConfig, Context, Dispatcher, InstanceKey, RabbitOptions, RpcClient, RpcServer,
+    Serializer, ServerConfig, Target, Transport,
+};
+use serde_json::{Map, json};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+type AnyResult<T> = Result<T, Box<dyn Error + Send + Sync>>;
+
+const KEY: &str = "Qm9kZ3kxMjM0NTY3ODlhYmNkZWZnaGlq";
+const CONCURRENCY: usize = 8;
+
+fn url() -> String {
+    std::env::var("NETISO_TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
+}
+
+async fn transport() -> AnyResult<Transport> {
+    let config = BrokerConfig::from_transport_url(&TransportUrl::from_str(&url())?)?;
+    Ok(Transport::connect(config, RabbitOptions::default(), Duration::from_secs(10)).await?)
+}
+
+/// `rpc_bench serve EXCHANGE TOPIC SERVER`: our server in its own process, until stdin closes.
+async fn serve(exchange: &str, topic: &str, server: &str) -> AnyResult<()> {
+    let transport = transport().await?;
+    let mut dispatcher = Dispatcher::new("1.3")?;
+    dispatcher.register("rpc_ping", |_ctx: Context, args: Args| async move {
+        args.finish()?;
+        Ok(json!(true))
+    });
+    let rpc = RpcServer::start(
+        &transport,
+        ServerConfig {
+            exchange: exchange.to_owned(),
+            target: Target {
+                topic: topic.to_owned(),
+                server: Some(server.to_owned()),
+                version: "1.3".into(),
+            },
+            serializer: Serializer::Secure(InstanceKey::new(KEY)?),
+            max_concurrency: 64,
+        },
+        dispatcher,
+    )
+    .await?;
+    println!("READY");
+    let mut sink = Vec::new();
+    tokio::io::stdin().read_to_end(&mut sink).await?;
+    rpc.stop().await;
+    Ok(())
+}
+
+/// CPU seconds (user + system) and resident KiB of a process, from /proc.
+fn process_usage(pid: u32) -> AnyResult<(f64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let after_name = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .ok_or("bad /proc stat")?;
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // Fields after the name start at 3 (state); utime and stime are fields 14 and 15.
+    let utime: f64 = fields.get(11).ok_or("no utime")?.parse()?;
+    let stime: f64 = fields.get(12).ok_or("no stime")?.parse()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .ok_or("no VmRSS")?
+        .parse()?;
+    Ok(((utime + stime) / 100.0, rss))
+}
+
+struct Phase {
+    calls: usize,
+    p50_ms: f64,
+    p99_ms: f64,
+    per_second: f64,
+}
+
+fn summarize(mut latencies: Vec<Duration>, wall: Duration) -> Phase {
+    latencies.sort();
+    let pick = |q: f64| {
+        let index = ((latencies.len() as f64 - 1.0) * q).round() as usize;
+        latencies
+            .get(index)
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
+    Phase {
+        calls: latencies.len(),
+        p50_ms: pick(0.50),
+        p99_ms: pick(0.99),
+        per_second: latencies.len() as f64 / wall.as_secs_f64(),
+    }
+}
+
+async fn run_calls(
+    client: &RpcClient,
+    target: &Target,
+    calls: usize,
+    callers: usize,
+) -> AnyResult<Phase> {
+    let ctx = Context::fresh();
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for worker in 0..callers {
+        let client = client.clone();
+        let target = target.clone();
+        let ctx = ctx.clone();
+        let share = calls / callers + usize::from(worker < calls % callers);
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(share);
+            for _ in 0..share {
+                let t = Instant::now();
+                let result = client
+                    .call(
+                        &target,
+                        "rpc_ping",
+                        Map::new(),
+                        &ctx,
+                        Duration::from_secs(15),
+                    )
+                    .await?;
+                if result != json!(true) {
+                    return Err(format!("rpc_ping returned {result}").into());
+                }
+                latencies.push(t.elapsed());
+            }
+            AnyResult::Ok(latencies)
+        }));
+    }
+    let mut latencies = Vec::with_capacity(calls);
+    for task in tasks {
+        latencies.extend(task.await??);
+    }
+    Ok(summarize(latencies, started.elapsed()))
+}
+
+struct ServerProcess {
+    name: &'static str,
+    child: Child,
+    target: Target,
+}
+
+async fn wait_ready(child: &mut Child) -> AnyResult<()> {
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(60), lines.next_line()).await?? {
+            Some(line) if line == "READY" => break,
+            Some(_) => {}
+            None => return Err("server exited before READY".into()),
+        }
+    }
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok(())
+}
+
+async fn spawn_server(name: &'static str, exchange: &str) -> AnyResult<ServerProcess> {
+    let id = uuid::Uuid::new_v4().to_string();
+    let target = Target {
+        topic: format!("guestagent.{id}"),
+        server: Some(id.clone()),
+        version: "1.0".into(),
+    };
+    let mut command = if name == "rust" {
+        let mut c = Command::new(std::env::current_exe()?);
+        c.args(["serve", exchange, &target.topic, &id]);
+        c
+    } else {
+        let venv =
+            std::env::var("NETISO_PY_VENV").unwrap_or_else(|_| "/var/lib/trove-netiso/venv".into());
+        let scripts = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python");
+        let mut c = Command::new(PathBuf::from(venv).join("bin/python"));
+        c.arg(scripts.join("py_server.py"))
+            .args([url().as_str(), exchange, &target.topic, &id, KEY])
+            .current_dir(scripts)
+            .env("PYTHONWARNINGS", "ignore");
+        c
+    };
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    wait_ready(&mut child).await?;
+    Ok(ServerProcess {
+        name,
+        child,
+        target,
+    })
+}
+
+async fn bench(calls: usize) -> AnyResult<()> {
+    let transport = transport().await?;
+    let exchange = format!("netiso-bench-{}", uuid::Uuid::new_v4().simple());
+    let client = RpcClient::new(
+        &transport,
+        &exchange,
+        Serializer::Secure(InstanceKey::new(KEY)?),
+    );
+    let mut report = Vec::new();
+    for name in ["rust", "python"] {
+        let mut server = spawn_server(name, &exchange).await?;
+        let pid = server.child.id().ok_or("server has no pid")?;
+        run_calls(&client, &server.target, 200, CONCURRENCY).await?; // warm-up
+        let (cpu_before, _) = process_usage(pid)?;
+        let sequential = run_calls(&client, &server.target, calls, 1).await?;
+        let concurrent = run_calls(&client, &server.target, calls * 2, CONCURRENCY).await?;
+        let (cpu_after, rss_kib) = process_usage(pid)?;
+        let total = sequential.calls + concurrent.calls;
+        let cpu_per_call_us = (cpu_after - cpu_before) / total as f64 * 1e6;
+        drop(server.child.stdin.take());
+        let _ = tokio::time::timeout(Duration::from_secs(20), server.child.wait()).await;
+        for queue in [server.target.topic.clone(), server.target.routing_key()] {
+            transport.delete_queue(&queue).await?;
+        }
+        report.push((
+            server.name,
+            sequential,
+            concurrent,
+            cpu_per_call_us,
+            rss_kib,
+        ));
+    }
+    transport.delete_exchange(&exchange).await?;
+
+    println!(
+        "rpc_ping, encrypted (SecureSerializer), same broker and client; {calls} sequential + {} with {CONCURRENCY} callers",
+        calls * 2
+    );
+    println!(
+        "{:<8} {:>9} {:>9} {:>10} {:>9} {:>9} {:>10} {:>12} {:>9}",
+        "server",
+        "seq p50",
+        "seq p99",
+        "seq call/s",
+        "8x p50",
+        "8x p99",
+        "8x call/s",
+        "CPU us/call",
+        "RSS MiB"
+    );
+    for (name, s, c, cpu, rss) in &report {
+        println!(
+            "{name:<8} {:>7.3}ms {:>7.3}ms {:>10.0} {:>7.3}ms {:>7.3}ms {:>10.0} {:>12.1} {:>9.1}",
+            s.p50_ms,
+            s.p99_ms,
+            s.per_second,
+            c.p50_ms,
+            c.p99_ms,
+            c.per_second,
+            cpu,
+            *rss as f64 / 1024.0
+        );
+    }
+    if let [(_, rs, rc, rcpu, rrss), (_, ps, pc, pcpu, prss)] = report.as_slice() {
+        println!(
+            "ratios rust/python: seq p50 {:.2} (target <= 0.5), 8x p50 {:.2}, seq throughput {:.2}x, 8x throughput {:.2}x (target >= 3), CPU/call {:.3} (target <= 0.1), RSS {:.3} (target <= 0.2)",
+            rs.p50_ms / ps.p50_ms,
+            rc.p50_ms / pc.p50_ms,
+            rs.per_second / ps.per_second,
+            rc.per_second / pc.per_second,
+            rcpu / pcpu,
+            *rrss as f64 / *prss as f64
+        );
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> AnyResult<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("serve") {
+        let [_, _, exchange, topic, server] = args.as_slice() else {
+            return Err("usage: rpc_bench serve EXCHANGE TOPIC SERVER".into());
+        };
+        return serve(exchange, topic, server).await;
+    }
+    let calls = args.get(1).map(|c| c.parse()).transpose()?.unwrap_or(2000);
+    bench(calls).await
+}
