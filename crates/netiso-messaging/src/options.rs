@@ -68,6 +68,63 @@ impl Default for RabbitOptions {
 }
 
 impl RabbitOptions {
+    /// Applies `transport_url` query parameters, which override `[oslo_messaging_rabbit]`
+    /// options of the same name. Returns the names it does not know (oslo ignores them too).
+    pub fn apply_url_query(&mut self, query: &[(String, String)]) -> Result<Vec<String>, String> {
+        let mut ignored = Vec::new();
+        for (name, value) in query {
+            let flag = || parse_bool(name, value);
+            let number = || {
+                value.trim().parse::<u32>().map_err(|_| {
+                    format!("transport_url option {name}={value:?} is not a whole number")
+                })
+            };
+            let seconds = || {
+                value
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|s| s.is_finite() && *s >= 0.0)
+                    .map(Duration::from_secs_f64)
+                    .ok_or_else(|| {
+                        format!("transport_url option {name}={value:?} is not a number of seconds")
+                    })
+            };
+            match name.as_str() {
+                "amqp_durable_queues" => self.amqp_durable_queues = flag()?,
+                "amqp_auto_delete" => self.amqp_auto_delete = flag()?,
+                "rabbit_quorum_queue" => self.rabbit_quorum_queue = flag()?,
+                "rabbit_transient_quorum_queue" => self.rabbit_transient_quorum_queue = flag()?,
+                "rabbit_quorum_delivery_limit" => self.rabbit_quorum_delivery_limit = number()?,
+                "rabbit_quorum_max_memory_length" => {
+                    self.rabbit_quorum_max_memory_length = number()?
+                }
+                "rabbit_quorum_max_memory_bytes" => self.rabbit_quorum_max_memory_bytes = number()?,
+                "rabbit_ha_queues" => self.rabbit_ha_queues = flag()?,
+                "rabbit_transient_queues_ttl" => self.rabbit_transient_queues_ttl = number()?,
+                "enable_cancel_on_failover" => self.enable_cancel_on_failover = flag()?,
+                "direct_mandatory_flag" => self.direct_mandatory_flag = flag()?,
+                "kombu_missing_consumer_retry_timeout" => {
+                    self.kombu_missing_consumer_retry_timeout = seconds()?;
+                }
+                "heartbeat_timeout_threshold" => {
+                    self.heartbeat_timeout_threshold = u16::try_from(number()?).map_err(|_| {
+                        format!("transport_url option {name}={value:?} is too large")
+                    })?;
+                }
+                "rabbit_qos_prefetch_count" => {
+                    self.rabbit_qos_prefetch_count = u16::try_from(number()?).map_err(|_| {
+                        format!("transport_url option {name}={value:?} is too large")
+                    })?;
+                }
+                "rabbit_retry_interval" => self.rabbit_retry_interval = seconds()?,
+                "rabbit_interval_max" => self.rabbit_interval_max = seconds()?,
+                _ => ignored.push(name.clone()),
+            }
+        }
+        Ok(ignored)
+    }
+
     /// Durability of the topic exchange and topic queues (quorum queues are always durable).
     pub fn durable(&self) -> bool {
         self.amqp_durable_queues || self.rabbit_quorum_queue
@@ -87,5 +144,61 @@ impl RabbitOptions {
             return Err("rabbit_retry_interval must be positive".into());
         }
         Ok(())
+    }
+}
+
+/// oslo.config's boolean spellings.
+fn parse_bool(name: &str, value: &str) -> Result<bool, String> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(format!(
+            "transport_url option {name}={value:?} is not a boolean"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn url_query_overrides_options() {
+        let mut options = RabbitOptions::default();
+        let ignored = options
+            .apply_url_query(&query(&[
+                ("rabbit_quorum_queue", "True"),
+                ("rabbit_transient_queues_ttl", "60"),
+                ("kombu_missing_consumer_retry_timeout", "2.5"),
+                ("ssl", "1"),
+            ]))
+            .unwrap();
+        assert!(options.rabbit_quorum_queue && options.durable());
+        assert_eq!(options.rabbit_transient_queues_ttl, 60);
+        assert_eq!(
+            options.kombu_missing_consumer_retry_timeout,
+            Duration::from_millis(2500)
+        );
+        assert_eq!(ignored, vec!["ssl".to_owned()]);
+    }
+
+    #[test]
+    fn bad_query_values_name_the_option() {
+        let mut options = RabbitOptions::default();
+        let err = options
+            .apply_url_query(&query(&[("amqp_durable_queues", "maybe")]))
+            .unwrap_err();
+        assert!(err.contains("amqp_durable_queues"), "{err}");
+        let err = options
+            .apply_url_query(&query(&[("heartbeat_timeout_threshold", "70000")]))
+            .unwrap_err();
+        assert!(err.contains("too large"), "{err}");
     }
 }

@@ -419,3 +419,52 @@ async fn bad_messages_get_failures_and_the_server_keeps_consuming() {
     assert_eq!(fx.pings.load(Ordering::SeqCst), 1);
     fx.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_reply_waits_for_its_reply_queue_to_appear() {
+    let fx = start(Serializer::Plain).await;
+    let reply_q = unique("late-reply");
+    let msg_id = uuid::Uuid::new_v4().simple().to_string();
+    let msg = object(json!({
+        "method": "rpc_ping", "args": {}, "version": "1.0", "_msg_id": msg_id, "_reply_q": reply_q,
+        "_timeout": null, "_unique_id": uuid::Uuid::new_v4().simple().to_string(),
+    }));
+    let body = envelope::wrap(&msg);
+    let exchange = Topology::new(fx.transport.options()).topic_exchange(&fx.exchange);
+    let routing_key = fx.target.routing_key();
+    fx.transport
+        .publish(&Outgoing {
+            exchange: &fx.exchange,
+            declare: Some(&exchange),
+            routing_key: &routing_key,
+            body: &body,
+            mandatory: true,
+            expiration_ms: Some(10_000),
+        })
+        .await
+        .unwrap();
+    // The server's first replies are returned (no queue yet); it retries every 250 ms.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let spec = Topology::new(fx.transport.options()).reply_consumer(&reply_q);
+    let mut consumer = fx
+        .transport
+        .consume(vec![spec], vec![reply_q.clone()])
+        .await
+        .unwrap();
+    let delivery = tokio::time::timeout(Duration::from_secs(5), consumer.deliveries.recv())
+        .await
+        .expect("the retried reply arrives")
+        .unwrap();
+    delivery.ack().await.unwrap();
+    let reply = Reply::from_message(envelope::unwrap(&delivery.body).unwrap()).unwrap();
+    assert_eq!(reply.msg_id, msg_id);
+    assert_eq!(reply.result, json!(true));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(700), consumer.deliveries.recv())
+            .await
+            .is_err(),
+        "exactly one reply"
+    );
+    consumer.stop().await;
+    fx.cleanup().await;
+}
