@@ -49,8 +49,7 @@ async fn unreachable_brokers_give_a_clear_error() {
     };
     let err = Transport::connect(config, test_options(), Duration::from_millis(1500))
         .await
-        .err()
-        .expect("nothing listens on port 1");
+        .expect_err("nothing listens on port 1");
     let text = err.to_string();
     assert!(
         matches!(err, TransportError::Unreachable { attempts, .. } if attempts >= 2),
