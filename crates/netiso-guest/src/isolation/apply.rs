@@ -6,7 +6,7 @@ use netiso_netlink::{NetlinkError, Rtnetlink};
 
 use super::{
     Action, IsolationError, IsolationPlan, IsolationTarget, VerifyReport, WhenAbsent,
-    plan::{netlink_error, plan},
+    plan::{netlink_error, plan, plan_link_state},
     verify::verify,
 };
 
@@ -68,34 +68,24 @@ pub fn apply(rtnl: &dyn Rtnetlink, planned: &IsolationPlan) -> Result<ApplyRepor
     // link's routes itself (one operation instead of one per route). Later passes re-read
     // the namespace and remove whatever is left (addresses, routes the kernel kept, anything
     // re-added meanwhile); every step is attempted even if an earlier one failed.
-    for pass in 0..3 {
+    let mut attempt = |action: Action, changes: &mut Vec<Action>| match run(rtnl, &action) {
+        Ok(true) => changes.push(action),
+        Ok(false) => {}
+        Err(error) => {
+            tracing::error!(mac = %target.mac, step = %describe(&action), %error, "isolation step failed");
+            first_error.get_or_insert_with(|| netlink_error(target, describe(&action))(error));
+        }
+    };
+    for action in plan_link_state(rtnl, target)? {
+        attempt(action, &mut changes);
+    }
+    for _ in 0..2 {
         let current = plan(rtnl, target, when_absent)?;
         if current.is_noop() {
             break;
         }
-        let link_state_first = pass == 0
-            && current
-                .actions
-                .iter()
-                .any(|a| matches!(a, Action::DisableAcceptRa { .. } | Action::SetDown { .. }));
         for action in current.actions {
-            if link_state_first
-                && !matches!(
-                    action,
-                    Action::DisableAcceptRa { .. } | Action::SetDown { .. }
-                )
-            {
-                continue;
-            }
-            match run(rtnl, &action) {
-                Ok(true) => changes.push(action),
-                Ok(false) => {}
-                Err(error) => {
-                    tracing::error!(mac = %target.mac, step = %describe(&action), %error, "isolation step failed");
-                    first_error
-                        .get_or_insert_with(|| netlink_error(target, describe(&action))(error));
-                }
-            }
+            attempt(action, &mut changes);
         }
     }
     if let Some(error) = first_error {

@@ -98,6 +98,41 @@ pub(super) fn netlink_error(
     }
 }
 
+/// The link-level changes (accept_ra off, link down) for the tenant link.
+fn link_state_actions(link: &Link, accept_ra: Option<u32>) -> Vec<Action> {
+    let mut actions = Vec::new();
+    if let Some(current) = accept_ra.filter(|v| *v != 0) {
+        actions.push(Action::DisableAcceptRa {
+            ifname: link.name.clone(),
+            current,
+        });
+    }
+    if link.up {
+        actions.push(Action::SetDown {
+            index: link.index,
+            ifname: link.name.clone(),
+        });
+    }
+    actions
+}
+
+/// Only the link-level changes, found without dumping addresses and routes (which may be
+/// many): what `apply` does first, so that the kernel flushes the link's routes itself.
+pub(super) fn plan_link_state(
+    rtnl: &dyn Rtnetlink,
+    target: &IsolationTarget,
+) -> Result<Vec<Action>, IsolationError> {
+    let links = rtnl.links().map_err(netlink_error(target, "list links"))?;
+    let Some(link) = links.into_iter().find(|l| l.mac == Some(target.mac)) else {
+        return Ok(Vec::new());
+    };
+    let accept_ra = rtnl.accept_ra(&link.name).map_err(netlink_error(
+        target,
+        format!("read accept_ra of {}", link.name),
+    ))?;
+    Ok(link_state_actions(&link, accept_ra))
+}
+
 /// Reads the namespace and computes the plan for `target`.
 pub fn plan(
     rtnl: &dyn Rtnetlink,
@@ -164,19 +199,7 @@ pub fn plan(
         link,
     };
 
-    let mut actions = Vec::new();
-    if let Some(current) = tenant.accept_ra.filter(|v| *v != 0) {
-        actions.push(Action::DisableAcceptRa {
-            ifname: tenant.link.name.clone(),
-            current,
-        });
-    }
-    if tenant.link.up {
-        actions.push(Action::SetDown {
-            index: tenant.link.index,
-            ifname: tenant.link.name.clone(),
-        });
-    }
+    let mut actions = link_state_actions(&tenant.link, tenant.accept_ra);
     // Default routes first: they are what must never survive, even if a later step fails.
     let mut routes: Vec<&Route> = tenant.routes.iter().collect();
     routes.sort_by_key(|r| !r.is_default());
