@@ -115,3 +115,140 @@ async fn publishes_are_confirmed_or_returned() {
     consumer.stop().await;
     transport.close();
 }
+
+/// A loopback TCP proxy to the broker whose existing connections can be frozen: the bytes stop
+/// flowing but the sockets stay open, like a broker behind a dead network path.
+struct FreezableProxy {
+    port: u16,
+    frozen: tokio::sync::watch::Sender<u64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FreezableProxy {
+    async fn start(target: String) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (frozen, watch) = tokio::sync::watch::channel(0u64);
+        let task = tokio::spawn(async move {
+            while let Ok((inbound, _)) = listener.accept().await {
+                let Ok(outbound) = tokio::net::TcpStream::connect(&target).await else {
+                    continue;
+                };
+                let mut freeze = watch.clone();
+                let generation = *freeze.borrow_and_update();
+                tokio::spawn(async move {
+                    let (mut ri, mut wi) = inbound.into_split();
+                    let (mut ro, mut wo) = outbound.into_split();
+                    tokio::select! {
+                        _ = tokio::io::copy(&mut ri, &mut wo) => {}
+                        _ = tokio::io::copy(&mut ro, &mut wi) => {}
+                        _ = async { freeze.wait_for(|g| *g > generation).await.is_ok() } => {
+                            // Hold the sockets open and silent until the test ends.
+                            std::future::pending::<()>().await;
+                        }
+                    }
+                });
+            }
+        });
+        Self { port, frozen, task }
+    }
+
+    /// Silences every connection open now; later connections flow normally.
+    fn freeze_existing(&self) {
+        self.frozen.send_modify(|g| *g += 1);
+    }
+}
+
+impl Drop for FreezableProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test]
+async fn a_silent_broker_is_detected_by_heartbeat_and_the_server_resumes() {
+    use netiso_messaging::{
+        Args, Context, Dispatcher, RabbitOptions, RpcClient, RpcServer, Serializer, ServerConfig,
+        Target,
+    };
+    use serde_json::json;
+
+    common::init_tracing();
+    let real = broker_config();
+    let broker = format!("{}:{}", real.hosts[0].hostname, real.hosts[0].port);
+    let proxy = FreezableProxy::start(broker).await;
+    let mut via_proxy = real.clone();
+    via_proxy.hosts[0].hostname = "127.0.0.1".into();
+    via_proxy.hosts[0].port = proxy.port;
+    let options = RabbitOptions {
+        heartbeat_timeout_threshold: 2,
+        ..test_options()
+    };
+    let server_transport = Transport::connect(via_proxy, options, Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|err| {
+            panic!("broker unreachable through the proxy: {err}. Run `cargo xtask provision`")
+        });
+    let client_transport = connect(test_options()).await;
+
+    let exchange = unique("ex");
+    let id = uuid::Uuid::new_v4().to_string();
+    let target = Target {
+        topic: format!("guestagent.{id}"),
+        server: Some(id),
+        version: "1.3".into(),
+    };
+    let mut dispatcher = Dispatcher::new("1.3").unwrap();
+    dispatcher.register("rpc_ping", |_ctx: Context, args: Args| async move {
+        args.finish()?;
+        Ok(json!(true))
+    });
+    let server = RpcServer::start(
+        &server_transport,
+        ServerConfig {
+            exchange: exchange.clone(),
+            target: target.clone(),
+            serializer: Serializer::Plain,
+            max_concurrency: 4,
+        },
+        dispatcher,
+    )
+    .await
+    .unwrap();
+    let client = RpcClient::new(&client_transport, &exchange, Serializer::Plain);
+    let ctx = Context::fresh();
+    let ping = || {
+        client.call(
+            &target,
+            "rpc_ping",
+            serde_json::Map::new(),
+            &ctx,
+            Duration::from_secs(2),
+        )
+    };
+    assert_eq!(ping().await.unwrap(), json!(true));
+
+    proxy.freeze_existing();
+    let frozen_at = tokio::time::Instant::now();
+    let mut answered = false;
+    while frozen_at.elapsed() < Duration::from_secs(40) {
+        if ping().await.is_ok() {
+            answered = true;
+            break;
+        }
+    }
+    assert!(
+        answered,
+        "the server did not resume within 40 s of the broker going silent"
+    );
+    eprintln!(
+        "server answered again {:?} after the freeze",
+        frozen_at.elapsed()
+    );
+
+    server.stop().await;
+    for queue in [target.topic.clone(), target.routing_key()] {
+        client_transport.delete_queue(&queue).await.unwrap();
+    }
+    client_transport.delete_exchange(&exchange).await.unwrap();
+}
