@@ -81,11 +81,16 @@ impl PluginSocket {
             path: path.to_owned(),
             source,
         };
-        let (Some(directory), Some(file_name)) = (path.parent(), path.file_name()) else {
+        let (Some(parent), Some(file_name)) = (path.parent(), path.file_name()) else {
             return Err(bind_error(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "not a file path",
             )));
+        };
+        let directory = if parent.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            parent
         };
         std::fs::create_dir_all(directory).map_err(bind_error)?;
         match path.symlink_metadata() {
