@@ -359,6 +359,16 @@ pub fn container_info(inspect: ContainerInspectResponse) -> ContainerInfo {
             (name, info)
         })
         .collect::<BTreeMap<_, _>>();
+    let pid = state
+        .pid
+        .and_then(|p| u32::try_from(p).ok())
+        .filter(|p| *p != 0);
+    // dockerd 20.10 keeps reporting the SandboxKey of a stopped container, whose
+    // namespace is gone: only a container with a process has a namespace to enter.
+    let sandbox_key = settings
+        .sandbox_key
+        .filter(|k| !k.is_empty() && pid.is_some())
+        .map(PathBuf::from);
     ContainerInfo {
         id: inspect.id.unwrap_or_default(),
         name: strip_slash(inspect.name.unwrap_or_default()),
@@ -370,14 +380,8 @@ pub fn container_info(inspect: ContainerInspectResponse) -> ContainerInfo {
         status,
         exit_code: state.exit_code,
         health,
-        pid: state
-            .pid
-            .and_then(|p| u32::try_from(p).ok())
-            .filter(|p| *p != 0),
-        sandbox_key: settings
-            .sandbox_key
-            .filter(|k| !k.is_empty())
-            .map(PathBuf::from),
+        pid,
+        sandbox_key,
         restart_count: inspect
             .restart_count
             .and_then(|c| u64::try_from(c).ok())
@@ -789,7 +793,7 @@ mod tests {
                 ..ContainerState::default()
             }),
             network_settings: Some(NetworkSettings {
-                sandbox_key: Some(String::new()),
+                sandbox_key: Some("/run/docker/netns/0123456789ab".into()),
                 ..NetworkSettings::default()
             }),
             ..ContainerInspectResponse::default()
