@@ -170,6 +170,9 @@ impl RpcClient {
         }
     }
 
+    /// Publishes to the control exchange with `mandatory` (oslo does not): a request no
+    /// queue is bound for fails at once with a "returned: 312 NO_ROUTE" error instead of being
+    /// confirmed and silently dropped by the broker.
     async fn publish_topic(
         &self,
         target: &Target,
@@ -186,7 +189,7 @@ impl RpcClient {
                 declare: Some(&exchange),
                 routing_key: &target.routing_key(),
                 body: &body,
-                mandatory: false,
+                mandatory: true,
                 expiration_ms,
             })
             .await

@@ -212,6 +212,17 @@ async fn exercise(serializer: Serializer) {
         )
         .await
         .unwrap();
+    let mut nobody = fx.target.clone();
+    nobody.topic = unique("no-such-topic");
+    match client
+        .cast(&nobody, "record", object(json!({"value": "lost"})), &ctx)
+        .await
+    {
+        Err(CallError::Transport(netiso_messaging::TransportError::Returned {
+            code: 312, ..
+        })) => {}
+        other => panic!("a cast nobody can receive must fail, got {other:?}"),
+    }
     let mut got = vec![];
     for _ in 0..2 {
         let value = tokio::time::timeout(t, fx.casts.recv())
