@@ -2,10 +2,12 @@
 //! `SrcName`), or, when it is not there, in the sandbox namespaces that may still hold it.
 
 use std::collections::BTreeSet;
-use std::fs::File;
+use std::fs::OpenOptions;
 use std::io;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use nix::fcntl::OFlag;
 use nix::sched::{CloneFlags, setns};
 
 use crate::mac::MacAddress;
@@ -137,10 +139,7 @@ impl NicLocator for NetnsNicLocator {
 /// Must run on a thread of its own: it leaves the thread in the last namespace it entered.
 fn scan_namespaces(candidates: &[PathBuf], mac: MacAddress) -> Option<PathBuf> {
     for path in candidates {
-        let entered = File::open(path)
-            .map_err(|err| err.to_string())
-            .and_then(|file| setns(&file, CloneFlags::CLONE_NEWNET).map_err(|err| err.to_string()));
-        if let Err(err) = entered {
+        if let Err(err) = enter_namespace(path) {
             tracing::debug!(path = %path.display(), %err, "skipping: not an enterable network namespace");
             continue;
         }
@@ -153,6 +152,24 @@ fn scan_namespaces(candidates: &[PathBuf], mac: MacAddress) -> Option<PathBuf> {
         }
     }
     None
+}
+
+/// Moves the calling thread into the network namespace of the file at `path`.
+///
+/// Namespace files (bind mounts, `/proc/<pid>/ns/net`) are regular files; anything else is
+/// refused before opening, and the open does not block, so a FIFO or device in an odd sandbox
+/// directory cannot hang the scan (dockerd has no timeout on plugin calls).
+fn enter_namespace(path: &Path) -> Result<(), String> {
+    let metadata = std::fs::metadata(path).map_err(|err| err.to_string())?;
+    if !metadata.is_file() {
+        return Err("not a regular file".to_owned());
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(OFlag::O_NONBLOCK.bits())
+        .open(path)
+        .map_err(|err| err.to_string())?;
+    setns(&file, CloneFlags::CLONE_NEWNET).map_err(|err| err.to_string())
 }
 
 /// Names of the links with `mac` in the calling thread's namespace, in kernel order.
@@ -206,6 +223,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("0123456789ab"), "not a namespace").unwrap();
         std::fs::create_dir(dir.path().join("subdir")).unwrap();
+        nix::unistd::mkfifo(&dir.path().join("fifo"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        std::os::unix::fs::symlink("/nonexistent", dir.path().join("dangling")).unwrap();
         let found = NetnsNicLocator::default()
             .find_in_sandboxes(dir.path(), loopback_free_mac())
             .unwrap();
