@@ -459,9 +459,39 @@ async fn declarations_match_python_with_default_options() {
 async fn declarations_match_python_with_quorum_queues() {
     let options = RabbitOptions {
         rabbit_quorum_queue: true,
+        rabbit_quorum_delivery_limit: 3,
         ..test_options()
     };
-    declarations_match(options, "quorum").await;
+    declarations_match(
+        options,
+        "rabbit_quorum_queue=true,rabbit_quorum_delivery_limit=3",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn declarations_match_python_with_durable_auto_delete_ha_and_ttl() {
+    let options = RabbitOptions {
+        amqp_durable_queues: true,
+        amqp_auto_delete: true,
+        rabbit_ha_queues: true,
+        rabbit_transient_queues_ttl: 60,
+        ..test_options()
+    };
+    declarations_match(
+        options,
+        "amqp_durable_queues=true,amqp_auto_delete=true,rabbit_ha_queues=true,rabbit_transient_queues_ttl=60",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn declarations_match_python_with_transient_quorum_queues() {
+    let options = RabbitOptions {
+        rabbit_transient_quorum_queue: true,
+        ..test_options()
+    };
+    declarations_match(options, "rabbit_transient_quorum_queue=true").await;
 }
 
 #[tokio::test]

@@ -2,7 +2,7 @@
 what Python declares; exits 0 if the declarations succeeded within 20 s, prints ERROR lines
 of oslo's log (a 406 PRECONDITION_FAILED shows there).
 
-usage: py_declare.py URL EXCHANGE TOPIC SERVER quorum|default
+usage: py_declare.py URL EXCHANGE TOPIC SERVER default|NAME=VALUE,...
 """
 import logging
 import sys
@@ -10,7 +10,7 @@ import threading
 
 import oslo_messaging as messaging
 
-from trove_serializers import make_transport
+from trove_serializers import make_transport, parse_overrides
 
 
 class Endpoint:
@@ -34,7 +34,7 @@ def main():
     collect = Collect()
     logging.getLogger().addHandler(collect)
     logging.getLogger().setLevel(logging.WARNING)
-    _, transport = make_transport(url, quorum=(mode == "quorum"))
+    _, transport = make_transport(url, **parse_overrides(mode))
     rpc_server = messaging.get_rpc_server(
         transport, messaging.Target(exchange=exchange, topic=topic, server=server),
         [Endpoint()], executor="threading",

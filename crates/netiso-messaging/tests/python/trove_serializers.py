@@ -79,7 +79,8 @@ def serializer_for(key):
     return SecureSerializer(key) if key else messaging.NoOpSerializer()
 
 
-def make_transport(url, quorum=False, durable=False):
+def make_transport(url, **overrides):
+    """An RPC transport with [oslo_messaging_rabbit] overrides (e.g. rabbit_quorum_queue=True)."""
     from oslo_config import cfg
     from oslo_messaging._drivers import amqp as rpc_amqp
     from oslo_messaging._drivers import impl_rabbit
@@ -90,6 +91,18 @@ def make_transport(url, quorum=False, durable=False):
     conf([], project="netiso-interop")
     conf.register_opts(impl_rabbit.rabbit_opts, group="oslo_messaging_rabbit")
     conf.register_opts(rpc_amqp.amqp_opts, group="oslo_messaging_rabbit")
-    conf.set_override("rabbit_quorum_queue", quorum, group="oslo_messaging_rabbit")
-    conf.set_override("amqp_durable_queues", durable, group="oslo_messaging_rabbit")
+    for name, value in overrides.items():
+        conf.set_override(name, value, group="oslo_messaging_rabbit")
     return conf, messaging.get_rpc_transport(conf, url=url)
+
+
+def parse_overrides(text):
+    """'default' or 'name=value,...' with true/false or integers."""
+    if text == "default":
+        return {}
+    overrides = {}
+    for item in text.split(","):
+        name, value = item.split("=", 1)
+        lowered = value.lower()
+        overrides[name] = lowered == "true" if lowered in ("true", "false") else int(value)
+    return overrides
