@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use netiso_config::secret::Secret;
 use netiso_runtime::test_support::image::{PublishedImage, echo_health_check};
 use netiso_runtime::test_support::{
     ContainerGuard, NetworkGuard, connect_docker, guest_registry, require_root, unique_name,
@@ -10,7 +11,7 @@ use netiso_runtime::test_support::{
 use netiso_runtime::{
     ContainerRuntime, ContainerSpec, ContainerStatus, DockerRuntime, HealthStatus,
     HostnicNetworkSpec, ImageReference, ImageStatus, IpamPool, NetworkAttachment, NetworkStatus,
-    PullPolicy, PullProgress, RestartPolicy, RuntimeError,
+    PullPolicy, PullProgress, RegistryCredentials, RestartPolicy, RuntimeError,
 };
 
 /// The echo server's port inside test containers (nothing is published here).
@@ -112,10 +113,20 @@ async fn ensure_image_pulls_from_the_registry_with_progress_events() {
     assert_eq!(status, ImageStatus::Present { id: id.clone() });
     assert!(again.is_empty(), "no pull expected: {again:?}");
 
+    // Credentials for the image's registry travel in X-Registry-Auth (this registry has no
+    // auth and ignores them; the daemon must accept the header).
+    let credentials = RegistryCredentials {
+        server: guest_registry(),
+        username: "trove".into(),
+        password: Secret::new("unused-by-an-open-registry"),
+    };
     let status = docker
-        .ensure_image(image.reference(), PullPolicy::Always, None, &mut |e| {
-            again.push(e)
-        })
+        .ensure_image(
+            image.reference(),
+            PullPolicy::Always,
+            Some(&credentials),
+            &mut |e| again.push(e),
+        )
         .await
         .expect("re-pull");
     assert_eq!(status, ImageStatus::Pulled { id });
@@ -390,7 +401,13 @@ async fn an_existing_network_is_reused_when_it_matches_and_recreated_when_stale(
     let docker = setup().await;
     let name = unique_name("nti-net");
     let _guard = NetworkGuard::new(name.clone());
-    let spec = stand_in_network(&name, "02:00:00:00:00:02", unique_octet(1));
+    let mut spec = stand_in_network(&name, "02:00:00:00:00:02", unique_octet(1));
+    spec.ipv6 = Some(IpamPool {
+        subnet: format!("fd00:253:{}::/64", unique_octet(1))
+            .parse()
+            .expect("subnet"),
+        gateway: None,
+    });
 
     let created = docker
         .ensure_hostnic_network(&spec)
@@ -480,5 +497,77 @@ async fn a_stale_network_in_use_is_refused_and_static_endpoint_addresses_apply()
     assert!(
         text.contains("IPAM pools") && text.contains(&name),
         "{text}"
+    );
+}
+
+#[tokio::test]
+async fn duplicate_networks_of_one_name_are_replaced_by_one() {
+    let docker = setup().await;
+    let name = unique_name("nti-twins");
+    let _guard = NetworkGuard::new(name.clone());
+    // API 1.41 lets two networks share a name (no CheckDuplicate): make two directly.
+    let client = bollard::Docker::connect_with_host(docker.endpoint()).expect("client");
+    for slot in [4, 5] {
+        let twin = stand_in_network(&name, "02:00:00:00:00:05", unique_octet(slot));
+        client
+            .create_network(netiso_runtime::docker::mapping::network_create_request(
+                &twin,
+            ))
+            .await
+            .unwrap_or_else(|e| panic!("creating twin {name}: {e}"));
+    }
+    let spec = stand_in_network(&name, "02:00:00:00:00:05", unique_octet(4));
+    let status = docker
+        .ensure_hostnic_network(&spec)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let NetworkStatus::Recreated { differences, .. } = &status else {
+        panic!("expected a recreation, got {status:?}");
+    };
+    assert_eq!(differences, &vec!["2 networks share the name".to_owned()]);
+    let again = docker
+        .ensure_hostnic_network(&spec)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        again,
+        NetworkStatus::Reused {
+            id: status.id().to_owned()
+        }
+    );
+    assert!(docker.remove_network(&name).await.expect("remove"));
+    assert!(
+        !docker
+            .remove_network(&name)
+            .await
+            .expect("only one was left")
+    );
+}
+
+#[tokio::test]
+async fn wait_healthy_fails_early_when_the_container_exits() {
+    let docker = setup().await;
+    let image = PublishedImage::publish(DB_PORT).await;
+    pull(&docker, image.reference()).await;
+    let guard = ContainerGuard::new(unique_name("nti-exit"));
+    let mut spec = bridged_spec(guard.name(), &image);
+    // With a health check, "running" alone is not ready, so the exit is always seen.
+    spec.command = Some(vec!["/bin/busybox".into(), "false".into()]);
+    docker.run(&spec).await.unwrap_or_else(|e| panic!("{e}"));
+    let timeout = Duration::from_secs(120);
+    let err = docker
+        .wait_healthy(guard.name(), timeout)
+        .await
+        .expect_err("the container exits at once");
+    let RuntimeError::HealthTimeout {
+        waited, last_state, ..
+    } = &err
+    else {
+        panic!("expected HealthTimeout, got {err:?}");
+    };
+    assert!(*waited < timeout, "gave up only at the deadline: {err}");
+    assert!(
+        last_state.starts_with("exited") && last_state.ends_with("(code 1)"),
+        "{last_state}"
     );
 }
