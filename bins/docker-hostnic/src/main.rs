@@ -51,6 +51,16 @@ fn main() -> anyhow::Result<()> {
     init_logging(args.log_format);
     // Before any other thread exists: this reads and clears LISTEN_FDS/LISTEN_PID.
     let activated = PluginSocket::from_systemd()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    // Before the socket exists, so that a SIGTERM sent as soon as dockerd can connect is handled
+    // gracefully rather than by the default action.
+    let signal = {
+        let _runtime = runtime.enter();
+        termination_signal().context("cannot install the SIGTERM/SIGINT handlers")?
+    };
 
     let state = StateStore::open(&args.state_file)
         .with_context(|| format!("cannot open the state file {}", args.state_file.display()))?;
@@ -73,27 +83,19 @@ fn main() -> anyhow::Result<()> {
         args.tenant_nic_file.clone(),
         Arc::new(NetnsNicLocator::default()),
     ));
-
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    runtime.block_on(async {
-        let signal = termination_signal().context("cannot install the SIGTERM/SIGINT handlers")?;
-        tracing::info!(
-            socket = %socket_path.display(),
-            state_file = %args.state_file.display(),
-            tenant_nic_file = %args.tenant_nic_file.display(),
-            networks,
-            "docker-hostnic is serving"
-        );
-        serve(socket, driver, async {
+    tracing::info!(
+        socket = %socket_path.display(),
+        state_file = %args.state_file.display(),
+        tenant_nic_file = %args.tenant_nic_file.display(),
+        networks,
+        "docker-hostnic is serving"
+    );
+    runtime
+        .block_on(serve(socket, driver, async {
             let name = signal.await;
             tracing::info!(signal = name, "shutting down");
-        })
-        .await
-        .context("the plugin server failed")
-    })?;
+        }))
+        .context("the plugin server failed")?;
     tracing::info!("docker-hostnic stopped");
     Ok(())
 }

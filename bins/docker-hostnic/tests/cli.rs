@@ -19,6 +19,18 @@ use serde_json::{Value, json};
 const BINARY: &str = env!("CARGO_BIN_EXE_docker-hostnic");
 const NET: &str = "3f5e4b2a1c0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f";
 
+/// One plugin call; `None` when the connection fails (e.g. the plugin was killed).
+async fn try_call(socket: &Path, path: &str, body: &str) -> Option<u16> {
+    let client: Client<UnixConnector, Full<Bytes>> = Client::unix();
+    let request = hyper::Request::post(hyperlocal::Uri::new(socket, path))
+        .body(Full::new(Bytes::from(body.to_owned())))
+        .ok()?;
+    let response = client.request(request).await.ok()?;
+    let status = response.status().as_u16();
+    response.into_body().collect().await.ok()?;
+    Some(status)
+}
+
 async fn call(socket: &Path, path: &str, body: &str) -> (u16, Value) {
     let client: Client<UnixConnector, Full<Bytes>> = Client::unix();
     let request = hyper::Request::post(hyperlocal::Uri::new(socket, path))
@@ -257,4 +269,94 @@ fn help_lists_the_flags() {
     ] {
         assert!(help.contains(flag), "{flag} missing from:\n{help}");
     }
+}
+
+/// Concurrent `CreateNetwork` calls per start; writes are serialised, so most are in flight at
+/// the kill.
+const CALLS_PER_ROUND: u64 = 150;
+
+#[tokio::test]
+async fn acknowledged_networks_survive_sigkill_mid_write() {
+    let files = Files::new();
+    let socket = files.path("docker-hostnic.sock");
+    let mut acknowledged: Vec<String> = Vec::new();
+    for round in 0..3u64 {
+        let mut child = Command::new(BINARY)
+            .args(files.flags(&socket, "json"))
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_for_socket(&socket, &mut child);
+        let (done, mut finished) = tokio::sync::mpsc::unbounded_channel();
+        for index in 0..CALLS_PER_ROUND {
+            let network_id = format!("{:064x}", round * 1000 + index + 1);
+            let body = json!({"NetworkID": network_id, "Options": {"com.docker.network.generic": {"hostnic_mac": "fa:16:3e:12:34:56"}}}).to_string();
+            let socket = socket.clone();
+            let done = done.clone();
+            tokio::spawn(async move {
+                let status = try_call(&socket, "/NetworkDriver.CreateNetwork", &body).await;
+                let _ = done.send((network_id, status));
+            });
+        }
+        drop(done);
+        // Kill once a few writes were acknowledged, while the others are in flight.
+        let kill_after = 2 + round * 5;
+        let mut acknowledged_this_round = 0;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while acknowledged_this_round < kill_after {
+            let Ok(Some((network_id, status))) =
+                tokio::time::timeout_at(deadline, finished.recv()).await
+            else {
+                break;
+            };
+            if status == Some(200) {
+                acknowledged.push(network_id);
+                acknowledged_this_round += 1;
+            }
+        }
+        kill(
+            Pid::from_raw(i32::try_from(child.id()).unwrap()),
+            Signal::SIGKILL,
+        )
+        .unwrap();
+        child.wait().unwrap();
+        while let Some((network_id, status)) = finished.recv().await {
+            if status == Some(200) {
+                acknowledged.push(network_id);
+                acknowledged_this_round += 1;
+            }
+        }
+        assert!(
+            acknowledged_this_round < 60,
+            "round {round}: the kill came after every write; nothing was interrupted"
+        );
+        let text = std::fs::read_to_string(files.path("hostnic.json")).unwrap();
+        let state: Value = serde_json::from_str(&text)
+            .unwrap_or_else(|err| panic!("state file corrupt after SIGKILL ({err}): {text:?}"));
+        for network_id in &acknowledged {
+            assert_eq!(
+                state[network_id]["mac_address"], "fa:16:3e:12:34:56",
+                "acknowledged network {network_id} was lost"
+            );
+        }
+        let _ = std::fs::remove_file(&socket);
+    }
+    assert!(
+        !acknowledged.is_empty(),
+        "no CreateNetwork was acknowledged before the kills; the test proved nothing"
+    );
+    // The next start removes temporary files an interrupted write may have left.
+    let mut child = Command::new(BINARY)
+        .args(files.flags(&socket, "json"))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_socket(&socket, &mut child);
+    terminate(&mut child);
+    let leftovers: Vec<String> = std::fs::read_dir(files.dir.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
 }

@@ -146,6 +146,7 @@ impl StateStore {
                 });
             }
         }
+        remove_stale_temp_files(path);
         Ok(store)
     }
 
@@ -229,8 +230,8 @@ fn write_atomically(path: &Path, networks: &Networks) -> io::Result<()> {
     };
     let contents = render_networks(networks).map_err(io::Error::other)?;
     let mut temp = tempfile::Builder::new()
-        .prefix(".hostnic-state-")
-        .suffix(".tmp")
+        .prefix(&temp_prefix(path))
+        .suffix(TEMP_SUFFIX)
         .tempfile_in(directory)?;
     temp.write_all(&contents)?;
     temp.as_file()
@@ -238,6 +239,43 @@ fn write_atomically(path: &Path, networks: &Networks) -> io::Result<()> {
     temp.as_file().sync_all()?;
     temp.persist(path).map_err(|err| err.error)?;
     std::fs::File::open(directory)?.sync_all()
+}
+
+const TEMP_SUFFIX: &str = ".tmp";
+
+/// Temporary files of `path` are `.<file name>.<random>.tmp` in the same directory.
+fn temp_prefix(path: &Path) -> String {
+    let name = path
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    format!(".{name}.")
+}
+
+/// Removes temporary files left by a process killed between writing and renaming (best effort;
+/// only files of this state file's own pattern are touched).
+fn remove_stale_temp_files(path: &Path) {
+    let Ok(directory) = parent_dir(path) else {
+        return;
+    };
+    let Ok(entries) = std::fs::read_dir(directory) else {
+        return;
+    };
+    let prefix = temp_prefix(path);
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(&prefix) && name.ends_with(TEMP_SUFFIX) {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => {
+                    tracing::info!(file = %entry.path().display(), "removed a temporary state file left by an interrupted write")
+                }
+                Err(err) => {
+                    tracing::warn!(file = %entry.path().display(), %err, "cannot remove a stale temporary state file")
+                }
+            }
+        }
+    }
 }
 
 fn set_aside(path: &Path, reason: &str) -> Result<PathBuf, StateError> {
@@ -443,6 +481,21 @@ mod tests {
             assert_ne!(kept, &set_aside.kept_as);
             assert_eq!(std::fs::read_to_string(kept).unwrap(), "garbage");
         }
+    }
+
+    #[test]
+    fn temporary_files_of_an_interrupted_write_are_removed_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hostnic.json");
+        std::fs::write(&path, "{}").unwrap();
+        std::fs::write(dir.path().join(".hostnic.json.a1b2c3.tmp"), "{\"half").unwrap();
+        std::fs::write(dir.path().join(".other.json.a1b2c3.tmp"), "not ours").unwrap();
+        std::fs::write(dir.path().join("daemon.json"), "{}").unwrap();
+        StateStore::open(&path).unwrap();
+        assert_eq!(
+            files_in(dir.path()),
+            vec![".other.json.a1b2c3.tmp", "daemon.json", "hostnic.json"]
+        );
     }
 
     #[test]
