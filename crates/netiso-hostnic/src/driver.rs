@@ -286,13 +286,24 @@ impl Driver {
         if let Some(gateway) = tenant.ipv6_gateway {
             tracing::debug!(%network_id, %gateway, "IPv6 default route left to router advertisements");
         }
+        let static_routes = static_routes(&tenant, network_id);
+        tracing::info!(
+            %network_id,
+            endpoint_id = %join.ids.endpoint_id,
+            nic = %src_name,
+            %mac,
+            sandbox = %join.sandbox_key.display(),
+            gateway = ?tenant.ipv4_gateway,
+            static_routes = static_routes.len(),
+            "handing the tenant NIC to the sandbox"
+        );
         Ok(JoinResponse {
             interface_name: InterfaceName {
                 src_name,
                 dst_prefix: DST_PREFIX,
             },
             gateway: tenant.ipv4_gateway,
-            static_routes: static_routes(&tenant, network_id),
+            static_routes,
             disable_gateway_service: true,
         })
     }
