@@ -619,6 +619,28 @@ impl Transport {
         Ok(())
     }
 
+    /// Whether a queue exists (a passive declaration; the broker answers 404 when it does not).
+    pub async fn queue_exists(&self, name: &str) -> Result<bool, TransportError> {
+        check_short(name, "queue name")?;
+        let deadline = Instant::now() + self.shared.options.publish_timeout;
+        let (channel, reason) = self.scratch_channel(deadline).await?;
+        let args = QueueDeclareArguments::new(name).passive(true).finish();
+        match channel.queue_declare(args).await {
+            Ok(_) => {
+                close_quietly(channel).await;
+                Ok(true)
+            }
+            Err(err) => match lock(&reason).clone() {
+                Some(reason) if reason.contains("404") || reason.contains("NOT_FOUND") => Ok(false),
+                _ => Err(refused_or(
+                    &reason,
+                    format!("passive queue.declare {name}"),
+                    err,
+                )),
+            },
+        }
+    }
+
     /// Deletes a queue (cleanup of test or fanout queues).
     pub async fn delete_queue(&self, name: &str) -> Result<(), TransportError> {
         check_short(name, "queue name")?;
@@ -840,13 +862,10 @@ async fn consume_loop(mut state: ConsumeLoop) {
             state.ready.send_replace(link.generation);
             let stopped = forward(&channel, receivers, &state.tx, &mut state.stop).await;
             if stopped {
-                for queue in &state.delete_on_stop {
-                    let args = QueueDeleteArguments::new(queue).finish();
-                    if let Err(err) = channel.queue_delete(args).await {
-                        warn!(queue, error = %err, "could not delete queue on stop");
-                    }
-                }
+                // Closing the consuming channel first cancels our consumers, so deleting
+                // their queues does not look like a broker-side cancellation.
                 close_quietly(channel).await;
+                delete_queues(&link, &state.delete_on_stop).await;
                 return;
             }
             min_generation = if link.connection.is_open() {
@@ -890,6 +909,27 @@ async fn consume_loop(mut state: ConsumeLoop) {
             }
         }
     }
+}
+
+/// Deletes queues on a short-lived channel; failures are logged (the queues expire anyway).
+async fn delete_queues(link: &Link, queues: &[String]) {
+    if queues.is_empty() {
+        return;
+    }
+    let (channel, _reason) = match open_plain_channel(&link.connection).await {
+        Ok(opened) => opened,
+        Err(err) => {
+            warn!(error = %err, ?queues, "could not delete queues on stop");
+            return;
+        }
+    };
+    for queue in queues {
+        let args = QueueDeleteArguments::new(queue).finish();
+        if let Err(err) = channel.queue_delete(args).await {
+            warn!(queue, error = %err, "could not delete queue on stop");
+        }
+    }
+    close_quietly(channel).await;
 }
 
 /// Forwards deliveries until every receiver ends (channel lost) or a stop; true on stop.

@@ -96,7 +96,20 @@ async fn start(serializer: Serializer) -> Fixture {
 
 impl Fixture {
     async fn cleanup(self) {
+        let fanout_queue = self.server.fanout_queue().to_owned();
+        assert!(self.transport.queue_exists(&fanout_queue).await.unwrap());
         self.server.stop().await;
+        assert!(
+            !self.transport.queue_exists(&fanout_queue).await.unwrap(),
+            "the fanout queue is deleted on stop"
+        );
+        assert!(
+            self.transport
+                .queue_exists(&self.target.topic)
+                .await
+                .unwrap(),
+            "topic queues stay"
+        );
         for queue in [self.target.topic.clone(), self.target.routing_key()] {
             self.transport
                 .delete_queue(&queue)
