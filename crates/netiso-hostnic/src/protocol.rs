@@ -309,6 +309,9 @@ impl Request {
 }
 
 /// Why a request could not be decoded.
+///
+/// Messages do not repeat the endpoint: dockerd prefixes plugin errors with the method name
+/// itself (`NetworkDriver.Join: <Err>`), and request logs carry it as a field.
 #[derive(Debug, thiserror::Error)]
 pub enum ProtocolError {
     /// Not a libnetwork network-driver path (answered with 404 so Docker treats it as optional).
@@ -318,13 +321,13 @@ pub enum ProtocolError {
         path: String,
     },
     /// An endpoint that needs input got none.
-    #[error("{endpoint}: the request body is empty; send a JSON object")]
+    #[error("the request body is empty; send a JSON object")]
     EmptyBody {
         /// Where it was sent.
         endpoint: Endpoint,
     },
     /// The body is not JSON.
-    #[error("{endpoint}: the request body is not valid JSON: {source}")]
+    #[error("the request body is not valid JSON: {source}")]
     InvalidJson {
         /// Where it was sent.
         endpoint: Endpoint,
@@ -332,7 +335,7 @@ pub enum ProtocolError {
         source: serde_json::Error,
     },
     /// A required field is absent or null.
-    #[error("{endpoint}: missing field {field}; {hint}")]
+    #[error("missing field {field}; {hint}")]
     MissingField {
         /// Where it was sent.
         endpoint: Endpoint,
@@ -342,7 +345,7 @@ pub enum ProtocolError {
         hint: &'static str,
     },
     /// A field is present but unusable.
-    #[error("{endpoint}: field {field} is invalid: {reason}")]
+    #[error("field {field} is invalid: {reason}")]
     InvalidField {
         /// Where it was sent.
         endpoint: Endpoint,

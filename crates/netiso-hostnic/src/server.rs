@@ -308,13 +308,13 @@ where
         Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => {
             return fail(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                format!("{path}: the request body exceeds {MAX_BODY_BYTES} bytes"),
+                format!("the request body exceeds {MAX_BODY_BYTES} bytes"),
             );
         }
         Err(err) => {
             return fail(
                 StatusCode::BAD_REQUEST,
-                format!("{path}: cannot read the request body: {err}"),
+                format!("cannot read the request body: {err}"),
             );
         }
     };
@@ -323,7 +323,6 @@ where
         Err(err) => return fail(status_code(err.http_status()), err.to_string()),
     };
     let network_id = request.network_id().map(ToString::to_string);
-    let endpoint = request.endpoint();
     let driver = driver.clone();
     let outcome = tokio::task::spawn_blocking(move || driver.handle(request)).await;
     let result = match outcome {
@@ -331,16 +330,13 @@ where
             Ok(json) => (StatusCode::OK, Ok(json)),
             Err(err) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
-                Err(format!("{endpoint}: cannot encode the answer: {err}")),
+                Err(format!("cannot encode the answer: {err}")),
             ),
         },
-        Ok(Err(err)) => (
-            status_code(err.http_status()),
-            Err(format!("{endpoint}: {err}")),
-        ),
+        Ok(Err(err)) => (status_code(err.http_status()), Err(err.to_string())),
         Err(err) => (
             StatusCode::INTERNAL_SERVER_ERROR,
-            Err(format!("{endpoint}: the handler failed: {err}")),
+            Err(format!("the handler failed: {err}")),
         ),
     };
     (result.0, result.1, network_id)

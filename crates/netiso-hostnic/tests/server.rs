@@ -208,8 +208,9 @@ async fn every_endpoint_answers_json_and_errors_carry_err() {
                 answer.json
             );
             let message = answer.json["Err"].as_str().expect("Err string");
+            // dockerd prefixes the method name itself; repeating it would read twice.
             assert!(
-                message.starts_with(endpoint.name()),
+                !message.is_empty() && !message.contains(endpoint.name()),
                 "{endpoint}: {message}"
             );
         }
