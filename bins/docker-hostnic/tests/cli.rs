@@ -64,11 +64,12 @@ fn wait_for_socket(socket: &Path, child: &mut Child) {
 
 /// Sends SIGTERM and waits (bounded) for a clean exit; returns stderr.
 fn terminate(child: &mut Child) -> String {
-    kill(
-        Pid::from_raw(i32::try_from(child.id()).unwrap()),
-        Signal::SIGTERM,
-    )
-    .unwrap();
+    stop_with(child, Signal::SIGTERM)
+}
+
+/// Sends `signal` and waits (bounded) for a clean exit; returns stderr.
+fn stop_with(child: &mut Child, signal: Signal) -> String {
+    kill(Pid::from_raw(i32::try_from(child.id()).unwrap()), signal).unwrap();
     for _ in 0..400 {
         if let Some(status) = child.try_wait().unwrap() {
             let logs = stderr_of(child);
@@ -78,7 +79,7 @@ fn terminate(child: &mut Child) -> String {
         std::thread::sleep(Duration::from_millis(25));
     }
     child.kill().unwrap();
-    panic!("docker-hostnic ignored SIGTERM for 10 s");
+    panic!("docker-hostnic ignored {signal} for 10 s");
 }
 
 fn stderr_of(child: &mut Child) -> String {
@@ -253,7 +254,12 @@ fn refuses_a_second_instance_on_the_same_socket() {
     assert!(!second.status.success());
     let message = String::from_utf8_lossy(&second.stderr);
     assert!(message.contains("already serving"), "{message}");
-    terminate(&mut first);
+    let logs = stop_with(&mut first, Signal::SIGINT);
+    assert!(
+        logs.contains("signal=\"SIGINT\"") || logs.contains("signal=SIGINT"),
+        "{logs}"
+    );
+    assert!(!socket.exists(), "the socket is removed on SIGINT too");
 }
 
 #[test]
