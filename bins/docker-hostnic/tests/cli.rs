@@ -366,3 +366,82 @@ async fn acknowledged_networks_survive_sigkill_mid_write() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+#[test]
+fn refuses_two_systemd_sockets_with_a_clear_message() {
+    let probe = Command::new("systemd-socket-activate")
+        .arg("--version")
+        .output();
+    assert!(
+        probe.is_ok_and(|output| output.status.success()),
+        "this test needs `systemd-socket-activate` (Debian package systemd); run `cargo xtask provision`"
+    );
+    let files = Files::new();
+    let (first, second) = (files.path("one.sock"), files.path("two.sock"));
+    let mut child = Command::new("systemd-socket-activate")
+        .arg(format!("--listen={}", first.display()))
+        .arg(format!("--listen={}", second.display()))
+        .arg(BINARY)
+        .args(files.flags(&files.path("unused.sock"), "human"))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // systemd-socket-activate starts the program on the first connection.
+    for _ in 0..200 {
+        if std::os::unix::net::UnixStream::connect(&first).is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let mut status = None;
+    for _ in 0..400 {
+        status = child.try_wait().unwrap();
+        if status.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let Some(status) = status else {
+        child.kill().unwrap();
+        panic!("docker-hostnic neither served nor exited within 10 s");
+    };
+    let logs = stderr_of(&mut child);
+    assert!(!status.success(), "{logs}");
+    assert!(
+        logs.contains("LISTEN_FDS=2") && logs.contains("exactly one socket"),
+        "{logs}"
+    );
+}
+
+#[tokio::test]
+async fn a_corrupt_state_file_is_kept_aside_and_reported() {
+    let files = Files::new();
+    std::fs::write(files.path("hostnic.json"), "{\"3f5e").unwrap();
+    let socket = files.path("docker-hostnic.sock");
+    let mut child = Command::new(BINARY)
+        .args(files.flags(&socket, "json"))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_socket(&socket, &mut child);
+    let (status, answer) = call(
+        &socket,
+        "/NetworkDriver.Join",
+        &json!({"NetworkID": NET, "EndpointID": NET, "SandboxKey": "/var/run/docker/netns/0123456789ab"}).to_string(),
+    )
+    .await;
+    assert_eq!(status, 404);
+    assert!(
+        answer["Err"].as_str().unwrap().contains("moved aside"),
+        "{answer}"
+    );
+    let logs = terminate(&mut child);
+    let report: Value = logs
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .find(|event| event["level"] == "ERROR")
+        .expect(&logs);
+    let kept_as = report["kept_as"].as_str().unwrap();
+    assert!(kept_as.contains("hostnic.json.corrupt-"), "{report}");
+    assert_eq!(std::fs::read_to_string(kept_as).unwrap(), "{\"3f5e");
+}
