@@ -14,7 +14,19 @@ pub struct Target {
     pub version: String,
 }
 
+/// The guest API version Trove's `API_LATEST_VERSION` names.
+pub const GUEST_API_VERSION: &str = "1.3";
+
 impl Target {
+    /// The guest agent's target: topic `guestagent.<id>`, server `<id>`, version 1.3.
+    pub fn guest_agent(instance_id: &str) -> Self {
+        Self {
+            topic: format!("guestagent.{instance_id}"),
+            server: Some(instance_id.to_owned()),
+            version: GUEST_API_VERSION.to_owned(),
+        }
+    }
+
     /// The routing key oslo uses for this target.
     pub fn routing_key(&self) -> String {
         match &self.server {
@@ -230,11 +242,7 @@ mod tests {
     use super::*;
 
     fn guest_target() -> Target {
-        Target {
-            topic: "guestagent.abc".into(),
-            server: Some("abc".into()),
-            version: "1.3".into(),
-        }
+        Target::guest_agent("abc")
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Any ciphertext a peer may send: decryption and Trove's serializers must return errors or
 //! the tolerated raw value, never panic.
+//! Seeds: `fuzz/seeds/decrypt` (reference ciphertexts under the fuzz key).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

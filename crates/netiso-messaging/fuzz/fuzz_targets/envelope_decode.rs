@@ -1,5 +1,6 @@
 //! Any body a broker may deliver: envelope, request, reply and failure parsing must return
 //! errors, never panic, and what parses must survive a write/read round trip.
+//! Seeds: `fuzz/seeds/envelope_decode` (`cargo fuzz run envelope_decode fuzz/seeds/envelope_decode`).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
