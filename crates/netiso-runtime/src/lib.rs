@@ -32,6 +32,7 @@
 //! checked (driver, `hostnic_mac`, subnets, gateways, IPv6) and recreated or refused when
 //! stale.
 
+pub mod containerd;
 pub mod docker;
 pub mod error;
 pub mod image;
@@ -40,6 +41,7 @@ pub mod spec;
 #[cfg(feature = "test-support")]
 pub mod test_support;
 
+pub use containerd::{ContainerdConfig, ContainerdRuntime};
 pub use docker::DockerRuntime;
 pub use error::RuntimeError;
 pub use image::{ImageReference, ImageStatus, PullPolicy, PullProgress, RegistryCredentials};
