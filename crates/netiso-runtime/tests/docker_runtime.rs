@@ -459,6 +459,13 @@ async fn a_stale_network_in_use_is_refused_and_static_endpoint_addresses_apply()
         .ensure_hostnic_network(&spec)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
+    let mut moved = spec.clone();
+    moved.ipv4 = Some(IpamPool {
+        subnet: format!("10.253.{}.0/24", unique_octet(3))
+            .parse()
+            .expect("subnet"),
+        gateway: None,
+    });
 
     // The isolated-mode container: static endpoint address, nothing published.
     let container = ContainerGuard::new(unique_name("nti-inuse"));
@@ -469,7 +476,35 @@ async fn a_stale_network_in_use_is_refused_and_static_endpoint_addresses_apply()
         ipv4: Some(address),
         ipv6: None,
     };
-    docker.run(&db).await.unwrap_or_else(|e| panic!("{e}"));
+    docker
+        .create_container(&db)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    // Created but never started: the network's inspect lists no endpoint, yet removing the
+    // network would strand the container. Refused, running or not.
+    for phase in ["created", "running"] {
+        if phase == "running" {
+            docker
+                .start(container.name())
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        let err = docker
+            .ensure_hostnic_network(&moved)
+            .await
+            .expect_err(phase);
+        let RuntimeError::NetworkMismatchInUse { containers, .. } = &err else {
+            panic!("{phase}: expected NetworkMismatchInUse, got {err:?}");
+        };
+        assert_eq!(containers, &vec![container.name().to_owned()], "{phase}");
+        let text = err.to_string();
+        assert!(
+            text.contains("IPAM pools") && text.contains(&name),
+            "{phase}: {text}"
+        );
+    }
+
     let info = docker
         .inspect(container.name())
         .await
@@ -477,27 +512,6 @@ async fn a_stale_network_in_use_is_refused_and_static_endpoint_addresses_apply()
         .expect("exists");
     assert_eq!(info.networks.len(), 1, "{:?}", info.networks);
     assert_eq!(info.networks[&name].ipv4, Some(address));
-
-    let mut moved = spec.clone();
-    moved.ipv4 = Some(IpamPool {
-        subnet: format!("10.253.{}.0/24", unique_octet(3))
-            .parse()
-            .expect("subnet"),
-        gateway: None,
-    });
-    let err = docker
-        .ensure_hostnic_network(&moved)
-        .await
-        .expect_err("in use");
-    let RuntimeError::NetworkMismatchInUse { containers, .. } = &err else {
-        panic!("expected NetworkMismatchInUse, got {err:?}");
-    };
-    assert_eq!(containers, &vec![container.name().to_owned()]);
-    let text = err.to_string();
-    assert!(
-        text.contains("IPAM pools") && text.contains(&name),
-        "{text}"
-    );
 }
 
 #[tokio::test]

@@ -116,6 +116,48 @@ impl DockerRuntime {
         Ok(found)
     }
 
+    /// Names of the containers attached to any of `networks`, running or not. A network's
+    /// inspect lists only running endpoints, and dockerd 20.10 removes a network that a
+    /// stopped container still names, leaving that container unable to start.
+    async fn containers_using(
+        &self,
+        name: &str,
+        networks: &[bollard::models::NetworkInspect],
+    ) -> Result<Vec<String>, RuntimeError> {
+        let mut users = std::collections::BTreeSet::new();
+        for network in networks {
+            users.extend(
+                network
+                    .containers
+                    .iter()
+                    .flatten()
+                    .map(|(id, endpoint)| endpoint.name.clone().unwrap_or_else(|| id.clone())),
+            );
+            let Some(id) = network.id.as_deref() else {
+                continue;
+            };
+            let options = ListContainersOptions {
+                all: true,
+                // A never-started container knows its network by name only (no id yet).
+                filters: Some(HashMap::from([(
+                    "network".to_owned(),
+                    vec![id.to_owned(), name.to_owned()],
+                )])),
+                ..ListContainersOptions::default()
+            };
+            let attached = self
+                .client
+                .list_containers(Some(options))
+                .await
+                .map_err(|e| self.backend("list containers of network", name, e))?;
+            users.extend(attached.into_iter().map(|c| {
+                let summary = mapping::container_summary(c);
+                summary.names.into_iter().next().unwrap_or(summary.id)
+            }));
+        }
+        Ok(users.into_iter().collect())
+    }
+
     async fn create_network(&self, network: &HostnicNetworkSpec) -> Result<String, RuntimeError> {
         let request = mapping::network_create_request(network);
         match self.client.create_network(request).await {
@@ -280,11 +322,7 @@ impl ContainerRuntime for DockerRuntime {
             debug!(network = %network.name, id, "network matches, reusing it");
             return Ok(NetworkStatus::Reused { id });
         }
-        let containers: Vec<String> = existing
-            .iter()
-            .flat_map(|n| n.containers.iter().flatten())
-            .map(|(id, endpoint)| endpoint.name.clone().unwrap_or_else(|| id.clone()))
-            .collect();
+        let containers = self.containers_using(&network.name, &existing).await?;
         if !containers.is_empty() {
             return Err(RuntimeError::NetworkMismatchInUse {
                 network: network.name.clone(),
