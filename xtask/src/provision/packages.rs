@@ -19,6 +19,8 @@ const PACKAGES: &[&str] = &[
     "socat",
     "curl",
     "util-linux",
+    // systemd-socket-activate, for the plugin's socket-activation test.
+    "systemd",
     "python3-venv",
     "python3-pip",
 ];
