@@ -17,9 +17,9 @@ fuzz_target!(|body: &[u8]| {
         assert_eq!(again.method, request.method);
         assert_eq!(again.msg_id, request.msg_id);
     }
-    if let Ok(reply) = Reply::from_message(message) {
-        if let Some(failure) = &reply.failure {
-            let _ = RemoteFailure::from_json(failure);
-        }
+    if let Ok(reply) = Reply::from_message(message)
+        && let Some(failure) = &reply.failure
+    {
+        let _ = RemoteFailure::from_json(failure);
     }
 });
