@@ -553,6 +553,13 @@ async fn assert_nothing_left(namespace: &str, container: &str) {
         adapter_netns(namespace).is_empty(),
         "no network namespace left"
     );
+    let cgroups: Vec<PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
+        .expect("cgroup hierarchies")
+        .flatten()
+        .map(|h| h.path().join("trove-netiso").join(namespace))
+        .filter(|dir| dir.exists())
+        .collect();
+    assert!(cgroups.is_empty(), "no cgroup directory left: {cgroups:?}");
     assert!(lease_ids(namespace).await.is_empty(), "no lease left");
     let mut snapshots = SnapshotsClient::new(channel().await);
     let names = snapshot_names(&mut snapshots, namespace).await;
@@ -874,6 +881,26 @@ fn containerd_isolated_end_to_end() {
             if round == 0 {
                 let err = runtime.run(&spec).await.expect_err("second create");
                 assert!(matches!(err, RuntimeError::ContainerExists(_)), "{err}");
+                let rival = database_spec(&format!("{name}-rival"), &image, &link.nic);
+                let err = runtime.run(&rival).await.expect_err("the NIC is taken");
+                assert!(
+                    err.to_string().contains("neither in the VM namespace"),
+                    "{err}"
+                );
+                assert_eq!(
+                    adapter_netns(&guard.namespace),
+                    vec![netns.clone()],
+                    "rival namespace removed"
+                );
+                assert!(
+                    runtime
+                        .inspect(&rival.name)
+                        .await
+                        .expect("inspect")
+                        .is_none()
+                );
+                link.echo_from_client(Duration::from_secs(20))
+                    .unwrap_or_else(|e| panic!("the first container lost its NIC: {e}"));
                 let stop = Instant::now();
                 runtime
                     .stop(&name, Duration::from_secs(1))
@@ -1129,6 +1156,56 @@ fn containerd_agent_crash_and_restart() {
             .unwrap_or_else(|e| panic!("client cannot reach the database after the crash: {e}"));
         assert!(runtime.remove(&name, true).await.expect("remove"));
         link.assert_home();
+        assert_nothing_left(&guard.namespace, &name).await;
+    });
+}
+
+#[test]
+fn containerd_unreachable_socket_is_named() {
+    runtime().block_on(async {
+        let config = ContainerdConfig::new("/run/trove-netiso/no-such/containerd.sock", "netiso-x");
+        let err = ContainerdRuntime::connect(config)
+            .await
+            .expect_err("no daemon");
+        assert!(matches!(err, RuntimeError::Unreachable { .. }), "{err}");
+        assert!(
+            err.to_string()
+                .contains("/run/trove-netiso/no-such/containerd.sock"),
+            "{err}"
+        );
+    });
+}
+
+#[test]
+fn containerd_missing_tenant_nic_leaves_nothing_behind() {
+    require_root();
+    runtime().block_on(async {
+        let mut link = TenantLink::new();
+        let guard = ContainerdNamespaceGuard::new();
+        let dir = tempfile::tempdir().expect("tempdir");
+        link.nic.mac_address = MacAddress([0x02, 0x6e, 0x65, 0x74, 0x69, 0x73]);
+        let tenant_file = link.tenant_file(&dir);
+        let image = push_test_image(&registry(), DB_PORT).await;
+        let runtime = connect(config_for(&guard, &link, &tenant_file, dir.path())).await;
+        runtime
+            .ensure_hostnic_network(&HostnicNetworkSpec::for_tenant_nic(&link.nic))
+            .await
+            .expect("network");
+        runtime
+            .ensure_image(&image, PullPolicy::IfMissing, None, &mut |_| {})
+            .await
+            .expect("pull");
+        let name = format!("db-nonic-{}", next_counter());
+        let err = runtime
+            .run(&database_spec(&name, &image, &link.nic))
+            .await
+            .expect_err("no such NIC");
+        assert!(err.to_string().contains("02:6e:65:74:69:73"), "{err}");
+        assert!(runtime.inspect(&name).await.expect("inspect").is_none());
+        assert!(
+            link.vm.handle().link_by_name(&link.vm_if).is_ok(),
+            "the VM's own link is untouched"
+        );
         assert_nothing_left(&guard.namespace, &name).await;
     });
 }

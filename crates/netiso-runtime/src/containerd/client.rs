@@ -25,6 +25,8 @@ const NAMESPACE_HEADER: &str = "containerd-namespace";
 const LEASE_HEADER: &str = "containerd-lease";
 /// The lease label that lets containerd's GC drop a lease an agent crash left behind.
 const LEASE_EXPIRE_LABEL: &str = "containerd.io/gc.expire";
+/// Deadline of an ordinary (metadata) call.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// Label marking leases made by this adapter, so a restarted agent can find its own.
 pub const LEASE_OWNER_LABEL: &str = "org.openstack.trove.netiso/lease";
 
@@ -79,7 +81,17 @@ impl Connection {
     }
 
     /// A request in our namespace.
+    /// A request in our namespace, cut after [`CALL_TIMEOUT`] so a hung daemon cannot hang
+    /// the agent.
     pub fn request<T>(&self, message: T) -> Request<T> {
+        let mut request = self.unbounded(message);
+        request.set_timeout(CALL_TIMEOUT);
+        request
+    }
+
+    /// A request in our namespace without a deadline, for calls that last as long as a
+    /// process (`wait`) or a layer (content writes, unpacking): their callers bound them.
+    pub fn unbounded<T>(&self, message: T) -> Request<T> {
         let mut request = Request::new(message);
         if let Ok(value) = self.namespace.parse() {
             request.metadata_mut().insert(NAMESPACE_HEADER, value);
@@ -87,9 +99,10 @@ impl Connection {
         request
     }
 
-    /// A request in our namespace that also holds `lease`.
+    /// A request in our namespace that also holds `lease` (no deadline: the lease's expiry
+    /// bounds what a stuck call can keep).
     pub fn leased<T>(&self, message: T, lease: &Lease) -> Request<T> {
-        let mut request = self.request(message);
+        let mut request = self.unbounded(message);
         if let Ok(value) = lease.id.parse() {
             request.metadata_mut().insert(LEASE_HEADER, value);
         }
@@ -208,7 +221,9 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 
 /// A containerd error as [`RuntimeError::Backend`], keeping its status as the source.
 pub fn backend(operation: &'static str, target: &str, status: Status) -> RuntimeError {
-    if matches!(status.code(), Code::Unavailable) {
+    // containerd also says Unavailable for a locked ingest; only a transport failure
+    // means the daemon is unreachable.
+    if status.code() == Code::Unavailable && !status.message().contains("locked") {
         return RuntimeError::Unreachable {
             endpoint: "containerd".to_owned(),
             source: Box::new(status),

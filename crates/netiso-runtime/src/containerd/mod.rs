@@ -536,7 +536,7 @@ impl ContainerdRuntime {
 
     /// Waits up to `limit` for the task to exit; `true` when it did.
     async fn wait_exit(&self, name: &str, limit: Duration) -> Result<bool, RuntimeError> {
-        let request = self.connection.request(WaitRequest {
+        let request = self.connection.unbounded(WaitRequest {
             container_id: name.to_owned(),
             exec_id: String::new(),
         });
@@ -872,7 +872,7 @@ impl ContainerRuntime for ContainerdRuntime {
             .await
             .map_err(|e| backend("create task", name, e))?;
         // Arm the wait before the start, so even an instant exit is seen and logged.
-        let wait_request = self.connection.request(WaitRequest {
+        let wait_request = self.connection.unbounded(WaitRequest {
             container_id: name.to_owned(),
             exec_id: String::new(),
         });

@@ -351,6 +351,12 @@ pub fn release(
             moved.extend(link.mac);
         }
     }
+    // Every link we moved is out (or we returned an error above), so the namespace can go
+    // even when the NIC is not found below: an empty namespace must not outlive the call.
+    drop(namespace);
+    if netns_path(netns).exists() {
+        Namespace::delete(netns).map_err(step(format!("delete namespace {netns}")))?;
+    }
     let wanted: Vec<MacAddr> = match mac {
         Some(mac) => vec![mac],
         None => moved.clone(),
@@ -380,10 +386,6 @@ pub fn release(
         }
         info!(netns, %mac, name = %link.name, "tenant NIC is in the VM namespace");
         names.push(link.name);
-    }
-    drop(namespace);
-    if netns_path(netns).exists() {
-        Namespace::delete(netns).map_err(step(format!("delete namespace {netns}")))?;
     }
     Ok(Released {
         moved_back: !moved.is_empty(),
