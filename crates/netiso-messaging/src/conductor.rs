@@ -1,4 +1,5 @@
-//! The guest's casts to Trove's conductor (`heartbeat`, `notify_end`, `notify_exc_info`) with
+//! The guest's casts to Trove's conductor (`heartbeat`, `update_backup`, `report_root`,
+//! `notify_end`, `notify_exc_info`) with
 //! the conductor wrapping of the instance key and id.
 
 use std::str::FromStr;
@@ -184,6 +185,37 @@ impl ConductorClient {
         args.insert("payload".into(), Value::Object(payload));
         self.client
             .cast(&self.target, "heartbeat", args, &Context::fresh())
+            .await
+    }
+
+    /// Reports a backup's progress: `fields` are flattened into the arguments (`size`,
+    /// `state`, `backup_type`, `checksum`, `location`, `success`, ...), as the Python guest does.
+    pub async fn update_backup(
+        &self,
+        context: &Context,
+        backup_id: &str,
+        fields: Map<String, Value>,
+    ) -> Result<(), CallError> {
+        let mut args = Map::new();
+        args.insert("instance_id".into(), Value::from(self.instance_id.clone()));
+        args.insert("backup_id".into(), Value::from(backup_id));
+        args.insert("sent".into(), Value::from(self.next_sent()));
+        for (name, value) in fields {
+            if !args.contains_key(&name) {
+                args.insert(name, value);
+            }
+        }
+        self.client
+            .cast(&self.target, "update_backup", args, context)
+            .await
+    }
+
+    /// Reports that root was enabled on the instance.
+    pub async fn report_root(&self, context: &Context) -> Result<(), CallError> {
+        let mut args = Map::new();
+        args.insert("instance_id".into(), Value::from(self.instance_id.clone()));
+        self.client
+            .cast(&self.target, "report_root", args, context)
             .await
     }
 

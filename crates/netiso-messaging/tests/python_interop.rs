@@ -282,7 +282,7 @@ async fn python_conductor_decrypts_our_heartbeats_and_notifications() {
     let url = amqp_url();
     let mut py = PyProcess::spawn(
         "py_conductor.py",
-        &[&url, &exchange, &topic, &instance_id, KEY, "5"],
+        &[&url, &exchange, &topic, &instance_id, KEY, "7"],
     );
     assert_eq!(py.line(Duration::from_secs(60)).await, "READY");
     let conductor = ConductorClient::new(
@@ -318,8 +318,18 @@ async fn python_conductor_decrypts_our_heartbeats_and_notifications() {
         .await
         .unwrap();
 
+    conductor
+        .update_backup(
+            &request_ctx,
+            "b-1",
+            object(json!({"size": 1.5, "state": "COMPLETED", "success": true})),
+        )
+        .await
+        .unwrap();
+    conductor.report_root(&request_ctx).await.unwrap();
+
     let mut received = Vec::new();
-    for _ in 0..5 {
+    for _ in 0..7 {
         received
             .push(serde_json::from_str::<Value>(&py.line(Duration::from_secs(30)).await).unwrap());
     }
@@ -366,6 +376,22 @@ async fn python_conductor_decrypts_our_heartbeats_and_notifications() {
         end["context_request_id"],
         request_ctx.get("request_id").cloned().unwrap()
     );
+    let backup = received
+        .iter()
+        .find(|m| m["method"] == "update_backup")
+        .unwrap();
+    assert_eq!(backup["args"]["backup_id"], "b-1");
+    assert_eq!(backup["args"]["instance_id"], json!(instance_id));
+    assert_eq!(
+        backup["args"]["fields"],
+        json!({"size": 1.5, "state": "COMPLETED", "success": true})
+    );
+    assert!(backup["args"]["sent"].as_f64().unwrap() > *sent.last().unwrap());
+    let root = received
+        .iter()
+        .find(|m| m["method"] == "report_root")
+        .unwrap();
+    assert_eq!(root["args"]["instance_id"], json!(instance_id));
     let exc = received
         .iter()
         .find(|m| m["method"] == "notify_exc_info")

@@ -33,6 +33,13 @@ class Conductor:
     def heartbeat(self, ctxt, instance_id, payload, sent):
         self._record(ctxt, "heartbeat", instance_id=instance_id, payload=payload, sent=sent)
 
+    def update_backup(self, ctxt, instance_id, backup_id, sent, **backup_fields):
+        self._record(ctxt, "update_backup", instance_id=instance_id, backup_id=backup_id,
+                     sent=sent, fields=backup_fields)
+
+    def report_root(self, ctxt, instance_id):
+        self._record(ctxt, "report_root", instance_id=instance_id)
+
     def notify_end(self, ctxt, serialized_notification, notification_args):
         self._record(ctxt, "notify_end", serialized_notification=serialized_notification,
                      notification_args=notification_args)
