@@ -29,9 +29,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use ipnet::IpNet;
+use netiso_config::tenant_nic::MacAddress;
 
 use crate::locator::{LocateError, NicLocator};
-use crate::mac::MacAddress;
 use crate::protocol::{
     ActivateResponse, AllocateNetworkResponse, CapabilitiesResponse, CreateEndpoint, CreateNetwork,
     DockerId, EmptyResponse, EndpointOperInfoResponse, EndpointRef, GwAllocCheckResponse,
@@ -366,6 +366,7 @@ mod tests {
     use super::*;
     use crate::protocol::{Endpoint, decode_request};
     use serde_json::{Value, json};
+    use std::collections::HashMap;
     use std::sync::Mutex as StdMutex;
 
     const NET: &str = "3f5e4b2a1c0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f";
@@ -375,8 +376,8 @@ mod tests {
     /// A locator with fixed answers that records the sandbox directories it was asked about.
     #[derive(Default)]
     struct FakeLocator {
-        plugin_ns: BTreeMap<MacAddress, String>,
-        sandboxes: BTreeMap<MacAddress, PathBuf>,
+        plugin_ns: HashMap<MacAddress, String>,
+        sandboxes: HashMap<MacAddress, PathBuf>,
         ambiguous: bool,
         asked_dirs: StdMutex<Vec<PathBuf>>,
     }
@@ -456,7 +457,7 @@ mod tests {
 
     fn nic_in_plugin_ns() -> FakeLocator {
         FakeLocator {
-            plugin_ns: BTreeMap::from([(mac(MAC), "ens4".to_owned())]),
+            plugin_ns: HashMap::from([(mac(MAC), "ens4".to_owned())]),
             ..FakeLocator::default()
         }
     }
@@ -705,10 +706,7 @@ mod tests {
     #[test]
     fn join_reports_which_sandbox_holds_the_nic() {
         let locator = FakeLocator {
-            sandboxes: BTreeMap::from([(
-                mac(MAC),
-                PathBuf::from("/srv/docker/netns/fedcba987654"),
-            )]),
+            sandboxes: HashMap::from([(mac(MAC), PathBuf::from("/srv/docker/netns/fedcba987654"))]),
             ..FakeLocator::default()
         };
         let fixture = Fixture::new(locator, ETH1_SLAAC);

@@ -20,7 +20,8 @@ pub mod tenant_nic;
 
 pub use driver::{Driver, DriverError};
 pub use locator::{LocateError, NetnsNicLocator, NicLocator};
-pub use mac::MacAddress;
+pub use mac::{MacParseError, parse_nic_mac};
+pub use netiso_config::tenant_nic::MacAddress;
 pub use protocol::{ProtocolError, Request, Response, decode_request};
 pub use server::{PluginSocket, ServerError, serve, termination_signal};
 pub use state::{StateError, StateStore};

@@ -7,10 +7,9 @@ use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use netiso_config::tenant_nic::MacAddress;
 use nix::fcntl::OFlag;
 use nix::sched::{CloneFlags, setns};
-
-use crate::mac::MacAddress;
 
 /// Finds links by MAC. The driver depends only on this trait, so the lookup can move to
 /// `netiso-netlink` (rtnetlink link dumps) without touching the protocol code.
@@ -174,7 +173,7 @@ fn enter_namespace(path: &Path) -> Result<(), String> {
 
 /// Names of the links with `mac` in the calling thread's namespace, in kernel order.
 fn links_with_mac(mac: MacAddress) -> Result<Vec<String>, nix::Error> {
-    let wanted = mac.octets();
+    let wanted = mac.0;
     let mut seen = BTreeSet::new();
     let mut names = Vec::new();
     for address in nix::ifaddrs::getifaddrs()? {

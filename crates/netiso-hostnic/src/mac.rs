@@ -1,17 +1,8 @@
-//! MAC addresses as Neutron and the Linux kernel spell them.
+//! The plugin's rules for the MACs it is given. The type is netiso-config's
+//! [`MacAddress`](netiso_config::tenant_nic::MacAddress) (compared as bytes, shown lowercase), so
+//! `FA:16:3E:..` from a Trove file and `fa:16:3e:..` from the kernel are the same NIC.
 
-use std::fmt;
-use std::str::FromStr;
-
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-/// A unicast Ethernet address.
-///
-/// The tenant NIC is identified only by its Neutron MAC (its name changes when Docker moves it
-/// around), so MACs are compared as bytes: `FA:16:3E:..` from a Trove file and `fa:16:3e:..` from
-/// the kernel are the same NIC.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct MacAddress([u8; 6]);
+use netiso_config::tenant_nic::MacAddress;
 
 /// Why a string is not a usable NIC MAC address.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -21,74 +12,47 @@ pub struct MacParseError {
     reason: &'static str,
 }
 
-impl MacAddress {
-    /// Wraps raw octets, as the kernel reports them.
-    pub const fn from_octets(octets: [u8; 6]) -> Self {
-        Self(octets)
+/// Parses a MAC that must name one NIC (`hostnic_mac`, `Interface.MacAddress`, the state file).
+///
+/// Stricter than netiso-config's parser, which accepts any six hex pairs: the all-zero and
+/// multicast addresses name no NIC and are refused. Octets may be in any case (Trove's schema
+/// wants all-lowercase or all-uppercase; mixed case is accepted as the plugin always did).
+pub fn parse_nic_mac(input: &str) -> Result<MacAddress, MacParseError> {
+    let error = |reason| MacParseError {
+        input: input.chars().take(64).collect(),
+        reason,
+    };
+    let mac: MacAddress = input
+        .parse()
+        .map_err(|()| error("expected 6 colon-separated octets of two hex digits each"))?;
+    if mac.0 == [0; 6] {
+        return Err(error("the all-zero address names no NIC"));
     }
-
-    /// The six octets, for comparing with kernel link addresses.
-    pub const fn octets(&self) -> [u8; 6] {
-        self.0
+    if mac.0[0] & 1 == 1 {
+        return Err(error("a multicast address names no NIC"));
     }
+    Ok(mac)
 }
 
-impl FromStr for MacAddress {
-    type Err = MacParseError;
+/// `#[serde(with = "crate::mac::serde_nic_mac")]`: the canonical lowercase spelling out,
+/// [`parse_nic_mac`] in.
+pub(crate) mod serde_nic_mac {
+    use serde::{Deserialize, Deserializer, Serializer};
 
-    fn from_str(input: &str) -> Result<Self, Self::Err> {
-        let error = |reason| MacParseError {
-            input: input.chars().take(64).collect(),
-            reason,
-        };
-        let mut octets = [0u8; 6];
-        let mut groups = input.split(':');
-        for octet in &mut octets {
-            let group = groups
-                .next()
-                .ok_or_else(|| error("expected 6 colon-separated octets"))?;
-            if group.len() != 2 || !group.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(error("each octet must be exactly two hex digits"));
-            }
-            *octet = u8::from_str_radix(group, 16)
-                .map_err(|_| error("each octet must be exactly two hex digits"))?;
-        }
-        if groups.next().is_some() {
-            return Err(error("expected 6 colon-separated octets"));
-        }
-        if octets == [0; 6] {
-            return Err(error("the all-zero address names no NIC"));
-        }
-        if octets[0] & 1 == 1 {
-            return Err(error("a multicast address names no NIC"));
-        }
-        Ok(Self(octets))
+    use super::{MacAddress, parse_nic_mac};
+
+    pub(crate) fn serialize<S: Serializer>(
+        mac: &MacAddress,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(mac)
     }
-}
 
-impl fmt::Display for MacAddress {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let [a, b, c, d, e, g] = self.0;
-        write!(f, "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{g:02x}")
-    }
-}
-
-impl fmt::Debug for MacAddress {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
-    }
-}
-
-impl Serialize for MacAddress {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for MacAddress {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<MacAddress, D::Error> {
         let text = String::deserialize(deserializer)?;
-        text.parse().map_err(serde::de::Error::custom)
+        parse_nic_mac(&text).map_err(serde::de::Error::custom)
     }
 }
 
@@ -98,11 +62,13 @@ mod tests {
 
     #[test]
     fn parses_any_case_and_prints_lowercase() {
-        let upper: MacAddress = "FA:16:3E:12:34:5B".parse().unwrap();
-        let lower: MacAddress = "fa:16:3e:12:34:5b".parse().unwrap();
+        let upper = parse_nic_mac("FA:16:3E:12:34:5B").unwrap();
+        let lower = parse_nic_mac("fa:16:3e:12:34:5b").unwrap();
+        let mixed = parse_nic_mac("Fa:16:3e:12:34:5B").unwrap();
         assert_eq!(upper, lower);
+        assert_eq!(mixed, lower);
         assert_eq!(upper.to_string(), "fa:16:3e:12:34:5b");
-        assert_eq!(upper.octets(), [0xfa, 0x16, 0x3e, 0x12, 0x34, 0x5b]);
+        assert_eq!(upper.0, [0xfa, 0x16, 0x3e, 0x12, 0x34, 0x5b]);
     }
 
     #[test]
@@ -115,25 +81,41 @@ mod tests {
             "fa:16:3e:12:34:5",
             "fa:16:3e:12:34:+5",
             "fa:16:3e:12:34:zz",
+            "fa:16:3e:12:34:56:",
             "00:00:00:00:00:00",
             "01:00:5e:00:00:01",
             "ff:ff:ff:ff:ff:ff",
         ] {
-            let err = bad.parse::<MacAddress>().unwrap_err();
+            let err = parse_nic_mac(bad).unwrap_err();
             assert!(
                 err.to_string().contains("not a unicast MAC"),
                 "{bad}: {err}"
             );
         }
+        assert!(
+            parse_nic_mac("01:00:5e:00:00:01")
+                .unwrap_err()
+                .to_string()
+                .contains("multicast")
+        );
+    }
+
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Holder {
+        #[serde(with = "serde_nic_mac")]
+        mac: MacAddress,
     }
 
     #[test]
     fn serde_round_trip_uses_the_canonical_spelling() {
-        let mac: MacAddress = serde_json::from_str("\"FA:16:3E:00:00:01\"").unwrap();
+        let holder: Holder = serde_json::from_str(r#"{"mac": "FA:16:3E:00:00:01"}"#).unwrap();
         assert_eq!(
-            serde_json::to_string(&mac).unwrap(),
-            "\"fa:16:3e:00:00:01\""
+            serde_json::to_string(&holder).unwrap(),
+            r#"{"mac":"fa:16:3e:00:00:01"}"#
         );
-        assert!(serde_json::from_str::<MacAddress>("\"nope\"").is_err());
+        for bad in [r#"{"mac": "nope"}"#, r#"{"mac": "01:00:5e:00:00:01"}"#] {
+            let err = serde_json::from_str::<Holder>(bad).err().unwrap();
+            assert!(err.to_string().contains("not a unicast MAC"), "{err}");
+        }
     }
 }

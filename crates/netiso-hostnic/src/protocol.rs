@@ -10,10 +10,11 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Component, PathBuf};
 
 use ipnet::IpNet;
+use netiso_config::tenant_nic::MacAddress;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::mac::MacAddress;
+use crate::mac::parse_nic_mac;
 
 /// The option map key under which Docker passes the user's `-o key=value` network options.
 pub const GENERIC_OPTIONS: &str = "com.docker.network.generic";
@@ -444,8 +445,7 @@ fn decode_create_network(fields: &Fields) -> Result<CreateNetwork, ProtocolError
     let hostnic_mac = match generic.get(HOSTNIC_MAC_OPTION) {
         None | Some(Value::Null) => return Err(missing_mac()),
         Some(Value::String(text)) if text.is_empty() => return Err(missing_mac()),
-        Some(Value::String(text)) => text
-            .parse::<MacAddress>()
+        Some(Value::String(text)) => parse_nic_mac(text)
             .map_err(|err| fields.invalid(&mac_field, format!("{err}; {MAC_HINT}")))?,
         Some(other) => {
             return Err(fields.invalid(
@@ -533,13 +533,9 @@ fn decode_interface_mac(fields: &Fields) -> Result<Option<MacAddress>, ProtocolE
     match interface.get("MacAddress") {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(text)) if text.is_empty() => Ok(None),
-        Some(Value::String(text)) => {
-            text.parse()
-                .map(Some)
-                .map_err(|err: crate::mac::MacParseError| {
-                    fields.invalid("Interface.MacAddress", err.to_string())
-                })
-        }
+        Some(Value::String(text)) => parse_nic_mac(text)
+            .map(Some)
+            .map_err(|err| fields.invalid("Interface.MacAddress", err.to_string())),
         Some(other) => Err(fields.invalid(
             "Interface.MacAddress",
             format!("expected a string, found {}", kind(other)),

@@ -13,10 +13,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use netiso_config::tenant_nic::MacAddress;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-
-use crate::mac::MacAddress;
 
 /// Where Trove's plugin keeps its state.
 pub const DEFAULT_STATE_FILE: &str = "/etc/docker/hostnic.json";
@@ -31,6 +30,7 @@ const MAX_SET_ASIDE_ATTEMPTS: u32 = 100;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NetworkEntry {
     /// The tenant NIC's MAC (`hostnic_mac`).
+    #[serde(with = "crate::mac::serde_nic_mac")]
     pub mac_address: MacAddress,
     /// The IPv4 pool gateway at creation; informational, as in Trove.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -6,9 +6,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
+use netiso_config::tenant_nic::MacAddress;
 use serde::Deserialize;
-
-use crate::mac::MacAddress;
 
 /// Where Trove's guest agent writes the tenant NIC description.
 pub const DEFAULT_TENANT_NIC_FILE: &str = "/etc/trove/eth1.json";
@@ -93,7 +92,9 @@ impl TenantNic {
         let raw: RawTenantNic = serde_json::from_slice(bytes).map_err(|err| err.to_string())?;
         let mac_address = match raw.mac_address.as_deref() {
             None | Some("") => return Err("mac_address is missing".to_owned()),
-            Some(text) => text.parse().map_err(|err| format!("mac_address: {err}"))?,
+            Some(text) => {
+                crate::mac::parse_nic_mac(text).map_err(|err| format!("mac_address: {err}"))?
+            }
         };
         Ok(Self {
             mac_address,
