@@ -97,6 +97,7 @@ struct Phase {
     calls: usize,
     p50_ms: f64,
     p99_ms: f64,
+    mean_ms: f64,
     per_second: f64,
 }
 
@@ -108,7 +109,10 @@ fn summarize(mut latencies: Vec<Duration>, wall: Duration) -> Phase {
             .get(index)
             .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
     };
+    let mean_ms = latencies.iter().map(Duration::as_secs_f64).sum::<f64>() * 1000.0
+        / latencies.len().max(1) as f64;
     Phase {
+        mean_ms,
         calls: latencies.len(),
         p50_ms: pick(0.50),
         p99_ms: pick(0.99),
@@ -253,10 +257,11 @@ async fn bench(calls: usize) -> AnyResult<()> {
         calls * 2
     );
     println!(
-        "{:<8} {:>9} {:>9} {:>10} {:>9} {:>9} {:>10} {:>12} {:>9}",
+        "{:<8} {:>9} {:>9} {:>9} {:>10} {:>9} {:>9} {:>10} {:>12} {:>9}",
         "server",
         "seq p50",
         "seq p99",
+        "seq mean",
         "seq call/s",
         "8x p50",
         "8x p99",
@@ -266,9 +271,10 @@ async fn bench(calls: usize) -> AnyResult<()> {
     );
     for (name, s, c, cpu, rss) in &report {
         println!(
-            "{name:<8} {:>7.3}ms {:>7.3}ms {:>10.0} {:>7.3}ms {:>7.3}ms {:>10.0} {:>12.1} {:>9.1}",
+            "{name:<8} {:>7.3}ms {:>7.3}ms {:>7.3}ms {:>10.0} {:>7.3}ms {:>7.3}ms {:>10.0} {:>12.1} {:>9.1}",
             s.p50_ms,
             s.p99_ms,
+            s.mean_ms,
             s.per_second,
             c.p50_ms,
             c.p99_ms,
