@@ -1209,3 +1209,81 @@ fn containerd_missing_tenant_nic_leaves_nothing_behind() {
         assert_nothing_left(&guard.namespace, &name).await;
     });
 }
+
+#[test]
+fn containerd_restart_policy_brings_the_database_back_until_stopped() {
+    require_root();
+    runtime().block_on(async {
+        let link = TenantLink::new();
+        let guard = ContainerdNamespaceGuard::new();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tenant_file = link.tenant_file(&dir);
+        let image = push_test_image(&registry(), DB_PORT).await;
+        let runtime = connect(config_for(&guard, &link, &tenant_file, dir.path())).await;
+        runtime
+            .ensure_hostnic_network(&HostnicNetworkSpec::for_tenant_nic(&link.nic))
+            .await
+            .expect("network");
+        runtime
+            .ensure_image(&image, PullPolicy::IfMissing, None, &mut |_| {})
+            .await
+            .expect("pull");
+        let name = format!("db-restart-{}", next_counter());
+        let spec = database_spec(&name, &image, &link.nic);
+        assert_eq!(
+            spec.restart_policy,
+            netiso_runtime::RestartPolicy::UnlessStopped
+        );
+        runtime.run(&spec).await.expect("run");
+        let first = runtime
+            .wait_healthy(&name, Duration::from_secs(30))
+            .await
+            .expect("running");
+        let pid = first.pid.expect("pid");
+
+        // The database dies behind everyone's back: containerd's restart monitor (10 s
+        // interval) starts it again in the same prepared namespace.
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(i32::try_from(pid).expect("pid")),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .expect("kill the database");
+        let started = Instant::now();
+        let restarted = loop {
+            let info = runtime
+                .inspect(&name)
+                .await
+                .expect("inspect")
+                .expect("exists");
+            if info.status == ContainerStatus::Running && info.pid.is_some_and(|p| p != pid) {
+                break info;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(45),
+                "not restarted by containerd's restart monitor: {info:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
+        eprintln!("restarted by the monitor after {:?}", started.elapsed());
+        assert_eq!(restarted.sandbox_key, first.sandbox_key);
+        link.echo_from_client(Duration::from_secs(20))
+            .unwrap_or_else(|e| panic!("after the restart: {e}"));
+
+        // A stop is respected: the monitor leaves it stopped.
+        runtime
+            .stop(&name, Duration::from_secs(1))
+            .await
+            .expect("stop");
+        tokio::time::sleep(Duration::from_secs(12)).await;
+        let stopped = runtime
+            .inspect(&name)
+            .await
+            .expect("inspect")
+            .expect("exists");
+        assert_eq!(stopped.status, ContainerStatus::Exited, "{stopped:?}");
+
+        assert!(runtime.remove(&name, true).await.expect("remove"));
+        link.assert_home();
+        assert_nothing_left(&guard.namespace, &name).await;
+    });
+}

@@ -10,8 +10,11 @@
 //!
 //! Only isolated mode (`network_isolation = True`) is supported: a bridged container is
 //! refused with [`RuntimeError::InvalidSpec`], and [`require_isolation`] lets the guest say
-//! so at start-up. Health checks and restart policies are Docker features containerd does not
-//! have; this adapter does not emulate them (a health check is logged and ignored).
+//! so at start-up. Restart policies go to containerd's restart monitor (its
+//! `containerd.io/restart.*` labels: kept `running` after a start, `stopped` before a stop;
+//! containerd 1.6 checks every 10 s and restarts whatever should run). Health checks are a
+//! Docker feature containerd does not have; this adapter does not run them (a health check
+//! is logged and ignored).
 
 pub mod client;
 pub mod oci;
@@ -49,7 +52,7 @@ use crate::image::{ImageReference, ImageStatus, PullPolicy, PullProgress, Regist
 use crate::runtime::{
     ContainerInfo, ContainerRuntime, ContainerStatus, ContainerSummary, EndpointInfo, NetworkStatus,
 };
-use crate::spec::{ContainerSpec, HostnicNetworkSpec, NetworkAttachment};
+use crate::spec::{ContainerSpec, HostnicNetworkSpec, NetworkAttachment, RestartPolicy};
 
 /// Where Debian's containerd listens by default.
 pub const DEFAULT_CONTAINERD_SOCKET: &str = "/run/containerd/containerd.sock";
@@ -74,6 +77,16 @@ const LABEL_TENANT_NIC: &str = "org.openstack.trove.netiso/tenant-nic";
 const LABEL_NIC_NAME: &str = "org.openstack.trove.netiso/nic-name";
 const LABEL_EXIT_CODE: &str = "org.openstack.trove.netiso/exit-code";
 const LABEL_LOG: &str = "org.openstack.trove.netiso/log";
+/// containerd's restart monitor keeps a container's task in this state (`running`/`stopped`).
+const RESTART_STATUS_LABEL: &str = "containerd.io/restart.status";
+/// Where the restart monitor sends a restarted task's output.
+const RESTART_LOG_URI_LABEL: &str = "containerd.io/restart.loguri";
+/// The restart policy (honoured by containerd 1.7+; 1.6 restarts whatever is `running`).
+const RESTART_POLICY_LABEL: &str = "containerd.io/restart.policy";
+/// Set when a stop was asked for, so `unless-stopped` does not restart it.
+const RESTART_EXPLICITLY_STOPPED_LABEL: &str = "containerd.io/restart.explicitly-stopped";
+/// How often the restart monitor restarted the task (containerd 1.7+).
+const RESTART_COUNT_LABEL: &str = "containerd.io/restart.count";
 /// How long the lease guarding a container's creation outlives a crashed agent.
 const CREATE_LEASE_TTL: Duration = Duration::from_secs(600);
 /// How long a killed task may take to go.
@@ -218,6 +231,11 @@ impl ContainerdRuntime {
             "/{}/{}/{name}",
             self.config.cgroup_parent, self.config.namespace
         )
+    }
+
+    /// The task output of container `name`, as a containerd log URI.
+    pub fn log_uri(&self, name: &str) -> String {
+        format!("file://{}", self.log_path(name).display())
     }
 
     /// The log file of container `name`.
@@ -486,12 +504,26 @@ impl ContainerdRuntime {
         key: &str,
         value: String,
     ) -> Result<(), RuntimeError> {
+        self.set_labels(container, &[(key, value)]).await
+    }
+
+    /// Sets some labels of a container, leaving the others alone (one field mask per key).
+    async fn set_labels(
+        &self,
+        container: &Container,
+        labels: &[(&str, String)],
+    ) -> Result<(), RuntimeError> {
         let mut updated = container.clone();
-        updated.labels.insert(key.to_owned(), value);
+        for (key, value) in labels {
+            updated.labels.insert((*key).to_owned(), value.clone());
+        }
         let request = self.connection.request(UpdateContainerRequest {
             container: Some(updated),
             update_mask: Some(prost_types::FieldMask {
-                paths: vec![format!("labels.{key}")],
+                paths: labels
+                    .iter()
+                    .map(|(key, _)| format!("labels.{key}"))
+                    .collect(),
             }),
         });
         self.connection
@@ -500,6 +532,22 @@ impl ContainerdRuntime {
             .await
             .map(|_| ())
             .map_err(|e| backend("update container labels", &container.id, e))
+    }
+
+    /// Tells containerd's restart monitor to keep the task running, for containers with a
+    /// restart policy.
+    async fn mark_started(&self, container: &Container) -> Result<(), RuntimeError> {
+        if !container.labels.contains_key(RESTART_POLICY_LABEL) {
+            return Ok(());
+        }
+        self.set_labels(
+            container,
+            &[
+                (RESTART_STATUS_LABEL, "running".to_owned()),
+                (RESTART_EXPLICITLY_STOPPED_LABEL, "false".to_owned()),
+            ],
+        )
+        .await
     }
 
     /// Deletes the task (it must have exited), records its exit code and removes its cgroups.
@@ -556,6 +604,17 @@ impl ContainerdRuntime {
         timeout: Duration,
     ) -> Result<(), RuntimeError> {
         let name = &container.id;
+        if container.labels.contains_key(RESTART_POLICY_LABEL) {
+            // First, so containerd's restart monitor does not bring it back.
+            self.set_labels(
+                container,
+                &[
+                    (RESTART_STATUS_LABEL, "stopped".to_owned()),
+                    (RESTART_EXPLICITLY_STOPPED_LABEL, "true".to_owned()),
+                ],
+            )
+            .await?;
+        }
         if let Some(task) = self.task(name).await?
             && matches!(
                 task.status(),
@@ -642,6 +701,15 @@ fn status_of(
             Some(code) => (ContainerStatus::Exited, Some(code)),
             None => (ContainerStatus::Created, None),
         },
+    }
+}
+
+/// The restart monitor's policy for ours; `None` leaves the container alone.
+fn restart_policy_label(policy: RestartPolicy) -> Option<&'static str> {
+    match policy {
+        RestartPolicy::No => None,
+        RestartPolicy::UnlessStopped => Some("unless-stopped"),
+        RestartPolicy::Always => Some("always"),
     }
 }
 
@@ -832,7 +900,9 @@ impl ContainerRuntime for ContainerdRuntime {
             .ok_or_else(|| RuntimeError::ContainerNotFound(name.to_owned()))?;
         if let Some(task) = self.task(name).await? {
             match task.status() {
-                TaskStatus::Running | TaskStatus::Pausing | TaskStatus::Paused => return Ok(()),
+                TaskStatus::Running | TaskStatus::Pausing | TaskStatus::Paused => {
+                    return self.mark_started(&container).await;
+                }
                 _ => self.delete_task(&container).await?,
             }
         }
@@ -859,8 +929,9 @@ impl ContainerRuntime for ContainerdRuntime {
                 source: Box::new(e),
             })?;
         }
-        let log_uri = format!("file://{}", log.display());
-        self.connection
+        let log_uri = self.log_uri(name);
+        let created = self
+            .connection
             .tasks()
             .create(self.connection.request(CreateTaskRequest {
                 container_id: name.to_owned(),
@@ -869,8 +940,19 @@ impl ContainerRuntime for ContainerdRuntime {
                 stderr: log_uri,
                 ..CreateTaskRequest::default()
             }))
-            .await
-            .map_err(|e| backend("create task", name, e))?;
+            .await;
+        match created {
+            Ok(_) => {}
+            // containerd's restart monitor started it in the meantime.
+            Err(e) if is_already_exists(&e) => {
+                debug!(
+                    container = name,
+                    "task created concurrently by the restart monitor"
+                );
+                return self.mark_started(&container).await;
+            }
+            Err(e) => return Err(backend("create task", name, e)),
+        }
         // Arm the wait before the start, so even an instant exit is seen and logged.
         let wait_request = self.connection.unbounded(WaitRequest {
             container_id: name.to_owned(),
@@ -903,7 +985,7 @@ impl ContainerRuntime for ContainerdRuntime {
             return Err(failure);
         }
         info!(container = name, "container started");
-        Ok(())
+        self.mark_started(&container).await
     }
 
     async fn stop(&self, name: &str, timeout: Duration) -> Result<(), RuntimeError> {
@@ -937,6 +1019,10 @@ impl ContainerRuntime for ContainerdRuntime {
                     target: name.to_owned(),
                     source: "the container is running; stop it first or force".into(),
                 });
+            }
+            if container.labels.contains_key(RESTART_POLICY_LABEL) {
+                self.set_label(&container, RESTART_STATUS_LABEL, "stopped".to_owned())
+                    .await?;
             }
             self.kill(name, SIGKILL, true).await?;
             self.wait_exit(name, KILL_GRACE).await?;
@@ -1008,7 +1094,11 @@ impl ContainerRuntime for ContainerdRuntime {
                 .filter(|t| t.status() == TaskStatus::Running)
                 .map(|t| t.pid),
             sandbox_key: netns.filter(|p| p.exists()),
-            restart_count: 0,
+            restart_count: container
+                .labels
+                .get(RESTART_COUNT_LABEL)
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(0),
             error: None,
             networks,
         }))
@@ -1093,6 +1183,10 @@ impl ContainerdRuntime {
             labels.insert(LABEL_NETNS.to_owned(), prepared.name.clone());
             labels.insert(LABEL_TENANT_NIC.to_owned(), nic.to_json());
             labels.insert(LABEL_NIC_NAME.to_owned(), prepared.original_name.clone());
+            if let Some(policy) = restart_policy_label(spec.restart_policy) {
+                labels.insert(RESTART_POLICY_LABEL.to_owned(), policy.to_owned());
+                labels.insert(RESTART_LOG_URI_LABEL.to_owned(), self.log_uri(&spec.name));
+            }
             labels.insert(
                 LABEL_LOG.to_owned(),
                 self.log_path(&spec.name).display().to_string(),
