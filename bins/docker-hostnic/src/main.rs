@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Parser, ValueEnum};
+use netiso_config::tenant_nic::DEFAULT_TENANT_NIC_FILE;
 use netiso_hostnic::server::DEFAULT_SOCKET_PATH;
 use netiso_hostnic::state::DEFAULT_STATE_FILE;
-use netiso_hostnic::tenant_nic::DEFAULT_TENANT_NIC_FILE;
 use netiso_hostnic::{
     Driver, NetnsNicLocator, PluginSocket, StateStore, serve, termination_signal,
 };
@@ -29,7 +29,7 @@ struct Args {
     /// NetworkID -> tenant NIC map, in Trove's format.
     #[arg(long, value_name = "PATH", default_value = DEFAULT_STATE_FILE)]
     state_file: PathBuf,
-    /// Tenant NIC description written by the guest agent (gateways, host routes).
+    /// Tenant NIC description injected by Trove (`eth1.json`: gateways, host routes).
     #[arg(long, value_name = "PATH", default_value = DEFAULT_TENANT_NIC_FILE)]
     tenant_nic_file: PathBuf,
     /// Log line format on stderr; RUST_LOG overrides the level (default `info`).

@@ -25,11 +25,12 @@
 //! through the VM would defeat the isolation this plugin exists for.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use ipnet::IpNet;
-use netiso_config::tenant_nic::MacAddress;
+use netiso_config::tenant_nic::{Ipv6Gateway, MacAddress, TenantIpv6, TenantNic, TenantNicError};
 
 use crate::locator::{LocateError, NicLocator};
 use crate::protocol::{
@@ -38,7 +39,6 @@ use crate::protocol::{
     InterfaceName, Join, JoinResponse, Request, Response, RouteType, StaticRoute,
 };
 use crate::state::{NetworkEntry, StateError, StateStore};
-use crate::tenant_nic::{HostRoute, TenantNic, TenantNicError};
 
 /// The prefix Docker gives the NIC inside the container (`eth0` with one network).
 pub const DST_PREFIX: &str = "eth";
@@ -114,8 +114,12 @@ pub enum DriverError {
         /// The sandbox directory searched.
         sandbox_dir: PathBuf,
     },
-    /// The tenant NIC file is missing or invalid.
-    #[error(transparent)]
+    /// The tenant NIC file is missing or invalid (netiso-config names the file and the key).
+    #[error(
+        "cannot use the tenant NIC file {}: {}; Trove injects it when the instance is created or rebuilt: fix or restore the file, or rebuild the instance",
+        .0.file.display(),
+        .0.problem
+    )]
     TenantNic(#[from] TenantNicError),
     /// The state file could not be written.
     #[error(transparent)]
@@ -273,7 +277,7 @@ impl Driver {
     fn join(&self, join: &Join) -> Result<JoinResponse, DriverError> {
         let network_id = &join.ids.network_id;
         let mac = self.network_mac(network_id)?;
-        let tenant = TenantNic::load(&self.tenant_nic_file)?;
+        let tenant = TenantNic::read(&self.tenant_nic_file)?;
         if tenant.mac_address != mac {
             return Err(DriverError::TenantMacMismatch {
                 network_id: network_id.clone(),
@@ -283,9 +287,14 @@ impl Driver {
             });
         }
         let src_name = self.locate(mac, &join.sandbox_key)?;
-        if let Some(gateway) = tenant.ipv6_gateway {
+        if let Some(TenantIpv6 {
+            gateway: Ipv6Gateway::Dhcpv6Stateful(Some(gateway)),
+            ..
+        }) = &tenant.ipv6
+        {
             tracing::debug!(%network_id, %gateway, "IPv6 default route left to router advertisements");
         }
+        let gateway = tenant.ipv4.as_ref().and_then(|ipv4| ipv4.gateway);
         let static_routes = static_routes(&tenant, network_id);
         tracing::info!(
             %network_id,
@@ -293,7 +302,7 @@ impl Driver {
             nic = %src_name,
             %mac,
             sandbox = %join.sandbox_key.display(),
-            gateway = ?tenant.ipv4_gateway,
+            gateway = ?gateway,
             static_routes = static_routes.len(),
             "handing the tenant NIC to the sandbox"
         );
@@ -302,7 +311,7 @@ impl Driver {
                 src_name,
                 dst_prefix: DST_PREFIX,
             },
-            gateway: tenant.ipv4_gateway,
+            gateway,
             static_routes,
             disable_gateway_service: true,
         })
@@ -326,38 +335,58 @@ fn empty() -> Response {
 
 /// Host routes of both families; default routes that Docker would collide with are skipped.
 fn static_routes(tenant: &TenantNic, network_id: &DockerId) -> Vec<StaticRoute> {
-    let default_v4 =
-        |route: &HostRoute| route.destination.prefix_len() == 0 && tenant.ipv4_gateway.is_some();
-    let default_v6 = |route: &HostRoute| route.destination.prefix_len() == 0;
+    let has_ipv4_gateway = tenant
+        .ipv4
+        .as_ref()
+        .is_some_and(|ipv4| ipv4.gateway.is_some());
     let ipv4 = tenant
-        .ipv4_host_routes
+        .ipv4
         .iter()
-        .map(|route| (route, default_v4(route)));
+        .flat_map(|ipv4| &ipv4.host_routes)
+        .map(|route| {
+            let collides = route.destination.prefix_len() == 0 && has_ipv4_gateway;
+            (
+                IpNet::V4(route.destination.trunc()),
+                IpAddr::V4(route.nexthop),
+                collides,
+            )
+        });
     let ipv6 = tenant
-        .ipv6_host_routes
+        .ipv6
         .iter()
-        .map(|route| (route, default_v6(route)));
+        .flat_map(|ipv6| &ipv6.host_routes)
+        .map(|route| {
+            let collides = route.destination.prefix_len() == 0;
+            (
+                IpNet::V6(route.destination.trunc()),
+                IpAddr::V6(route.nexthop),
+                collides,
+            )
+        });
     ipv4.chain(ipv6)
-        .filter_map(|(route, collides)| {
+        .filter_map(|(destination, nexthop, collides)| {
             if collides {
-                tracing::warn!(%network_id, destination = %route.destination,
+                tracing::warn!(%network_id, %destination,
                     "skipping a default host route: the default route comes from the gateway or router advertisements");
                 return None;
             }
-            Some(to_static_route(route.destination, route.nexthop))
+            Some(to_static_route(destination, nexthop))
         })
         .collect()
 }
 
-fn to_static_route(destination: IpNet, nexthop: Option<std::net::IpAddr>) -> StaticRoute {
+/// Neutron requires a next hop on every host route; `0.0.0.0` or `::` there means on-link (as
+/// for a DHCP option 121 router), answered as a connected route with no next hop.
+fn to_static_route(destination: IpNet, nexthop: IpAddr) -> StaticRoute {
+    let next_hop = Some(nexthop).filter(|hop| !hop.is_unspecified());
     StaticRoute {
         destination,
-        route_type: if nexthop.is_some() {
+        route_type: if next_hop.is_some() {
             RouteType::NextHop
         } else {
             RouteType::Connected
         },
-        next_hop: nexthop,
+        next_hop,
     }
 }
 
@@ -631,10 +660,10 @@ mod tests {
 
     #[test]
     fn join_routes_both_families_with_route_types_and_never_an_ipv6_gateway() {
-        let eth1 = r#"{"mac_address": "fa:16:3e:12:34:56", "ipv4_gateway": "10.0.0.1",
-            "ipv4_host_routes": [{"destination": "192.168.0.0/16", "nexthop": "10.0.0.254"}, {"destination": "0.0.0.0/0", "nexthop": "10.0.0.2"}, {"destination": "172.16.0.0/12", "nexthop": null}],
-            "ipv6_gateway": "fd00::1",
-            "ipv6_host_routes": [{"destination": "fd01::/64", "nexthop": "fd00::fe"}, {"destination": "::/0", "nexthop": "fd00::1"}, {"destination": "fd02::/64"}]}"#;
+        let eth1 = r#"{"mac_address": "fa:16:3e:12:34:56", "ipv4_address": "10.0.0.15", "ipv4_cidr": "10.0.0.0/24", "ipv4_gateway": "10.0.0.1",
+            "ipv4_host_routes": [{"destination": "192.168.0.0/16", "nexthop": "10.0.0.254"}, {"destination": "0.0.0.0/0", "nexthop": "10.0.0.2"}, {"destination": "172.16.0.0/12", "nexthop": "0.0.0.0"}],
+            "ipv6_address": "fd00::5", "ipv6_cidr": "fd00::/64", "ipv6_gateway": "fd00::1",
+            "ipv6_host_routes": [{"destination": "fd01::/64", "nexthop": "fd00::fe"}, {"destination": "::/0", "nexthop": "fd00::1"}, {"destination": "fd02::1/64", "nexthop": "::"}]}"#;
         let fixture = Fixture::new(nic_in_plugin_ns(), eth1);
         fixture.create(MAC).unwrap();
         assert_eq!(
@@ -655,7 +684,7 @@ mod tests {
 
     #[test]
     fn join_without_ipv4_gateway_keeps_a_default_host_route_and_disables_gwbridge() {
-        let eth1 = r#"{"mac_address": "fa:16:3e:12:34:56", "ipv4_gateway": null, "ipv4_host_routes": [{"destination": "0.0.0.0/0", "nexthop": "10.0.0.2"}]}"#;
+        let eth1 = r#"{"mac_address": "fa:16:3e:12:34:56", "ipv4_address": "10.0.0.15", "ipv4_cidr": "10.0.0.0/24", "ipv4_gateway": null, "ipv4_host_routes": [{"destination": "0.0.0.0/0", "nexthop": "10.0.0.2"}]}"#;
         let fixture = Fixture::new(nic_in_plugin_ns(), eth1);
         fixture.create(MAC).unwrap();
         assert_eq!(
@@ -772,15 +801,29 @@ mod tests {
     fn join_fails_closed_without_a_usable_tenant_file() {
         let fixture = Fixture::new(nic_in_plugin_ns(), "{\"mac_address\": ");
         fixture.create(MAC).unwrap();
-        let err = fixture.join().unwrap_err();
-        assert_eq!(err.http_status(), 500);
-        assert!(err.to_string().contains("eth1.json is invalid"), "{err}");
-        std::fs::remove_file(fixture.dir.path().join("eth1.json")).unwrap();
-        let err = fixture.join().unwrap_err();
-        assert!(
-            err.to_string().contains("cannot read the tenant NIC file"),
-            "{err}"
+        let file = fixture.dir.path().join("eth1.json");
+        let names_file_and_fix = |err: &DriverError, problem: &str| {
+            let text = err.to_string();
+            assert_eq!(err.http_status(), 500, "{text}");
+            assert!(
+                text.contains(&format!("tenant NIC file {}", file.display()))
+                    && text.contains(problem)
+                    && text.contains("fix or restore the file, or rebuild the instance"),
+                "{text}"
+            );
+        };
+        names_file_and_fix(&fixture.join().unwrap_err(), "invalid JSON at line 1");
+        std::fs::write(
+            &file,
+            r#"{"mac_address": "fa:16:3e:12:34:56", "ipv4_address": "10.0.0.15", "ipv4_cidr": "10.0.0.0/24", "ipv4_host_routes": [{"destination": "172.16.0.0/12", "nexthop": null}]}"#,
+        )
+        .unwrap();
+        names_file_and_fix(
+            &fixture.join().unwrap_err(),
+            "`ipv4_host_routes[0].nexthop`: expected a string",
         );
+        std::fs::remove_file(&file).unwrap();
+        names_file_and_fix(&fixture.join().unwrap_err(), "cannot read");
     }
 
     #[test]

@@ -7,8 +7,9 @@
 //! in its errors, IPv6-aware and race-free on the IPv6 default route (see [`driver`]).
 //!
 //! Layers: [`protocol`] (pure decoding and answers), [`driver`] (behaviour), [`state`] (the state
-//! file), [`tenant_nic`] (`eth1.json`), [`locator`] (finding links by MAC) and [`server`]
-//! (hyper over a unix socket).
+//! file), [`locator`] (finding links by MAC) and [`server`] (hyper over a unix socket).
+//! [`mac`] holds the plugin's MAC rules; `eth1.json` and the MAC type are netiso-config's
+//! ([`netiso_config::tenant_nic`]).
 
 pub mod driver;
 pub mod locator;
@@ -16,7 +17,6 @@ pub mod mac;
 pub mod protocol;
 pub mod server;
 pub mod state;
-pub mod tenant_nic;
 
 pub use driver::{Driver, DriverError};
 pub use locator::{LocateError, NetnsNicLocator, NicLocator};
@@ -25,4 +25,3 @@ pub use netiso_config::tenant_nic::MacAddress;
 pub use protocol::{ProtocolError, Request, Response, decode_request};
 pub use server::{PluginSocket, ServerError, serve, termination_signal};
 pub use state::{StateError, StateStore};
-pub use tenant_nic::{TenantNic, TenantNicError};

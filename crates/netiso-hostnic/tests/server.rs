@@ -13,7 +13,7 @@ use netiso_hostnic::{LocateError, MacAddress, NicLocator, PluginSocket, ServerEr
 use serde_json::{Value, json};
 
 const MAC: &str = "fa:16:3e:12:34:56";
-const ETH1: &str = r#"{"mac_address": "fa:16:3e:12:34:56", "ipv4_address": "10.0.0.15", "ipv4_cidr": "10.0.0.0/24", "ipv4_gateway": "10.0.0.1", "ipv4_host_routes": [{"destination": "192.168.0.0/16", "nexthop": "10.0.0.254"}], "ipv6_address": "fd00::5", "ipv6_cidr": "fd00::/64", "ipv6_gateway": "fd00::1", "ipv6_host_routes": [{"destination": "fd01::/64"}]}"#;
+const ETH1: &str = r#"{"mac_address": "fa:16:3e:12:34:56", "ipv4_address": "10.0.0.15", "ipv4_cidr": "10.0.0.0/24", "ipv4_gateway": "10.0.0.1", "ipv4_host_routes": [{"destination": "192.168.0.0/16", "nexthop": "10.0.0.254"}], "ipv6_address": "fd00::5", "ipv6_cidr": "fd00::/64", "ipv6_gateway": "fd00::1", "ipv6_host_routes": [{"destination": "fd01::/64", "nexthop": "::"}]}"#;
 
 /// The NIC `fa:16:3e:12:34:56` is `ens4` in the plugin namespace; nothing is in any sandbox.
 struct ScriptedLocator;
