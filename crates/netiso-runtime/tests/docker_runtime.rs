@@ -9,10 +9,29 @@ use netiso_runtime::test_support::{
     ContainerGuard, NetworkGuard, connect_docker, guest_registry, require_root, unique_name,
 };
 use netiso_runtime::{
-    ContainerRuntime, ContainerSpec, ContainerStatus, DockerRuntime, HealthStatus,
+    Bind, ContainerRuntime, ContainerSpec, ContainerStatus, DockerRuntime, HealthStatus,
     HostnicNetworkSpec, ImageReference, ImageStatus, IpamPool, NetworkAttachment, NetworkStatus,
     PullPolicy, PullProgress, RegistryCredentials, RestartPolicy, RuntimeError,
 };
+
+/// A host directory for a bind mount, removed on drop.
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new(owner: &ContainerGuard) -> Self {
+        let path = std::env::temp_dir().join(owner.name());
+        std::fs::create_dir_all(&path).expect("temp dir");
+        Self(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.0) {
+            eprintln!("cleanup: {}: {e}", self.0.display());
+        }
+    }
+}
 
 /// The echo server's port inside test containers (nothing is published here).
 const DB_PORT: u16 = 3306;
@@ -158,12 +177,21 @@ async fn a_missing_image_names_image_and_registry() {
 }
 
 #[tokio::test]
-async fn create_and_run_report_pid_sandbox_health_and_user() {
+async fn create_and_run_apply_the_spec_and_report_pid_sandbox_health() {
     let docker = setup().await;
     let image = PublishedImage::publish(DB_PORT).await;
     pull(&docker, image.reference()).await;
     let guard = ContainerGuard::new(unique_name("nti-run"));
-    let spec = bridged_spec(guard.name(), &image);
+    let host_dir = TempDir::new(&guard);
+    std::fs::write(host_dir.0.join("marker"), "from the VM").expect("marker");
+    let mut spec = bridged_spec(guard.name(), &image);
+    spec.env
+        .insert("NETISO_TEST_SECRET".into(), Secret::new("s3cret value"));
+    spec.binds.push(Bind {
+        host_path: host_dir.0.display().to_string(),
+        container_path: "/data".into(),
+        read_only: true,
+    });
 
     let created = Instant::now();
     let id = docker
@@ -223,6 +251,28 @@ async fn create_and_run_report_pid_sandbox_health_and_user() {
     );
     let bridge = info.networks.get("bridge").expect("on the default bridge");
     assert!(bridge.ipv4.is_some(), "{bridge:?}");
+
+    // Environment and binds reach the container's process.
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).expect("environ");
+    assert!(
+        environ
+            .split(|b| *b == 0)
+            .any(|var| var == b"NETISO_TEST_SECRET=s3cret value"),
+        "environment not applied"
+    );
+    let marker = std::fs::read_to_string(format!("/proc/{pid}/root/data/marker"))
+        .expect("the bind is visible in the container");
+    assert_eq!(marker, "from the VM");
+    let mounts = std::fs::read_to_string(format!("/proc/{pid}/mounts")).expect("mounts");
+    let data_mount = mounts
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some("/data"))
+        .unwrap_or_else(|| panic!("no /data mount in\n{mounts}"));
+    let options = data_mount.split_whitespace().nth(3).unwrap_or_default();
+    assert!(
+        options.split(',').any(|o| o == "ro"),
+        "read-only bind: {data_mount}"
+    );
 
     // Starting a running container is not an error.
     docker.start(guard.name()).await.expect("idempotent start");

@@ -26,9 +26,6 @@ use crate::image::{ImageReference, ImageStatus, PullPolicy, PullProgress, Regist
 use crate::runtime::{ContainerInfo, ContainerRuntime, ContainerSummary, NetworkStatus};
 use crate::spec::{ContainerSpec, HostnicNetworkSpec};
 
-/// Where Debian's dockerd listens by default.
-pub const DEFAULT_DOCKER_HOST: &str = "unix:///var/run/docker.sock";
-
 /// Extra time a stop or restart request may take beyond its kill timeout.
 const STOP_REQUEST_MARGIN: Duration = Duration::from_secs(30);
 
