@@ -80,20 +80,34 @@ impl RpcClient {
         request.msg_id = Some(msg_id.clone());
         request.reply_q = Some(listener.queue.clone());
         let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
-        let sent = self.publish_topic(target, &request, Some(timeout_ms)).await;
-        if let Err(err) = sent {
-            lock(&listener.pending).remove(&msg_id);
-            return Err(err.into());
+        let deadline = tokio::time::Instant::now() + timeout;
+        let timed_out = || CallError::Timeout {
+            method: method.to_owned(),
+            timeout_ms,
+        };
+        // The whole call, publishing included, is bounded by the caller's timeout.
+        let sent = tokio::time::timeout_at(
+            deadline,
+            self.publish_topic(target, &request, Some(timeout_ms)),
+        )
+        .await;
+        match sent {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => {
+                lock(&listener.pending).remove(&msg_id);
+                return Err(err.into());
+            }
+            Err(_) => {
+                lock(&listener.pending).remove(&msg_id);
+                return Err(timed_out());
+            }
         }
-        let reply = match tokio::time::timeout(timeout, rx).await {
+        let reply = match tokio::time::timeout_at(deadline, rx).await {
             Ok(Ok(reply)) => reply,
             Ok(Err(_)) => return Err(CallError::Transport(TransportError::Closed)),
             Err(_) => {
                 lock(&listener.pending).remove(&msg_id);
-                return Err(CallError::Timeout {
-                    method: method.to_owned(),
-                    timeout_ms,
-                });
+                return Err(timed_out());
             }
         };
         if let Some(failure) = reply.failure {

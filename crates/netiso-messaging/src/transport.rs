@@ -148,6 +148,29 @@ pub struct Outgoing<'a> {
     pub expiration_ms: Option<u64>,
 }
 
+/// An [`Outgoing`] that owns its data, for the publishing task.
+struct OwnedOutgoing {
+    exchange: String,
+    declare: Option<ExchangeSpec>,
+    routing_key: String,
+    body: Vec<u8>,
+    mandatory: bool,
+    expiration_ms: Option<u64>,
+}
+
+impl OwnedOutgoing {
+    fn borrow(&self) -> Outgoing<'_> {
+        Outgoing {
+            exchange: &self.exchange,
+            declare: self.declare.as_ref(),
+            routing_key: &self.routing_key,
+            body: &self.body,
+            mandatory: self.mandatory,
+            expiration_ms: self.expiration_ms,
+        }
+    }
+}
+
 fn check_short(value: &str, what: &str) -> Result<(), TransportError> {
     if value.len() > SHORT_STR_MAX {
         return Err(TransportError::Config(format!(
@@ -558,9 +581,33 @@ impl Transport {
     /// Publishes and waits for the broker's confirm. A connection lost before the confirm
     /// means a retry on the next connection (the `_unique_id` lets receivers drop a
     /// duplicate); the whole operation is bounded by `publish_timeout`.
+    ///
+    /// Cancellation-safe: the publish runs in its own task, so a caller that stops waiting
+    /// cannot leave the channel's delivery-tag count out of step with the broker's.
     pub async fn publish(&self, msg: &Outgoing<'_>) -> Result<(), TransportError> {
         check_short(msg.exchange, "exchange name")?;
         check_short(msg.routing_key, "routing key")?;
+        let owned = OwnedOutgoing {
+            exchange: msg.exchange.to_owned(),
+            declare: msg.declare.cloned(),
+            routing_key: msg.routing_key.to_owned(),
+            body: msg.body.to_vec(),
+            mandatory: msg.mandatory,
+            expiration_ms: msg.expiration_ms,
+        };
+        let transport = self.clone();
+        tokio::spawn(async move { transport.publish_confirmed(&owned.borrow()).await })
+            .await
+            .unwrap_or_else(|err| {
+                Err(TransportError::Unconfirmed {
+                    exchange: msg.exchange.into(),
+                    routing_key: msg.routing_key.into(),
+                    reason: format!("publish task failed: {err}"),
+                })
+            })
+    }
+
+    async fn publish_confirmed(&self, msg: &Outgoing<'_>) -> Result<(), TransportError> {
         let deadline = Instant::now() + self.shared.options.publish_timeout;
         let mut min_generation = 0;
         let mut same_link_failures = 0;

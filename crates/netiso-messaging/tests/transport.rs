@@ -252,3 +252,54 @@ async fn a_silent_broker_is_detected_by_heartbeat_and_the_server_resumes() {
     }
     client_transport.delete_exchange(&exchange).await.unwrap();
 }
+
+#[tokio::test]
+async fn abandoned_publishes_do_not_confuse_later_confirms() {
+    common::init_tracing();
+    let transport = connect(test_options()).await;
+    let queue = unique("abandon");
+    let spec = Topology::new(transport.options()).reply_consumer(&queue);
+    let mut consumer = transport
+        .consume(vec![spec], vec![queue.clone()])
+        .await
+        .unwrap();
+    let outgoing = |body: &'static [u8]| Outgoing {
+        exchange: "",
+        declare: None,
+        routing_key: "",
+        body,
+        mandatory: true,
+        expiration_ms: None,
+    };
+    // Callers that give up at once: their publishes still complete in the background.
+    for _ in 0..30 {
+        let mut msg = outgoing(b"{\"abandoned\": true}");
+        msg.routing_key = &queue;
+        let _ = tokio::time::timeout(Duration::from_micros(1), transport.publish(&msg)).await;
+    }
+    for _ in 0..20 {
+        let mut msg = outgoing(b"{}");
+        msg.routing_key = &queue;
+        transport.publish(&msg).await.unwrap();
+    }
+    let nowhere = unique("nowhere");
+    let mut msg = outgoing(b"{}");
+    msg.routing_key = &nowhere;
+    assert!(matches!(
+        transport.publish(&msg).await,
+        Err(TransportError::Returned { code: 312, .. })
+    ));
+    let mut received = 0;
+    while let Ok(Some(delivery)) =
+        tokio::time::timeout(Duration::from_secs(2), consumer.deliveries.recv()).await
+    {
+        delivery.ack().await.unwrap();
+        received += 1;
+    }
+    assert_eq!(
+        received, 50,
+        "abandoned publishes are still delivered, once"
+    );
+    consumer.stop().await;
+    transport.close();
+}
