@@ -98,6 +98,15 @@ pub(super) fn netlink_error(
     }
 }
 
+/// The tenant NIC among `links`, by MAC whatever its name. VLANs on top of the NIC share its
+/// MAC: the NIC itself (a link without a kind, i.e. a physical one) wins, then the lowest index.
+pub(super) fn find_tenant<'a>(links: &'a [Link], target: &IsolationTarget) -> Option<&'a Link> {
+    links
+        .iter()
+        .filter(|l| l.mac == Some(target.mac))
+        .min_by_key(|l| (l.kind.is_some(), l.index))
+}
+
 /// The link-level changes (accept_ra off, link down) for the tenant link.
 fn link_state_actions(link: &Link, accept_ra: Option<u32>) -> Vec<Action> {
     let mut actions = Vec::new();
@@ -123,7 +132,7 @@ pub(super) fn plan_link_state(
     target: &IsolationTarget,
 ) -> Result<Vec<Action>, IsolationError> {
     let links = rtnl.links().map_err(netlink_error(target, "list links"))?;
-    let Some(link) = links.into_iter().find(|l| l.mac == Some(target.mac)) else {
+    let Some(link) = find_tenant(&links, target).cloned() else {
         return Ok(Vec::new());
     };
     let accept_ra = rtnl.accept_ra(&link.name).map_err(netlink_error(
@@ -146,7 +155,7 @@ pub fn plan(
     let routes = rtnl
         .routes()
         .map_err(netlink_error(target, "list routes"))?;
-    let tenant_link = links.iter().find(|l| l.mac == Some(target.mac)).cloned();
+    let tenant_link = find_tenant(&links, target).cloned();
     let tenant_index = tenant_link.as_ref().map(|l| l.index);
 
     let baseline = ManagementBaseline {

@@ -242,6 +242,22 @@ fn additions_by_the_system_on_the_management_side_are_reported_not_failed() {
     );
 }
 
+#[test]
+fn the_physical_nic_wins_over_a_vlan_sharing_its_mac() {
+    let fake = RecordingRtnetlink::new();
+    // A VLAN on the tenant NIC has the same MAC; list order must not matter.
+    let tenant = fake.add_link("eth1", Some(TENANT_MAC.parse().unwrap()), true);
+    let vlan = fake.add_link("eth1.100", Some(TENANT_MAC.parse().unwrap()), true);
+    let links = fake.links().unwrap();
+    let mut tagged = links.clone();
+    tagged
+        .iter_mut()
+        .filter(|l| l.index == vlan)
+        .for_each(|l| l.kind = Some("vlan".into()));
+    tagged.reverse();
+    assert_eq!(plan::find_tenant(&tagged, &target()).unwrap().index, tenant);
+}
+
 #[tokio::test]
 async fn guard_reisolates_when_the_nic_comes_back_up() {
     let (fake, _, tenant) = vm();

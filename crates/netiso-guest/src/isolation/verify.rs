@@ -4,7 +4,10 @@ use std::fmt;
 
 use netiso_netlink::{Rtnetlink, TABLE_LOCAL};
 
-use super::{IsolationError, IsolationTarget, ManagementBaseline, plan::netlink_error};
+use super::{
+    IsolationError, IsolationTarget, ManagementBaseline,
+    plan::{find_tenant, netlink_error},
+};
 
 /// One isolation invariant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,7 +108,7 @@ pub fn verify(
     let routes = rtnl
         .routes()
         .map_err(netlink_error(target, "list routes"))?;
-    let tenant = links.iter().find(|l| l.mac == Some(target.mac));
+    let tenant = find_tenant(&links, target);
     let tenant_index = tenant.map(|l| l.index);
     let mut checks = Vec::new();
 
