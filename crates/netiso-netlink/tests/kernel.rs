@@ -77,6 +77,39 @@ fn namespaces_are_created_opened_listed_and_deleted() {
 }
 
 #[test]
+fn handles_open_by_name_and_from_inside_a_namespace() {
+    require_root();
+    let ns = TestNamespace::new();
+    let (a, _) = ns.veth("th", None);
+    let by_name = NetlinkHandle::in_named(ns.name()).unwrap();
+    assert!(by_name.link_by_name(&a).is_ok());
+    let from_inside = ns
+        .namespace()
+        .run(|| {
+            NetlinkHandle::current()
+                .unwrap()
+                .link_by_name(&a)
+                .map(|l| l.name)
+        })
+        .unwrap()
+        .unwrap();
+    assert_eq!(from_inside, a);
+    // The test thread's own namespace does not have the link.
+    assert!(
+        NetlinkHandle::current()
+            .unwrap()
+            .link_by_name(&a)
+            .unwrap_err()
+            .is_not_found()
+    );
+    assert!(
+        NetlinkHandle::in_named("nti-absent-namespace")
+            .unwrap_err()
+            .is_not_found()
+    );
+}
+
+#[test]
 fn links_are_listed_found_changed_and_deleted() {
     require_root();
     let ns = TestNamespace::new();
