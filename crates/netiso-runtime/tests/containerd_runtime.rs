@@ -31,11 +31,14 @@ use netiso_netlink::test_support::TestNamespace;
 use netiso_netlink::{Namespace, NetlinkHandle, Rtnetlink};
 use netiso_runtime::containerd::pull::sha256_digest;
 use netiso_runtime::containerd::{ContainerdConfig, ContainerdRuntime};
-use netiso_runtime::test_support::image::{busybox_rootfs_tar, echo_server_command};
+use netiso_runtime::test_support::image::{
+    busybox_rootfs_tar, echo_health_check, echo_server_command,
+};
 use netiso_runtime::test_support::{PROVISION_HINT, block_on_cleanup, next_counter, require_root};
 use netiso_runtime::{
-    ContainerRuntime, ContainerSpec, ContainerStatus, HostnicNetworkSpec, ImageReference,
-    ImageStatus, NetworkAttachment, PullPolicy, PullProgress, RuntimeError,
+    ContainerRuntime, ContainerSpec, ContainerStatus, HealthCheck, HealthStatus,
+    HostnicNetworkSpec, ImageReference, ImageStatus, NetworkAttachment, PullPolicy, PullProgress,
+    RuntimeError,
 };
 use oci_client::client::{ClientConfig, ClientProtocol, Config, ImageLayer};
 use oci_client::secrets::RegistryAuth;
@@ -1285,5 +1288,95 @@ fn containerd_restart_policy_brings_the_database_back_until_stopped() {
         assert!(runtime.remove(&name, true).await.expect("remove"));
         link.assert_home();
         assert_nothing_left(&guard.namespace, &name).await;
+    });
+}
+
+/// One isolated-mode fixture: tenant link, containerd namespace, tenant file, a pushed and
+/// pulled test image and a connected adapter with the hostnic network known.
+struct Fixture {
+    runtime: ContainerdRuntime,
+    image: ImageReference,
+    guard: ContainerdNamespaceGuard,
+    link: TenantLink,
+    _dir: tempfile::TempDir,
+}
+
+async fn fixture() -> Fixture {
+    let link = TenantLink::new();
+    let guard = ContainerdNamespaceGuard::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tenant_file = link.tenant_file(&dir);
+    let image = push_test_image(&registry(), DB_PORT).await;
+    let runtime = connect(config_for(&guard, &link, &tenant_file, dir.path())).await;
+    runtime
+        .ensure_hostnic_network(&HostnicNetworkSpec::for_tenant_nic(&link.nic))
+        .await
+        .expect("network");
+    runtime
+        .ensure_image(&image, PullPolicy::IfMissing, None, &mut |_| {})
+        .await
+        .expect("pull");
+    Fixture {
+        runtime,
+        image,
+        guard,
+        link,
+        _dir: dir,
+    }
+}
+
+#[test]
+fn containerd_health_checks_run_as_exec_probes() {
+    require_root();
+    runtime().block_on(async {
+        let f = fixture().await;
+        let name = format!("db-healthy-{}", next_counter());
+        let mut spec = database_spec(&name, &f.image, &f.link.nic);
+        spec.healthcheck = Some(echo_health_check(DB_PORT));
+        f.runtime.run(&spec).await.expect("run");
+        let info = f
+            .runtime
+            .wait_healthy(&name, Duration::from_secs(30))
+            .await
+            .expect("the echo server passes its health check");
+        assert_eq!(info.health, Some(HealthStatus::Healthy));
+        assert!(f.runtime.remove(&name, true).await.expect("remove"));
+        f.link.assert_home();
+
+        let name = format!("db-sick-{}", next_counter());
+        let mut spec = database_spec(&name, &f.image, &f.link.nic);
+        spec.healthcheck = Some(HealthCheck {
+            test: vec!["CMD".into(), "/bin/busybox".into(), "false".into()],
+            interval: Duration::from_millis(200),
+            timeout: Duration::from_secs(2),
+            retries: 2,
+            start_period: Duration::ZERO,
+        });
+        f.runtime.run(&spec).await.expect("run");
+        let err = f
+            .runtime
+            .wait_healthy(&name, Duration::from_secs(4))
+            .await
+            .expect_err("a failing probe never gets healthy");
+        match &err {
+            RuntimeError::HealthTimeout { last_state, .. } => {
+                assert!(last_state.contains("unhealthy"), "{last_state}");
+            }
+            other => panic!("expected HealthTimeout, got {other}"),
+        }
+        let mut bad = database_spec("db-bad-check", &f.image, &f.link.nic);
+        bad.healthcheck = Some(HealthCheck {
+            test: vec!["CMD".into()],
+            ..echo_health_check(DB_PORT)
+        });
+        let err = f
+            .runtime
+            .create_container(&bad)
+            .await
+            .expect_err("bad check");
+        assert!(matches!(err, RuntimeError::InvalidSpec { .. }), "{err}");
+        assert!(f.runtime.remove(&name, true).await.expect("remove"));
+        f.link.assert_home();
+        assert_nothing_left(&f.guard.namespace, &name).await;
     });
 }

@@ -12,19 +12,20 @@
 //! refused with [`RuntimeError::InvalidSpec`], and [`require_isolation`] lets the guest say
 //! so at start-up. Restart policies go to containerd's restart monitor (its
 //! `containerd.io/restart.*` labels: kept `running` after a start, `stopped` before a stop;
-//! containerd 1.6 checks every 10 s and restarts whatever should run). Health checks are a
-//! Docker feature containerd does not have; this adapter does not run them (a health check
-//! is logged and ignored).
+//! containerd 1.6 checks every 10 s and restarts whatever should run). Health checks, which
+//! containerd does not have, run as exec probes when `inspect` finds one due ([`health`]).
 
 pub mod client;
+pub mod health;
 pub mod oci;
 pub mod pull;
 pub mod tenant;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use containerd_client::services::v1::container::Runtime;
@@ -33,8 +34,9 @@ use containerd_client::services::v1::snapshots::{
 };
 use containerd_client::services::v1::{
     Container, CreateContainerRequest, CreateTaskRequest, DeleteContainerRequest,
-    DeleteTaskRequest, GetContainerRequest, GetRequest, KillRequest, ListContainersRequest,
-    ListTasksRequest, StartRequest, UpdateContainerRequest, WaitRequest,
+    DeleteProcessRequest, DeleteTaskRequest, ExecProcessRequest, GetContainerRequest, GetRequest,
+    KillRequest, ListContainersRequest, ListTasksRequest, StartRequest, UpdateContainerRequest,
+    WaitRequest,
 };
 use containerd_client::types::v1::{Process, Status as TaskStatus};
 use netiso_config::isolation::IsolationMode;
@@ -50,9 +52,12 @@ use self::pull::{Pull, chain_ids, diff_ids, local_image, parse_manifest, read_co
 use crate::error::RuntimeError;
 use crate::image::{ImageReference, ImageStatus, PullPolicy, PullProgress, RegistryCredentials};
 use crate::runtime::{
-    ContainerInfo, ContainerRuntime, ContainerStatus, ContainerSummary, EndpointInfo, NetworkStatus,
+    ContainerInfo, ContainerRuntime, ContainerStatus, ContainerSummary, EndpointInfo, HealthStatus,
+    NetworkStatus,
 };
-use crate::spec::{ContainerSpec, HostnicNetworkSpec, NetworkAttachment, RestartPolicy};
+use crate::spec::{
+    ContainerSpec, HealthCheck, HostnicNetworkSpec, NetworkAttachment, RestartPolicy,
+};
 
 /// Where Debian's containerd listens by default.
 pub const DEFAULT_CONTAINERD_SOCKET: &str = "/run/containerd/containerd.sock";
@@ -91,6 +96,8 @@ const RESTART_COUNT_LABEL: &str = "containerd.io/restart.count";
 const CREATE_LEASE_TTL: Duration = Duration::from_secs(600);
 /// How long a killed task may take to go.
 const KILL_GRACE: Duration = Duration::from_secs(30);
+/// The type URL containerd expects on an exec process spec.
+const PROCESS_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Process";
 const SIGTERM: u32 = 15;
 const SIGKILL: u32 = 9;
 
@@ -160,6 +167,7 @@ pub struct ContainerdRuntime {
     vm: Arc<Namespace>,
     registry: oci_client::Client,
     networks: Mutex<BTreeMap<String, HostnicNetworkSpec>>,
+    health: health::HealthTracker,
     version: String,
 }
 
@@ -204,6 +212,7 @@ impl ContainerdRuntime {
             vm: Arc::new(vm),
             registry,
             networks: Mutex::new(BTreeMap::new()),
+            health: health::HealthTracker::default(),
             version,
         };
         runtime.drop_stale_leases().await?;
@@ -534,6 +543,127 @@ impl ContainerdRuntime {
             .map_err(|e| backend("update container labels", &container.id, e))
     }
 
+    /// The health verdict of a running container with a health check, probing when one is due.
+    async fn health_of(&self, container: &Container, pid: u32) -> Option<HealthStatus> {
+        let check = health::decode(container.labels.get(health::LABEL_HEALTHCHECK)?)?;
+        if let Some(cached) = self
+            .health
+            .cached(&container.id, pid, check.interval, Instant::now())
+        {
+            return Some(cached);
+        }
+        let passed = self.probe(container, &check).await;
+        Some(
+            self.health
+                .record(&container.id, pid, &check, passed, Instant::now()),
+        )
+    }
+
+    /// Runs one probe as an exec process with the container's environment and user; any
+    /// failure to run it counts as a failed probe.
+    async fn probe(&self, container: &Container, check: &HealthCheck) -> bool {
+        static PROBES: AtomicU64 = AtomicU64::new(0);
+        let Some(args) = health::probe_args(check) else {
+            return true;
+        };
+        let name = &container.id;
+        let exec_id = format!(
+            "health-{}-{}",
+            std::process::id(),
+            PROBES.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut process = container
+            .spec
+            .as_ref()
+            .and_then(|any| serde_json::from_slice::<serde_json::Value>(&any.value).ok())
+            .and_then(|spec| spec.get("process").cloned())
+            .unwrap_or_else(|| serde_json::json!({ "cwd": "/", "user": { "uid": 0, "gid": 0 } }));
+        process["args"] = serde_json::json!(args);
+        process["terminal"] = serde_json::json!(false);
+        let Ok(value) = serde_json::to_vec(&process) else {
+            return false;
+        };
+        let tasks = self.connection.tasks();
+        let exec = ExecProcessRequest {
+            container_id: name.clone(),
+            exec_id: exec_id.clone(),
+            spec: Some(prost_types::Any {
+                type_url: PROCESS_TYPE_URL.to_owned(),
+                value,
+            }),
+            ..ExecProcessRequest::default()
+        };
+        if let Err(e) = tasks.clone().exec(self.connection.request(exec)).await {
+            debug!(container = %name, error = %e, "health probe could not be created");
+            return false;
+        }
+        let started = tasks
+            .clone()
+            .start(self.connection.request(StartRequest {
+                container_id: name.clone(),
+                exec_id: exec_id.clone(),
+            }))
+            .await;
+        let passed = match started {
+            Ok(_) => {
+                let wait = self.connection.unbounded(WaitRequest {
+                    container_id: name.clone(),
+                    exec_id: exec_id.clone(),
+                });
+                match tokio::time::timeout(check.timeout, tasks.clone().wait(wait)).await {
+                    Ok(Ok(exit)) => exit.into_inner().exit_status == 0,
+                    Ok(Err(e)) => {
+                        debug!(container = %name, error = %e, "waiting for the health probe failed");
+                        false
+                    }
+                    Err(_) => {
+                        debug!(container = %name, timeout = ?check.timeout, "health probe timed out");
+                        let kill = self.connection.request(KillRequest {
+                            container_id: name.clone(),
+                            exec_id: exec_id.clone(),
+                            signal: SIGKILL,
+                            all: false,
+                        });
+                        let _ = tasks.clone().kill(kill).await;
+                        self.wait_exec(name, &exec_id).await;
+                        false
+                    }
+                }
+            }
+            Err(e) => {
+                debug!(container = %name, error = %e, "health probe did not start");
+                false
+            }
+        };
+        let delete = self.connection.request(DeleteProcessRequest {
+            container_id: name.clone(),
+            exec_id: exec_id.clone(),
+        });
+        if let Err(e) = tasks.clone().delete_process(delete).await
+            && !is_not_found(&e)
+        {
+            debug!(container = %name, exec_id, error = %e, "deleting the health probe failed");
+        }
+        passed
+    }
+
+    /// Waits (bounded) for a killed exec process, so it can be deleted.
+    async fn wait_exec(&self, name: &str, exec_id: &str) {
+        let wait = self.connection.unbounded(WaitRequest {
+            container_id: name.to_owned(),
+            exec_id: exec_id.to_owned(),
+        });
+        if tokio::time::timeout(KILL_GRACE, self.connection.tasks().wait(wait))
+            .await
+            .is_err()
+        {
+            warn!(
+                container = name,
+                exec_id, "a killed health probe did not exit"
+            );
+        }
+    }
+
     /// Tells containerd's restart monitor to keep the task running, for containers with a
     /// restart policy.
     async fn mark_started(&self, container: &Container) -> Result<(), RuntimeError> {
@@ -846,8 +976,15 @@ impl ContainerRuntime for ContainerdRuntime {
                 "privileged containers are not supported with containerd".to_owned(),
             ));
         }
-        if spec.healthcheck.is_some() {
-            warn!(container = %spec.name, "containerd runs no health checks; ignoring it");
+        if spec
+            .healthcheck
+            .as_ref()
+            .is_some_and(|c| !health::is_valid(c))
+        {
+            return Err(invalid(
+                "the health check must be [\"CMD\", …], [\"CMD-SHELL\", script] or [\"NONE\"]"
+                    .to_owned(),
+            ));
         }
         let (network, nic) = self.tenant_nic_for(spec)?;
         if self.container(&spec.name).await?.is_some() {
@@ -1054,6 +1191,7 @@ impl ContainerRuntime for ContainerdRuntime {
         {
             warn!(container = name, error = %e, "removing the log file failed");
         }
+        self.health.forget(name);
         info!(container = name, "container removed, tenant NIC returned");
         Ok(true)
     }
@@ -1064,6 +1202,10 @@ impl ContainerRuntime for ContainerdRuntime {
         };
         let task = self.task(name).await?;
         let (status, exit_code) = status_of(task.as_ref(), &container.labels);
+        let running_pid = task
+            .as_ref()
+            .filter(|t| t.status() == TaskStatus::Running)
+            .map(|t| t.pid);
         let netns = container
             .labels
             .get(LABEL_NETNS)
@@ -1088,11 +1230,11 @@ impl ContainerRuntime for ContainerdRuntime {
             image: container.image.clone(),
             status,
             exit_code,
-            health: None,
-            pid: task
-                .as_ref()
-                .filter(|t| t.status() == TaskStatus::Running)
-                .map(|t| t.pid),
+            health: match (status, running_pid) {
+                (ContainerStatus::Running, Some(pid)) => self.health_of(&container, pid).await,
+                _ => None,
+            },
+            pid: running_pid,
             sandbox_key: netns.filter(|p| p.exists()),
             restart_count: container
                 .labels
@@ -1183,6 +1325,9 @@ impl ContainerdRuntime {
             labels.insert(LABEL_NETNS.to_owned(), prepared.name.clone());
             labels.insert(LABEL_TENANT_NIC.to_owned(), nic.to_json());
             labels.insert(LABEL_NIC_NAME.to_owned(), prepared.original_name.clone());
+            if let Some(check) = &spec.healthcheck {
+                labels.insert(health::LABEL_HEALTHCHECK.to_owned(), health::encode(check));
+            }
             if let Some(policy) = restart_policy_label(spec.restart_policy) {
                 labels.insert(RESTART_POLICY_LABEL.to_owned(), policy.to_owned());
                 labels.insert(RESTART_LOG_URI_LABEL.to_owned(), self.log_uri(&spec.name));
