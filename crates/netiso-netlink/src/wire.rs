@@ -19,6 +19,9 @@ use neli::{
 
 use crate::error::{NetlinkError, Result};
 
+/// How many times a dump is read when the kernel says it was interrupted.
+const DUMP_ATTEMPTS: usize = 3;
+
 /// One rtnetlink request socket. It belongs to the network namespace of the thread that
 /// created it, for its whole life.
 pub(crate) struct RtSocket {
@@ -85,6 +88,8 @@ impl RtSocket {
 
     /// Sends a request and collects every answer until the ACK (or the end of a dump).
     /// `R` is the payload type of the answers (`Ifinfomsg`, `Ifaddrmsg`, `Rtmsg`).
+    /// A dump the kernel marks as interrupted (`NLM_F_DUMP_INTR`: the table changed while it
+    /// was being read) is redone, up to [`DUMP_ATTEMPTS`] times.
     pub(crate) fn exchange<P, R>(
         &mut self,
         operation: &dyn Fn() -> String,
@@ -93,11 +98,35 @@ impl RtSocket {
         payload: P,
     ) -> Result<Vec<R>>
     where
+        P: Size + ToBytes + Debug + Clone,
+        R: FromBytesWithInput<Input = usize>,
+    {
+        for _ in 1..DUMP_ATTEMPTS {
+            let (answers, interrupted) =
+                self.exchange_once(operation, kind, flags, payload.clone())?;
+            if !interrupted {
+                return Ok(answers);
+            }
+        }
+        // Still changing: the last snapshot is as good as any; callers re-read before acting.
+        self.exchange_once(operation, kind, flags, payload)
+            .map(|(answers, _)| answers)
+    }
+
+    fn exchange_once<P, R>(
+        &mut self,
+        operation: &dyn Fn() -> String,
+        kind: Rtm,
+        flags: NlmF,
+        payload: P,
+    ) -> Result<(Vec<R>, bool)>
+    where
         P: Size + ToBytes + Debug,
         R: FromBytesWithInput<Input = usize>,
     {
         let seq = self.send(&operation(), kind, flags | NlmF::ACK, payload)?;
         let mut answers = Vec::new();
+        let mut interrupted = false;
         loop {
             let (messages, _) = self
                 .socket
@@ -109,6 +138,7 @@ impl RtSocket {
                     // A late answer to an earlier request that failed half-way: not ours.
                     continue;
                 }
+                interrupted |= message.nl_flags().contains(NlmF::DUMP_INTR);
                 let kind = *message.nl_type();
                 match message.nl_payload() {
                     NlPayload::Err(err) => {
@@ -118,7 +148,7 @@ impl RtSocket {
                             ext_ack_message(err.ext_ack()),
                         ));
                     }
-                    NlPayload::Ack(_) => return Ok(answers),
+                    NlPayload::Ack(_) => return Ok((answers, interrupted)),
                     NlPayload::DumpExtAck(done) => {
                         if *done.error() != 0 {
                             return Err(NetlinkError::from_errno(
@@ -127,9 +157,9 @@ impl RtSocket {
                                 ext_ack_message(done.ext_ack()),
                             ));
                         }
-                        return Ok(answers);
+                        return Ok((answers, interrupted));
                     }
-                    _ if kind == u16::from(Nlmsg::Done) => return Ok(answers),
+                    _ if kind == u16::from(Nlmsg::Done) => return Ok((answers, interrupted)),
                     NlPayload::Payload(buffer) => {
                         let bytes = buffer.as_ref();
                         let answer = R::from_bytes_with_input(&mut Cursor::new(bytes), bytes.len())
@@ -156,7 +186,7 @@ impl RtSocket {
     where
         P: Size + ToBytes + Debug,
     {
-        self.exchange::<P, Buffer>(operation, kind, flags, payload)
+        self.exchange_once::<P, Buffer>(operation, kind, flags, payload)
             .map(drop)
     }
 }
