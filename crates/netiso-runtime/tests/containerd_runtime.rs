@@ -32,7 +32,7 @@ use netiso_netlink::{Namespace, NetlinkHandle, Rtnetlink};
 use netiso_runtime::containerd::pull::sha256_digest;
 use netiso_runtime::containerd::{ContainerdConfig, ContainerdRuntime};
 use netiso_runtime::test_support::image::{
-    busybox_rootfs_tar, echo_health_check, echo_server_command,
+    PublishedImage, busybox_rootfs_tar, echo_health_check, echo_server_command,
 };
 use netiso_runtime::test_support::{PROVISION_HINT, block_on_cleanup, next_counter, require_root};
 use netiso_runtime::{
@@ -1378,5 +1378,101 @@ fn containerd_health_checks_run_as_exec_probes() {
         assert!(f.runtime.remove(&name, true).await.expect("remove"));
         f.link.assert_home();
         assert_nothing_left(&f.guard.namespace, &name).await;
+    });
+}
+
+#[test]
+fn containerd_runs_a_docker_pushed_gzip_image() {
+    require_root();
+    runtime().block_on(async {
+        let link = TenantLink::new();
+        let guard = ContainerdNamespaceGuard::new();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tenant_file = link.tenant_file(&dir);
+        let runtime = connect(config_for(&guard, &link, &tenant_file, dir.path())).await;
+        runtime
+            .ensure_hostnic_network(&HostnicNetworkSpec::for_tenant_nic(&link.nic))
+            .await
+            .expect("network");
+        // Built by the guest dockerd and pushed there: Docker schema 2, gzip layer.
+        let published = PublishedImage::publish(DB_PORT).await;
+        let docker_name = published.reference().to_string();
+        let (_, path) = docker_name
+            .split_once('/')
+            .expect("registry/repository:tag");
+        let image: ImageReference = format!("{}/{path}", registry()).parse().expect("ref");
+        let mut statuses = Vec::new();
+        let pulled = runtime
+            .ensure_image(&image, PullPolicy::Always, None, &mut |e| {
+                statuses.push(e.status)
+            })
+            .await
+            .expect("pull the Docker-pushed image");
+        assert!(matches!(pulled, ImageStatus::Pulled { .. }), "{pulled:?}");
+        for expected in ["Download complete", "Extracting", "Pull complete"] {
+            assert!(
+                statuses.iter().any(|s| s == expected),
+                "{expected}: {statuses:?}"
+            );
+        }
+        let name = format!("db-docker-{}", next_counter());
+        runtime
+            .run(&database_spec(&name, &image, &link.nic))
+            .await
+            .expect("run the Docker-built image");
+        link.echo_from_client(Duration::from_secs(20))
+            .unwrap_or_else(|e| panic!("client cannot reach the database: {e}"));
+        assert!(runtime.remove(&name, true).await.expect("remove"));
+        link.assert_home();
+        assert_nothing_left(&guard.namespace, &name).await;
+    });
+}
+
+#[test]
+fn containerd_start_up_removes_leases_of_dead_agents() {
+    require_root();
+    runtime().block_on(async {
+        let link = TenantLink::new();
+        let guard = ContainerdNamespaceGuard::new();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tenant_file = link.tenant_file(&dir);
+        let mut leases = LeasesClient::new(channel().await);
+        // pid 999999999 is above any pid_max: that agent is gone. A lease of a live
+        // process (ours) and a foreign lease are kept.
+        for (id, owner) in [
+            ("netiso-pull-999999999-1", true),
+            (&*format!("netiso-pull-{}-1", std::process::id()), true),
+            ("someone-else", false),
+        ] {
+            let labels = if owner {
+                [(
+                    "org.openstack.trove.netiso/lease".to_owned(),
+                    "pull".to_owned(),
+                )]
+                .into()
+            } else {
+                std::collections::HashMap::new()
+            };
+            leases
+                .create(request(
+                    &guard.namespace,
+                    containerd_client::services::v1::CreateRequest {
+                        id: id.to_owned(),
+                        labels,
+                    },
+                ))
+                .await
+                .expect("create lease");
+        }
+        let _runtime = connect(config_for(&guard, &link, &tenant_file, dir.path())).await;
+        let mut left = lease_ids(&guard.namespace).await;
+        left.sort();
+        assert_eq!(
+            left,
+            vec![
+                format!("netiso-pull-{}-1", std::process::id()),
+                "someone-else".to_owned()
+            ]
+        );
     });
 }
