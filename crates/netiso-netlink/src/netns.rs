@@ -300,7 +300,16 @@ impl NamespaceWorker {
         let thread = std::thread::Builder::new()
             .name("netns-worker".into())
             .spawn(move || {
-                let entered = setns(file.as_fd(), CloneFlags::CLONE_NEWNET);
+                // Already there (a handle on the caller's own namespace): no setns, so that
+                // unprivileged users can still read (`--dry-run`, diagnostics).
+                let inside = Namespace::current()
+                    .and_then(|current| Ok(current.id()? == file.id()?))
+                    .unwrap_or(false);
+                let entered = if inside {
+                    Ok(())
+                } else {
+                    setns(file.as_fd(), CloneFlags::CLONE_NEWNET)
+                };
                 drop(file);
                 let ok = entered.is_ok();
                 let _ = ready_tx.send(entered);

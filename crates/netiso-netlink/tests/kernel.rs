@@ -676,3 +676,46 @@ fn a_namespace_worker_runs_jobs_inside_and_survives_a_panicking_job() {
         "the worker outlives a panicking job"
     );
 }
+
+/// Set in the unprivileged child of `unprivileged_changes_are_permission_errors`.
+const UNPRIVILEGED_CHILD: &str = "NTI_UNPRIVILEGED_CHILD";
+
+#[test]
+fn unprivileged_changes_are_permission_errors() {
+    if std::env::var_os(UNPRIVILEGED_CHILD).is_some() {
+        // The child, as `nobody`: reading works, any change is refused before the kernel
+        // even looks for the (nonexistent) link, so nothing on this machine can change.
+        let h = NetlinkHandle::current().expect("an unprivileged handle on our own namespace");
+        assert!(!h.links().unwrap().is_empty());
+        let err = h.set_link_up(0x7fff_fff0, false).unwrap_err();
+        assert!(matches!(err, NetlinkError::Permission { .. }), "{err:?}");
+        assert!(err.to_string().contains("permission denied"), "{err}");
+        assert!(matches!(
+            Namespace::create("nti-unprivileged"),
+            Err(NetlinkError::Permission { .. })
+        ));
+        println!("typed-permission-ok");
+        return;
+    }
+    require_root();
+    let exe = std::env::current_exe().unwrap();
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&exe)
+        .args([
+            "--exact",
+            "unprivileged_changes_are_permission_errors",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(UNPRIVILEGED_CHILD, "1")
+        .output()
+        .expect("run the test binary as nobody with setpriv (util-linux)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("typed-permission-ok"),
+        "unprivileged child failed (is {} readable by nobody?):\n{stdout}\n{}",
+        exe.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
