@@ -1142,9 +1142,11 @@ impl ContainerRuntime for ContainerdRuntime {
         let Some(container) = self.container(name).await? else {
             // A crash between preparing the namespace and creating the record leaves a
             // namespace with the NIC inside: give it back.
+            // A crash in the middle of an earlier remove leaves the rootfs snapshot too.
             if tenant::netns_path(&self.netns_name(name)).exists() {
                 self.release_network(name, None, None).await?;
             }
+            self.remove_snapshot(name).await?;
             return Ok(false);
         };
         if let Some(task) = self.task(name).await?
@@ -1164,7 +1166,18 @@ impl ContainerRuntime for ContainerdRuntime {
             self.kill(name, SIGKILL, true).await?;
             self.wait_exit(name, KILL_GRACE).await?;
         }
+        // The record goes last: until then it says what is left to undo, so a remove cut
+        // short by a crash is finished by the next one.
         self.delete_task(&container).await?;
+        self.release_network(
+            name,
+            Self::labels_nic(&container),
+            container.labels.get(LABEL_NIC_NAME).cloned(),
+        )
+        .await?;
+        if !container.snapshot_key.is_empty() {
+            self.remove_snapshot(&container.snapshot_key).await?;
+        }
         match self
             .connection
             .containers()
@@ -1177,15 +1190,6 @@ impl ContainerRuntime for ContainerdRuntime {
             Err(e) if is_not_found(&e) => {}
             Err(e) => return Err(backend("delete container", name, e)),
         }
-        if !container.snapshot_key.is_empty() {
-            self.remove_snapshot(&container.snapshot_key).await?;
-        }
-        self.release_network(
-            name,
-            Self::labels_nic(&container),
-            container.labels.get(LABEL_NIC_NAME).cloned(),
-        )
-        .await?;
         if let Err(e) = std::fs::remove_file(self.log_path(name))
             && e.kind() != std::io::ErrorKind::NotFound
         {
