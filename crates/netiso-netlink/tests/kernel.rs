@@ -534,6 +534,25 @@ fn link_events_report_changes_and_removals() {
 }
 
 #[test]
+fn a_burst_that_overruns_the_event_socket_is_reported() {
+    require_root();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let ns = TestNamespace::new();
+    let h = ns.handle();
+    let (a, _) = ns.veth("tb", None);
+    let index = h.link_by_name(&a).unwrap().index;
+    let mut events = rt.block_on(async { h.link_events() }).unwrap();
+    // Nobody reads while thousands of notifications arrive: the socket buffer overflows.
+    for n in 0..4000 {
+        h.set_link_up(index, n % 2 == 0).unwrap();
+    }
+    next_event(&mut events, &rt, |e| matches!(e, LinkEvent::Overrun));
+}
+
+#[test]
 fn link_events_need_a_runtime() {
     require_root();
     let ns = TestNamespace::new();
