@@ -266,6 +266,9 @@ async fn guard_reisolates_when_the_nic_comes_back_up() {
     let (tx, rx) = futures::channel::mpsc::unbounded();
     let guard = Guard::with_events(Arc::clone(&fake), rx, target(), GuardOptions::default());
     let mut reports = guard.subscribe();
+    // Let the guard's start-up pass (a no-op here) finish, so that only the event below can
+    // trigger the re-isolation.
+    tokio::time::sleep(Duration::from_millis(100)).await;
 
     // The OS brings the NIC back and DHCP gives it an address and a default route.
     fake.set_link_up(tenant, true).unwrap();
@@ -291,4 +294,24 @@ async fn guard_reisolates_when_the_nic_comes_back_up() {
     assert!(!fake.link_by_index(tenant).unwrap().up);
     assert!(fake.routes().unwrap().iter().all(|r| r.oif != Some(tenant)));
     guard.stop();
+}
+
+#[tokio::test]
+async fn guard_rechecks_after_an_event_overrun() {
+    let (fake, _, tenant) = vm();
+    let fake = Arc::new(fake);
+    isolate(&*fake, &target(), WhenAbsent::Error).unwrap();
+    let (tx, rx) = futures::channel::mpsc::unbounded();
+    let guard = Guard::with_events(Arc::clone(&fake), rx, target(), GuardOptions::default());
+    let mut reports = guard.subscribe();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The NIC came back while notifications were lost: only an overrun is seen.
+    fake.seed_address(tenant, "10.0.0.15/24".parse().unwrap());
+    tx.unbounded_send(Ok(LinkEvent::Overrun)).unwrap();
+    let report = tokio::time::timeout(Duration::from_secs(1), reports.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(report, GuardReport::Reisolated(_)), "{report:?}");
+    assert!(fake.addresses(Some(tenant)).unwrap().is_empty());
 }
