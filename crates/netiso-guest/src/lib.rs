@@ -3,4 +3,8 @@
 //! [`isolation`] takes the tenant NIC away from the VM at start-up, fail-closed, and keeps it
 //! away ([`isolation::Guard`]) when the OS or Docker brings it back.
 
+pub mod agent;
 pub mod isolation;
+pub mod netns_report;
+pub mod preflight;
+pub mod rpc;

@@ -1,0 +1,426 @@
+//! `trove-guest-agent`: the Trove guest agent of trove-netiso. Takes the tenant NIC away from
+//! the VM (fail closed), checks that the control plane is reached through the management
+//! network, serves Trove's guest RPC and heartbeats the conductor. All behaviour lives in
+//! `netiso-guest`; this binary parses flags, sets up logs and signals, and prints.
+//!
+//! Flags are oslo's: `trove-guest-agent --config-dir=/etc/trove/conf.d` (no subcommand)
+//! runs the agent, as Trove's `guest-agent` does.
+
+use std::io::{IsTerminal as _, Write as _};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args as ClapArgs, Parser, Subcommand, ValueEnum};
+use netiso_guest::agent::{self, AgentConfig, AgentOptions};
+use netiso_guest::isolation::{self, WhenAbsent};
+use netiso_guest::netns_report::{self, NamespaceReport};
+use netiso_netlink::{NetlinkHandle, netns::CONTAINERD_ADAPTER_NETNS_DIR};
+use tracing_subscriber::EnvFilter;
+
+/// The command line.
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    about = "Trove guest agent: tenant NIC isolation, preflight, guest RPC and heartbeats"
+)]
+struct Cli {
+    /// A configuration file (oslo `--config-file`); repeatable, read first, in order.
+    #[arg(long, value_name = "FILE", global = true)]
+    config_file: Vec<PathBuf>,
+    /// A directory whose `*.conf` files are read in sorted order (oslo `--config-dir`);
+    /// repeatable. Default when neither flag is given: /etc/trove/conf.d.
+    #[arg(long, value_name = "DIR", global = true)]
+    config_dir: Vec<PathBuf>,
+    /// Log line format on stderr; RUST_LOG overrides the level (default `info`).
+    #[arg(long, value_enum, default_value_t = LogFormat::Human, global = true)]
+    log_format: LogFormat,
+    /// What to do; `run` when omitted (Trove's unit passes only `--config-dir`).
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+/// How log lines look.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    /// One readable line per event.
+    Human,
+    /// One JSON object per event, for log shippers.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the agent: isolate, preflight, serve RPC, guard, heartbeat (until SIGTERM).
+    Run(RunArgs),
+    /// The isolation step on its own.
+    Isolate(IsolateArgs),
+    /// Check that every transport_url host and the registry are reached through a
+    /// management interface and answer a TCP connect.
+    Preflight {
+        /// Per-endpoint timeout in seconds.
+        #[arg(long, default_value_t = 5)]
+        timeout: u64,
+    },
+    /// Container network namespaces: `ip netns` and `ip netns exec <id> ip a`, natively.
+    #[command(subcommand)]
+    Netns(NetnsCommand),
+}
+
+#[derive(Debug, ClapArgs)]
+struct RunArgs {
+    /// Per-endpoint preflight timeout in seconds.
+    #[arg(long, default_value_t = 5)]
+    preflight_timeout: u64,
+    /// How long SIGTERM waits for in-flight requests, in seconds.
+    #[arg(long, default_value_t = 60)]
+    shutdown_timeout: u64,
+}
+
+#[derive(Debug, ClapArgs)]
+#[group(required = true, multiple = false)]
+struct IsolateArgs {
+    /// Print what would change, change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Isolate the tenant NIC now (fails if it is not in this namespace).
+    #[arg(long)]
+    apply: bool,
+    /// Check every isolation invariant; exit status 1 if one fails.
+    #[arg(long)]
+    verify: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum NetnsCommand {
+    /// Every container sandbox, its interfaces, and which one holds the tenant NIC.
+    List,
+    /// One sandbox (by id or unique prefix, or by container name): interfaces, addresses,
+    /// routes.
+    Show {
+        /// Sandbox id, id prefix or container name.
+        target: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let sources = agent::config_sources(cli.config_file, cli.config_dir);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let load = || {
+        AgentConfig::load(&sources).with_context(|| {
+            format!(
+                "cannot load the configuration ({})",
+                sources
+                    .config_files
+                    .iter()
+                    .chain(&sources.config_dirs)
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
+    };
+    match cli.command.unwrap_or(Command::Run(RunArgs {
+        preflight_timeout: 5,
+        shutdown_timeout: 60,
+    })) {
+        Command::Run(args) => {
+            let config = load()?;
+            let options = AgentOptions {
+                preflight_timeout: Duration::from_secs(args.preflight_timeout),
+                shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
+                ..AgentOptions::default()
+            };
+            runtime.block_on(async {
+                let signal = termination_signal().context("cannot install signal handlers")?;
+                agent::run(config, options, async move {
+                    let name = signal.await;
+                    tracing::info!(signal = name, "shutdown requested");
+                })
+                .await
+                .context("the guest agent failed")
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Isolate(args) => isolate(&load()?, &args),
+        Command::Preflight { timeout } => {
+            let config = load()?;
+            let tenant_mac = config.tenant()?.map(|(_, target)| target.mac);
+            let rtnl = NetlinkHandle::current()?;
+            let report = runtime.block_on(agent::run_preflight(
+                &config,
+                &rtnl,
+                tenant_mac,
+                Duration::from_secs(timeout),
+            ));
+            print(&report.to_string())?;
+            Ok(if report.is_ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Netns(command) => runtime.block_on(netns(load, command)),
+    }
+}
+
+fn print(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .context("cannot write to stdout")
+}
+
+fn isolate(config: &AgentConfig, args: &IsolateArgs) -> anyhow::Result<ExitCode> {
+    let mode = config.guest.isolation_mode();
+    let Some((_, target)) = config.tenant()? else {
+        print(&format!("nothing to isolate: {mode}\n"))?;
+        return Ok(if args.verify {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        });
+    };
+    if !mode.is_isolated() {
+        print(&format!("note: the agent would not isolate: {mode}\n"))?;
+    }
+    let rtnl = NetlinkHandle::current()?;
+    if args.dry_run {
+        let plan = isolation::plan(&rtnl, &target, WhenAbsent::Isolated)?;
+        print(&plan.to_string())?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if args.apply {
+        let report = isolation::isolate(&rtnl, &target, WhenAbsent::Error)?;
+        print(&report.to_string())?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let plan = isolation::plan(&rtnl, &target, WhenAbsent::Isolated)?;
+    let report = isolation::verify(&rtnl, &target, &plan.baseline)?;
+    print(&report.to_string())?;
+    Ok(if report.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+async fn netns(
+    load: impl FnOnce() -> anyhow::Result<AgentConfig>,
+    command: NetnsCommand,
+) -> anyhow::Result<ExitCode> {
+    // A debugging tool must work on a half-configured guest: without a usable configuration
+    // it still lists Docker's default sandboxes, only without the tenant NIC marker.
+    let config = match load() {
+        Ok(config) => Some(config),
+        Err(e) => {
+            tracing::warn!("{e:#}; listing without the tenant NIC and runtime");
+            None
+        }
+    };
+    let tenant_mac = config
+        .as_ref()
+        .and_then(|c| c.tenant().ok().flatten())
+        .map(|(_, target)| target.mac);
+    let exec_root = config.as_ref().map_or_else(
+        || PathBuf::from(netiso_netlink::netns::DOCKER_DEFAULT_EXEC_ROOT),
+        |c| c.docker_exec_root.clone(),
+    );
+    let containers = match &config {
+        Some(config) => match agent::connect_runtime(config).await {
+            Ok(runtime) => netns_report::container_sandboxes(&*runtime)
+                .await
+                .unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "cannot list containers");
+                    Vec::new()
+                }),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot reach the container runtime");
+                Vec::new()
+            }
+        },
+        None => Vec::new(),
+    };
+    let dirs = [
+        exec_root.join("netns"),
+        PathBuf::from(CONTAINERD_ADAPTER_NETNS_DIR),
+    ];
+    let reports = tokio::task::spawn_blocking({
+        let containers = containers.clone();
+        move || netns_report::list(&dirs, &containers, tenant_mac)
+    })
+    .await
+    .context("namespace reader failed")?;
+    let vm = tokio::task::spawn_blocking(move || {
+        let rtnl = NetlinkHandle::current();
+        rtnl.map(|rtnl| {
+            netns_report::read_namespace(&rtnl, "vm", "/proc/self/ns/net".as_ref(), tenant_mac)
+        })
+    })
+    .await
+    .context("namespace reader failed")??;
+    match command {
+        NetnsCommand::List => {
+            let mut text = format!("{:<14} {:<24} interfaces\n", "SANDBOX", "CONTAINERS");
+            text.push_str(&netns_report::summary_line(&vm));
+            text.push('\n');
+            for report in &reports {
+                text.push_str(&netns_report::summary_line(report));
+                text.push('\n');
+            }
+            text.push_str(&tenant_summary(tenant_mac, &vm, &reports));
+            print(&text)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        NetnsCommand::Show { target } => {
+            if target == "vm" {
+                print(&vm.to_string())?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            match netns_report::find(&reports, &target) {
+                Some(report) => {
+                    print(&report.to_string())?;
+                    Ok(ExitCode::SUCCESS)
+                }
+                None => {
+                    let known: Vec<String> = reports
+                        .iter()
+                        .map(|r| {
+                            if r.containers.is_empty() {
+                                r.id.clone()
+                            } else {
+                                format!("{} ({})", r.id, r.containers.join(","))
+                            }
+                        })
+                        .collect();
+                    anyhow::bail!(
+                        "no sandbox or container matches {target:?}; known: vm{}{}",
+                        if known.is_empty() { "" } else { ", " },
+                        known.join(", ")
+                    )
+                }
+            }
+        }
+    }
+}
+
+fn tenant_summary(
+    tenant_mac: Option<netiso_netlink::MacAddr>,
+    vm: &NamespaceReport,
+    reports: &[NamespaceReport],
+) -> String {
+    let Some(mac) = tenant_mac else {
+        return "tenant NIC: unknown (no tenant NIC file)\n".to_owned();
+    };
+    let holders: Vec<&str> = std::iter::once(vm)
+        .chain(reports)
+        .filter(|r| r.holds_tenant_nic())
+        .map(|r| r.id.as_str())
+        .collect();
+    match holders.as_slice() {
+        [] => format!("tenant NIC {mac}: not found in the VM or any sandbox\n"),
+        ["vm"] => format!("tenant NIC {mac}: in the VM namespace (not handed to a container)\n"),
+        [one] => format!("tenant NIC {mac}: in sandbox {one}\n"),
+        many => format!(
+            "tenant NIC {mac}: in several namespaces: {}\n",
+            many.join(", ")
+        ),
+    }
+}
+
+/// Resolves with the signal's name on the first SIGTERM or SIGINT.
+fn termination_signal() -> std::io::Result<impl std::future::Future<Output = &'static str>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        }
+    })
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oslo_flags_without_a_subcommand_mean_run() {
+        let cli = Cli::try_parse_from(["trove-guest-agent", "--config-dir=/etc/trove/conf.d"])
+            .expect("parses");
+        assert_eq!(cli.config_dir, vec![PathBuf::from("/etc/trove/conf.d")]);
+        assert!(cli.command.is_none());
+        let cli = Cli::try_parse_from([
+            "trove-guest-agent",
+            "isolate",
+            "--dry-run",
+            "--config-file",
+            "/a.conf",
+            "--config-file",
+            "/b.conf",
+        ])
+        .expect("parses");
+        assert_eq!(cli.config_file.len(), 2);
+        assert!(matches!(
+            cli.command,
+            Some(Command::Isolate(IsolateArgs { dry_run: true, .. }))
+        ));
+    }
+
+    #[test]
+    fn isolate_needs_exactly_one_mode() {
+        assert!(Cli::try_parse_from(["trove-guest-agent", "isolate"]).is_err());
+        assert!(
+            Cli::try_parse_from(["trove-guest-agent", "isolate", "--apply", "--verify"]).is_err()
+        );
+    }
+
+    #[test]
+    fn tenant_summary_names_the_holder() {
+        let vm = NamespaceReport {
+            id: "vm".into(),
+            path: PathBuf::from("/proc/self/ns/net"),
+            containers: vec![],
+            interfaces: vec![],
+            routes: vec![],
+            error: None,
+        };
+        let text = tenant_summary(None, &vm, &[]);
+        assert_eq!(text, "tenant NIC: unknown (no tenant NIC file)\n");
+        let mac = netiso_netlink::MacAddr::new([0xfa, 0x16, 0x3e, 0, 0, 1]);
+        assert_eq!(
+            tenant_summary(Some(mac), &vm, &[]),
+            "tenant NIC fa:16:3e:00:00:01: not found in the VM or any sandbox\n"
+        );
+    }
+}

@@ -1,0 +1,543 @@
+//! The guest agent's `run`: configuration → mode → isolation (fail closed) → preflight →
+//! RPC on `guestagent.<guest_id>` → isolation guard → heartbeats, until a shutdown signal.
+//!
+//! Fail closed: when isolation (or, in isolated mode, the preflight's management-route
+//! requirement) fails, no database is ever started by this run; the conductor is told
+//! `failed to spawn` (at start-up and on `prepare`, with the reason in `notify_exc_info`),
+//! and RPC stays up so that operators can diagnose.
+
+mod notify;
+
+pub use notify::{notify_socket, sd_notify};
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use netiso_config::{
+    ConfigError, ConfigSources, ContainerRuntime as RuntimeKind, GuestConfig, OsloConfig, TenantNic,
+};
+use netiso_messaging::{
+    BrokerConfig, ConductorClient, InstanceKey, RabbitOptions, RpcServer, Serializer, ServerConfig,
+    ServiceStatus, Target, Transport,
+};
+use netiso_netlink::{MacAddr, Namespace, NetlinkHandle, Rtnetlink};
+use netiso_runtime::{
+    ContainerRuntime, ContainerdConfig, ContainerdRuntime, DockerRuntime, RegistryCredentials,
+    RuntimeError,
+};
+use tracing::{error, info, warn};
+
+use crate::isolation::{
+    self, ApplyReport, Guard, GuardOptions, GuardReport, IsolationError, IsolationTarget,
+    WhenAbsent,
+};
+use crate::preflight::{self, PreflightFailure, PreflightReport};
+use crate::rpc::{self, ConductorSink, DatabaseSettings, GuestService, InFlight, TcpProbe};
+
+/// The container Trove's guest runs the database in.
+pub const DEFAULT_CONTAINER_NAME: &str = "database";
+/// Trove's status task period: a heartbeat every 60 s once prepared.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(60);
+/// Handlers running at once (oslo's `executor_thread_pool_size`).
+const MAX_CONCURRENT_REQUESTS: usize = 64;
+/// Pause between attempts to start the RPC server while the broker is unreachable.
+const RPC_RETRY_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Why the agent could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The tenant NIC file is unusable.
+    #[error(transparent)]
+    TenantNic(#[from] netiso_config::TenantNicError),
+    /// The container runtime cannot be reached.
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    /// Netlink in the agent's own namespace failed.
+    #[error("netlink in the agent's namespace: {0}")]
+    Netlink(#[from] netiso_netlink::NetlinkError),
+    /// Messaging could not be set up (bad URL, bad key).
+    #[error("messaging: {0}")]
+    Messaging(String),
+}
+
+/// The guest configuration plus this agent's own options.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Trove's guest options and `[netiso]`.
+    pub guest: GuestConfig,
+    /// `[netiso] database_container`: the container's name (`database`); tests sharing one
+    /// dockerd set unique names.
+    pub container_name: String,
+    /// `[netiso] docker_exec_root`: dockerd's `--exec-root`, whose `netns/` holds the
+    /// sandboxes that `netns list` shows (`/var/run/docker`).
+    pub docker_exec_root: PathBuf,
+}
+
+impl AgentConfig {
+    /// Loads files and environment as oslo does ([`GuestConfig::load`]), plus the agent's
+    /// own `[netiso]` options.
+    pub fn load(sources: &ConfigSources) -> Result<Self, ConfigError> {
+        let oslo = OsloConfig::load(sources)?;
+        let guest = GuestConfig::from_oslo(&oslo)?;
+        Ok(Self {
+            guest,
+            container_name: oslo
+                .string("netiso", "database_container")?
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| DEFAULT_CONTAINER_NAME.to_owned()),
+            docker_exec_root: PathBuf::from(
+                oslo.string("netiso", "docker_exec_root")?
+                    .filter(|s| !s.is_empty())
+                    .unwrap_or_else(|| netiso_netlink::netns::DOCKER_DEFAULT_EXEC_ROOT.to_owned()),
+            ),
+        })
+    }
+
+    /// The tenant NIC and its isolation target, when `eth1.json` exists.
+    pub fn tenant(&self) -> Result<Option<(TenantNic, IsolationTarget)>, AgentError> {
+        let Some(nic) = self.guest.tenant_nic()? else {
+            return Ok(None);
+        };
+        let target = IsolationTarget::new(
+            MacAddr::new(nic.mac_address.0),
+            self.guest.netiso.tenant_nic_file.clone(),
+        );
+        Ok(Some((nic, target)))
+    }
+}
+
+/// How `run` behaves beyond the configuration.
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    /// Per-endpoint preflight timeout.
+    pub preflight_timeout: Duration,
+    /// How long a shutdown waits for in-flight requests.
+    pub shutdown_timeout: Duration,
+    /// Period of the status heartbeat once prepared.
+    pub heartbeat_interval: Duration,
+}
+
+impl Default for AgentOptions {
+    fn default() -> Self {
+        Self {
+            preflight_timeout: preflight::DEFAULT_TIMEOUT,
+            shutdown_timeout: Duration::from_secs(60),
+            heartbeat_interval: HEARTBEAT_INTERVAL,
+        }
+    }
+}
+
+/// The `[oslo_messaging_rabbit]` options as the transport wants them.
+pub fn rabbit_options(config: &GuestConfig) -> RabbitOptions {
+    let r = &config.rabbit;
+    let small = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
+    RabbitOptions {
+        amqp_durable_queues: r.amqp_durable_queues,
+        amqp_auto_delete: r.amqp_auto_delete,
+        rabbit_quorum_queue: r.rabbit_quorum_queue,
+        rabbit_transient_quorum_queue: r.rabbit_transient_quorum_queue,
+        rabbit_quorum_delivery_limit: small(r.rabbit_quorum_delivery_limit),
+        rabbit_quorum_max_memory_length: small(r.rabbit_quorum_max_memory_length),
+        rabbit_quorum_max_memory_bytes: small(r.rabbit_quorum_max_memory_bytes),
+        rabbit_ha_queues: r.rabbit_ha_queues,
+        rabbit_transient_queues_ttl: small(r.rabbit_transient_queues_ttl),
+        enable_cancel_on_failover: r.enable_cancel_on_failover,
+        direct_mandatory_flag: r.direct_mandatory_flag,
+        kombu_missing_consumer_retry_timeout: Duration::from_secs(
+            r.kombu_missing_consumer_retry_timeout,
+        ),
+        rabbit_qos_prefetch_count: u16::try_from(r.rabbit_qos_prefetch_count).unwrap_or(u16::MAX),
+        ..RabbitOptions::default()
+    }
+}
+
+/// Connects to the configured runtime (`[netiso] runtime`).
+pub async fn connect_runtime(
+    config: &AgentConfig,
+) -> Result<Arc<dyn ContainerRuntime>, AgentError> {
+    let netiso = &config.guest.netiso;
+    Ok(match netiso.runtime {
+        RuntimeKind::Docker => {
+            let endpoint = format!("unix://{}", netiso.docker_socket.display());
+            Arc::new(DockerRuntime::connect(&endpoint).await?)
+        }
+        RuntimeKind::Containerd => {
+            let mut containerd =
+                ContainerdConfig::new(&netiso.containerd_socket, &netiso.containerd_namespace);
+            containerd.tenant_nic_file = Some(netiso.tenant_nic_file.clone());
+            Arc::new(ContainerdRuntime::connect(containerd).await?)
+        }
+    })
+}
+
+/// What the start-up isolation step found.
+#[derive(Debug)]
+pub enum IsolationOutcome {
+    /// Bridged mode: nothing to isolate.
+    NotRequested,
+    /// The tenant NIC was isolated (or already was).
+    Applied(ApplyReport),
+    /// The tenant NIC is not in the VM because the database container holds it (an agent
+    /// restart while the database runs).
+    HeldByContainer(String),
+    /// Isolation failed: the database must not start.
+    Failed(String),
+}
+
+/// Whether the namespace of container `name` holds a link with `mac`.
+async fn container_holds(runtime: &dyn ContainerRuntime, name: &str, mac: MacAddr) -> bool {
+    let Ok(Some(info)) = runtime.inspect(name).await else {
+        return false;
+    };
+    let Some(path) = info
+        .sandbox_key
+        .filter(|p| !p.as_os_str().is_empty())
+        .or_else(|| {
+            info.pid
+                .map(|pid| PathBuf::from(format!("/proc/{pid}/ns/net")))
+        })
+    else {
+        return false;
+    };
+    tokio::task::spawn_blocking(move || {
+        Namespace::open_path(&path)
+            .and_then(|ns| NetlinkHandle::in_namespace(&ns))
+            .and_then(|handle| handle.link_by_mac(mac))
+            .is_ok()
+    })
+    .await
+    .unwrap_or(false)
+}
+
+/// The start-up isolation step, fail closed: the NIC must be found in the VM and isolated,
+/// unless the database container already holds it.
+pub async fn isolate_at_startup(
+    rtnl: Arc<NetlinkHandle>,
+    target: &IsolationTarget,
+    runtime: &dyn ContainerRuntime,
+    container_name: &str,
+) -> IsolationOutcome {
+    let for_thread = (Arc::clone(&rtnl), target.clone());
+    let applied = tokio::task::spawn_blocking(move || {
+        isolation::isolate(&*for_thread.0, &for_thread.1, WhenAbsent::Error)
+    })
+    .await;
+    match applied {
+        Ok(Ok(report)) => IsolationOutcome::Applied(report),
+        Ok(Err(IsolationError::NicNotFound { .. }))
+            if container_holds(runtime, container_name, target.mac).await =>
+        {
+            IsolationOutcome::HeldByContainer(container_name.to_owned())
+        }
+        Ok(Err(e)) => IsolationOutcome::Failed(e.to_string()),
+        Err(e) => IsolationOutcome::Failed(format!("isolation thread failed: {e}")),
+    }
+}
+
+/// Runs the preflight from the agent's own namespace.
+pub async fn run_preflight(
+    config: &AgentConfig,
+    rtnl: &dyn Rtnetlink,
+    tenant_mac: Option<MacAddr>,
+    timeout: Duration,
+) -> PreflightReport {
+    let endpoints = preflight::endpoints(&config.guest);
+    preflight::run(rtnl, &endpoints, tenant_mac, timeout).await
+}
+
+fn registry_credentials(config: &GuestConfig) -> Option<RegistryCredentials> {
+    match (
+        &config.container_registry,
+        &config.container_registry_username,
+        &config.container_registry_password,
+    ) {
+        (Some(server), Some(username), Some(password)) => Some(RegistryCredentials {
+            server: server.clone(),
+            username: username.clone(),
+            password: password.clone(),
+        }),
+        _ => None,
+    }
+}
+
+fn database_settings(config: &AgentConfig, tenant_nic: Option<TenantNic>) -> DatabaseSettings {
+    let guest = &config.guest;
+    DatabaseSettings {
+        guest_id: guest.guest_id.clone(),
+        container_name: config.container_name.clone(),
+        docker_image: guest.datastore.as_ref().map(|d| d.docker_image.clone()),
+        container_registry: guest.container_registry.clone(),
+        default_version: guest.datastore_version.clone(),
+        credentials: registry_credentials(guest),
+        mode: guest.isolation_mode(),
+        tenant_nic,
+        tcp_ports: guest
+            .datastore
+            .as_ref()
+            .map(|d| d.tcp_ports.clone())
+            .unwrap_or_default(),
+        mount_point: guest.datastore.as_ref().map(|d| d.mount_point.clone()),
+        state_change_wait_time: guest.state_change_wait_time,
+        state_dir: guest.netiso.state_dir.clone(),
+    }
+}
+
+fn log_guard_reports(guard: &Guard) {
+    let mut reports = guard.subscribe();
+    tokio::spawn(async move {
+        loop {
+            match reports.recv().await {
+                Ok(GuardReport::Reisolated(report)) => warn!(
+                    changes = report.changes.len(),
+                    "the tenant NIC came back to the VM and was isolated again"
+                ),
+                Ok(GuardReport::Failed(e)) => {
+                    error!(error = %e, "the tenant NIC came back and could not be isolated again")
+                }
+                Ok(GuardReport::EventsFailed(e)) => {
+                    warn!(error = %e, "link events failed; the guard carries on with periodic checks")
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    warn!(missed = n, "guard reports were missed")
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            }
+        }
+    });
+}
+
+fn notify(state: &str) {
+    if let Err(e) = sd_notify(state) {
+        warn!(error = %e, "cannot notify systemd");
+    }
+}
+
+/// Starts the RPC server, retrying while the broker is unreachable, until `shutdown`.
+async fn start_server(
+    transport: &Transport,
+    config: &ServerConfig,
+    make_dispatcher: &dyn Fn() -> netiso_messaging::Dispatcher,
+    shutdown: &mut tokio::sync::watch::Receiver<bool>,
+) -> Option<RpcServer> {
+    loop {
+        match RpcServer::start(transport, config.clone(), make_dispatcher()).await {
+            Ok(server) => return Some(server),
+            Err(e) => {
+                error!(error = %e, retry_in_s = RPC_RETRY_INTERVAL.as_secs(), "cannot start the RPC server")
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(RPC_RETRY_INTERVAL) => {}
+            _ = shutdown.wait_for(|stop| *stop) => return None,
+        }
+    }
+}
+
+/// Runs the agent until `shutdown` resolves, then finishes in-flight requests (at most
+/// `options.shutdown_timeout`) and returns.
+pub async fn run(
+    config: AgentConfig,
+    options: AgentOptions,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), AgentError> {
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        stop_tx.send_replace(true);
+    });
+    let guest = &config.guest;
+    let mode = guest.isolation_mode();
+    info!(guest_id = %guest.guest_id, mode = %mode, setting = %guest.network_isolation_setting, "starting the guest agent");
+
+    let rtnl = Arc::new(NetlinkHandle::current()?);
+    let runtime = connect_runtime(&config).await?;
+    let mut refusal: Option<String> = None;
+    let tenant = match config.tenant() {
+        Ok(tenant) => tenant,
+        Err(e) if mode.is_isolated() => {
+            refusal = Some(format!("isolation: {e}"));
+            None
+        }
+        Err(e) => {
+            warn!(error = %e, "the tenant NIC file is unreadable (bridged mode, not needed)");
+            None
+        }
+    };
+
+    // 1. Isolation, fail closed.
+    let mut guard = None;
+    if mode.is_isolated() {
+        if let Some((_, target)) = &tenant {
+            match isolate_at_startup(Arc::clone(&rtnl), target, &*runtime, &config.container_name)
+                .await
+            {
+                IsolationOutcome::Applied(report) => {
+                    info!(mac = %target.mac, changes = report.changes.len(), "tenant NIC isolated from the VM");
+                }
+                IsolationOutcome::HeldByContainer(name) => {
+                    info!(mac = %target.mac, container = %name, "the tenant NIC is inside the database container");
+                }
+                IsolationOutcome::Failed(reason) => {
+                    error!(%reason, "isolation failed: no database will be started on this VM");
+                    refusal = Some(format!("isolation: {reason}"));
+                }
+                IsolationOutcome::NotRequested => {}
+            }
+            if refusal.is_none() {
+                match Guard::start(Arc::clone(&rtnl), target.clone(), GuardOptions::default()) {
+                    Ok(started) => {
+                        log_guard_reports(&started);
+                        info!(mac = %target.mac, "isolation guard running");
+                        guard = Some(started);
+                    }
+                    Err(e) => {
+                        error!(error = %e, "cannot start the isolation guard: no database will be started");
+                        refusal = Some(format!("isolation guard: {e}"));
+                    }
+                }
+            }
+        }
+    } else if guest.netiso.runtime == RuntimeKind::Containerd {
+        let reason = "bridged networking (network_isolation = False) is not supported with the \
+                      containerd runtime";
+        error!(reason, "no database will be started on this VM");
+        refusal = Some(reason.to_owned());
+    }
+
+    // 2. Preflight: the control plane through a management interface.
+    let tenant_mac = tenant.as_ref().map(|(_, t)| t.mac);
+    let report = run_preflight(&config, &*rtnl, tenant_mac, options.preflight_timeout).await;
+    for check in &report.checks {
+        match &check.outcome {
+            Ok(took) => {
+                info!(requirement = %check.endpoint.requirement, endpoint = %check.endpoint, interface = check.interface.as_deref().unwrap_or("?"), took_ms = took.as_millis() as u64, "preflight passed")
+            }
+            Err(failure) => error!(%failure, "preflight failed"),
+        }
+    }
+    if mode.is_isolated() && refusal.is_none() {
+        let through_tenant: Vec<String> = report
+            .failures()
+            .filter(|f| matches!(f, PreflightFailure::ThroughTenantNic { .. }))
+            .map(ToString::to_string)
+            .collect();
+        if !through_tenant.is_empty() {
+            refusal = Some(format!("preflight: {}", through_tenant.join("; ")));
+        }
+    }
+
+    // 3. RPC.
+    let broker = BrokerConfig::from_transport_url(&guest.transport_url)
+        .map_err(|e| AgentError::Messaging(e.to_string()))?;
+    let key = guest
+        .instance_rpc_encr_key
+        .as_ref()
+        .map(|k| InstanceKey::new(k.expose()))
+        .transpose()
+        .map_err(|e| AgentError::Messaging(format!("instance_rpc_encr_key: {e}")))?;
+    let transport = Transport::start(broker, rabbit_options(guest))
+        .map_err(|e| AgentError::Messaging(e.to_string()))?;
+    let conductor = ConductorClient::new(
+        &transport,
+        &guest.control_exchange,
+        &guest.conductor_queue,
+        &guest.guest_id,
+        key.clone(),
+    );
+    let service = Arc::new(GuestService::new(
+        database_settings(&config, tenant.map(|(nic, _)| nic)),
+        runtime,
+        Arc::new(ConductorSink(conductor)),
+        Arc::new(TcpProbe::default()),
+        refusal.clone(),
+    ));
+    let in_flight = InFlight::default();
+    let server_config = ServerConfig {
+        exchange: guest.control_exchange.clone(),
+        target: Target {
+            topic: format!("guestagent.{}", guest.guest_id),
+            server: Some(guest.guest_id.clone()),
+            version: rpc::GUEST_API_VERSION.to_owned(),
+        },
+        serializer: key.map_or(Serializer::Plain, Serializer::Secure),
+        max_concurrency: MAX_CONCURRENT_REQUESTS,
+    };
+    let make_dispatcher = || rpc::dispatcher(Arc::clone(&service), &in_flight);
+    let Some(server) =
+        start_server(&transport, &server_config, &make_dispatcher, &mut stop_rx).await
+    else {
+        transport.close();
+        return Ok(());
+    };
+    if let Some(reason) = &refusal {
+        service.heartbeat(ServiceStatus::FailedToSpawn).await;
+        notify(&format!(
+            "READY=1\nSTATUS=serving RPC; database refused: {reason}"
+        ));
+    } else {
+        notify(&format!(
+            "READY=1\nSTATUS=serving RPC ({})",
+            if mode.is_isolated() {
+                "isolated"
+            } else {
+                "bridged"
+            }
+        ));
+    }
+    info!(topic = %server_config.target.topic, exchange = %server_config.exchange, "guest agent ready");
+
+    // 4. Heartbeats once prepared, until shutdown.
+    let mut ticker = tokio::time::interval_at(
+        tokio::time::Instant::now() + options.heartbeat_interval,
+        options.heartbeat_interval,
+    );
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {
+                if service.is_prepared() {
+                    let status = service.current_status().await;
+                    service.heartbeat(status).await;
+                }
+            }
+            _ = stop_rx.wait_for(|stop| *stop) => break,
+        }
+    }
+
+    // 5. Shutdown: no new requests, finish the running ones.
+    notify("STOPPING=1");
+    info!(
+        in_flight = in_flight.current(),
+        "shutting down: finishing in-flight requests"
+    );
+    server.stop().await;
+    let left = in_flight.wait_idle(options.shutdown_timeout).await;
+    if left > 0 {
+        warn!(
+            left,
+            timeout_s = options.shutdown_timeout.as_secs(),
+            "requests still running at shutdown"
+        );
+    }
+    if let Some(guard) = guard {
+        guard.stop();
+    }
+    transport.close();
+    info!("guest agent stopped");
+    Ok(())
+}
+
+/// Parses `--config-dir`/`--config-file` lists into sources (oslo order).
+pub fn config_sources(config_files: Vec<PathBuf>, config_dirs: Vec<PathBuf>) -> ConfigSources {
+    if config_files.is_empty() && config_dirs.is_empty() {
+        return ConfigSources::guest_default();
+    }
+    ConfigSources {
+        config_files,
+        config_dirs,
+    }
+}

@@ -1,0 +1,276 @@
+//! The Trove guest API (`guestagent.<guest_id>`, version 1.3) as [`Dispatcher`] handlers.
+//!
+//! Implemented for real: `rpc_ping`, `prepare` (cast), `restart`, `stop_db`,
+//! `start_db_with_conf_changes` and `get_filesystem_stats`; the logic is in
+//! [`GuestService`]. Every other method of Trove's `guestagent/api.py` answers a clear
+//! `NotSupported` failure (or, for a cast, reports it to the conductor when the request
+//! carries a notification), never a silent success. `get_hwinfo`, `get_diagnostics` and
+//! `update_guest` stay unknown (`NoSuchMethod`), exactly as with Trove's Python guest.
+//!
+//! Handlers only see the traits [`ContainerRuntime`](netiso_runtime::ContainerRuntime),
+//! [`StatusSink`] and [`PortProbe`], so they are unit-tested against fakes.
+
+mod filesystem;
+mod service;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use netiso_messaging::{Args, Context, Dispatcher, HandlerError};
+use serde_json::Value;
+use tokio::sync::watch;
+
+pub use filesystem::{filesystem_stats, to_gb};
+pub use service::{
+    ConductorSink, DatabaseError, DatabaseSettings, GuestService, PortProbe, ProbeTarget,
+    StatusSink, TcpProbe, status_of,
+};
+
+/// The guest API version this agent implements (Trove's `API_LATEST_VERSION`).
+pub const GUEST_API_VERSION: &str = "1.3";
+
+/// Trove guest methods this agent does not implement, and whether Trove casts them.
+pub const UNSUPPORTED_METHODS: &[(&str, bool)] = &[
+    ("change_passwords", true),
+    ("update_attributes", true),
+    ("create_user", true),
+    ("get_user", false),
+    ("list_access", false),
+    ("grant_access", false),
+    ("revoke_access", false),
+    ("list_users", false),
+    ("delete_user", true),
+    ("create_database", true),
+    ("list_databases", false),
+    ("delete_database", true),
+    ("get_root_password", false),
+    ("enable_root", false),
+    ("enable_root_with_password", false),
+    ("disable_root", false),
+    ("is_root_enabled", false),
+    ("pre_upgrade", false),
+    ("post_upgrade", false),
+    ("upgrade", true),
+    ("reset_configuration", false),
+    ("create_backup", true),
+    ("mount_volume", false),
+    ("unmount_volume", false),
+    ("resize_fs", false),
+    ("update_overrides", false),
+    ("apply_overrides", false),
+    ("backup_required_for_replication", false),
+    ("get_replication_snapshot", false),
+    ("attach_replication_slave", true),
+    ("detach_replica", false),
+    ("get_replica_context", false),
+    ("attach_replica", false),
+    ("make_read_only", false),
+    ("enable_as_master", false),
+    ("get_txn_count", false),
+    ("get_last_txn", false),
+    ("get_latest_txn_id", false),
+    ("wait_for_txn", false),
+    ("cleanup_source_on_replica_detach", false),
+    ("demote_replication_master", false),
+    ("guest_log_list", false),
+    ("guest_log_action", false),
+    ("ssl_show", false),
+    ("ssl_action", false),
+    ("ssl_rollback", false),
+    ("module_list", false),
+    ("module_apply", false),
+    ("module_remove", false),
+    ("rebuild", true),
+    ("pre_create_backup", false),
+    ("post_create_backup", false),
+];
+
+/// The failure class of unsupported methods (module `trove_guest`, so Trove's API shows the
+/// plain message).
+pub const NOT_SUPPORTED_CLASS: &str = "NotSupported";
+
+/// The message of an unsupported method.
+pub fn not_supported_message(method: &str) -> String {
+    format!(
+        "{method} is not supported by this agent (trove-netiso guest agent: network isolation \
+         and the database container's lifecycle only)"
+    )
+}
+
+/// Counts the requests being handled, so that a shutdown waits for them to finish.
+#[derive(Debug, Clone)]
+pub struct InFlight {
+    count: Arc<watch::Sender<usize>>,
+}
+
+/// Held while one request runs.
+#[derive(Debug)]
+pub struct InFlightGuard {
+    count: Arc<watch::Sender<usize>>,
+}
+
+impl Default for InFlight {
+    fn default() -> Self {
+        Self {
+            count: Arc::new(watch::channel(0).0),
+        }
+    }
+}
+
+impl InFlight {
+    /// Marks a request as started until the guard drops.
+    pub fn enter(&self) -> InFlightGuard {
+        self.count.send_modify(|n| *n += 1);
+        InFlightGuard {
+            count: Arc::clone(&self.count),
+        }
+    }
+
+    /// Requests running now.
+    pub fn current(&self) -> usize {
+        *self.count.borrow()
+    }
+
+    /// Waits until no request runs, at most `timeout`; returns how many were still running.
+    pub async fn wait_idle(&self, timeout: Duration) -> usize {
+        let mut receiver = self.count.subscribe();
+        let _ = tokio::time::timeout(timeout, receiver.wait_for(|n| *n == 0)).await;
+        self.current()
+    }
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.count.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+fn register<F, Fut>(
+    dispatcher: &mut Dispatcher,
+    method: &str,
+    service: &Arc<GuestService>,
+    in_flight: &InFlight,
+    handler: F,
+) where
+    F: Fn(Arc<GuestService>, Context, Args) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Value, HandlerError>> + Send + 'static,
+{
+    let service = Arc::clone(service);
+    let in_flight = in_flight.clone();
+    dispatcher.register(method, move |context: Context, args: Args| {
+        let guard = in_flight.enter();
+        let running = handler(Arc::clone(&service), context, args);
+        async move {
+            let result = running.await;
+            drop(guard);
+            result
+        }
+    });
+}
+
+/// The guest endpoint: every Trove method, at version [`GUEST_API_VERSION`].
+pub fn dispatcher(service: Arc<GuestService>, in_flight: &InFlight) -> Dispatcher {
+    let mut dispatcher = match Dispatcher::new(GUEST_API_VERSION) {
+        Ok(dispatcher) => dispatcher,
+        Err(e) => unreachable!("the guest API version is a valid version: {e}"),
+    };
+    let d = &mut dispatcher;
+    register(
+        d,
+        "rpc_ping",
+        &service,
+        in_flight,
+        |_, _, args| async move {
+            args.finish()?;
+            Ok(Value::Bool(true))
+        },
+    );
+    register(
+        d,
+        "prepare",
+        &service,
+        in_flight,
+        |svc, ctx, mut args| async move {
+            let ds_version: Option<String> = args.take_opt("ds_version")?;
+            // The other arguments (users, databases, passwords, config) belong to the datastore
+            // manager; they are never logged.
+            drop(args);
+            svc.prepare(&ctx, ds_version).await;
+            Ok(Value::Null)
+        },
+    );
+    register(
+        d,
+        "restart",
+        &service,
+        in_flight,
+        |svc, _, args| async move {
+            args.finish()?;
+            svc.restart().await.map_err(to_handler_error)?;
+            Ok(Value::Null)
+        },
+    );
+    register(
+        d,
+        "stop_db",
+        &service,
+        in_flight,
+        |svc, _, mut args| async move {
+            // Version 1.0 callers still send `do_not_start_on_reboot`.
+            let _: Option<bool> = args.take_opt("do_not_start_on_reboot")?;
+            args.finish()?;
+            svc.stop_db().await.map_err(to_handler_error)?;
+            Ok(Value::Null)
+        },
+    );
+    register(
+        d,
+        "start_db_with_conf_changes",
+        &service,
+        in_flight,
+        |svc, _, mut args| async move {
+            let config_contents: Option<String> = args.take_opt("config_contents")?;
+            let ds_version: Option<String> = args.take_opt("ds_version")?;
+            args.finish()?;
+            svc.start_db_with_conf_changes(config_contents, ds_version)
+                .await
+                .map_err(to_handler_error)?;
+            Ok(Value::Null)
+        },
+    );
+    register(
+        d,
+        "get_filesystem_stats",
+        &service,
+        in_flight,
+        |svc, _, mut args| async move {
+            let fs_path: Option<String> = args.take_opt("fs_path")?;
+            args.finish()?;
+            svc.filesystem_stats(fs_path)
+                .await
+                .map_err(|message| HandlerError::with_class("RuntimeError", message))
+        },
+    );
+    for &(method, is_cast) in UNSUPPORTED_METHODS {
+        register(
+            d,
+            method,
+            &service,
+            in_flight,
+            move |svc, ctx, _| async move {
+                let message = not_supported_message(method);
+                tracing::warn!(method, "refused a method this agent does not implement");
+                if is_cast {
+                    svc.report_cast_failure(&ctx, &message).await;
+                }
+                Err(HandlerError::with_class(NOT_SUPPORTED_CLASS, message))
+            },
+        );
+    }
+    dispatcher
+}
+
+fn to_handler_error(error: DatabaseError) -> HandlerError {
+    HandlerError::new(error.to_string())
+}

@@ -1,0 +1,646 @@
+//! The database container's lifecycle behind the RPC handlers: prepare, start, restart, stop,
+//! readiness and status, in the network mode decided at start-up.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use netiso_config::{IsolationMode, TenantNic};
+use netiso_messaging::{ConductorClient, Context, ServiceStatus};
+use netiso_netlink::Namespace;
+use netiso_runtime::{
+    ContainerInfo, ContainerRuntime, ContainerSpec, ContainerStatus, HealthStatus,
+    HostnicNetworkSpec, ImageReference, NetworkAttachment, PullPolicy, RegistryCredentials,
+    RuntimeError,
+};
+use serde_json::Value;
+use tokio::sync::Mutex;
+use tracing::{debug, error, info, warn};
+
+/// File (in the state directory) whose presence says `prepare` completed, like Trove's
+/// `/opt/trove-guestagent/.guestagent.prepare.end`: periodic heartbeats start only then.
+pub const PREPARE_END_FILE: &str = "guestagent.prepare.end";
+/// File (in the state directory) keeping the last `config_contents` received.
+pub const CONFIG_CONTENTS_FILE: &str = "database.conf";
+/// Pause between readiness attempts.
+const READY_POLL_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Where the agent reports statuses and request outcomes: Trove's conductor in the product,
+/// a recorder in tests.
+#[async_trait]
+pub trait StatusSink: Send + Sync {
+    /// `heartbeat` with `payload.service_status`.
+    async fn heartbeat(&self, status: ServiceStatus) -> Result<(), String>;
+    /// `notify_end` with the request's context.
+    async fn notify_end(&self, context: &Context, notification: Value) -> Result<(), String>;
+    /// `notify_exc_info` with the request's context and the error message.
+    async fn notify_exc_info(
+        &self,
+        context: &Context,
+        notification: Value,
+        message: &str,
+    ) -> Result<(), String>;
+}
+
+/// The conductor, through `netiso-messaging`.
+pub struct ConductorSink(pub ConductorClient);
+
+#[async_trait]
+impl StatusSink for ConductorSink {
+    async fn heartbeat(&self, status: ServiceStatus) -> Result<(), String> {
+        self.0.heartbeat(status).await.map_err(|e| e.to_string())
+    }
+
+    async fn notify_end(&self, context: &Context, notification: Value) -> Result<(), String> {
+        self.0
+            .notify_end(context, notification)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn notify_exc_info(
+        &self,
+        context: &Context,
+        notification: Value,
+        message: &str,
+    ) -> Result<(), String> {
+        self.0
+            .notify_exc_info(context, notification, message, vec![message.to_owned()])
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Where the database's port must answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeTarget {
+    /// Isolated mode: the container's tenant address, from inside the container's own
+    /// network namespace (the VM has no route to it: that is the point of isolation).
+    ContainerNamespace {
+        /// The container's namespace file (sandbox key or `/proc/<pid>/ns/net`).
+        netns: PathBuf,
+        /// The tenant address and the database port.
+        address: SocketAddr,
+    },
+    /// Bridged mode: the port Docker publishes on the VM.
+    Vm(SocketAddr),
+}
+
+/// One attempt to connect to the database's port.
+#[async_trait]
+pub trait PortProbe: Send + Sync {
+    /// `Ok` when a TCP connect to `target` is answered.
+    async fn answers(&self, target: &ProbeTarget) -> Result<(), String>;
+}
+
+/// The real probe: a TCP connect, bounded by `attempt_timeout`.
+#[derive(Debug, Clone, Copy)]
+pub struct TcpProbe {
+    /// How long one connect may take.
+    pub attempt_timeout: Duration,
+}
+
+impl Default for TcpProbe {
+    fn default() -> Self {
+        Self {
+            attempt_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+#[async_trait]
+impl PortProbe for TcpProbe {
+    /// In isolated mode the connect runs on a dedicated std thread that enters the
+    /// container's network namespace (`setns`) and connects to the container's own tenant
+    /// address there; the agent's threads never change namespace.
+    async fn answers(&self, target: &ProbeTarget) -> Result<(), String> {
+        let timeout = self.attempt_timeout;
+        match target.clone() {
+            ProbeTarget::Vm(address) => {
+                match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(address)).await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(e)) => Err(format!("connect to {address} on the VM: {e}")),
+                    Err(_) => Err(format!(
+                        "connect to {address} on the VM: no answer within {timeout:?}"
+                    )),
+                }
+            }
+            ProbeTarget::ContainerNamespace { netns, address } => {
+                tokio::task::spawn_blocking(move || {
+                    let namespace = Namespace::open_path(&netns).map_err(|e| e.to_string())?;
+                    namespace
+                        .run(|| std::net::TcpStream::connect_timeout(&address, timeout))
+                        .map_err(|e| e.to_string())?
+                        .map(drop)
+                        .map_err(|e| {
+                            format!(
+                                "connect to {address} inside namespace {}: {e}",
+                                netns.display()
+                            )
+                        })
+                })
+                .await
+                .map_err(|e| format!("probe thread failed: {e}"))?
+            }
+        }
+    }
+}
+
+/// What the service needs from the configuration, fixed at start-up.
+#[derive(Debug, Clone)]
+pub struct DatabaseSettings {
+    /// The instance id, added to notifications.
+    pub guest_id: String,
+    /// The container's name (`database` on a guest).
+    pub container_name: String,
+    /// `[<datastore>] docker_image` (without tag), `None` when no datastore is configured.
+    pub docker_image: Option<String>,
+    /// `[guest_agent] container_registry`, prefixed to an image without registry.
+    pub container_registry: Option<String>,
+    /// The image tag when the request names no `ds_version` (`datastore_version`).
+    pub default_version: Option<String>,
+    /// Registry login, when configured.
+    pub credentials: Option<RegistryCredentials>,
+    /// The network mode, decided once at start-up.
+    pub mode: IsolationMode,
+    /// The tenant NIC (isolated mode).
+    pub tenant_nic: Option<TenantNic>,
+    /// The datastore's TCP ports; the first is the one probed.
+    pub tcp_ports: Vec<u16>,
+    /// The data volume, reported by `get_filesystem_stats`.
+    pub mount_point: Option<PathBuf>,
+    /// `state_change_wait_time`: readiness wait and stop grace period.
+    pub state_change_wait_time: Duration,
+    /// Our state directory (prepare marker, last configuration).
+    pub state_dir: PathBuf,
+}
+
+/// Why a database operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DatabaseError {
+    /// Start-up checks failed (isolation or preflight): fail closed.
+    #[error("the database is not started on this VM: {0}")]
+    Refused(String),
+    /// No datastore or image is configured.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The container runtime failed.
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    /// The container runs but its port did not answer.
+    #[error(
+        "container `{container}` started but {target} did not answer within {waited:?}: {last_error}"
+    )]
+    NotReady {
+        /// The container.
+        container: String,
+        /// Where it was probed.
+        target: String,
+        /// How long.
+        waited: Duration,
+        /// The last probe's error.
+        last_error: String,
+    },
+    /// The container stopped while we waited for it.
+    #[error("container `{container}` stopped while starting: {state}")]
+    Stopped {
+        /// The container.
+        container: String,
+        /// Its state.
+        state: String,
+    },
+    /// A state file could not be written.
+    #[error("cannot write {path}: {error}")]
+    State {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        error: String,
+    },
+}
+
+/// The service status Trove's Python guest derives from the container (rpc-wire-protocol
+/// §14): healthy (or running without a health check) → `healthy`, starting → `running`,
+/// absent → `shutdown`, stopped → `shutdown`, unhealthy → `crashed`, else `unknown`.
+pub fn status_of(info: Option<&ContainerInfo>) -> ServiceStatus {
+    let Some(info) = info else {
+        return ServiceStatus::Shutdown;
+    };
+    match (info.status, info.health) {
+        (ContainerStatus::Running, None | Some(HealthStatus::Healthy)) => ServiceStatus::Healthy,
+        (ContainerStatus::Running, Some(HealthStatus::Starting)) => ServiceStatus::Running,
+        (ContainerStatus::Running, Some(HealthStatus::Unhealthy)) => ServiceStatus::Crashed,
+        (ContainerStatus::Exited | ContainerStatus::Dead | ContainerStatus::Created, _) => {
+            ServiceStatus::Shutdown
+        }
+        (ContainerStatus::Restarting, _) => ServiceStatus::Restarting,
+        (ContainerStatus::Paused, _) => ServiceStatus::Paused,
+        _ => ServiceStatus::Unknown,
+    }
+}
+
+/// The guest's database service.
+pub struct GuestService {
+    settings: DatabaseSettings,
+    runtime: Arc<dyn ContainerRuntime>,
+    sink: Arc<dyn StatusSink>,
+    probe: Arc<dyn PortProbe>,
+    refusal: Option<String>,
+    lifecycle: Mutex<()>,
+    prepared: AtomicBool,
+}
+
+impl GuestService {
+    /// A service; `refusal` is set when start-up checks failed, and then no database is ever
+    /// started (fail closed) while RPC stays up for diagnosis.
+    pub fn new(
+        settings: DatabaseSettings,
+        runtime: Arc<dyn ContainerRuntime>,
+        sink: Arc<dyn StatusSink>,
+        probe: Arc<dyn PortProbe>,
+        refusal: Option<String>,
+    ) -> Self {
+        let prepared = settings.state_dir.join(PREPARE_END_FILE).exists();
+        Self {
+            settings,
+            runtime,
+            sink,
+            probe,
+            refusal,
+            lifecycle: Mutex::new(()),
+            prepared: AtomicBool::new(prepared),
+        }
+    }
+
+    /// The settings in use.
+    pub fn settings(&self) -> &DatabaseSettings {
+        &self.settings
+    }
+
+    /// Why the database may not start, if start-up checks failed.
+    pub fn refusal(&self) -> Option<&str> {
+        self.refusal.as_deref()
+    }
+
+    /// Whether `prepare` completed (now or in an earlier run).
+    pub fn is_prepared(&self) -> bool {
+        self.prepared.load(Ordering::SeqCst)
+    }
+
+    /// The status report for the periodic heartbeat: the container's state.
+    pub async fn current_status(&self) -> ServiceStatus {
+        match self.runtime.inspect(&self.settings.container_name).await {
+            Ok(info) => status_of(info.as_ref()),
+            Err(e) => {
+                warn!(error = %e, "cannot inspect the database container for the heartbeat");
+                ServiceStatus::Unknown
+            }
+        }
+    }
+
+    /// Sends a heartbeat; a failure is logged (the next one will carry the news).
+    pub async fn heartbeat(&self, status: ServiceStatus) {
+        match self.sink.heartbeat(status).await {
+            Ok(()) => debug!(status = status.as_str(), "heartbeat sent"),
+            Err(e) => error!(status = status.as_str(), error = %e, "heartbeat not sent"),
+        }
+    }
+
+    /// The notification the conductor gets for this request: the context's
+    /// `trove_notification` with `instance_id`, `None` when the request has none.
+    fn notification(&self, context: &Context) -> Option<Value> {
+        match context.get("trove_notification") {
+            Some(Value::Object(map)) => {
+                let mut map = map.clone();
+                map.insert(
+                    "instance_id".into(),
+                    Value::from(self.settings.guest_id.clone()),
+                );
+                Some(Value::Object(map))
+            }
+            _ => None,
+        }
+    }
+
+    /// Reports a failed cast to the conductor (`notify_exc_info`), when it carries a
+    /// notification: casts have no reply, this is the only way the API learns of it.
+    pub async fn report_cast_failure(&self, context: &Context, message: &str) {
+        if let Some(notification) = self.notification(context)
+            && let Err(e) = self
+                .sink
+                .notify_exc_info(context, notification, message)
+                .await
+        {
+            error!(error = %e, "notify_exc_info not sent");
+        }
+    }
+
+    /// `prepare`: `building`, start the database, then `healthy` and `notify_end`, or
+    /// `failed to spawn` and `notify_exc_info` with the reason.
+    pub async fn prepare(&self, context: &Context, ds_version: Option<String>) {
+        let _lifecycle = self.lifecycle.lock().await;
+        let started = Instant::now();
+        if let Some(reason) = &self.refusal {
+            error!(%reason, "prepare refused: the database is not started (fail closed)");
+            self.heartbeat(ServiceStatus::FailedToSpawn).await;
+            self.report_cast_failure(context, &DatabaseError::Refused(reason.clone()).to_string())
+                .await;
+            return;
+        }
+        self.heartbeat(ServiceStatus::Building).await;
+        match self.start_database(ds_version, false).await {
+            Ok(()) => {
+                if let Err(e) = self.mark_prepared() {
+                    error!(error = %e, "prepare completed but its marker was not written");
+                }
+                info!(
+                    took_ms = started.elapsed().as_millis() as u64,
+                    "prepare completed: the database answers"
+                );
+                self.heartbeat(ServiceStatus::Healthy).await;
+                if let Some(notification) = self.notification(context)
+                    && let Err(e) = self.sink.notify_end(context, notification).await
+                {
+                    error!(error = %e, "notify_end not sent");
+                }
+            }
+            Err(e) => {
+                error!(error = %e, "prepare failed");
+                self.heartbeat(ServiceStatus::FailedToSpawn).await;
+                self.report_cast_failure(context, &e.to_string()).await;
+            }
+        }
+    }
+
+    /// `restart`: stop (grace `state_change_wait_time`), start, wait until the port answers.
+    pub async fn restart(&self) -> Result<(), DatabaseError> {
+        let _lifecycle = self.lifecycle.lock().await;
+        self.refuse_if_unsafe()?;
+        let name = &self.settings.container_name;
+        info!(container = %name, "restarting the database");
+        self.runtime
+            .restart(name, self.settings.state_change_wait_time)
+            .await?;
+        self.wait_ready().await?;
+        self.heartbeat(ServiceStatus::Healthy).await;
+        Ok(())
+    }
+
+    /// `stop_db`: stop the container (grace `state_change_wait_time`), report `shutdown`.
+    /// Always allowed, also after failed start-up checks.
+    pub async fn stop_db(&self) -> Result<(), DatabaseError> {
+        let _lifecycle = self.lifecycle.lock().await;
+        let name = &self.settings.container_name;
+        info!(container = %name, "stopping the database");
+        self.runtime
+            .stop(name, self.settings.state_change_wait_time)
+            .await?;
+        self.heartbeat(ServiceStatus::Shutdown).await;
+        Ok(())
+    }
+
+    /// `start_db_with_conf_changes`: keeps `config_contents` in the state directory (for the
+    /// datastore layer; this agent does not interpret datastore configuration), recreates the
+    /// container when `ds_version` names another image, starts it and waits until it answers.
+    pub async fn start_db_with_conf_changes(
+        &self,
+        config_contents: Option<String>,
+        ds_version: Option<String>,
+    ) -> Result<(), DatabaseError> {
+        let _lifecycle = self.lifecycle.lock().await;
+        self.refuse_if_unsafe()?;
+        if let Some(contents) = config_contents {
+            let path = self.settings.state_dir.join(CONFIG_CONTENTS_FILE);
+            write_atomically(&path, contents.as_bytes())?;
+            info!(path = %path.display(), "configuration contents saved");
+        }
+        self.start_database(ds_version, true).await?;
+        self.heartbeat(ServiceStatus::Healthy).await;
+        Ok(())
+    }
+
+    /// `get_filesystem_stats`: the data volume (`mount_point`; Trove ignores `fs_path` when
+    /// a datastore is configured, and so do we).
+    pub async fn filesystem_stats(&self, fs_path: Option<String>) -> Result<Value, String> {
+        let path = match (&self.settings.mount_point, fs_path) {
+            (Some(mount_point), _) => mount_point.clone(),
+            (None, Some(path)) => PathBuf::from(path),
+            (None, None) => {
+                return Err("Filesystem not found (no datastore mount_point configured)".into());
+            }
+        };
+        tokio::task::spawn_blocking(move || super::filesystem_stats(&path))
+            .await
+            .map_err(|e| format!("statvfs thread failed: {e}"))?
+    }
+
+    fn refuse_if_unsafe(&self) -> Result<(), DatabaseError> {
+        match &self.refusal {
+            Some(reason) => Err(DatabaseError::Refused(reason.clone())),
+            None => Ok(()),
+        }
+    }
+
+    fn mark_prepared(&self) -> Result<(), DatabaseError> {
+        let path = self.settings.state_dir.join(PREPARE_END_FILE);
+        write_atomically(&path, b"")?;
+        self.prepared.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn image(&self, ds_version: Option<String>) -> Result<ImageReference, DatabaseError> {
+        let image = self.settings.docker_image.as_deref().ok_or_else(|| {
+            DatabaseError::Config(
+                "no datastore is configured ([DEFAULT] datastore_manager and its docker_image)"
+                    .into(),
+            )
+        })?;
+        let tag = ds_version
+            .filter(|v| !v.is_empty())
+            .or_else(|| self.settings.default_version.clone())
+            .unwrap_or_else(|| "latest".to_owned());
+        Ok(ImageReference::with_default_registry(
+            &format!("{image}:{tag}"),
+            self.settings.container_registry.as_deref(),
+        )?)
+    }
+
+    /// Starts the database container, creating it (image pull through the management
+    /// network, the hostnic network in isolated mode) when it does not exist, then waits
+    /// until its port answers. An existing container is just started, as Trove does, unless
+    /// `recreate_on_new_image` and it runs another image.
+    async fn start_database(
+        &self,
+        ds_version: Option<String>,
+        recreate_on_new_image: bool,
+    ) -> Result<(), DatabaseError> {
+        let name = &self.settings.container_name;
+        let image = self.image(ds_version)?;
+        let existing = self.runtime.inspect(name).await?;
+        let reuse = match &existing {
+            Some(info) if recreate_on_new_image && info.image != image.to_string() => {
+                info!(container = %name, from = %info.image, to = %image, "recreating the database container for a new image");
+                self.runtime
+                    .stop(name, self.settings.state_change_wait_time)
+                    .await?;
+                self.runtime.remove(name, true).await?;
+                false
+            }
+            Some(_) => true,
+            None => false,
+        };
+        if reuse {
+            info!(container = %name, "starting the existing database container");
+            self.runtime.start(name).await?;
+        } else {
+            self.create_database(&image).await?;
+        }
+        self.wait_ready().await
+    }
+
+    async fn create_database(&self, image: &ImageReference) -> Result<(), DatabaseError> {
+        let name = &self.settings.container_name;
+        let pulled = Instant::now();
+        let credentials = self
+            .settings
+            .credentials
+            .as_ref()
+            .filter(|c| c.applies_to(image));
+        self.runtime
+            .ensure_image(image, PullPolicy::Always, credentials, &mut |event| {
+                debug!(layer = ?event.id, status = %event.status, "pull");
+            })
+            .await?;
+        info!(%image, took_ms = pulled.elapsed().as_millis() as u64, "image pulled");
+        let network = match (&self.settings.mode, &self.settings.tenant_nic) {
+            (IsolationMode::Isolated { .. }, Some(nic)) => {
+                let status = self
+                    .runtime
+                    .ensure_hostnic_network(&HostnicNetworkSpec::for_tenant_nic(nic))
+                    .await?;
+                info!(network = status.id(), ?status, "hostnic network ready");
+                NetworkAttachment::hostnic_for(nic)
+            }
+            (IsolationMode::Isolated { tenant_nic_file }, None) => {
+                return Err(DatabaseError::Config(format!(
+                    "isolated mode but the tenant NIC file {} was not read",
+                    tenant_nic_file.display()
+                )));
+            }
+            (IsolationMode::Bridged { .. }, _) => NetworkAttachment::Bridged {
+                published_tcp_ports: self.settings.tcp_ports.clone(),
+            },
+        };
+        let spec = ContainerSpec::new(name.clone(), image.clone(), network);
+        self.runtime.run(&spec).await?;
+        info!(container = %name, %image, mode = %self.settings.mode, "database container started");
+        Ok(())
+    }
+
+    async fn probe_target(&self, info: &ContainerInfo, port: u16) -> Result<ProbeTarget, String> {
+        match (&self.settings.mode, &self.settings.tenant_nic) {
+            (IsolationMode::Isolated { .. }, Some(nic)) => {
+                let address = nic
+                    .primary_address()
+                    .ok_or("the tenant NIC file has no address")?;
+                let netns = info
+                    .sandbox_key
+                    .clone()
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .or_else(|| {
+                        info.pid
+                            .map(|pid| PathBuf::from(format!("/proc/{pid}/ns/net")))
+                    })
+                    .ok_or("the container has no network namespace yet")?;
+                Ok(ProbeTarget::ContainerNamespace {
+                    netns,
+                    address: SocketAddr::new(address, port),
+                })
+            }
+            _ => Ok(ProbeTarget::Vm(SocketAddr::new(
+                IpAddr::V4(Ipv4Addr::LOCALHOST),
+                port,
+            ))),
+        }
+    }
+
+    /// Waits, at most `state_change_wait_time`, until the database port answers on the
+    /// container's own address; fails early when the container stops. Without a port
+    /// configured, waits for the runtime's health verdict instead.
+    async fn wait_ready(&self) -> Result<(), DatabaseError> {
+        let name = &self.settings.container_name;
+        let wait = self.settings.state_change_wait_time;
+        let Some(&port) = self.settings.tcp_ports.first() else {
+            self.runtime.wait_healthy(name, wait).await?;
+            return Ok(());
+        };
+        let started = Instant::now();
+        let mut last_error: String;
+        let mut target_text = format!("port {port}");
+        loop {
+            let info = self
+                .runtime
+                .inspect(name)
+                .await?
+                .ok_or_else(|| RuntimeError::ContainerNotFound(name.clone()))?;
+            if matches!(info.status, ContainerStatus::Exited | ContainerStatus::Dead) {
+                return Err(DatabaseError::Stopped {
+                    container: name.clone(),
+                    state: info.describe_state(),
+                });
+            }
+            if info.status == ContainerStatus::Running {
+                match self.probe_target(&info, port).await {
+                    Ok(target) => {
+                        target_text = match &target {
+                            ProbeTarget::Vm(a) => format!("{a} (published on the VM)"),
+                            ProbeTarget::ContainerNamespace { address, .. } => {
+                                format!("{address} (inside the container's namespace)")
+                            }
+                        };
+                        match self.probe.answers(&target).await {
+                            Ok(()) => {
+                                info!(target = %target_text, took_ms = started.elapsed().as_millis() as u64, "database port answers");
+                                return Ok(());
+                            }
+                            Err(e) => last_error = e,
+                        }
+                    }
+                    Err(e) => last_error = e,
+                }
+            } else {
+                last_error = format!("container is {}", info.describe_state());
+            }
+            if started.elapsed() >= wait {
+                return Err(DatabaseError::NotReady {
+                    container: name.clone(),
+                    target: target_text,
+                    waited: started.elapsed(),
+                    last_error,
+                });
+            }
+            tokio::time::sleep(READY_POLL_INTERVAL).await;
+        }
+    }
+}
+
+/// Writes a file through a temporary file and a rename, so a crash leaves the old or the new
+/// content, never a torn one.
+fn write_atomically(path: &std::path::Path, contents: &[u8]) -> Result<(), DatabaseError> {
+    let failed = |error: std::io::Error| DatabaseError::State {
+        path: path.to_owned(),
+        error: error.to_string(),
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(failed)?;
+    }
+    let temporary = path.with_extension("tmp");
+    std::fs::write(&temporary, contents).map_err(failed)?;
+    std::fs::File::open(&temporary)
+        .and_then(|f| f.sync_all())
+        .map_err(failed)?;
+    std::fs::rename(&temporary, path).map_err(failed)
+}
