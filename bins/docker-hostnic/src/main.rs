@@ -73,6 +73,8 @@ fn main() -> anyhow::Result<()> {
         );
     }
     let networks = state.networks().len();
+    let locator = NetnsNicLocator::new()
+        .context("cannot open an rtnetlink handle on this network namespace")?;
     let socket = match activated {
         Some(socket) => socket,
         None => PluginSocket::bind(&args.socket)?,
@@ -81,7 +83,7 @@ fn main() -> anyhow::Result<()> {
     let driver = Arc::new(Driver::new(
         state,
         args.tenant_nic_file.clone(),
-        Arc::new(NetnsNicLocator::default()),
+        Arc::new(locator),
     ));
     tracing::info!(
         socket = %socket_path.display(),

@@ -54,11 +54,12 @@ fn benches(c: &mut Criterion) {
         })
     });
 
-    let locator = NetnsNicLocator::default();
+    let locator = NetnsNicLocator::new().unwrap();
     let absent: MacAddress = "02:00:5e:10:20:30".parse().unwrap();
-    c.bench_function("NetnsNicLocator::find_in_plugin_ns (getifaddrs)", |b| {
-        b.iter(|| locator.find_in_plugin_ns(black_box(absent)).unwrap())
-    });
+    c.bench_function(
+        "NetnsNicLocator::find_in_plugin_ns (rtnetlink link dump)",
+        |b| b.iter(|| locator.find_in_plugin_ns(black_box(absent)).unwrap()),
+    );
 }
 
 criterion_group!(join, benches);

@@ -42,23 +42,23 @@ fn eth1(mac: &str) -> String {
 }
 
 #[test]
-fn the_locator_finds_links_by_mac_in_its_thread_namespace() {
+fn the_locator_finds_links_by_mac_in_the_namespace_it_was_built_in() {
     require_root();
     let plugin_ns = TestNetns::new();
     let nic = ifname("a");
     plugin_ns.add_veth(&nic, &ifname("b"), NIC_MAC);
-    let found = in_netns(&plugin_ns.path(), || {
-        NetnsNicLocator::default()
+    let locator = in_netns(&plugin_ns.path(), || NetnsNicLocator::new().unwrap());
+    // Asked from this test thread (another namespace), it still answers for its own.
+    assert_eq!(locator.find_in_plugin_ns(mac(NIC_MAC)).unwrap(), Some(nic));
+    assert_eq!(locator.find_in_plugin_ns(mac(HELD_MAC)).unwrap(), None);
+    assert_eq!(
+        NetnsNicLocator::new()
+            .unwrap()
             .find_in_plugin_ns(mac(NIC_MAC))
-            .unwrap()
-    });
-    assert_eq!(found, Some(nic));
-    let absent = in_netns(&plugin_ns.path(), || {
-        NetnsNicLocator::default()
-            .find_in_plugin_ns(mac(HELD_MAC))
-            .unwrap()
-    });
-    assert_eq!(absent, None);
+            .unwrap(),
+        None,
+        "a locator built in the test's namespace does not see the test namespace's links"
+    );
 }
 
 #[test]
@@ -69,7 +69,9 @@ fn the_locator_refuses_two_links_with_one_mac() {
     plugin_ns.add_veth(&first, &second, NIC_MAC);
     plugin_ns.ip(&["link", "set", &second, "address", NIC_MAC]);
     let result = in_netns(&plugin_ns.path(), || {
-        NetnsNicLocator::default().find_in_plugin_ns(mac(NIC_MAC))
+        NetnsNicLocator::new()
+            .unwrap()
+            .find_in_plugin_ns(mac(NIC_MAC))
     });
     match result {
         Err(LocateError::Ambiguous { names, .. }) => {
@@ -94,7 +96,7 @@ fn the_locator_names_the_sandbox_that_holds_a_nic() {
     std::os::unix::fs::symlink(empty_ns.path(), sandboxes.path().join("111111111111")).unwrap();
     std::os::unix::fs::symlink(sandbox_ns.path(), sandboxes.path().join("222222222222")).unwrap();
 
-    let locator = NetnsNicLocator::default();
+    let locator = NetnsNicLocator::new().unwrap();
     let found = locator
         .find_in_sandboxes(sandboxes.path(), mac(HELD_MAC))
         .unwrap();
@@ -105,7 +107,7 @@ fn the_locator_names_the_sandbox_that_holds_a_nic() {
             .unwrap(),
         None
     );
-    let limited = NetnsNicLocator::with_max_sandboxes(2);
+    let limited = NetnsNicLocator::with_max_sandboxes(2).unwrap();
     assert_eq!(
         limited
             .find_in_sandboxes(sandboxes.path(), mac(HELD_MAC))
@@ -133,11 +135,13 @@ async fn join_over_the_socket_finds_the_real_nic_or_its_holder() {
     let tenant_file = dir.path().join("eth1.json");
     std::fs::write(&tenant_file, eth1(NIC_MAC)).unwrap();
 
+    // The locator's own namespace is the one it was built in, as in the daemon's main thread.
+    let locator = in_netns(&plugin_ns.path(), || NetnsNicLocator::new().unwrap());
     let server = TestServer::start(
         &dir.path().join("docker-hostnic.sock"),
         &dir.path().join("hostnic.json"),
         &tenant_file,
-        Arc::new(NetnsNicLocator::default()),
+        Arc::new(locator),
         Some(plugin_ns.path()),
     );
     let socket = server.socket.clone();
