@@ -250,6 +250,7 @@ async fn bench(calls: usize) -> AnyResult<()> {
             rss_kib,
         ));
     }
+    client.close().await;
     transport.delete_exchange(&exchange).await?;
 
     println!(

@@ -37,6 +37,7 @@ struct ReplyListener {
     queue: String,
     pending: PendingCalls,
     stop: watch::Sender<bool>,
+    task: StdMutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Drop for ReplyListener {
@@ -73,6 +74,9 @@ impl RpcClient {
             .replies
             .get_or_try_init(|| self.start_listener())
             .await?;
+        if *listener.stop.borrow() {
+            return Err(CallError::Transport(TransportError::Closed));
+        }
         let msg_id = uuid4_hex();
         let (tx, rx) = oneshot::channel();
         lock(&listener.pending).insert(msg_id.clone(), tx);
@@ -120,6 +124,29 @@ impl RpcClient {
             });
         }
         Ok(self.inner.serializer.deserialize_entity(reply.result))
+    }
+
+    /// The reply queue, once the first call created it.
+    pub fn reply_queue(&self) -> Option<&str> {
+        self.inner
+            .replies
+            .get()
+            .map(|listener| listener.queue.as_str())
+    }
+
+    /// Stops listening for replies and deletes the reply queue (left alone, it would expire
+    /// after `rabbit_transient_queues_ttl`). Calls made afterwards fail.
+    pub async fn close(&self) {
+        let Some(listener) = self.inner.replies.get() else {
+            return;
+        };
+        listener.stop.send_replace(true);
+        let task = lock(&listener.task).take();
+        if let Some(task) = task
+            && let Err(err) = task.await
+        {
+            warn!(error = %err, "reply listener failed");
+        }
     }
 
     /// Sends `method` without waiting for a result; returns once the broker confirmed it.
@@ -220,7 +247,7 @@ impl RpcClient {
         let pending: PendingCalls = Arc::default();
         let (stop_tx, mut stop_rx) = watch::channel(false);
         let routes = Arc::clone(&pending);
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let mut recent = RecentIds::default();
             loop {
                 let delivery = tokio::select! {
@@ -261,6 +288,7 @@ impl RpcClient {
             queue,
             pending,
             stop: stop_tx,
+            task: StdMutex::new(Some(task)),
         })
     }
 }

@@ -225,6 +225,7 @@ async fn server_and_client_survive_a_broker_restart() {
         confirmed.len()
     );
 
+    client.close().await;
     timeout(Duration::from_secs(10), server.stop())
         .await
         .unwrap();

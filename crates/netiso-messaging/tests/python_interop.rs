@@ -258,6 +258,7 @@ async fn we_call_python_server(key: Option<&str>) {
         }
         other => panic!("expected NoSuchMethod, got {other:?}"),
     }
+    client.close().await;
     assert!(py.finish().await.success());
     cleanup(&transport, &exchange, &target).await;
 }

@@ -246,6 +246,21 @@ async fn exercise(serializer: Serializer) {
     }
     got.sort_by_key(Value::to_string);
     assert_eq!(got, vec![json!("cast-1"), json!("fanout-1")]);
+    let reply_queue = client.reply_queue().unwrap().to_owned();
+    assert!(fx.transport.queue_exists(&reply_queue).await.unwrap());
+    client.close().await;
+    assert!(
+        !fx.transport.queue_exists(&reply_queue).await.unwrap(),
+        "reply queue deleted on close"
+    );
+    assert!(matches!(
+        client
+            .call(&fx.target, "rpc_ping", object(json!({})), &ctx, t)
+            .await,
+        Err(CallError::Transport(
+            netiso_messaging::TransportError::Closed
+        ))
+    ));
     fx.cleanup().await;
 }
 

@@ -246,6 +246,7 @@ async fn a_silent_broker_is_detected_by_heartbeat_and_the_server_resumes() {
         frozen_at.elapsed()
     );
 
+    client.close().await;
     server.stop().await;
     for queue in [target.topic.clone(), target.routing_key()] {
         client_transport.delete_queue(&queue).await.unwrap();
