@@ -1,5 +1,5 @@
 //! The plugin's rules for the MACs it is given. The type is netiso-config's
-//! [`MacAddress`](netiso_config::tenant_nic::MacAddress) (compared as bytes, shown lowercase), so
+//! [`MacAddress`] (compared as bytes, shown lowercase), so
 //! `FA:16:3E:..` from a Trove file and `fa:16:3e:..` from the kernel are the same NIC.
 
 use netiso_config::tenant_nic::MacAddress;
