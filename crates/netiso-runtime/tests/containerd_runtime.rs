@@ -1272,12 +1272,19 @@ fn containerd_restart_policy_brings_the_database_back_until_stopped() {
         link.echo_from_client(Duration::from_secs(20))
             .unwrap_or_else(|e| panic!("after the restart: {e}"));
 
-        // A stop is respected: the monitor leaves it stopped.
+        // A stop is respected: the grace period outlasts a monitor pass (10 s) without the
+        // monitor killing the task early, and the monitor leaves it stopped afterwards.
+        let stopping = Instant::now();
         runtime
-            .stop(&name, Duration::from_secs(1))
+            .stop(&name, Duration::from_secs(11))
             .await
             .expect("stop");
-        tokio::time::sleep(Duration::from_secs(12)).await;
+        assert!(
+            stopping.elapsed() >= Duration::from_secs(11),
+            "killed before the grace period ended: {:?}",
+            stopping.elapsed()
+        );
+        tokio::time::sleep(Duration::from_secs(10)).await;
         let stopped = runtime
             .inspect(&name)
             .await

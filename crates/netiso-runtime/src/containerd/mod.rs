@@ -11,7 +11,8 @@
 //! Only isolated mode (`network_isolation = True`) is supported: a bridged container is
 //! refused with [`RuntimeError::InvalidSpec`], and [`require_isolation`] lets the guest say
 //! so at start-up. Restart policies go to containerd's restart monitor (its
-//! `containerd.io/restart.*` labels: kept `running` after a start, `stopped` before a stop;
+//! `containerd.io/restart.*` labels: `running` after a start, removed before a stop so the
+//! monitor neither restarts nor SIGKILLs a task inside its grace period;
 //! containerd 1.6 checks every 10 s and restarts whatever should run). Health checks, which
 //! containerd does not have, run as exec probes when `inspect` finds one due ([`health`]).
 
@@ -513,18 +514,22 @@ impl ContainerdRuntime {
         key: &str,
         value: String,
     ) -> Result<(), RuntimeError> {
-        self.set_labels(container, &[(key, value)]).await
+        self.set_labels(container, &[(key, Some(value))]).await
     }
 
-    /// Sets some labels of a container, leaving the others alone (one field mask per key).
+    /// Sets (`Some`) or deletes (`None`) some labels of a container, leaving the others
+    /// alone (one field mask per key).
     async fn set_labels(
         &self,
         container: &Container,
-        labels: &[(&str, String)],
+        labels: &[(&str, Option<String>)],
     ) -> Result<(), RuntimeError> {
         let mut updated = container.clone();
         for (key, value) in labels {
-            updated.labels.insert((*key).to_owned(), value.clone());
+            match value {
+                Some(value) => updated.labels.insert((*key).to_owned(), value.clone()),
+                None => updated.labels.remove(*key),
+            };
         }
         let request = self.connection.request(UpdateContainerRequest {
             container: Some(updated),
@@ -673,8 +678,8 @@ impl ContainerdRuntime {
         self.set_labels(
             container,
             &[
-                (RESTART_STATUS_LABEL, "running".to_owned()),
-                (RESTART_EXPLICITLY_STOPPED_LABEL, "false".to_owned()),
+                (RESTART_STATUS_LABEL, Some("running".to_owned())),
+                (RESTART_EXPLICITLY_STOPPED_LABEL, Some("false".to_owned())),
             ],
         )
         .await
@@ -735,12 +740,13 @@ impl ContainerdRuntime {
     ) -> Result<(), RuntimeError> {
         let name = &container.id;
         if container.labels.contains_key(RESTART_POLICY_LABEL) {
-            // First, so containerd's restart monitor does not bring it back.
+            // First, so containerd's restart monitor leaves the task alone: neither restarts
+            // it nor (as a `stopped` status would make it) SIGKILLs it inside our grace period.
             self.set_labels(
                 container,
                 &[
-                    (RESTART_STATUS_LABEL, "stopped".to_owned()),
-                    (RESTART_EXPLICITLY_STOPPED_LABEL, "true".to_owned()),
+                    (RESTART_STATUS_LABEL, None),
+                    (RESTART_EXPLICITLY_STOPPED_LABEL, Some("true".to_owned())),
                 ],
             )
             .await?;
@@ -1160,7 +1166,7 @@ impl ContainerRuntime for ContainerdRuntime {
                 });
             }
             if container.labels.contains_key(RESTART_POLICY_LABEL) {
-                self.set_label(&container, RESTART_STATUS_LABEL, "stopped".to_owned())
+                self.set_labels(&container, &[(RESTART_STATUS_LABEL, None)])
                     .await?;
             }
             self.kill(name, SIGKILL, true).await?;
