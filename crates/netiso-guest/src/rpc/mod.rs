@@ -23,8 +23,8 @@ use tokio::sync::watch;
 
 pub use filesystem::{filesystem_stats, to_gb};
 pub use service::{
-    ConductorSink, DatabaseError, DatabaseSettings, GuestService, PortProbe, ProbeTarget,
-    StatusSink, TcpProbe, status_of,
+    CONFIG_CONTENTS_FILE, ConductorSink, DatabaseError, DatabaseSettings, GuestService,
+    PREPARE_END_FILE, PortProbe, ProbeTarget, StatusSink, TcpProbe, status_of,
 };
 
 /// The guest API version this agent implements (Trove's `API_LATEST_VERSION`).
