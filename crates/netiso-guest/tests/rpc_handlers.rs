@@ -483,7 +483,7 @@ async fn prepare_times_out_when_the_port_never_answers() {
     let events = fx.sink.events();
     assert_eq!(events[1], "heartbeat failed to spawn");
     assert!(
-        events[2].contains("127.0.0.1:3306 (published on the VM) did not answer")
+        events[2].contains("127.0.0.1:3306 (bridged, from the VM) did not answer")
             && events[2].contains("connection refused"),
         "{events:?}"
     );

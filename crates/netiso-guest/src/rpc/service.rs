@@ -85,7 +85,10 @@ pub enum ProbeTarget {
         /// The tenant address and the database port.
         address: SocketAddr,
     },
-    /// Bridged mode: the port Docker publishes on the VM.
+    /// Bridged mode, from the VM: the container's bridge address, where Docker's DNAT sends
+    /// the published port, so the answer comes from the database itself. `127.0.0.1` only
+    /// when Docker reports no address: its userland proxy accepts there before the
+    /// database listens.
     Vm(SocketAddr),
 }
 
@@ -560,10 +563,14 @@ impl GuestService {
                     address: SocketAddr::new(address, port),
                 })
             }
-            _ => Ok(ProbeTarget::Vm(SocketAddr::new(
-                IpAddr::V4(Ipv4Addr::LOCALHOST),
-                port,
-            ))),
+            _ => {
+                let address = info
+                    .networks
+                    .values()
+                    .find_map(|endpoint| endpoint.ipv4)
+                    .unwrap_or(Ipv4Addr::LOCALHOST);
+                Ok(ProbeTarget::Vm(SocketAddr::new(IpAddr::V4(address), port)))
+            }
         }
     }
 
@@ -596,7 +603,7 @@ impl GuestService {
                 match self.probe_target(&info, port).await {
                     Ok(target) => {
                         target_text = match &target {
-                            ProbeTarget::Vm(a) => format!("{a} (published on the VM)"),
+                            ProbeTarget::Vm(a) => format!("{a} (bridged, from the VM)"),
                             ProbeTarget::ContainerNamespace { address, .. } => {
                                 format!("{address} (inside the container's namespace)")
                             }
