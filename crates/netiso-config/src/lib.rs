@@ -70,7 +70,7 @@ pub mod error;
 pub mod guest;
 pub mod ini;
 pub mod isolation;
-mod pyjson;
+pub mod pyjson;
 pub mod render;
 pub mod secret;
 pub mod source;

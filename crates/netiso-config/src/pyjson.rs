@@ -1,6 +1,11 @@
 //! JSON text exactly as Python's `json.dumps` writes it by default (`", "` / `": "` separators,
-//! `ensure_ascii=True`, `repr` floats), so that ciphertexts and bodies are byte-identical to
-//! what Trove and oslo.messaging produce.
+//! `ensure_ascii=True`, `repr` floats, keys in insertion order, no trailing newline), so that
+//! the files Trove's taskmanager injects (`eth1.json`, `daemon.json`), RPC bodies and the
+//! ciphertexts computed over them are byte-identical to what Trove and oslo.messaging produce.
+//!
+//! Objects keep insertion order because this crate enables `serde_json`'s `preserve_order`
+//! itself: build a [`serde_json::Map`] in Python's dict order and [`dumps`] writes it so.
+//! Re-inserting an existing key keeps its place, like a Python dict assignment.
 
 use std::io;
 
@@ -171,5 +176,40 @@ mod tests {
     fn key_order_is_preserved() {
         let value: Value = serde_json::from_str(r#"{"z": 1, "a": 2}"#).unwrap();
         assert_eq!(dumps(&value), r#"{"z": 1, "a": 2}"#);
+    }
+
+    #[test]
+    fn reassigning_a_key_keeps_its_place_like_a_python_dict() {
+        let mut map = serde_json::Map::new();
+        map.insert("z".to_owned(), json!(1));
+        map.insert("a".to_owned(), json!(2));
+        map.insert("z".to_owned(), json!(3));
+        assert_eq!(dumps(&Value::Object(map)), r#"{"z": 3, "a": 2}"#);
+    }
+
+    #[test]
+    fn separators_and_literals_match_python() {
+        let value = json!({
+            "bridge": "none",
+            "ip-forward": false,
+            "gw": null,
+            "list": ["a", true],
+            "empty": [],
+            "obj": {},
+        });
+        assert_eq!(
+            dumps(&value),
+            r#"{"bridge": "none", "ip-forward": false, "gw": null, "list": ["a", true], "empty": [], "obj": {}}"#
+        );
+    }
+
+    #[test]
+    fn strings_are_ascii_escaped_like_python() {
+        // Expected bytes produced by CPython 3.11: json.dumps("q\"b\\\n\r\t\b\f\x01\x7fé€😀")
+        let text = "q\"b\\\n\r\t\u{8}\u{c}\u{1}\u{7f}é€😀";
+        assert_eq!(
+            dumps(&Value::String(text.to_owned())),
+            r#""q\"b\\\n\r\t\b\f\u0001\u007f\u00e9\u20ac\ud83d\ude00""#
+        );
     }
 }

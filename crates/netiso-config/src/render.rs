@@ -5,11 +5,12 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use ipnet::IpNet;
+use serde_json::{Map, Value};
 
 use crate::control_plane::ControlPlaneConfig;
-use crate::pyjson::PyJson;
+use crate::pyjson;
 use crate::secret::Secret;
-use crate::tenant_nic::{DEFAULT_TENANT_NIC_FILE, HostRoute, MacAddress};
+use crate::tenant_nic::{DEFAULT_TENANT_NIC_FILE, HostRoute, MacAddress, routes_json};
 
 /// Guest path of the dev-mode controller address file.
 pub const CONTROLLER_CONF_PATH: &str = "/etc/trove/controller.conf";
@@ -90,58 +91,39 @@ pub struct UserPort {
     pub fixed_ips: Vec<FixedIp>,
 }
 
-/// Python dict assignment: a new key goes last, an existing key keeps its place.
-fn assign(members: &mut Vec<(String, PyJson)>, key: &str, value: PyJson) {
-    match members.iter_mut().find(|(existing, _)| existing == key) {
-        Some((_, slot)) => *slot = value,
-        None => members.push((key.to_owned(), value)),
-    }
-}
-
 impl UserPort {
     /// `eth1.json` exactly as Trove builds it: fixed IPs walked in order, the last IP of
     /// a family wins, keys keep the position of their first assignment.
     pub fn render_eth1_json(&self) -> String {
-        let mut members = vec![(
+        // A serde_json `Map` (insertion-ordered) re-inserting a key keeps its place, as a
+        // Python dict assignment does.
+        let mut members = Map::new();
+        members.insert(
             "mac_address".to_owned(),
-            PyJson::Str(self.mac_address.to_string()),
-        )];
+            Value::String(self.mac_address.to_string()),
+        );
         for fixed in &self.fixed_ips {
             let gateway = fixed
                 .gateway_ip
-                .map_or(PyJson::Null, |g| PyJson::Str(g.to_string()));
-            let routes = PyJson::List(
-                fixed
-                    .host_routes
-                    .iter()
-                    .map(|route| {
-                        PyJson::Object(vec![
-                            (
-                                "destination".to_owned(),
-                                PyJson::Str(route.destination.to_string()),
-                            ),
-                            ("nexthop".to_owned(), PyJson::Str(route.nexthop.to_string())),
-                        ])
-                    })
-                    .collect(),
-            );
-            let address = PyJson::Str(fixed.ip_address.to_string());
-            let cidr = PyJson::Str(fixed.cidr.to_string());
+                .map_or(Value::Null, |g| Value::String(g.to_string()));
+            let routes = routes_json(&fixed.host_routes);
+            let address = Value::String(fixed.ip_address.to_string());
+            let cidr = Value::String(fixed.cidr.to_string());
             if fixed.ip_address.is_ipv4() {
-                assign(&mut members, "ipv4_address", address);
-                assign(&mut members, "ipv4_cidr", cidr);
-                assign(&mut members, "ipv4_gateway", gateway);
-                assign(&mut members, "ipv4_host_routes", routes);
+                members.insert("ipv4_address".to_owned(), address);
+                members.insert("ipv4_cidr".to_owned(), cidr);
+                members.insert("ipv4_gateway".to_owned(), gateway);
+                members.insert("ipv4_host_routes".to_owned(), routes);
             } else {
-                assign(&mut members, "ipv6_address", address);
-                assign(&mut members, "ipv6_cidr", cidr);
-                assign(&mut members, "ipv6_host_routes", routes);
+                members.insert("ipv6_address".to_owned(), address);
+                members.insert("ipv6_cidr".to_owned(), cidr);
+                members.insert("ipv6_host_routes".to_owned(), routes);
                 if fixed.ipv6_ra_mode.as_deref() == Some("dhcpv6-stateful") {
-                    assign(&mut members, "ipv6_gateway", gateway);
+                    members.insert("ipv6_gateway".to_owned(), gateway);
                 }
             }
         }
-        PyJson::Object(members).dumps()
+        pyjson::dumps(&Value::Object(members))
     }
 }
 
@@ -151,27 +133,28 @@ pub fn render_daemon_json(
     control: &ControlPlaneConfig,
     tenant_nic_written: bool,
 ) -> Option<String> {
-    let mut members = Vec::new();
+    let mut members = Map::new();
     if control.network_isolation && tenant_nic_written {
-        members.push(("bridge".to_owned(), PyJson::Str("none".to_owned())));
-        members.push(("ip-forward".to_owned(), PyJson::Bool(false)));
-        members.push(("iptables".to_owned(), PyJson::Bool(false)));
+        members.insert("bridge".to_owned(), Value::String("none".to_owned()));
+        members.insert("ip-forward".to_owned(), Value::Bool(false));
+        members.insert("iptables".to_owned(), Value::Bool(false));
     } else if let Some(bip) = control
         .docker_bridge_network_ip
         .as_deref()
         .filter(|b| !b.is_empty())
     {
-        members.push(("bip".to_owned(), PyJson::Str(bip.to_owned())));
+        members.insert("bip".to_owned(), Value::String(bip.to_owned()));
     }
     if !control.docker_insecure_registries.is_empty() {
         let registries = control
             .docker_insecure_registries
             .iter()
-            .map(|r| PyJson::Str(r.clone()))
+            .cloned()
+            .map(Value::String)
             .collect();
-        members.push(("insecure-registries".to_owned(), PyJson::List(registries)));
+        members.insert("insecure-registries".to_owned(), Value::Array(registries));
     }
-    (!members.is_empty()).then(|| PyJson::Object(members).dumps())
+    (!members.is_empty()).then(|| pyjson::dumps(&Value::Object(members)))
 }
 
 /// Everything the taskmanager knows about one instance when it builds the files.

@@ -13,7 +13,7 @@ use std::str::FromStr;
 use ipnet::{Ipv4Net, Ipv6Net};
 use serde_json::{Map, Value};
 
-use crate::pyjson::PyJson;
+use crate::pyjson;
 
 /// Where Trove writes the file on the guest.
 pub const DEFAULT_TENANT_NIC_FILE: &str = "/etc/trove/eth1.json";
@@ -461,66 +461,64 @@ impl TenantNic {
 
     /// The file as Trove writes it (`json.dumps`, keys in Trove's order, IPv4 first).
     pub fn to_json(&self) -> String {
-        let mut members = vec![(
+        let mut members = Map::new();
+        members.insert(
             "mac_address".to_owned(),
-            PyJson::Str(self.mac_address.to_string()),
-        )];
+            Value::String(self.mac_address.to_string()),
+        );
         if let Some(v4) = &self.ipv4 {
-            members.extend(ipv4_members(v4));
+            insert_ipv4_members(&mut members, v4);
         }
         if let Some(v6) = &self.ipv6 {
-            members.extend(ipv6_members(v6));
+            insert_ipv6_members(&mut members, v6);
         }
-        PyJson::Object(members).dumps()
+        pyjson::dumps(&Value::Object(members))
     }
 }
 
-fn routes_json<N: fmt::Display, A: fmt::Display>(routes: &[HostRoute<N, A>]) -> PyJson {
-    PyJson::List(
-        routes
-            .iter()
-            .map(|route| {
-                PyJson::Object(vec![
-                    (
-                        "destination".to_owned(),
-                        PyJson::Str(route.destination.to_string()),
-                    ),
-                    ("nexthop".to_owned(), PyJson::Str(route.nexthop.to_string())),
-                ])
-            })
-            .collect(),
-    )
+/// A route list as Neutron and Trove write it: `[{"destination": ..., "nexthop": ...}]`.
+pub(crate) fn routes_json<N: fmt::Display, A: fmt::Display>(routes: &[HostRoute<N, A>]) -> Value {
+    routes
+        .iter()
+        .map(|route| {
+            let mut entry = Map::new();
+            entry.insert(
+                "destination".to_owned(),
+                Value::String(route.destination.to_string()),
+            );
+            entry.insert(
+                "nexthop".to_owned(),
+                Value::String(route.nexthop.to_string()),
+            );
+            Value::Object(entry)
+        })
+        .collect()
 }
 
-fn optional_address<A: fmt::Display>(address: Option<A>) -> PyJson {
-    address.map_or(PyJson::Null, |a| PyJson::Str(a.to_string()))
+fn optional_address<A: fmt::Display>(address: Option<A>) -> Value {
+    address.map_or(Value::Null, |a| Value::String(a.to_string()))
 }
 
 /// The IPv4 keys, in Trove's insertion order.
-pub(crate) fn ipv4_members(v4: &TenantIpv4) -> Vec<(String, PyJson)> {
-    vec![
-        (
-            "ipv4_address".to_owned(),
-            PyJson::Str(v4.address.to_string()),
-        ),
-        ("ipv4_cidr".to_owned(), PyJson::Str(v4.cidr.to_string())),
-        ("ipv4_gateway".to_owned(), optional_address(v4.gateway)),
-        ("ipv4_host_routes".to_owned(), routes_json(&v4.host_routes)),
-    ]
+fn insert_ipv4_members(members: &mut Map<String, Value>, v4: &TenantIpv4) {
+    members.insert(
+        "ipv4_address".to_owned(),
+        Value::String(v4.address.to_string()),
+    );
+    members.insert("ipv4_cidr".to_owned(), Value::String(v4.cidr.to_string()));
+    members.insert("ipv4_gateway".to_owned(), optional_address(v4.gateway));
+    members.insert("ipv4_host_routes".to_owned(), routes_json(&v4.host_routes));
 }
 
 /// The IPv6 keys, in Trove's insertion order (`ipv6_gateway` only for DHCPv6-stateful).
-pub(crate) fn ipv6_members(v6: &TenantIpv6) -> Vec<(String, PyJson)> {
-    let mut members = vec![
-        (
-            "ipv6_address".to_owned(),
-            PyJson::Str(v6.address.to_string()),
-        ),
-        ("ipv6_cidr".to_owned(), PyJson::Str(v6.cidr.to_string())),
-        ("ipv6_host_routes".to_owned(), routes_json(&v6.host_routes)),
-    ];
+fn insert_ipv6_members(members: &mut Map<String, Value>, v6: &TenantIpv6) {
+    members.insert(
+        "ipv6_address".to_owned(),
+        Value::String(v6.address.to_string()),
+    );
+    members.insert("ipv6_cidr".to_owned(), Value::String(v6.cidr.to_string()));
+    members.insert("ipv6_host_routes".to_owned(), routes_json(&v6.host_routes));
     if let Ipv6Gateway::Dhcpv6Stateful(gateway) = v6.gateway {
-        members.push(("ipv6_gateway".to_owned(), optional_address(gateway)));
+        members.insert("ipv6_gateway".to_owned(), optional_address(gateway));
     }
-    members
 }

@@ -8,10 +8,10 @@ use base64::Engine;
 use base64::engine::DecodePaddingMode;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD};
 use md5::{Digest, Md5};
+use netiso_config::pyjson;
 use serde_json::Value;
 
 use crate::error::CryptoError;
-use crate::pyjson;
 
 const BLOCK: usize = 16;
 

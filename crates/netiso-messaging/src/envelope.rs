@@ -1,10 +1,10 @@
 //! The oslo.messaging 2.0 envelope (`{"oslo.version", "oslo.message"}`) and the request, reply
 //! and failure messages it carries, with the key order Python produces.
 
+use netiso_config::pyjson;
 use serde_json::{Map, Value};
 
 use crate::error::EnvelopeError;
-use crate::pyjson;
 
 /// The envelope version this peer writes and accepts (major 2, minor 0).
 pub const ENVELOPE_VERSION: &str = "2.0";

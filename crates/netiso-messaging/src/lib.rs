@@ -1,6 +1,7 @@
 //! oslo.messaging-compatible RPC over RabbitMQ for the Trove guest, with Trove's serializers.
 //!
-//! Layers, bottom up: [`pyjson`] and [`envelope`] (wire format), [`crypto`] and [`serializer`]
+//! Layers, bottom up: [`netiso_config::pyjson`] (Python's `json.dumps`, shared with the
+//! injected-file renderers) and [`envelope`] (wire format), [`crypto`] and [`serializer`]
 //! (Trove's encryption), then the AMQP transport, the RPC server and client, and the conductor
 //! client.
 
@@ -13,7 +14,6 @@ pub mod dispatcher;
 pub mod envelope;
 pub mod error;
 pub mod options;
-pub mod pyjson;
 pub mod serializer;
 pub mod server;
 pub mod topology;

@@ -1,13 +1,13 @@
 //! The serializers Trove chains onto oslo.messaging: plain JSON, `SecureSerializer`
 //! (controller ↔ guest) and the conductor wrapping (`ConductorGuestSerializer`).
 
+use netiso_config::pyjson;
 use serde_json::{Map, Value};
 use tracing::warn;
 
 use crate::crypto::InstanceKey;
 use crate::envelope::type_name;
 use crate::error::SerializerError;
-use crate::pyjson;
 
 /// An opaque request context: received, kept unchanged, passed back where Trove does.
 #[derive(Debug, Clone, Default, PartialEq)]

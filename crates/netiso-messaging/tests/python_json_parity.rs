@@ -8,7 +8,7 @@ mod common;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use netiso_messaging::pyjson;
+use netiso_config::pyjson;
 use serde_json::Value;
 
 #[test]
