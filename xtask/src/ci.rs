@@ -1,5 +1,6 @@
 //! `cargo xtask ci`: the one gate a submission must pass, run by `.ci/run`.
 
+use crate::demo;
 use crate::layout::test_environment;
 use crate::provision;
 use crate::sh::{self, output, run_with_env, say};
@@ -37,6 +38,8 @@ pub fn run() -> Result<()> {
         &["test", "--workspace", "--all-targets", "--locked"],
         &test_environment(),
     )?;
+    say("== harness (every scenario on the simulated guest)");
+    demo::run_harness(None)?;
     say("== fuzz smoke runs");
     for fuzz_dir in fuzz_dirs()? {
         fuzz_smoke(&fuzz_dir)?;

@@ -3,7 +3,9 @@
 //! Everything the tests need is installed and started by this program, so a fresh Debian
 //! machine and a CI run reach the same state with one command.
 
+mod bench;
 mod ci;
+mod demo;
 mod layout;
 mod provision;
 mod sh;
@@ -27,8 +29,18 @@ enum Task {
     /// Provision, then fmt, clippy, cargo-deny, the whole test suite as root and the fuzz
     /// smoke runs: what `.ci/run` runs.
     Ci,
+    /// Provision, then measure every performance claim against its reference (Trove's Python
+    /// plugin and oslo.messaging, `ip` commands, Docker's NAT) and rewrite `docs/benchmarks.md`.
+    Bench,
     /// Print the environment variables that tell tests where the provisioned services are.
     Env,
+    /// Provision, then run the harness on a simulated guest in both network modes and show
+    /// every check and the two traffic flows as observed.
+    Demo {
+        /// Run every harness scenario (faults, containerd), not only the two Docker modes.
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -41,6 +53,8 @@ fn main() -> anyhow::Result<()> {
     match cli.task {
         Task::Provision => provision::run(),
         Task::Ci => ci::run(),
+        Task::Bench => bench::run(),
+        Task::Demo { all } => demo::run(all),
         Task::Env => {
             for (name, value) in layout::test_environment() {
                 sh::say(&format!("export {name}={value}"));

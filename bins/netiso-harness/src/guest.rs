@@ -1,0 +1,343 @@
+//! One scenario's simulated guest: tenant network, injected files, the plugin and the agent
+//! inside the guest namespace, and the harness's controller on the broker. Built in order,
+//! torn down in reverse by [`Guest::teardown`], with drop guards as the backstop (a failed
+//! check, a panic or Ctrl-C still removes everything).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+use netiso_netlink::MacAddr;
+use netiso_runtime::test_support::block_on_cleanup;
+use netiso_runtime::{ContainerRuntime, ContainerdConfig, ContainerdRuntime, DockerRuntime};
+
+use crate::controller::Controller;
+use crate::guest_files::{GuestFiles, GuestSpec, RuntimeKind};
+use crate::net::TenantNetwork;
+use crate::processes::GuestProcess;
+use crate::settings::{DATABASE_CONTAINER, DATABASE_NETWORK, Settings};
+
+/// The containerd namespace the harness's guests use.
+pub const CONTAINERD_NAMESPACE: &str = "netiso-harness";
+
+/// How a scenario's guest is made.
+#[derive(Debug, Clone)]
+pub struct GuestPlan {
+    /// The scenario's name (directory and log names).
+    pub scenario: String,
+    /// Per-run serial, for the MAC.
+    pub serial: u32,
+    /// The runtime.
+    pub runtime: RuntimeKind,
+    /// `network_isolation`.
+    pub isolated: bool,
+    /// Write `eth1.json` with a MAC no NIC has (isolation impossible).
+    pub absent_mac: bool,
+    /// The test image: repository without registry, and tag.
+    pub image_repository: String,
+    /// The test image's tag.
+    pub image_tag: String,
+}
+
+/// Connects to the runtime the way the agent does, for checks and cleanup.
+pub async fn connect_runtime(
+    settings: &Settings,
+    kind: RuntimeKind,
+    tenant_nic_file: Option<PathBuf>,
+) -> Result<Arc<dyn ContainerRuntime>> {
+    Ok(match kind {
+        RuntimeKind::Docker => {
+            let endpoint = format!("unix://{}", settings.docker_socket.display());
+            Arc::new(
+                DockerRuntime::connect(&endpoint).await.with_context(|| {
+                    format!("dockerd at {endpoint}: run `cargo xtask provision`")
+                })?,
+            )
+        }
+        RuntimeKind::Containerd => {
+            let mut config =
+                ContainerdConfig::new(&settings.containerd_socket, CONTAINERD_NAMESPACE);
+            config.vm_netns = PathBuf::from(format!("/run/netns/{}", settings.guest_netns));
+            config.tenant_nic_file = tenant_nic_file;
+            config.insecure_registries = vec![settings.guest_registry.clone()];
+            Arc::new(ContainerdRuntime::connect(config).await.with_context(|| {
+                format!(
+                    "containerd at {}: run `cargo xtask provision`",
+                    settings.containerd_socket.display()
+                )
+            })?)
+        }
+    })
+}
+
+/// Removes the database container and its network on drop.
+struct DatabaseCleanup {
+    settings: Settings,
+    kind: RuntimeKind,
+    tenant_nic_file: PathBuf,
+    /// False once an explicit teardown removed them.
+    armed: bool,
+}
+
+impl DatabaseCleanup {
+    async fn remove(settings: &Settings, kind: RuntimeKind, nic_file: PathBuf) -> Result<String> {
+        let runtime = connect_runtime(settings, kind, Some(nic_file)).await?;
+        let container = runtime
+            .remove(DATABASE_CONTAINER, true)
+            .await
+            .context("removing the database container")?;
+        let network = runtime
+            .remove_network(DATABASE_NETWORK)
+            .await
+            .context("removing database-network")?;
+        Ok(format!(
+            "container {}, network {}",
+            if container { "removed" } else { "absent" },
+            if network { "removed" } else { "absent" }
+        ))
+    }
+}
+
+impl Drop for DatabaseCleanup {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let settings = self.settings.clone();
+        let kind = self.kind;
+        let nic_file = self.tenant_nic_file.clone();
+        block_on_cleanup(move || async move {
+            if let Err(e) = Self::remove(&settings, kind, nic_file).await {
+                eprintln!("cleanup: {e:#}");
+            }
+        });
+    }
+}
+
+/// A running simulated guest. Field order is drop order: the agent first, the files last.
+pub struct Guest {
+    /// The agent process.
+    pub agent: Option<GuestProcess>,
+    /// Trove's controller and conductor.
+    pub controller: Option<Controller>,
+    database: Option<DatabaseCleanup>,
+    plugin: Option<GuestProcess>,
+    /// The tenant network.
+    pub tenant: Option<TenantNetwork>,
+    /// The injected files.
+    pub files: GuestFiles,
+    /// What was injected.
+    pub spec: GuestSpec,
+    /// The runtime, as the harness reaches it.
+    pub runtime: Arc<dyn ContainerRuntime>,
+    settings: Settings,
+}
+
+impl Guest {
+    /// Builds the guest and starts the plugin (Docker, isolated) and the agent.
+    pub async fn start(settings: &Settings, plan: &GuestPlan) -> Result<(Self, String)> {
+        let runtime = connect_runtime(settings, plan.runtime, None).await?;
+        if runtime.inspect(DATABASE_CONTAINER).await?.is_some() {
+            bail!(
+                "a container named `{DATABASE_CONTAINER}` already exists in the {} runtime \
+                 (left by an interrupted run?): remove it first",
+                plan.runtime.as_str()
+            );
+        }
+        let tenant = TenantNetwork::create(&settings.guest_netns, plan.serial)?;
+        let id = uuid::Uuid::new_v4();
+        let short = &id.simple().to_string()[..8];
+        let tenant_mac = match (plan.isolated, plan.absent_mac) {
+            (false, _) => None,
+            (true, false) => Some(tenant.mac),
+            (true, true) => Some(MacAddr::new([
+                0xfa,
+                0x16,
+                0x3e,
+                0xde,
+                0xad,
+                plan.serial as u8,
+            ])),
+        };
+        let spec = GuestSpec {
+            guest_id: id.hyphenated().to_string(),
+            control_exchange: format!("nth-{short}"),
+            conductor_queue: format!("trove-conductor-nth-{short}"),
+            key: uuid::Uuid::new_v4().simple().to_string(),
+            isolated: plan.isolated,
+            runtime: plan.runtime,
+            tenant_mac,
+            image_repository: plan.image_repository.clone(),
+            image_tag: plan.image_tag.clone(),
+        };
+        let files = GuestFiles::write(settings, &plan.scenario, &spec)?;
+        let database = DatabaseCleanup {
+            settings: settings.clone(),
+            kind: plan.runtime,
+            tenant_nic_file: files.tenant_nic_file(),
+            armed: true,
+        };
+        let plugin = if plan.runtime == RuntimeKind::Docker && plan.isolated {
+            Some(start_plugin(settings, &files)?)
+        } else {
+            None
+        };
+        let controller = Controller::start(
+            &settings.controller_broker,
+            &spec.control_exchange,
+            &spec.conductor_queue,
+            &spec.guest_id,
+            &spec.key,
+        )
+        .await?;
+        let mut guest = Self {
+            agent: None,
+            controller: Some(controller),
+            database: Some(database),
+            plugin,
+            tenant: Some(tenant),
+            files,
+            spec,
+            runtime,
+            settings: settings.clone(),
+        };
+        guest.start_agent()?;
+        let detail = format!(
+            "guest {} exchange {} tenant {} MAC {} client netns {} config {}",
+            guest.spec.guest_id,
+            guest.spec.control_exchange,
+            guest.tenant().guest_if,
+            guest.tenant().mac,
+            guest.tenant().client_netns,
+            guest.files.config_dir().display()
+        );
+        Ok((guest, detail))
+    }
+
+    /// The tenant network (present until teardown).
+    pub fn tenant(&self) -> &TenantNetwork {
+        match &self.tenant {
+            Some(tenant) => tenant,
+            None => unreachable!("the tenant network lives until teardown"),
+        }
+    }
+
+    /// The controller (present until teardown).
+    pub fn controller(&self) -> &Controller {
+        match &self.controller {
+            Some(controller) => controller,
+            None => unreachable!("the controller lives until teardown"),
+        }
+    }
+
+    /// Starts (or starts again) the agent inside the guest namespace.
+    pub fn start_agent(&mut self) -> Result<()> {
+        let args = vec![
+            "run".to_owned(),
+            "--config-dir".to_owned(),
+            self.files.config_dir().display().to_string(),
+        ];
+        self.agent = Some(GuestProcess::start(
+            "trove-guest-agent",
+            &self.settings.guest_netns,
+            &self.settings.agent_bin,
+            &args,
+            &self.files.log("agent"),
+        )?);
+        Ok(())
+    }
+
+    /// The agent's pid.
+    pub fn agent_pid(&self) -> Result<u32> {
+        self.agent
+            .as_ref()
+            .and_then(GuestProcess::pid)
+            .context("the agent is not running")
+    }
+
+    /// The agent's last log lines, for failure details.
+    pub fn agent_log_tail(&self) -> String {
+        crate::processes::log_tail(&self.files.log("agent"), 8)
+    }
+
+    /// Stops everything in reverse order and says what was removed.
+    pub async fn teardown(mut self) -> Result<String> {
+        let mut done = Vec::new();
+        if let Some(mut agent) = self.agent.take() {
+            done.push(format!("agent {}", agent.stop(Duration::from_secs(20))));
+        }
+        if let Some(controller) = self.controller.take() {
+            controller.stop().await;
+        }
+        if let Some(mut database) = self.database.take() {
+            database.armed = false;
+            let file = database.tenant_nic_file.clone();
+            done.push(DatabaseCleanup::remove(&database.settings, database.kind, file).await?);
+        }
+        if let Some(mut plugin) = self.plugin.take() {
+            done.push(format!("plugin {}", plugin.stop(Duration::from_secs(10))));
+        }
+        drop(self.tenant.take());
+        if self.settings.keep_logs {
+            keep_logs(&self.settings, &self.files);
+        }
+        Ok(done.join(", "))
+    }
+}
+
+fn start_plugin(settings: &Settings, files: &GuestFiles) -> Result<GuestProcess> {
+    if settings.plugin_socket.exists()
+        && std::os::unix::net::UnixStream::connect(&settings.plugin_socket).is_ok()
+    {
+        bail!(
+            "a docker-hostnic plugin already serves {} (another run?): dockerd would use it",
+            settings.plugin_socket.display()
+        );
+    }
+    let args = vec![
+        "--socket".to_owned(),
+        settings.plugin_socket.display().to_string(),
+        "--state-file".to_owned(),
+        files.hostnic_state_file().display().to_string(),
+        "--tenant-nic-file".to_owned(),
+        files.tenant_nic_file().display().to_string(),
+    ];
+    let mut plugin = GuestProcess::start(
+        "docker-hostnic",
+        &settings.guest_netns,
+        &settings.plugin_bin,
+        &args,
+        &files.log("plugin"),
+    )?;
+    for _ in 0..100 {
+        if std::os::unix::net::UnixStream::connect(&settings.plugin_socket).is_ok() {
+            return Ok(plugin);
+        }
+        if !plugin.is_running() {
+            bail!("docker-hostnic exited at start: {}", plugin.log_tail(5));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!(
+        "docker-hostnic did not create {} within 5 s: {}",
+        settings.plugin_socket.display(),
+        plugin.log_tail(5)
+    )
+}
+
+fn keep_logs(settings: &Settings, files: &GuestFiles) {
+    let Some(scenario) = files.root.file_name() else {
+        return;
+    };
+    let target = settings
+        .work_dir
+        .with_file_name(format!("logs-{}", std::process::id()));
+    let target = target.join(scenario);
+    if std::fs::create_dir_all(&target).is_err() {
+        return;
+    }
+    for name in ["agent", "plugin"] {
+        let _ = std::fs::copy(files.log(name), target.join(format!("{name}.log")));
+    }
+}

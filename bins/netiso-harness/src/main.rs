@@ -1,0 +1,66 @@
+//! `netiso-harness`: builds a simulated Trove guest from network namespaces and veth pairs,
+//! drives the guest agent through real RPC as Trove's control plane would, and checks the
+//! traffic split in both network modes with Docker and containerd. Prints one line per
+//! check, the traffic flows as observed and `N passed, M failed`; exits non-zero on any
+//! failure. See docs/harness.md.
+
+mod controller;
+mod guest;
+mod guest_files;
+mod net;
+mod probes;
+mod processes;
+mod report;
+mod scenarios;
+mod settings;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::report::Report;
+use crate::settings::{Args, Settings};
+
+#[allow(clippy::print_stdout)]
+fn main() -> anyhow::Result<ExitCode> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("NETISO_HARNESS_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    anyhow::ensure!(
+        nix::unistd::geteuid().is_root(),
+        "netiso-harness needs root (network namespaces, the guest's dockerd): run it as root after `cargo xtask provision`"
+    );
+    let settings = Settings::from_args(&args);
+    let scenarios = Settings::scenarios(&args);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let mut report = Report::default();
+    let interrupted = runtime.block_on(async {
+        let mut terminate = signal(SignalKind::terminate())?;
+        // Dropping the scenarios future on a signal runs every guard: nothing is left behind.
+        let interrupted = tokio::select! {
+            () = scenarios::run_all(&settings, &scenarios, &mut report) => None,
+            _ = tokio::signal::ctrl_c() => Some("SIGINT"),
+            _ = terminate.recv() => Some("SIGTERM"),
+        };
+        anyhow::Ok(interrupted)
+    })?;
+    let _ = std::fs::remove_dir(&settings.work_dir);
+    print!("{}", report.render());
+    if let Some(signal) = interrupted {
+        println!("interrupted by {signal}: everything created was removed");
+        return Ok(ExitCode::from(130));
+    }
+    Ok(if report.failed() == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

@@ -1,0 +1,310 @@
+//! Processes the harness starts inside the guest namespace (the plugin, the agent) and the
+//! shared services it restarts on purpose (dockerd, RabbitMQ), each with a guard that
+//! stops or restores it on drop, also when a check fails or the run is interrupted.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+/// A program running in the guest namespace (`nsenter --net=...` execs it, so the child's
+/// pid is the program's). Stopped with SIGTERM, then SIGKILL, on drop.
+#[derive(Debug)]
+pub struct GuestProcess {
+    name: String,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl GuestProcess {
+    /// Starts `program args` inside `netns`, stdout and stderr appended to `log`.
+    pub fn start(
+        name: &str,
+        netns: &str,
+        program: &Path,
+        args: &[String],
+        log: &Path,
+    ) -> Result<Self> {
+        if !program.exists() {
+            bail!(
+                "{name} binary {} not found (build it: `cargo build -p {}`)",
+                program.display(),
+                program
+                    .file_name()
+                    .map(|f| f.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            );
+        }
+        let out = File::options()
+            .create(true)
+            .append(true)
+            .open(log)
+            .with_context(|| format!("opening {}", log.display()))?;
+        let err = out.try_clone()?;
+        let child = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{netns}"))
+            .arg(program)
+            .args(args)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .with_context(|| format!("starting {name} with nsenter"))?;
+        Ok(Self {
+            name: name.to_owned(),
+            child: Some(child),
+            log: log.to_owned(),
+        })
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// True while the process runs.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// The last lines of its log, for failure details.
+    pub fn log_tail(&self, lines: usize) -> String {
+        log_tail(&self.log, lines)
+    }
+
+    /// Kills it at once (a crash, for the restart checks) and reaps it.
+    pub fn kill_hard(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, up to `grace` to exit, then SIGKILL. Returns how it ended.
+    pub fn stop(&mut self, grace: Duration) -> String {
+        let Some(mut child) = self.child.take() else {
+            return "not running".to_owned();
+        };
+        let pid = Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
+        let _ = kill(pid, Signal::SIGTERM);
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return format!("exited with {status}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        format!("killed after {grace:?}")
+    }
+}
+
+impl Drop for GuestProcess {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            let how = self.stop(Duration::from_secs(10));
+            eprintln!("cleanup: {} {how}", self.name);
+        }
+    }
+}
+
+/// The last `lines` lines of a log file.
+pub fn log_tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Polls `probe` every 100 ms until it gives a value or `limit` passes.
+pub async fn wait_for<T, F, Fut>(limit: Duration, mut probe: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = probe().await {
+            return Some(value);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// dockerd's command line, read from its pid file, so it can be started again as it was.
+#[derive(Debug, Clone)]
+pub struct DockerdCommand {
+    pid: i32,
+    argv: Vec<String>,
+    netns: String,
+}
+
+impl DockerdCommand {
+    /// Reads the running dockerd's command line.
+    pub fn read(pid_file: &Path, netns: &str) -> Result<Self> {
+        let pid: i32 = std::fs::read_to_string(pid_file)
+            .with_context(|| format!("reading {} (is dockerd provisioned?)", pid_file.display()))?
+            .trim()
+            .parse()
+            .context("dockerd's pid file holds no pid")?;
+        let raw = std::fs::read(format!("/proc/{pid}/cmdline"))
+            .with_context(|| format!("dockerd (pid {pid}) is not running"))?;
+        let argv: Vec<String> = raw
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        if argv.is_empty() {
+            bail!("dockerd (pid {pid}) has an empty command line");
+        }
+        Ok(Self {
+            pid,
+            argv,
+            netns: netns.to_owned(),
+        })
+    }
+
+    /// SIGTERM, and waits (bounded) until the process is gone.
+    pub fn terminate(&self, limit: Duration) -> Result<()> {
+        let pid = Pid::from_raw(self.pid);
+        kill(pid, Signal::SIGTERM).with_context(|| format!("SIGTERM to dockerd {}", self.pid))?;
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if kill(pid, None).is_err() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bail!("dockerd {} still runs {limit:?} after SIGTERM", self.pid)
+    }
+
+    /// Starts dockerd again, detached in its own session, inside the guest namespace.
+    pub fn start(&self, log: &Path) -> Result<()> {
+        let out = File::options()
+            .create(true)
+            .append(true)
+            .open(log)
+            .with_context(|| format!("opening {}", log.display()))?;
+        let err = out.try_clone()?;
+        let status = Command::new("setsid")
+            .arg("-f")
+            .arg("nsenter")
+            .arg(format!("--net=/run/netns/{}", self.netns))
+            .args(&self.argv)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .status()
+            .context("running setsid")?;
+        if !status.success() {
+            bail!("starting dockerd failed: {status}");
+        }
+        Ok(())
+    }
+}
+
+/// Makes sure dockerd runs again when a dockerd restart check ends in any way.
+#[derive(Debug)]
+pub struct DockerdGuard {
+    command: DockerdCommand,
+    socket: PathBuf,
+    log: PathBuf,
+}
+
+impl DockerdGuard {
+    /// Guards the dockerd described by `command`.
+    pub fn new(command: DockerdCommand, socket: &Path, log: &Path) -> Self {
+        Self {
+            command,
+            socket: socket.to_owned(),
+            log: log.to_owned(),
+        }
+    }
+}
+
+/// True when dockerd answers `/_ping` on its socket.
+pub fn dockerd_answers(socket: &Path) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::os::unix::net::UnixStream::connect(socket) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    if stream
+        .write_all(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).is_ok() && &head[9..12] == b"200"
+}
+
+impl Drop for DockerdGuard {
+    fn drop(&mut self) {
+        if dockerd_answers(&self.socket) {
+            return;
+        }
+        eprintln!("cleanup: dockerd does not answer, starting it again");
+        if let Err(e) = self.command.start(&self.log) {
+            eprintln!("cleanup: {e:#}: run `cargo xtask provision`");
+            return;
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline && !dockerd_answers(&self.socket) {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+/// Runs `rabbitmqctl -n <node> <action>` (bounded by rabbitmqctl's own timeout).
+pub fn rabbitmqctl(node: &str, action: &str) -> Result<()> {
+    let out = Command::new("rabbitmqctl")
+        .args(["-n", node, "--timeout", "60", action])
+        .output()
+        .context("cannot run rabbitmqctl")?;
+    if !out.status.success() {
+        bail!(
+            "`rabbitmqctl {action}` failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// Starts the RabbitMQ application again on drop, whatever happened in between.
+#[derive(Debug)]
+pub struct RabbitGuard {
+    node: String,
+}
+
+impl RabbitGuard {
+    /// Stops the application (`stop_app`); it is restarted when the guard drops.
+    pub fn stop_app(node: &str) -> Result<Self> {
+        let guard = Self {
+            node: node.to_owned(),
+        };
+        rabbitmqctl(node, "stop_app")?;
+        Ok(guard)
+    }
+}
+
+impl Drop for RabbitGuard {
+    fn drop(&mut self) {
+        if let Err(e) = rabbitmqctl(&self.node, "start_app") {
+            eprintln!("cleanup: {e:#}: RabbitMQ may be stopped, run `cargo xtask provision`");
+        }
+    }
+}

@@ -1,0 +1,920 @@
+//! The scenarios and their checks. Each scenario builds its own guest, runs its checks in
+//! order and tears everything down; scenarios run one after another because they share the
+//! guest namespace, dockerd and the `database` container name.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, anyhow, bail, ensure};
+use netiso_netlink::{Namespace, NetlinkHandle, Rtnetlink};
+use netiso_runtime::ContainerStatus;
+use netiso_runtime::test_support::image::PublishedImage;
+use serde_json::json;
+
+use crate::controller::{ConductorEvent, prepare_args};
+use crate::guest::{Guest, GuestPlan};
+use crate::guest_files::{DATABASE_PORT, RuntimeKind};
+use crate::net::{
+    CLIENT_ADDR, Counters, GUEST_TENANT_ADDR, connect_in, counters, echo_round_trip,
+    established_in, established_of_pid, expect_unreachable, link_of_address, links_and_addresses,
+    listen_in,
+};
+use crate::probes::{GuestView, container_links, container_netns, image_bytes};
+use crate::processes::{DockerdCommand, DockerdGuard, RabbitGuard, dockerd_answers, wait_for};
+use crate::report::{Report, ScenarioReport};
+use crate::settings::{DATABASE_CONTAINER, ScenarioName, Settings};
+
+/// How long a database may take to become healthy after `prepare` (pull, create, start).
+const PREPARE_LIMIT: Duration = Duration::from_secs(180);
+/// How long the agent may take to answer its first `rpc_ping`.
+const AGENT_START_LIMIT: Duration = Duration::from_secs(60);
+/// Connect timeout of the "must not reach" probes.
+const UNREACHABLE_PROBE: Duration = Duration::from_millis(1500);
+/// The management gateway (RabbitMQ and the registry as the guest reaches them).
+const MGMT_GATEWAY: [u8; 4] = [10, 251, 0, 1];
+
+/// The test image one scenario pulls.
+struct TestImage {
+    _published: PublishedImage,
+    repository: String,
+    tag: String,
+    bytes: u64,
+}
+
+async fn publish_image(settings: &Settings) -> Result<(TestImage, String)> {
+    // `publish` panics with the fix in its message when the daemon or registry is missing.
+    let published = tokio::spawn(PublishedImage::publish(DATABASE_PORT))
+        .await
+        .map_err(|e| anyhow!("publishing the test image failed: {}", panic_text(e)))?;
+    let reference = published.reference().clone();
+    let repository = reference
+        .name()
+        .strip_prefix(&format!("{}/", reference.registry()))
+        .unwrap_or(reference.name())
+        .to_owned();
+    let tag = reference.tag_or_digest().to_owned();
+    let bytes = image_bytes(&settings.host_registry, &repository, &tag)?;
+    let detail = format!("{reference} pushed, {bytes} bytes in the registry");
+    Ok((
+        TestImage {
+            _published: published,
+            repository,
+            tag,
+            bytes,
+        },
+        detail,
+    ))
+}
+
+fn panic_text(error: tokio::task::JoinError) -> String {
+    match error.try_into_panic() {
+        Ok(payload) => payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+            .unwrap_or_else(|| "panic".to_owned()),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// Runs the scenarios in order, recording every check.
+pub async fn run_all(settings: &Settings, scenarios: &[ScenarioName], report: &mut Report) {
+    for (serial, name) in scenarios.iter().enumerate() {
+        let serial = u32::try_from(serial).unwrap_or(0);
+        let mut s = ScenarioReport::new(report, name.as_str());
+        match name {
+            ScenarioName::DockerIsolated => {
+                standard(settings, &mut s, serial, RuntimeKind::Docker, true).await;
+            }
+            ScenarioName::DockerBridged => {
+                standard(settings, &mut s, serial, RuntimeKind::Docker, false).await;
+            }
+            ScenarioName::ContainerdIsolated => {
+                standard(settings, &mut s, serial, RuntimeKind::Containerd, true).await;
+            }
+            ScenarioName::ContainerdBridged => {
+                standard(settings, &mut s, serial, RuntimeKind::Containerd, false).await;
+            }
+            ScenarioName::DockerFaults => faults(settings, &mut s, serial).await,
+            ScenarioName::IsolationImpossible => impossible(settings, &mut s, serial).await,
+        }
+    }
+}
+
+/// Publishes the image and builds the guest; on failure every later check is recorded as
+/// not run.
+async fn set_up(
+    settings: &Settings,
+    s: &mut ScenarioReport<'_>,
+    plan: GuestPlan,
+    later: &[&str],
+) -> Option<(Guest, TestImage)> {
+    let Some(image) = s.check("test-image", publish_image(settings)).await else {
+        mark_not_run(s, &["setup"], "the test image could not be published");
+        mark_not_run(s, later, "the test image could not be published");
+        return None;
+    };
+    let plan = GuestPlan {
+        image_repository: image.repository.clone(),
+        image_tag: image.tag.clone(),
+        ..plan
+    };
+    match s.check("setup", Guest::start(settings, &plan)).await {
+        Some(guest) => Some((guest, image)),
+        None => {
+            mark_not_run(s, later, "setup failed");
+            None
+        }
+    }
+}
+
+fn mark_not_run(s: &mut ScenarioReport<'_>, checks: &[&str], reason: &str) {
+    for check in checks {
+        s.not_run(check, reason);
+    }
+}
+
+fn plan(scenario: &str, serial: u32, runtime: RuntimeKind, isolated: bool) -> GuestPlan {
+    GuestPlan {
+        scenario: scenario.to_owned(),
+        serial,
+        runtime,
+        isolated,
+        absent_mac: false,
+        image_repository: String::new(),
+        image_tag: String::new(),
+    }
+}
+
+const ISOLATED_CHECKS: &[&str] = &[
+    "agent-answers-rpc_ping",
+    "startup-isolation",
+    "prepare-healthy",
+    "client-reaches-database-direct",
+    "guest-has-no-tenant-nic",
+    "guest-has-no-tenant-address",
+    "guest-has-no-tenant-route",
+    "guest-has-no-tenant-default-route",
+    "guest-cannot-reach-client",
+    "client-cannot-reach-guest-mgmt",
+    "client-cannot-reach-broker",
+    "container-has-only-lo-and-eth0",
+    "image-pull-via-mgmt0",
+    "rabbitmq-via-mgmt0",
+    "cleanup",
+];
+
+const BRIDGED_CHECKS: &[&str] = &[
+    "agent-answers-rpc_ping",
+    "prepare-healthy",
+    "client-reaches-database-via-dnat",
+    "container-has-no-tenant-nic",
+    "guest-keeps-tenant-nic",
+    "image-pull-via-mgmt0",
+    "rabbitmq-via-mgmt0",
+    "cleanup",
+];
+
+/// Isolated or bridged, with one runtime: the traffic split end to end.
+async fn standard(
+    settings: &Settings,
+    s: &mut ScenarioReport<'_>,
+    serial: u32,
+    runtime: RuntimeKind,
+    isolated: bool,
+) {
+    let name = format!(
+        "{}-{}",
+        runtime.as_str(),
+        if isolated { "isolated" } else { "bridged" }
+    );
+    let later = if isolated {
+        ISOLATED_CHECKS
+    } else {
+        BRIDGED_CHECKS
+    };
+    let Some((guest, image)) =
+        set_up(settings, s, plan(&name, serial, runtime, isolated), later).await
+    else {
+        return;
+    };
+    s.check("agent-answers-rpc_ping", agent_answers(&guest))
+        .await;
+    if isolated {
+        s.check("startup-isolation", startup_isolation(settings, &guest))
+            .await;
+    }
+    let before = traffic_counters(settings, &guest).ok();
+    s.check("prepare-healthy", prepare(&guest, &image)).await;
+    let after = traffic_counters(settings, &guest).ok();
+    if isolated {
+        if let Some(flow) = s
+            .check(
+                "client-reaches-database-direct",
+                client_reaches_database(&guest, true),
+            )
+            .await
+        {
+            s.flow(flow);
+        }
+        isolation_checks(settings, s, &guest).await;
+    } else {
+        if let Some(flow) = s
+            .check(
+                "client-reaches-database-via-dnat",
+                client_reaches_database(&guest, false),
+            )
+            .await
+        {
+            s.flow(flow);
+        }
+        s.check(
+            "container-has-no-tenant-nic",
+            container_has_no_tenant_nic(&guest),
+        )
+        .await;
+        s.check(
+            "guest-keeps-tenant-nic",
+            guest_keeps_tenant_nic(settings, &guest),
+        )
+        .await;
+    }
+    if let Some(flow) = s
+        .check("image-pull-via-mgmt0", async {
+            image_pull_via_mgmt(before, after, image.bytes)
+        })
+        .await
+    {
+        s.flow(flow);
+    }
+    if let Some(flows) = s
+        .check("rabbitmq-via-mgmt0", async {
+            rabbitmq_via_mgmt(settings, &guest)
+        })
+        .await
+    {
+        for flow in flows {
+            s.flow(flow);
+        }
+    }
+    s.check("cleanup", cleanup(settings, guest)).await;
+    drop(image);
+}
+
+async fn agent_answers(guest: &Guest) -> Result<((), String)> {
+    match guest
+        .controller()
+        .ping_until_answered(AGENT_START_LIMIT)
+        .await
+    {
+        Ok(waited) => Ok((
+            (),
+            format!(
+                "rpc_ping answered true {} ms after start",
+                waited.as_millis()
+            ),
+        )),
+        Err(e) => Err(e.context(format!("agent log: {}", guest.agent_log_tail()))),
+    }
+}
+
+/// After start-up (RPC answers), before the database: the tenant NIC is still in the VM but
+/// down, without addresses or routes.
+async fn startup_isolation(settings: &Settings, guest: &Guest) -> Result<((), String)> {
+    let view = GuestView::read(&settings.guest_netns)?;
+    let mac = guest.tenant().mac;
+    let Some(nic) = view.link_with_mac(mac) else {
+        return Ok(((), format!("the tenant NIC {mac} is not in the VM at all")));
+    };
+    let addresses = view
+        .addresses
+        .iter()
+        .filter(|a| a.link_index == nic.index)
+        .map(|a| a.address.to_string())
+        .collect::<Vec<_>>();
+    let routes = view.tenant_routes(Some(nic.index));
+    let defaults = view.tenant_default_routes(Some(nic.index));
+    ensure!(
+        !nic.up && addresses.is_empty() && routes.is_empty() && defaults.is_empty(),
+        "tenant NIC {} after start-up: up={}, addresses {addresses:?}, routes {routes:?}, default routes {defaults:?}",
+        nic.name,
+        nic.up
+    );
+    Ok((
+        (),
+        format!("{} ({mac}) down, no address, no route", nic.name),
+    ))
+}
+
+/// Casts `prepare` and waits for the `healthy` heartbeat.
+async fn prepare(guest: &Guest, image: &TestImage) -> Result<((), String)> {
+    let controller = guest.controller();
+    let mark = controller.mark();
+    let mount_point = guest.files.root.join("data").display().to_string();
+    controller
+        .cast("prepare", prepare_args(&image.tag, &mount_point))
+        .await?;
+    let outcome = controller
+        .wait_event(mark, PREPARE_LIMIT, |e| {
+            matches!(e, ConductorEvent::Heartbeat(s) if s == "healthy" || s == "failed to spawn")
+        })
+        .await
+        .map_err(|e| e.context(format!("agent log: {}", guest.agent_log_tail())))?;
+    let events = controller.events_since(mark);
+    if outcome != ConductorEvent::Heartbeat("healthy".into()) {
+        bail!(
+            "the guest reported {events:?}; agent log: {}",
+            guest.agent_log_tail()
+        );
+    }
+    Ok(((), format!("conductor got {events:?}")))
+}
+
+/// The client connects to the tenant address and gets its line echoed; the container's own
+/// socket table tells whether it came directly (isolated) or through DNAT (bridged).
+async fn client_reaches_database(guest: &Guest, direct: bool) -> Result<(String, String)> {
+    let client = guest.tenant().client()?;
+    let target = SocketAddr::new(IpAddr::V4(GUEST_TENANT_ADDR), DATABASE_PORT);
+    let mut last = String::from("no attempt");
+    let stream = wait_for(Duration::from_secs(15), || {
+        let attempt = connect_in(&client, target, Duration::from_secs(2));
+        let result = match attempt {
+            Ok(Ok(stream)) => Some(stream),
+            Ok(Err(e)) => {
+                last = e.to_string();
+                None
+            }
+            Err(e) => {
+                last = format!("{e:#}");
+                None
+            }
+        };
+        async move { result }
+    })
+    .await;
+    let mut stream = stream.ok_or_else(|| anyhow!("client cannot connect to {target}: {last}"))?;
+    echo_round_trip(&mut stream, "netiso-harness ping")?;
+    let from = stream.local_addr()?;
+    let namespace = container_netns(guest.runtime.as_ref(), DATABASE_CONTAINER).await?;
+    let seen = established_in(&namespace)?
+        .into_iter()
+        .find(|c| c.remote == from && c.local.port() == DATABASE_PORT)
+        .ok_or_else(|| anyhow!("the container's TCP table has no connection from {from}"))?;
+    let (links, addresses) = links_and_addresses(&namespace)?;
+    let ifname = link_of_address(&links, &addresses, seen.local.ip()).unwrap_or_else(|| "?".into());
+    if direct {
+        ensure!(
+            seen.local == target,
+            "the container saw the connection on {} instead of {target}",
+            seen.local
+        );
+        Ok((
+            format!("client {from} -> {target} database container {ifname} (direct)"),
+            format!("echo ok; the container's socket {} on {ifname}", seen.local),
+        ))
+    } else {
+        ensure!(
+            seen.local != target,
+            "the container owns {target} itself: no DNAT happened"
+        );
+        Ok((
+            format!(
+                "client {from} -> {target} guest VM tenant NIC -> DNAT -> {} database container {ifname} (bridge)",
+                seen.local
+            ),
+            format!(
+                "echo ok; DNAT {target} -> {} on the container's {ifname}",
+                seen.local
+            ),
+        ))
+    }
+}
+
+async fn isolation_checks(settings: &Settings, s: &mut ScenarioReport<'_>, guest: &Guest) {
+    let mac = guest.tenant().mac;
+    let read = GuestView::read(&settings.guest_netns).map_err(|e| format!("{e:#}"));
+    let view = read.as_ref();
+    s.check("guest-has-no-tenant-nic", async {
+        let view = view.map_err(|e| anyhow!("{e}"))?;
+        match view.link_with_mac(mac) {
+            Some(link) => bail!("{} ({mac}) is in the guest namespace", link.name),
+            None => Ok((
+                (),
+                format!("no link with {mac}; links: {}", view.link_names()),
+            )),
+        }
+    })
+    .await;
+    s.check("guest-has-no-tenant-address", async {
+        let view = view.map_err(|e| anyhow!("{e}"))?;
+        let found = view.tenant_addresses();
+        ensure!(found.is_empty(), "tenant addresses in the guest: {found:?}");
+        Ok(((), "no address in 10.252.0.0/24, fd00:252::/64".to_owned()))
+    })
+    .await;
+    s.check("guest-has-no-tenant-route", async {
+        let view = view.map_err(|e| anyhow!("{e}"))?;
+        let found = view.tenant_routes(None);
+        ensure!(found.is_empty(), "tenant routes in the guest: {found:?}");
+        match &view.route_to_client {
+            Ok(route) => bail!("the kernel routes {CLIENT_ADDR} via {route}"),
+            Err(e) => Ok(((), format!("no tenant route; route get {CLIENT_ADDR}: {e}"))),
+        }
+    })
+    .await;
+    s.check("guest-has-no-tenant-default-route", async {
+        let view = view.map_err(|e| anyhow!("{e}"))?;
+        let found = view.tenant_default_routes(None);
+        ensure!(found.is_empty(), "tenant default routes: {found:?}");
+        Ok(((), format!("default routes: {:?}", view.default_routes())))
+    })
+    .await;
+    s.check("guest-cannot-reach-client", async {
+        let client = guest.tenant().client()?;
+        let listener = listen_in(&client, SocketAddr::new(IpAddr::V4(CLIENT_ADDR), 0))?;
+        let guest_ns = Namespace::open(&settings.guest_netns)?;
+        let detail = expect_unreachable(&guest_ns, listener.local_addr()?, UNREACHABLE_PROBE)?;
+        Ok(((), detail))
+    })
+    .await;
+    s.check("client-cannot-reach-guest-mgmt", async {
+        let guest_ns = Namespace::open(&settings.guest_netns)?;
+        let listener = listen_in(
+            &guest_ns,
+            SocketAddr::new(IpAddr::V4(settings.guest_mgmt_addr), 0),
+        )?;
+        let client = guest.tenant().client()?;
+        Ok((
+            (),
+            expect_unreachable(&client, listener.local_addr()?, UNREACHABLE_PROBE)?,
+        ))
+    })
+    .await;
+    s.check("client-cannot-reach-broker", async {
+        let client = guest.tenant().client()?;
+        let broker = SocketAddr::new(IpAddr::from(MGMT_GATEWAY), 5672);
+        Ok(((), expect_unreachable(&client, broker, UNREACHABLE_PROBE)?))
+    })
+    .await;
+    s.check("container-has-only-lo-and-eth0", async {
+        let links = container_links(guest.runtime.as_ref(), DATABASE_CONTAINER).await?;
+        let mut names: Vec<&str> = links.iter().map(|l| l.name.as_str()).collect();
+        names.sort_unstable();
+        ensure!(names == ["eth0", "lo"], "the container's links: {names:?}");
+        let eth0 = links.iter().find(|l| l.name == "eth0");
+        ensure!(
+            eth0.and_then(|l| l.mac) == Some(mac),
+            "the container's eth0 is not the tenant NIC {mac}: {:?}",
+            eth0.and_then(|l| l.mac)
+        );
+        Ok(((), format!("links lo, eth0 ({mac}, the tenant NIC)")))
+    })
+    .await;
+}
+
+async fn container_has_no_tenant_nic(guest: &Guest) -> Result<((), String)> {
+    let mac = guest.tenant().mac;
+    let links = container_links(guest.runtime.as_ref(), DATABASE_CONTAINER).await?;
+    let names: Vec<String> = links.iter().map(|l| l.name.clone()).collect();
+    ensure!(
+        links.iter().all(|l| l.mac != Some(mac)),
+        "the tenant NIC {mac} is in the container: {names:?}"
+    );
+    Ok(((), format!("container links {names:?}, none is {mac}")))
+}
+
+async fn guest_keeps_tenant_nic(settings: &Settings, guest: &Guest) -> Result<((), String)> {
+    let view = GuestView::read(&settings.guest_netns)?;
+    let mac = guest.tenant().mac;
+    let nic = view
+        .link_with_mac(mac)
+        .ok_or_else(|| anyhow!("the tenant NIC {mac} left the VM"))?;
+    let addresses = view.tenant_addresses();
+    let defaults = view.tenant_default_routes(Some(nic.index));
+    ensure!(
+        nic.up && !addresses.is_empty() && !defaults.is_empty(),
+        "bridged mode must keep the VM's tenant configuration: up={} addresses {addresses:?} default routes {defaults:?}",
+        nic.up
+    );
+    Ok(((), format!("{} up, {addresses:?}, {defaults:?}", nic.name)))
+}
+
+/// mgmt0 in the guest, and the client's end of the tenant link (which stays put wherever
+/// the guest's end goes).
+fn traffic_counters(settings: &Settings, guest: &Guest) -> Result<(Counters, Counters)> {
+    let guest_ns = Namespace::open(&settings.guest_netns)?;
+    let mgmt = counters(&guest_ns, &settings.guest_mgmt_if)?;
+    let client_if = format!("nthc{}", std::process::id() % 100_000);
+    let tenant = counters(&guest.tenant().client()?, &client_if)?;
+    Ok((mgmt, tenant))
+}
+
+fn image_pull_via_mgmt(
+    before: Option<(Counters, Counters)>,
+    after: Option<(Counters, Counters)>,
+    image_bytes: u64,
+) -> Result<(String, String)> {
+    let ((mgmt0, tenant0), (mgmt1, tenant1)) = before
+        .zip(after)
+        .ok_or_else(|| anyhow!("the interface counters could not be read"))?;
+    let mgmt_rx = mgmt1.rx_bytes.saturating_sub(mgmt0.rx_bytes);
+    let tenant_bytes =
+        (tenant1.rx_bytes + tenant1.tx_bytes).saturating_sub(tenant0.rx_bytes + tenant0.tx_bytes);
+    ensure!(
+        mgmt_rx >= image_bytes,
+        "mgmt0 received {mgmt_rx} bytes during prepare, less than the image's {image_bytes}: the pull did not come through the management NIC"
+    );
+    ensure!(
+        tenant_bytes < image_bytes / 4,
+        "the tenant link carried {tenant_bytes} bytes during prepare (image {image_bytes})"
+    );
+    Ok((
+        format!(
+            "guest mgmt0 <- 10.251.0.1:5000 registry: image pull, mgmt0 received {mgmt_rx} bytes (image {image_bytes} bytes), tenant link {tenant_bytes} bytes"
+        ),
+        format!(
+            "mgmt0 rx +{mgmt_rx} bytes >= image {image_bytes} bytes; tenant link +{tenant_bytes} bytes"
+        ),
+    ))
+}
+
+fn rabbitmq_via_mgmt(settings: &Settings, guest: &Guest) -> Result<(Vec<String>, String)> {
+    let pid = guest.agent_pid()?;
+    let connections: Vec<_> = established_of_pid(pid)?
+        .into_iter()
+        .filter(|c| c.remote.port() == 5672)
+        .collect();
+    ensure!(
+        !connections.is_empty(),
+        "the agent (pid {pid}) has no AMQP connection"
+    );
+    let guest_ns = Namespace::open(&settings.guest_netns)?;
+    let (links, addresses) = links_and_addresses(&guest_ns)?;
+    let mut flows = Vec::new();
+    for c in &connections {
+        let ifname =
+            link_of_address(&links, &addresses, c.local.ip()).unwrap_or_else(|| "?".into());
+        ensure!(
+            ifname == settings.guest_mgmt_if && c.remote.ip() == IpAddr::from(MGMT_GATEWAY),
+            "AMQP connection {} -> {} leaves through {ifname}",
+            c.local,
+            c.remote
+        );
+        flows.push(format!(
+            "guest {ifname} {} -> {} RabbitMQ (agent pid {pid})",
+            c.local, c.remote
+        ));
+    }
+    let detail = flows.join("; ");
+    Ok((flows, detail))
+}
+
+/// Tears the guest down and checks nothing is left.
+async fn cleanup(settings: &Settings, guest: Guest) -> Result<((), String)> {
+    let mac = guest.tenant().mac;
+    let client_netns = guest.tenant().client_netns.clone();
+    let root = guest.files.root.clone();
+    let runtime = guest.runtime.clone();
+    let done = guest.teardown().await?;
+    ensure!(
+        runtime.inspect(DATABASE_CONTAINER).await?.is_none(),
+        "the database container is still there"
+    );
+    ensure!(
+        !std::path::Path::new("/run/netns")
+            .join(&client_netns)
+            .exists(),
+        "namespace {client_netns} is still there"
+    );
+    let view = GuestView::read(&settings.guest_netns)?;
+    ensure!(
+        view.link_with_mac(mac).is_none(),
+        "the tenant NIC {mac} is still in the guest"
+    );
+    ensure!(!root.exists(), "{} is still there", root.display());
+    Ok(((), done))
+}
+
+const FAULT_CHECKS: &[&str] = &[
+    "agent-answers-rpc_ping",
+    "agent-killed-mid-prepare",
+    "agent-restarted-while-running",
+    "dockerd-restarted",
+    "rabbitmq-restarted",
+    "guard-reisolates-returned-nic",
+    "cleanup",
+];
+
+/// Docker, isolated: the agent, dockerd and RabbitMQ restarted, a NIC returned.
+async fn faults(settings: &Settings, s: &mut ScenarioReport<'_>, serial: u32) {
+    let plan = plan("docker-faults", serial, RuntimeKind::Docker, true);
+    let Some((mut guest, image)) = set_up(settings, s, plan, FAULT_CHECKS).await else {
+        return;
+    };
+    s.check("agent-answers-rpc_ping", agent_answers(&guest))
+        .await;
+    s.check(
+        "agent-killed-mid-prepare",
+        agent_killed_mid_prepare(&mut guest, &image),
+    )
+    .await;
+    s.check(
+        "agent-restarted-while-running",
+        agent_restarted_while_running(settings, &mut guest),
+    )
+    .await;
+    s.check("dockerd-restarted", dockerd_restarted(settings, &guest))
+        .await;
+    s.check("rabbitmq-restarted", rabbitmq_restarted(settings, &guest))
+        .await;
+    s.check(
+        "guard-reisolates-returned-nic",
+        guard_reisolates(settings, &guest),
+    )
+    .await;
+    s.check("cleanup", cleanup(settings, guest)).await;
+    drop(image);
+}
+
+/// The database answers the client with the tenant NIC in the container, exactly one
+/// container exists; returns the container id.
+async fn database_serves(guest: &Guest) -> Result<String> {
+    client_reaches_database(guest, true).await?;
+    let containers = guest.runtime.list().await?;
+    let named = containers
+        .iter()
+        .filter(|c| {
+            c.names
+                .iter()
+                .any(|n| n.trim_start_matches('/') == DATABASE_CONTAINER)
+        })
+        .count();
+    ensure!(
+        named == 1,
+        "{named} containers named `{DATABASE_CONTAINER}`"
+    );
+    let info = guest
+        .runtime
+        .inspect(DATABASE_CONTAINER)
+        .await?
+        .ok_or_else(|| anyhow!("no database container"))?;
+    let links = container_links(guest.runtime.as_ref(), DATABASE_CONTAINER).await?;
+    let mac = guest.tenant().mac;
+    ensure!(
+        links.iter().any(|l| l.name == "eth0" && l.mac == Some(mac)),
+        "the container has no eth0 with the tenant NIC {mac}"
+    );
+    Ok(info.id)
+}
+
+async fn agent_killed_mid_prepare(guest: &mut Guest, image: &TestImage) -> Result<((), String)> {
+    let mark = guest.controller().mark();
+    let mount_point = guest.files.root.join("data").display().to_string();
+    guest
+        .controller()
+        .cast("prepare", prepare_args(&image.tag, &mount_point))
+        .await?;
+    guest
+        .controller()
+        .wait_event(mark, Duration::from_secs(30), |e| {
+            *e == ConductorEvent::Heartbeat("building".into())
+        })
+        .await
+        .context("waiting for the `building` heartbeat")?;
+    let killed = Instant::now();
+    if let Some(agent) = guest.agent.as_mut() {
+        agent.kill_hard();
+    }
+    guest.start_agent()?;
+    guest
+        .controller()
+        .ping_until_answered(AGENT_START_LIMIT)
+        .await
+        .map_err(|e| e.context(format!("agent log: {}", guest.agent_log_tail())))?;
+    let answered = killed.elapsed();
+    // Trove's taskmanager re-drives an instance whose prepare was lost with
+    // start_db_with_conf_changes; it must converge on one database.
+    guest
+        .controller()
+        .call(
+            "start_db_with_conf_changes",
+            json!({"config_contents": null, "ds_version": image.tag}),
+            PREPARE_LIMIT,
+        )
+        .await
+        .map_err(|e| e.context(format!("agent log: {}", guest.agent_log_tail())))?;
+    let id = database_serves(guest).await?;
+    Ok((
+        (),
+        format!(
+            "SIGKILL after `building`; new agent answered in {} ms; start_db_with_conf_changes converged on one container {}",
+            answered.as_millis(),
+            &id[..id.len().min(12)]
+        ),
+    ))
+}
+
+async fn agent_restarted_while_running(
+    settings: &Settings,
+    guest: &mut Guest,
+) -> Result<((), String)> {
+    let before = database_serves(guest).await?;
+    if let Some(agent) = guest.agent.as_mut() {
+        agent.stop(Duration::from_secs(20));
+    }
+    guest.start_agent()?;
+    let waited = guest
+        .controller()
+        .ping_until_answered(AGENT_START_LIMIT)
+        .await
+        .map_err(|e| e.context(format!("agent log: {}", guest.agent_log_tail())))?;
+    let after = database_serves(guest).await?;
+    ensure!(
+        before == after,
+        "the container changed: {before} -> {after}"
+    );
+    let view = GuestView::read(&settings.guest_netns)?;
+    ensure!(
+        view.link_with_mac(guest.tenant().mac).is_none() && view.tenant_addresses().is_empty(),
+        "the guest regained the tenant NIC after the agent restart"
+    );
+    Ok((
+        (),
+        format!(
+            "agent answered {} ms after restart; same container, client still served, VM still isolated",
+            waited.as_millis()
+        ),
+    ))
+}
+
+async fn dockerd_restarted(settings: &Settings, guest: &Guest) -> Result<((), String)> {
+    let before = database_serves(guest).await?;
+    let command = DockerdCommand::read(&settings.dockerd_pid_file, &settings.guest_netns)?;
+    let log = std::path::PathBuf::from("/var/log/trove-netiso/dockerd.log");
+    let _guard = DockerdGuard::new(command.clone(), &settings.docker_socket, &log);
+    let started = Instant::now();
+    command.terminate(Duration::from_secs(60))?;
+    command.start(&log)?;
+    let socket = settings.docker_socket.clone();
+    wait_for(Duration::from_secs(60), || {
+        let up = dockerd_answers(&socket);
+        async move { up.then_some(()) }
+    })
+    .await
+    .ok_or_else(|| anyhow!("dockerd did not answer within 60 s of its restart"))?;
+    let answering = started.elapsed();
+    let runtime = guest.runtime.clone();
+    wait_for(Duration::from_secs(60), || {
+        let runtime = runtime.clone();
+        async move {
+            match runtime.inspect(DATABASE_CONTAINER).await {
+                Ok(Some(info)) if info.status == ContainerStatus::Running => Some(()),
+                _ => None,
+            }
+        }
+    })
+    .await
+    .ok_or_else(|| anyhow!("the database container is not running 60 s after dockerd came back"))?;
+    let after = database_serves(guest).await?;
+    ensure!(
+        before == after,
+        "the container changed: {before} -> {after}"
+    );
+    Ok((
+        (),
+        format!(
+            "dockerd answered after {} ms; container back with its NIC after {} ms; client served",
+            answering.as_millis(),
+            started.elapsed().as_millis()
+        ),
+    ))
+}
+
+async fn rabbitmq_restarted(settings: &Settings, guest: &Guest) -> Result<((), String)> {
+    let guard = RabbitGuard::stop_app(&settings.rabbit_node)?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let restarted = Instant::now();
+    drop(guard);
+    let waited = guest
+        .controller()
+        .ping_until_answered(Duration::from_secs(120))
+        .await
+        .map_err(|e| e.context(format!("agent log: {}", guest.agent_log_tail())))?;
+    Ok((
+        (),
+        format!(
+            "broker down 2 s; agent answered rpc_ping {} ms after start_app",
+            waited.max(restarted.elapsed()).as_millis()
+        ),
+    ))
+}
+
+/// The container is removed (Docker returns the NIC to the VM), then the NIC is brought
+/// up with its address as cloud-init or DHCP would: the agent's guard must take it away.
+async fn guard_reisolates(settings: &Settings, guest: &Guest) -> Result<((), String)> {
+    let mac = guest.tenant().mac;
+    guest.runtime.remove(DATABASE_CONTAINER, true).await?;
+    let netns = settings.guest_netns.clone();
+    let returned = wait_for(Duration::from_secs(15), || {
+        let found = GuestView::read(&netns)
+            .ok()
+            .and_then(|v| v.link_with_mac(mac).map(|l| l.index));
+        async move { found }
+    })
+    .await
+    .ok_or_else(|| anyhow!("the tenant NIC {mac} did not come back to the VM"))?;
+    let handle = NetlinkHandle::in_named(&settings.guest_netns)?;
+    let started = Instant::now();
+    handle.set_link_up(returned, true)?;
+    handle.add_address(returned, "10.252.0.10/24".parse()?)?;
+    let settled = wait_for(Duration::from_secs(15), || {
+        let isolated = GuestView::read(&netns).ok().is_some_and(|v| {
+            v.link_with_mac(mac).is_none_or(|l| !l.up)
+                && v.tenant_addresses().is_empty()
+                && v.tenant_routes(Some(returned)).is_empty()
+        });
+        async move { isolated.then_some(()) }
+    })
+    .await;
+    settled.ok_or_else(|| {
+        anyhow!(
+            "15 s after the NIC came up with 10.252.0.10/24 the guard had not taken it away; agent log: {}",
+            guest.agent_log_tail()
+        )
+    })?;
+    Ok((
+        (),
+        format!(
+            "NIC returned by the removed container, brought up with its address: re-isolated in {} ms",
+            started.elapsed().as_millis()
+        ),
+    ))
+}
+
+const IMPOSSIBLE_CHECKS: &[&str] = &[
+    "startup-reports-failed-to-spawn",
+    "agent-answers-rpc_ping",
+    "prepare-refused",
+    "no-database-on-vm",
+    "cleanup",
+];
+
+/// `eth1.json` names a MAC no NIC has: the agent must fail closed.
+async fn impossible(settings: &Settings, s: &mut ScenarioReport<'_>, serial: u32) {
+    let plan = GuestPlan {
+        absent_mac: true,
+        ..plan("isolation-impossible", serial, RuntimeKind::Docker, true)
+    };
+    let Some((guest, image)) = set_up(settings, s, plan, IMPOSSIBLE_CHECKS).await else {
+        return;
+    };
+    s.check("startup-reports-failed-to-spawn", async {
+        let event = guest
+            .controller()
+            .wait_event(0, AGENT_START_LIMIT, |e| {
+                *e == ConductorEvent::Heartbeat("failed to spawn".into())
+            })
+            .await
+            .map_err(|e| e.context(format!("agent log: {}", guest.agent_log_tail())))?;
+        Ok(((), format!("conductor got {event:?}")))
+    })
+    .await;
+    s.check("agent-answers-rpc_ping", agent_answers(&guest))
+        .await;
+    s.check("prepare-refused", async {
+        let controller = guest.controller();
+        let mark = controller.mark();
+        let mount_point = guest.files.root.join("data").display().to_string();
+        controller
+            .cast("prepare", prepare_args(&image.tag, &mount_point))
+            .await?;
+        controller
+            .wait_event(mark, Duration::from_secs(60), |e| {
+                *e == ConductorEvent::Heartbeat("failed to spawn".into())
+            })
+            .await?;
+        let reason = controller
+            .wait_event(mark, Duration::from_secs(10), |e| {
+                matches!(e, ConductorEvent::NotifyExcInfo(_))
+            })
+            .await?;
+        let events = controller.events_since(mark);
+        ensure!(
+            !events.contains(&ConductorEvent::Heartbeat("healthy".into())),
+            "the guest reported healthy: {events:?}"
+        );
+        Ok(((), format!("`failed to spawn`, then {reason:?}")))
+    })
+    .await;
+    s.check("no-database-on-vm", async {
+        let info = guest.runtime.inspect(DATABASE_CONTAINER).await?;
+        ensure!(info.is_none(), "a database container exists: {info:?}");
+        Ok((
+            (),
+            "no `database` container in the guest dockerd".to_owned(),
+        ))
+    })
+    .await;
+    s.check("cleanup", cleanup(settings, guest)).await;
+    drop(image);
+}

@@ -1,0 +1,180 @@
+//! The command line and where the provisioned simulated guest's pieces are (the values of
+//! `cargo xtask env`, overridable by the same `NETISO_*` variables the tests read).
+
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+
+/// The container Trove's guest runs the database in (Trove's name; scenarios run one at a
+/// time because they share it).
+pub const DATABASE_CONTAINER: &str = "database";
+/// Trove's network for the tenant NIC.
+pub const DATABASE_NETWORK: &str = "database-network";
+
+/// One scenario of the harness.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ScenarioName {
+    /// Docker, network_isolation = True.
+    DockerIsolated,
+    /// Docker, network_isolation = False.
+    DockerBridged,
+    /// Docker, isolated, with agent, dockerd and RabbitMQ restarts and a returned NIC.
+    DockerFaults,
+    /// Docker, isolated, the tenant NIC's MAC absent: fail closed.
+    IsolationImpossible,
+    /// containerd, network_isolation = True.
+    ContainerdIsolated,
+    /// containerd, network_isolation = False.
+    ContainerdBridged,
+}
+
+impl ScenarioName {
+    /// Every scenario, in the order they run.
+    pub const ALL: [Self; 6] = [
+        Self::DockerIsolated,
+        Self::DockerBridged,
+        Self::DockerFaults,
+        Self::IsolationImpossible,
+        Self::ContainerdIsolated,
+        Self::ContainerdBridged,
+    ];
+
+    /// The scenario's name in the report.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::DockerIsolated => "docker-isolated",
+            Self::DockerBridged => "docker-bridged",
+            Self::DockerFaults => "docker-faults",
+            Self::IsolationImpossible => "isolation-impossible",
+            Self::ContainerdIsolated => "containerd-isolated",
+            Self::ContainerdBridged => "containerd-bridged",
+        }
+    }
+}
+
+/// `netiso-harness`: builds a simulated Trove guest, drives the agent through real RPC and
+/// checks the traffic split; prints a report and exits non-zero on any failure.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+pub struct Args {
+    /// Scenarios to run (default: all, in order).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub scenarios: Vec<ScenarioName>,
+    /// The guest agent binary (default: `trove-guest-agent` beside this program).
+    #[arg(long, value_name = "PATH")]
+    pub agent_bin: Option<PathBuf>,
+    /// The docker-hostnic plugin binary (default: `docker-hostnic` beside this program).
+    #[arg(long, value_name = "PATH")]
+    pub plugin_bin: Option<PathBuf>,
+    /// Where per-scenario config directories and logs go (removed afterwards unless
+    /// `--keep-logs`).
+    #[arg(long, value_name = "DIR", default_value = "/run/trove-netiso/harness")]
+    pub work_dir: PathBuf,
+    /// Keep the logs of the agent and the plugin (copied to `<work-dir>/logs-<pid>`).
+    #[arg(long)]
+    pub keep_logs: bool,
+}
+
+/// Everything the scenarios need to know about the machine.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The agent binary.
+    pub agent_bin: PathBuf,
+    /// The plugin binary.
+    pub plugin_bin: PathBuf,
+    /// Per-run directory.
+    pub work_dir: PathBuf,
+    /// Keep logs after the run.
+    pub keep_logs: bool,
+    /// The broker as the harness (Trove's controller) reaches it: host loopback.
+    pub controller_broker: String,
+    /// The broker as the guest reaches it: through its management NIC.
+    pub guest_broker: String,
+    /// The registry as the guest reaches it.
+    pub guest_registry: String,
+    /// The registry as this machine reaches it.
+    pub host_registry: String,
+    /// The guest VM's namespace.
+    pub guest_netns: String,
+    /// The guest's management NIC.
+    pub guest_mgmt_if: String,
+    /// The guest's management address.
+    pub guest_mgmt_addr: std::net::Ipv4Addr,
+    /// dockerd's socket.
+    pub docker_socket: PathBuf,
+    /// dockerd's exec root.
+    pub docker_exec_root: PathBuf,
+    /// dockerd's pid file.
+    pub dockerd_pid_file: PathBuf,
+    /// containerd's socket.
+    pub containerd_socket: PathBuf,
+    /// Where dockerd looks for the plugin.
+    pub plugin_socket: PathBuf,
+    /// RabbitMQ's node, for `rabbitmqctl`.
+    pub rabbit_node: String,
+}
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| default.to_owned())
+}
+
+fn beside_this_program(name: &str) -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join(name)))
+        .unwrap_or_else(|| PathBuf::from(name))
+}
+
+impl Settings {
+    /// The provisioned layout, with the command line's choices.
+    pub fn from_args(args: &Args) -> Self {
+        let docker_host = env_or("NETISO_DOCKER_HOST", "unix:///run/trove-netiso/docker.sock");
+        Self {
+            agent_bin: args
+                .agent_bin
+                .clone()
+                .unwrap_or_else(|| beside_this_program("trove-guest-agent")),
+            plugin_bin: args
+                .plugin_bin
+                .clone()
+                .unwrap_or_else(|| beside_this_program("docker-hostnic")),
+            work_dir: args.work_dir.join(std::process::id().to_string()),
+            keep_logs: args.keep_logs,
+            controller_broker: "127.0.0.1:5672".to_owned(),
+            guest_broker: "10.251.0.1:5672".to_owned(),
+            guest_registry: env_or("NETISO_GUEST_REGISTRY", "10.251.0.1:5000"),
+            host_registry: env_or("NETISO_REGISTRY", "127.0.0.1:5000"),
+            guest_netns: env_or("NETISO_GUEST_NETNS", "netiso-guest"),
+            guest_mgmt_if: "mgmt0".to_owned(),
+            guest_mgmt_addr: std::net::Ipv4Addr::new(10, 251, 0, 10),
+            docker_socket: PathBuf::from(
+                docker_host
+                    .strip_prefix("unix://")
+                    .unwrap_or(docker_host.as_str()),
+            ),
+            docker_exec_root: PathBuf::from(env_or(
+                "NETISO_DOCKER_EXEC_ROOT",
+                "/run/trove-netiso/docker-exec",
+            )),
+            dockerd_pid_file: PathBuf::from("/run/trove-netiso/dockerd.pid"),
+            containerd_socket: PathBuf::from(env_or(
+                "NETISO_CONTAINERD_SOCKET",
+                "/run/trove-netiso/containerd/containerd.sock",
+            )),
+            plugin_socket: PathBuf::from("/run/docker/plugins/docker-hostnic.sock"),
+            rabbit_node: "rabbit@localhost".to_owned(),
+        }
+    }
+
+    /// The scenarios to run.
+    pub fn scenarios(args: &Args) -> Vec<ScenarioName> {
+        if args.scenarios.is_empty() {
+            ScenarioName::ALL.to_vec()
+        } else {
+            args.scenarios.clone()
+        }
+    }
+}
