@@ -3,7 +3,6 @@
 //! Everything the tests need is installed and started by this program, so a fresh Debian
 //! machine and a CI run reach the same state with one command.
 
-mod bench;
 mod ci;
 mod demo;
 mod layout;
@@ -29,9 +28,6 @@ enum Task {
     /// Provision, then fmt, clippy, cargo-deny, the whole test suite as root and the fuzz
     /// smoke runs: what `.ci/run` runs.
     Ci,
-    /// Provision, then measure every performance claim against its reference (Trove's Python
-    /// plugin and oslo.messaging, `ip` commands, Docker's NAT) and rewrite `docs/benchmarks.md`.
-    Bench,
     /// Print the environment variables that tell tests where the provisioned services are.
     Env,
     /// Provision, then run the harness on a simulated guest in both network modes and show
@@ -53,7 +49,6 @@ fn main() -> anyhow::Result<()> {
     match cli.task {
         Task::Provision => provision::run(),
         Task::Ci => ci::run(),
-        Task::Bench => bench::run(),
         Task::Demo { all } => demo::run(all),
         Task::Env => {
             for (name, value) in layout::test_environment() {
