@@ -1,0 +1,457 @@
+//! Shared helpers of the agent's integration tests: the real broker, a test conductor, the
+//! agent process inside the simulated guest namespace, and drop guards for everything.
+//! A missing service makes a test fail with what to do, never skip.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use netiso_config::TransportUrl;
+use netiso_messaging::{
+    Args, BrokerConfig, CallError, Context, Dispatcher, InstanceKey, RabbitOptions, RpcClient,
+    RpcServer, Serializer, ServerConfig, Target, Transport, TransportError,
+};
+use netiso_runtime::test_support::{PROVISION_HINT, block_on_cleanup, guest_netns};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::{Map, Value};
+use tokio::sync::mpsc;
+
+pub const KEY: &str = "Qm9kZ3kxMjM0NTY3ODlhYmNkZWZnaGlq";
+const DEFAULT_TEST_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+const DEFAULT_GUEST_URL: &str = "amqp://guest:guest@10.251.0.1:5672/%2f";
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| default.to_owned())
+}
+
+/// The broker as this test process reaches it.
+pub fn test_url() -> String {
+    env_or("NETISO_TEST_AMQP_URL", DEFAULT_TEST_URL)
+}
+
+/// The broker as the agent inside the guest namespace reaches it (management network).
+pub fn guest_url() -> String {
+    env_or("NETISO_GUEST_AMQP_URL", DEFAULT_GUEST_URL)
+}
+
+/// A name unique to this test run.
+pub fn unique(prefix: &str) -> String {
+    format!("netiso-agent-{prefix}-{}", uuid::Uuid::new_v4().simple())
+}
+
+fn broker_config() -> BrokerConfig {
+    let url = test_url();
+    let parsed = TransportUrl::from_str(&url).unwrap_or_else(|e| panic!("bad {url:?}: {e}"));
+    BrokerConfig::from_transport_url(&parsed).expect("usable broker URL")
+}
+
+fn options() -> RabbitOptions {
+    RabbitOptions {
+        rabbit_retry_interval: Duration::from_millis(200),
+        rabbit_interval_max: Duration::from_secs(2),
+        publish_timeout: Duration::from_secs(20),
+        kombu_missing_consumer_retry_timeout: Duration::from_secs(5),
+        ..RabbitOptions::default()
+    }
+}
+
+/// Connects to the broker or fails the test with instructions.
+pub async fn connect() -> Transport {
+    match Transport::connect(broker_config(), options(), Duration::from_secs(10)).await {
+        Ok(transport) => transport,
+        Err(e) => panic!(
+            "RabbitMQ is not reachable at {}: {e}: {PROVISION_HINT}",
+            test_url()
+        ),
+    }
+}
+
+/// Deletes the queues and exchange a test made, when dropped (also on failure).
+pub struct BrokerCleanup {
+    pub queues: Vec<String>,
+    pub exchange: String,
+}
+
+impl Drop for BrokerCleanup {
+    fn drop(&mut self) {
+        let queues = std::mem::take(&mut self.queues);
+        let exchange = self.exchange.clone();
+        block_on_cleanup(move || async move {
+            match Transport::connect(broker_config(), options(), Duration::from_secs(5)).await {
+                Ok(transport) => {
+                    for queue in &queues {
+                        if let Err(e) = transport.delete_queue(queue).await {
+                            eprintln!("cleanup: queue {queue}: {e}");
+                        }
+                    }
+                    if let Err(e) = transport.delete_exchange(&exchange).await {
+                        eprintln!("cleanup: exchange {exchange}: {e}");
+                    }
+                    transport.close();
+                }
+                Err(e) => eprintln!("cleanup: broker unreachable, queues left: {e}"),
+            }
+        });
+    }
+}
+
+/// One cast the conductor received: method and decrypted arguments.
+#[derive(Debug, Clone)]
+pub struct ConductorEvent {
+    pub method: String,
+    pub args: Map<String, Value>,
+}
+
+impl ConductorEvent {
+    /// `payload.service_status` of a heartbeat.
+    pub fn status(&self) -> Option<&str> {
+        self.args
+            .get("payload")
+            .and_then(|p| p.get("service_status"))
+            .and_then(Value::as_str)
+    }
+}
+
+/// A stand-in for Trove's conductor on a test-declared queue.
+pub struct TestConductor {
+    server: Option<RpcServer>,
+    events: mpsc::UnboundedReceiver<ConductorEvent>,
+}
+
+impl TestConductor {
+    pub async fn start(
+        transport: &Transport,
+        exchange: &str,
+        queue: &str,
+        guest_id: &str,
+        key: Option<&str>,
+    ) -> Self {
+        let (tx, events) = mpsc::unbounded_channel();
+        let mut dispatcher = Dispatcher::new("1.0").expect("version");
+        for method in [
+            "heartbeat",
+            "notify_end",
+            "notify_exc_info",
+            "update_backup",
+        ] {
+            let tx = tx.clone();
+            dispatcher.register(method, move |_context: Context, args: Args| {
+                let event = ConductorEvent {
+                    method: method.to_owned(),
+                    args: args.into_map(),
+                };
+                let _ = tx.send(event);
+                async move { Ok(Value::Null) }
+            });
+        }
+        let serializer = match key {
+            Some(key) => Serializer::Conductor {
+                key: InstanceKey::new(key).expect("key"),
+                instance_id: guest_id.to_owned(),
+            },
+            None => Serializer::Plain,
+        };
+        let server = RpcServer::start(
+            transport,
+            ServerConfig {
+                exchange: exchange.to_owned(),
+                target: Target {
+                    topic: queue.to_owned(),
+                    server: None,
+                    version: "1.0".into(),
+                },
+                serializer,
+                // One at a time: events arrive in the order the agent sent them.
+                max_concurrency: 1,
+            },
+            dispatcher,
+        )
+        .await
+        .expect("test conductor starts");
+        Self {
+            server: Some(server),
+            events,
+        }
+    }
+
+    /// The next event, or a panic after `timeout`.
+    pub async fn next(&mut self, timeout: Duration) -> ConductorEvent {
+        match tokio::time::timeout(timeout, self.events.recv()).await {
+            Ok(Some(event)) => event,
+            Ok(None) => panic!("the test conductor stopped"),
+            Err(_) => panic!("no conductor cast within {timeout:?}"),
+        }
+    }
+
+    /// Nothing arrives within `wait`.
+    pub async fn expect_silence(&mut self, wait: Duration) {
+        if let Ok(Some(event)) = tokio::time::timeout(wait, self.events.recv()).await {
+            panic!("unexpected conductor cast: {event:?}");
+        }
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(server) = self.server.take() {
+            server.stop().await;
+        }
+    }
+}
+
+/// What the agent's configuration directory says.
+pub struct AgentSetup {
+    pub guest_id: String,
+    pub exchange: String,
+    pub conductor_queue: String,
+    pub key: Option<&'static str>,
+    pub network_isolation: bool,
+    /// `eth1.json` content, when there is a tenant NIC.
+    pub tenant_nic_json: Option<String>,
+    pub image: String,
+    pub version: String,
+    pub port: u16,
+    pub container_name: String,
+}
+
+impl AgentSetup {
+    pub fn new(prefix: &str, key: Option<&'static str>) -> Self {
+        let guest_id = uuid::Uuid::new_v4().to_string();
+        Self {
+            exchange: unique(&format!("{prefix}-x")),
+            conductor_queue: unique(&format!("{prefix}-cond")),
+            key,
+            network_isolation: false,
+            tenant_nic_json: None,
+            image: format!(
+                "{}/netiso/testdb",
+                netiso_runtime::test_support::guest_registry()
+            ),
+            version: "absent".into(),
+            port: 3306,
+            container_name: format!("nti-agent-{}", &guest_id[..8]),
+            guest_id,
+        }
+    }
+
+    /// The guest's topic and server queues.
+    pub fn queues(&self) -> Vec<String> {
+        vec![
+            self.conductor_queue.clone(),
+            format!("guestagent.{}", self.guest_id),
+            format!("guestagent.{}.{}", self.guest_id, self.guest_id),
+        ]
+    }
+
+    pub fn cleanup(&self) -> BrokerCleanup {
+        BrokerCleanup {
+            queues: self.queues(),
+            exchange: self.exchange.clone(),
+        }
+    }
+
+    /// The guest's RPC target, as Trove's API addresses it (no server).
+    pub fn target(&self) -> Target {
+        Target {
+            topic: format!("guestagent.{}", self.guest_id),
+            server: None,
+            version: "1.0".into(),
+        }
+    }
+
+    pub fn client(&self, transport: &Transport) -> RpcClient {
+        let serializer = match self.key {
+            Some(key) => Serializer::Secure(InstanceKey::new(key).expect("key")),
+            None => Serializer::Plain,
+        };
+        RpcClient::new(transport, &self.exchange, serializer)
+    }
+
+    /// Writes `guest_info.conf` and `trove-guestagent.conf` as the taskmanager would, plus
+    /// our `[netiso]` section, into `dir/conf.d`; state in `dir/state`, data in `dir/data`.
+    pub fn write(&self, dir: &Path) -> PathBuf {
+        let conf = dir.join("conf.d");
+        std::fs::create_dir_all(&conf).expect("conf.d");
+        std::fs::create_dir_all(dir.join("data")).expect("data");
+        let mut info = format!(
+            "[DEFAULT]\nguest_id={}\ndatastore_manager=testdb\ndatastore_version={}\n\
+             tenant_id=t1\nnetwork_isolation={}\n",
+            self.guest_id,
+            self.version,
+            if self.network_isolation {
+                "True"
+            } else {
+                "False"
+            }
+        );
+        if let Some(key) = self.key {
+            info.push_str(&format!("instance_rpc_encr_key={key}\n"));
+        }
+        std::fs::write(conf.join("guest_info.conf"), info).expect("guest_info.conf");
+        let tenant_nic_file = dir.join("eth1.json");
+        if let Some(json) = &self.tenant_nic_json {
+            std::fs::write(&tenant_nic_file, json).expect("eth1.json");
+        }
+        let agent = format!(
+            "[DEFAULT]\ntransport_url={}\ncontrol_exchange={}\nconductor_queue={}\n\
+             state_change_wait_time=10\n\n\
+             [testdb]\ndocker_image={}\ntcp_ports={}\nmount_point={}\n\n\
+             [netiso]\ndocker_socket={}\ndocker_exec_root={}\nstate_dir={}\n\
+             tenant_nic_file={}\ndatabase_container={}\n",
+            guest_url().replace("amqp://", "rabbit://"),
+            self.exchange,
+            self.conductor_queue,
+            self.image,
+            self.port,
+            dir.join("data").display(),
+            netiso_runtime::test_support::docker_host().trim_start_matches("unix://"),
+            std::env::var("NETISO_DOCKER_EXEC_ROOT")
+                .unwrap_or_else(|_| "/run/trove-netiso/docker-exec".into()),
+            dir.join("state").display(),
+            tenant_nic_file.display(),
+            self.container_name,
+        );
+        std::fs::write(conf.join("trove-guestagent.conf"), agent).expect("agent conf");
+        conf
+    }
+}
+
+/// The agent binary running inside the simulated guest's namespace; SIGTERM then SIGKILL on
+/// drop.
+pub struct AgentProcess {
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+pub fn agent_binary() -> &'static str {
+    env!("CARGO_BIN_EXE_trove-guest-agent")
+}
+
+/// Runs `trove-guest-agent <args>` inside the guest namespace (as the VM would).
+pub fn guest_command(args: &[&str]) -> Command {
+    let netns = format!("--net=/run/netns/{}", guest_netns());
+    assert!(
+        Path::new(&format!("/run/netns/{}", guest_netns())).exists(),
+        "the simulated guest namespace {} is missing: {PROVISION_HINT}",
+        guest_netns()
+    );
+    let mut command = Command::new("nsenter");
+    command.arg(netns).arg(agent_binary()).args(args);
+    command
+}
+
+impl AgentProcess {
+    pub fn spawn(conf_dir: &Path, log: PathBuf) -> Self {
+        netiso_runtime::test_support::require_root();
+        let log_file = std::fs::File::create(&log).expect("log file");
+        let child = guest_command(&["--config-dir", &conf_dir.to_string_lossy(), "run"])
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("spawn nsenter + trove-guest-agent");
+        Self {
+            child: Some(child),
+            log,
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, then waits (bounded) for the exit status.
+    pub fn terminate(&mut self, wait: Duration) -> Option<ExitStatus> {
+        let child = self.child.as_mut()?;
+        let pid = Pid::from_raw(i32::try_from(child.id()).ok()?);
+        let _ = kill(pid, Signal::SIGTERM);
+        let deadline = Instant::now() + wait;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    /// The agent's resident set size in KiB (from /proc).
+    pub fn rss_kib(&self) -> Option<u64> {
+        let pid = self.child.as_ref()?.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        if self.child.is_some()
+            && self.terminate(Duration::from_secs(10)).is_none()
+            && let Some(child) = self.child.as_mut()
+        {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "--- agent log ({}) ---\n{}",
+                self.log.display(),
+                self.log_text()
+            );
+        }
+    }
+}
+
+/// Calls `rpc_ping` until it answers (bounded); returns how long that took.
+pub async fn wait_for_ping(client: &RpcClient, target: &Target, agent: &AgentProcess) -> Duration {
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(60);
+    loop {
+        match client
+            .call(
+                target,
+                "rpc_ping",
+                Map::new(),
+                &Context::fresh(),
+                Duration::from_secs(2),
+            )
+            .await
+        {
+            Ok(value) => {
+                assert_eq!(value, Value::Bool(true));
+                return started.elapsed();
+            }
+            // Before the agent declares its queues the broker returns the request (mandatory
+            // publish, no route) or it expires unanswered.
+            Err(CallError::Timeout { .. }) if Instant::now() < deadline => {}
+            Err(CallError::Transport(TransportError::Returned { .. }))
+                if Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("rpc_ping failed: {e}\nagent log:\n{}", agent.log_text()),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the agent did not answer rpc_ping within 60 s; log:\n{}",
+            agent.log_text()
+        );
+    }
+}
+
+pub fn args(value: Value) -> Map<String, Value> {
+    match value {
+        Value::Object(map) => map,
+        other => panic!("expected an object, got {other}"),
+    }
+}
