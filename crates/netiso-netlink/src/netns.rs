@@ -8,10 +8,10 @@
 
 use std::{
     fs::{self, File, OpenOptions},
-    io::{BufRead, BufReader},
+    io::{self, BufRead, BufReader},
     os::{
         fd::{AsFd, BorrowedFd},
-        unix::fs::MetadataExt,
+        unix::fs::{MetadataExt, OpenOptionsExt},
     },
     panic::AssertUnwindSafe,
     path::{Path, PathBuf},
@@ -166,13 +166,23 @@ impl Namespace {
     }
 
     /// Opens the namespace file at `path` (a bind mount or `/proc/PID/ns/net`), checking that it
-    /// really is a namespace.
+    /// really is a namespace. Anything but a regular file is refused without blocking, so a FIFO
+    /// put where a namespace was expected cannot hang the caller.
     pub fn open_path(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let file = File::open(path).map_err(|e| NetlinkError::io("open namespace", path, e))?;
-        let fs =
-            fstatfs(&file).map_err(|e| NetlinkError::io("statfs namespace", path, e.into()))?;
-        if fs.filesystem_type() != NSFS_MAGIC {
+        let file = open_regular_nonblocking(path)
+            .map_err(|e| NetlinkError::io("open namespace", path, e))?;
+        Self::from_file(file, path)
+    }
+
+    /// Takes a namespace file the caller already opened (and checked, e.g. as a regular file),
+    /// so nothing can be swapped in at its path between the check and the use. `path` is where
+    /// it came from, for [`Namespace::path`] and error messages.
+    pub fn from_file(file: File, path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        if !is_namespace_file(&file)
+            .map_err(|e| NetlinkError::io("statfs namespace", path, e.into()))?
+        {
             return Err(NetlinkError::InvalidArgument(format!(
                 "{} is not a network namespace (not mounted, or a stale file)",
                 path.display()
@@ -210,7 +220,7 @@ impl Namespace {
                 return Err(NetlinkError::io(
                     "delete namespace",
                     &path,
-                    std::io::Error::from_raw_os_error(libc::ENOENT),
+                    io::Error::from_raw_os_error(libc::ENOENT),
                 ));
             }
             Err(e) => return Err(NetlinkError::io("unmount namespace", &path, e.into())),
@@ -370,23 +380,47 @@ impl AsFd for Namespace {
     }
 }
 
+/// Opens `path` read-only if it is a regular file (namespace files, bind mounts or
+/// `/proc/PID/ns/net`, are). The open is non-blocking and the type is checked again on the open
+/// descriptor, so a FIFO or device at `path`, even one swapped in after the first check, is
+/// refused instead of hanging or being read.
+fn open_regular_nonblocking(path: &Path) -> io::Result<File> {
+    let not_regular = || io::Error::new(io::ErrorKind::InvalidInput, "not a regular file");
+    if !fs::metadata(path)?.is_file() {
+        return Err(not_regular());
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(not_regular());
+    }
+    Ok(file)
+}
+
+/// True when `file` lives on nsfs, the kernel's namespace filesystem.
+fn is_namespace_file(file: &File) -> nix::Result<bool> {
+    Ok(fstatfs(file)?.filesystem_type() == NSFS_MAGIC)
+}
+
 /// Lists the live namespaces bind-mounted in `dir` (a sandbox directory). Stale files (no longer
-/// a mounted namespace) are skipped; a missing directory is an empty list.
+/// a mounted namespace) and anything but regular files (FIFOs, devices, directories, sockets)
+/// are skipped without blocking; a missing directory is an empty list.
 pub fn list_sandboxes(dir: impl AsRef<Path>) -> Result<Vec<Sandbox>> {
     let dir = dir.as_ref();
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(NetlinkError::io("list", dir, e)),
     };
     let mut sandboxes = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|e| NetlinkError::io("list", dir, e))?;
         let path = entry.path();
-        let is_namespace = File::open(&path)
+        let is_namespace = open_regular_nonblocking(&path)
             .ok()
-            .and_then(|file| fstatfs(&file).ok())
-            .is_some_and(|fs| fs.filesystem_type() == NSFS_MAGIC);
+            .is_some_and(|file| is_namespace_file(&file).unwrap_or(false));
         if is_namespace {
             sandboxes.push(Sandbox {
                 id: entry.file_name().to_string_lossy().into_owned(),
@@ -443,5 +477,58 @@ mod tests {
         fs::remove_dir_all(&dir).unwrap();
         assert!(listed.unwrap().is_empty());
         assert!(matches!(opened, Err(NetlinkError::InvalidArgument(_))));
+    }
+
+    /// Runs `work` on its own thread and fails the test if it has not returned in time (a
+    /// blocking open of a FIFO never would).
+    fn within_timeout<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+        let (done, result) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = done.send(work());
+        });
+        result
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the call blocked on a FIFO for 10 s")
+    }
+
+    fn dir_with_fifo() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("0123456789ab");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        (dir, fifo)
+    }
+
+    #[test]
+    fn a_fifo_in_a_sandbox_directory_is_skipped_without_blocking() {
+        let (dir, _fifo) = dir_with_fifo();
+        fs::write(dir.path().join("stale0123456"), b"").unwrap();
+        fs::create_dir(dir.path().join("subdir")).unwrap();
+        let path = dir.path().to_owned();
+        let listed = within_timeout(move || list_sandboxes(path)).unwrap();
+        assert!(listed.is_empty(), "{listed:?}");
+    }
+
+    #[test]
+    fn opening_a_fifo_as_a_namespace_is_refused_without_blocking() {
+        let (_dir, fifo) = dir_with_fifo();
+        let opened = within_timeout(move || Namespace::open_path(fifo));
+        match opened {
+            Err(NetlinkError::Io { source, .. }) => {
+                assert_eq!(source.kind(), io::ErrorKind::InvalidInput, "{source}");
+            }
+            other => panic!("a FIFO was not refused as a non-regular file: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn from_file_refuses_a_file_that_is_not_a_namespace() {
+        let file = tempfile::tempfile().unwrap();
+        let taken = Namespace::from_file(file, "/tmp/plain");
+        match taken {
+            Err(NetlinkError::InvalidArgument(message)) => {
+                assert!(message.contains("/tmp/plain"), "{message}");
+            }
+            other => panic!("a plain file was taken as a namespace: {other:?}"),
+        }
     }
 }

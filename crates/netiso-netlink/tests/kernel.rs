@@ -597,6 +597,11 @@ fn docker_and_containerd_sandboxes_are_listed() {
     let _sandbox = SandboxMount::new(&ns, docker_netns.join("0123456789ab"));
     let _default = SandboxMount::new(&ns, docker_netns.join("default"));
     std::fs::write(docker_netns.join("stale0123456"), b"").unwrap();
+    nix::unistd::mkfifo(
+        &docker_netns.join("fifo01234567"),
+        nix::sys::stat::Mode::S_IRWXU,
+    )
+    .unwrap();
 
     let docker = netns::list_docker_sandboxes(root.path()).unwrap();
     assert_eq!(docker.len(), 1, "{docker:?}");
@@ -615,6 +620,21 @@ fn docker_and_containerd_sandboxes_are_listed() {
         netns::list_docker_sandboxes(root.path().join("absent"))
             .unwrap()
             .is_empty()
+    );
+}
+
+#[test]
+fn a_namespace_is_taken_from_an_already_open_file() {
+    require_root();
+    let ns = TestNamespace::new();
+    let file = std::fs::File::open(ns.namespace().path()).unwrap();
+    let taken = Namespace::from_file(file, ns.namespace().path()).unwrap();
+    assert_eq!(taken.id().unwrap(), ns.namespace().id().unwrap());
+    assert_eq!(taken.path(), ns.namespace().path());
+    let handle = NetlinkHandle::in_namespace(&taken).unwrap();
+    assert_eq!(
+        handle.link_by_name("lo").unwrap().index,
+        ns.handle().link_by_name("lo").unwrap().index
     );
 }
 
