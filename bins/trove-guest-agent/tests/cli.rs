@@ -1,0 +1,291 @@
+//! The operator commands (`preflight`, `isolate`, `netns`) run as the binary inside throwaway
+//! namespaces that stand for the VM, with a tenant link and a management link. Needs root.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use netiso_netlink::test_support::TestNamespace;
+use netiso_netlink::{MacAddr, RouteSpec, Rtnetlink};
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+
+const BROKER: &str = "10.77.9.1";
+
+fn agent(guest: &TestNamespace, conf: &Path, args: &[&str]) -> Output {
+    Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{}", guest.name()))
+        .arg(env!("CARGO_BIN_EXE_trove-guest-agent"))
+        .arg("--config-dir")
+        .arg(conf)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run nsenter + trove-guest-agent")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn up_with_address(ns: &TestNamespace, name: &str, cidr: &str) -> u32 {
+    let link = ns.handle().link_by_name(name).expect("link");
+    ns.handle()
+        .add_address(link.index, cidr.parse().expect("cidr"))
+        .expect("address");
+    ns.handle().set_link_up(link.index, true).expect("up");
+    link.index
+}
+
+fn mac_of(ns: &TestNamespace, name: &str) -> MacAddr {
+    ns.handle()
+        .link_by_name(name)
+        .expect("link")
+        .mac
+        .expect("a MAC")
+}
+
+/// Writes a guest configuration whose tenant NIC is `mac`; returns the conf.d directory.
+fn write_config(dir: &Path, mac: MacAddr, extra_netiso: &str) -> PathBuf {
+    let conf = dir.join("conf.d");
+    std::fs::create_dir_all(&conf).expect("conf.d");
+    let nic = dir.join("eth1.json");
+    std::fs::write(
+        &nic,
+        format!(
+            "{{\"mac_address\": \"{mac}\", \"ipv4_address\": \"10.77.2.2\", \"ipv4_cidr\": \
+             \"10.77.2.0/24\", \"ipv4_gateway\": \"10.77.2.1\", \"ipv4_host_routes\": []}}"
+        ),
+    )
+    .expect("eth1.json");
+    std::fs::write(
+        conf.join("guest_info.conf"),
+        "[DEFAULT]\nguest_id=cli-test\nnetwork_isolation=True\n",
+    )
+    .expect("guest_info.conf");
+    std::fs::write(
+        conf.join("trove-guestagent.conf"),
+        format!(
+            "[DEFAULT]\ntransport_url=rabbit://user:pass@{BROKER}:5672/\ncontrol_exchange=trove\n\n\
+             [netiso]\ntenant_nic_file={}\nstate_dir={}\ndocker_socket={}\n{extra_netiso}",
+            nic.display(),
+            dir.join("state").display(),
+            dir.join("no-docker.sock").display(),
+        ),
+    )
+    .expect("trove-guestagent.conf");
+    conf
+}
+
+/// The VM with a management link (to a namespace where the broker listens) and a tenant link.
+struct Vm {
+    guest: TestNamespace,
+    _mgmt: TestNamespace,
+    _tenant_peer: TestNamespace,
+    mgmt_if: String,
+    tenant_if: String,
+    _broker: TcpListener,
+}
+
+impl Vm {
+    fn new() -> Self {
+        let guest = TestNamespace::new();
+        let mgmt = TestNamespace::new();
+        let tenant_peer = TestNamespace::new();
+        let (mgmt_if, mgmt_peer) = guest.veth("clm", Some(&mgmt));
+        let (tenant_if, tenant_end) = guest.veth("clt", Some(&tenant_peer));
+        up_with_address(&guest, &mgmt_if, "10.77.1.2/24");
+        up_with_address(&mgmt, &mgmt_peer, "10.77.1.1/24");
+        up_with_address(&guest, &tenant_if, "10.77.2.2/24");
+        up_with_address(&tenant_peer, &tenant_end, "10.77.2.1/24");
+        let lo = mgmt.handle().link_by_name("lo").expect("lo");
+        mgmt.handle()
+            .add_address(lo.index, format!("{BROKER}/32").parse().expect("cidr"))
+            .expect("broker address");
+        let broker = mgmt
+            .namespace()
+            .run(|| TcpListener::bind((BROKER, 5672)))
+            .expect("enter")
+            .expect("listen");
+        Self {
+            guest,
+            _mgmt: mgmt,
+            _tenant_peer: tenant_peer,
+            mgmt_if,
+            tenant_if,
+            _broker: broker,
+        }
+    }
+
+    fn route_broker_via(&self, gateway: &str) {
+        self.guest
+            .handle()
+            .replace_route(&RouteSpec::via(
+                "10.77.9.0/24".parse().expect("net"),
+                gateway.parse().expect("gw"),
+            ))
+            .expect("route");
+    }
+}
+
+#[test]
+fn preflight_fails_through_the_tenant_nic_and_passes_through_management() {
+    let vm = Vm::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let conf = write_config(dir.path(), mac_of(&vm.guest, &vm.tenant_if), "");
+
+    vm.route_broker_via("10.77.2.1");
+    let failed = agent(&vm.guest, &conf, &["preflight", "--timeout", "2"]);
+    assert_eq!(failed.status.code(), Some(1), "{failed:?}");
+    let text = stdout(&failed);
+    assert!(
+        text.contains(&format!(
+            "FAIL  messaging (transport_url): the route to {BROKER}:5672 ({BROKER}) goes through \
+             interface {}, the tenant NIC",
+            vm.tenant_if
+        )),
+        "{text}"
+    );
+
+    vm.route_broker_via("10.77.1.1");
+    let passed = agent(&vm.guest, &conf, &["preflight", "--timeout", "2"]);
+    let text = stdout(&passed);
+    assert!(passed.status.success(), "{passed:?}");
+    assert!(
+        text.contains(&format!(
+            "ok    messaging (transport_url) {BROKER}:5672 via {}",
+            vm.mgmt_if
+        )),
+        "{text}"
+    );
+    assert!(
+        !text.contains("user:pass"),
+        "the password is never printed: {text}"
+    );
+}
+
+#[test]
+fn isolate_dry_run_verify_and_apply_on_a_throwaway_vm() {
+    let vm = Vm::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let conf = write_config(dir.path(), mac_of(&vm.guest, &vm.tenant_if), "");
+
+    let verify = agent(&vm.guest, &conf, &["isolate", "--verify"]);
+    assert_eq!(
+        verify.status.code(),
+        Some(1),
+        "not isolated yet: {verify:?}"
+    );
+    let dry_run = agent(&vm.guest, &conf, &["isolate", "--dry-run"]);
+    assert!(dry_run.status.success(), "{dry_run:?}");
+    assert!(
+        stdout(&dry_run).contains(&vm.tenant_if),
+        "{}",
+        stdout(&dry_run)
+    );
+    let still_up = vm.guest.handle().link_by_name(&vm.tenant_if).expect("link");
+    assert!(still_up.up, "--dry-run changes nothing");
+
+    let apply = agent(&vm.guest, &conf, &["isolate", "--apply"]);
+    assert!(apply.status.success(), "{apply:?}");
+    let tenant = vm.guest.handle().link_by_name(&vm.tenant_if).expect("link");
+    assert!(!tenant.up);
+    assert!(
+        vm.guest
+            .handle()
+            .addresses(Some(tenant.index))
+            .expect("addresses")
+            .is_empty()
+    );
+    let verify = agent(&vm.guest, &conf, &["isolate", "--verify"]);
+    assert!(verify.status.success(), "{verify:?}");
+    // The management link is untouched.
+    assert!(
+        vm.guest
+            .handle()
+            .link_by_name(&vm.mgmt_if)
+            .expect("mgmt")
+            .up
+    );
+}
+
+/// A directory standing for dockerd's exec-root, with one sandbox bind-mounted in `netns/`
+/// (as dockerd does); unmounted on drop.
+struct FakeExecRoot {
+    root: tempfile::TempDir,
+    sandbox: PathBuf,
+}
+
+impl FakeExecRoot {
+    fn new(namespace: &TestNamespace, sandbox_id: &str) -> Self {
+        let root = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(root.path().join("netns")).expect("netns dir");
+        let sandbox = root.path().join("netns").join(sandbox_id);
+        std::fs::write(&sandbox, b"").expect("mount point");
+        mount(
+            Some(Path::new(&format!("/run/netns/{}", namespace.name()))),
+            &sandbox,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .expect("bind-mount the sandbox");
+        Self { root, sandbox }
+    }
+}
+
+impl Drop for FakeExecRoot {
+    fn drop(&mut self) {
+        if let Err(e) = umount2(&self.sandbox, MntFlags::MNT_DETACH) {
+            eprintln!("cleanup: unmount {}: {e}", self.sandbox.display());
+        }
+    }
+}
+
+#[test]
+fn netns_lists_sandboxes_and_names_the_one_holding_the_tenant_nic() {
+    let guest = TestNamespace::new();
+    let sandbox_ns = TestNamespace::new();
+    // The tenant NIC already handed to the "container": its end is in the sandbox.
+    let (_vm_end, tenant_nic) = guest.veth("cln", Some(&sandbox_ns));
+    up_with_address(&sandbox_ns, &tenant_nic, "10.77.2.2/24");
+    let mac = mac_of(&sandbox_ns, &tenant_nic);
+    let exec_root = FakeExecRoot::new(&sandbox_ns, "0123456789ab");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let conf = write_config(
+        dir.path(),
+        mac,
+        &format!("docker_exec_root={}\n", exec_root.root.path().display()),
+    );
+
+    let list = agent(&guest, &conf, &["netns", "list"]);
+    assert!(list.status.success(), "{list:?}");
+    let text = stdout(&list);
+    let sandbox_line = text
+        .lines()
+        .find(|l| l.starts_with("0123456789ab"))
+        .unwrap_or_else(|| panic!("sandbox listed: {text}"));
+    assert!(
+        sandbox_line.contains(&tenant_nic) && sandbox_line.ends_with("<- holds the tenant NIC"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("tenant NIC {mac}: in sandbox 0123456789ab")),
+        "{text}"
+    );
+
+    let show = agent(&guest, &conf, &["netns", "show", "0123"]);
+    assert!(show.status.success(), "{show:?}");
+    let text = stdout(&show);
+    assert!(text.contains("namespace 0123456789ab"), "{text}");
+    assert!(text.contains("inet 10.77.2.2/24"), "{text}");
+    assert!(text.contains("<- tenant NIC"), "{text}");
+    assert!(text.contains("10.77.2.0/24"), "routes shown: {text}");
+
+    let missing = agent(&guest, &conf, &["netns", "show", "nope"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&missing.stderr)
+            .contains("no sandbox or container matches \"nope\""),
+        "{missing:?}"
+    );
+}
