@@ -256,9 +256,21 @@ impl Guest {
             .context("the agent is not running")
     }
 
-    /// The agent's last log lines, for failure details.
+    /// The agent's last errors and warnings (else its last lines), for failure details.
     pub fn agent_log_tail(&self) -> String {
-        crate::processes::log_tail(&self.files.log("agent"), 8)
+        let text = std::fs::read_to_string(self.files.log("agent")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let problems: Vec<&str> = lines
+            .iter()
+            .copied()
+            .filter(|l| l.contains("ERROR") || l.contains("WARN"))
+            .collect();
+        let chosen = if problems.is_empty() {
+            &lines
+        } else {
+            &problems
+        };
+        chosen[chosen.len().saturating_sub(3)..].join("\n")
     }
 
     /// Stops everything in reverse order and says what was removed.

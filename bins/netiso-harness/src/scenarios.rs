@@ -205,10 +205,16 @@ async fn standard(
             .await;
     }
     let before = traffic_counters(settings, &guest).ok();
-    s.check("prepare-healthy", prepare(&guest, &image)).await;
+    let prepared = s
+        .check("prepare-healthy", prepare(&guest, &image))
+        .await
+        .is_some();
     let after = traffic_counters(settings, &guest).ok();
+    const NO_DATABASE: &str = "no database: prepare did not end healthy";
     if isolated {
-        if let Some(flow) = s
+        if !prepared {
+            s.not_run("client-reaches-database-direct", NO_DATABASE);
+        } else if let Some(flow) = s
             .check(
                 "client-reaches-database-direct",
                 client_reaches_database(&guest, true),
@@ -217,9 +223,12 @@ async fn standard(
         {
             s.flow(flow);
         }
-        isolation_checks(settings, s, &guest).await;
+        isolation_checks(settings, s, &guest, prepared).await;
     } else {
-        if let Some(flow) = s
+        if !prepared {
+            s.not_run("client-reaches-database-via-dnat", NO_DATABASE);
+            s.not_run("container-has-no-tenant-nic", NO_DATABASE);
+        } else if let Some(flow) = s
             .check(
                 "client-reaches-database-via-dnat",
                 client_reaches_database(&guest, false),
@@ -228,18 +237,25 @@ async fn standard(
         {
             s.flow(flow);
         }
-        s.check(
-            "container-has-no-tenant-nic",
-            container_has_no_tenant_nic(&guest),
-        )
-        .await;
+        if prepared {
+            s.check(
+                "container-has-no-tenant-nic",
+                container_has_no_tenant_nic(&guest),
+            )
+            .await;
+        }
         s.check(
             "guest-keeps-tenant-nic",
             guest_keeps_tenant_nic(settings, &guest),
         )
         .await;
     }
-    if let Some(flow) = s
+    if !prepared {
+        s.not_run(
+            "image-pull-via-mgmt0",
+            "no image pulled: prepare did not end healthy",
+        );
+    } else if let Some(flow) = s
         .check("image-pull-via-mgmt0", async {
             image_pull_via_mgmt(before, after, image.bytes)
         })
@@ -322,6 +338,13 @@ async fn prepare(guest: &Guest, image: &TestImage) -> Result<((), String)> {
         .map_err(|e| e.context(format!("agent log: {}", guest.agent_log_tail())))?;
     let events = controller.events_since(mark);
     if outcome != ConductorEvent::Heartbeat("healthy".into()) {
+        // The reason follows the status as `notify_exc_info`.
+        let _ = controller
+            .wait_event(mark, Duration::from_secs(3), |e| {
+                matches!(e, ConductorEvent::NotifyExcInfo(_))
+            })
+            .await;
+        let events = controller.events_since(mark);
         bail!(
             "the guest reported {events:?}; agent log: {}",
             guest.agent_log_tail()
@@ -390,7 +413,12 @@ async fn client_reaches_database(guest: &Guest, direct: bool) -> Result<(String,
     }
 }
 
-async fn isolation_checks(settings: &Settings, s: &mut ScenarioReport<'_>, guest: &Guest) {
+async fn isolation_checks(
+    settings: &Settings,
+    s: &mut ScenarioReport<'_>,
+    guest: &Guest,
+    prepared: bool,
+) {
     let mac = guest.tenant().mac;
     let read = GuestView::read(&settings.guest_netns).map_err(|e| format!("{e:#}"));
     let view = read.as_ref();
@@ -456,6 +484,13 @@ async fn isolation_checks(settings: &Settings, s: &mut ScenarioReport<'_>, guest
         Ok(((), expect_unreachable(&client, broker, UNREACHABLE_PROBE)?))
     })
     .await;
+    if !prepared {
+        s.not_run(
+            "container-has-only-lo-and-eth0",
+            "no database: prepare did not end healthy",
+        );
+        return;
+    }
     s.check("container-has-only-lo-and-eth0", async {
         let links = container_links(guest.runtime.as_ref(), DATABASE_CONTAINER).await?;
         let mut names: Vec<&str> = links.iter().map(|l| l.name.as_str()).collect();
@@ -685,6 +720,7 @@ async fn agent_killed_mid_prepare(guest: &mut Guest, image: &TestImage) -> Resul
     if let Some(agent) = guest.agent.as_mut() {
         agent.kill_hard();
     }
+    let existed = guest.runtime.inspect(DATABASE_CONTAINER).await?.is_some();
     guest.start_agent()?;
     guest
         .controller()
@@ -707,7 +743,12 @@ async fn agent_killed_mid_prepare(guest: &mut Guest, image: &TestImage) -> Resul
     Ok((
         (),
         format!(
-            "SIGKILL after `building`; new agent answered in {} ms; start_db_with_conf_changes converged on one container {}",
+            "SIGKILL after `building` (container {} then); new agent answered in {} ms; start_db_with_conf_changes converged on one container {}",
+            if existed {
+                "created"
+            } else {
+                "not created yet"
+            },
             answered.as_millis(),
             &id[..id.len().min(12)]
         ),
