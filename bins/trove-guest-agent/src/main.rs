@@ -76,6 +76,9 @@ struct RunArgs {
     /// How long SIGTERM waits for in-flight requests, in seconds.
     #[arg(long, default_value_t = 60)]
     shutdown_timeout: u64,
+    /// Seconds between status heartbeats once prepared (Trove: 60).
+    #[arg(long, default_value_t = 60)]
+    heartbeat_interval: u64,
 }
 
 #[derive(Debug, ClapArgs)]
@@ -140,13 +143,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command.unwrap_or(Command::Run(RunArgs {
         preflight_timeout: 5,
         shutdown_timeout: 60,
+        heartbeat_interval: 60,
     })) {
         Command::Run(args) => {
             let config = load()?;
             let options = AgentOptions {
                 preflight_timeout: Duration::from_secs(args.preflight_timeout),
                 shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
-                ..AgentOptions::default()
+                heartbeat_interval: Duration::from_secs(args.heartbeat_interval.max(1)),
             };
             runtime.block_on(async {
                 let signal = termination_signal().context("cannot install signal handlers")?;

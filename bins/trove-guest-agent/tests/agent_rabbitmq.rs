@@ -277,6 +277,19 @@ async fn encrypted_agent_prepares_a_bridged_database_and_heartbeats_the_conducto
     assert!(!log.contains("never-logged-s3cr3t"), "{log}");
     assert!(!log.contains(KEY), "the RPC key must never be logged");
     drop(agent);
+
+    // A restarted agent finds the prepare marker and heartbeats the container's status
+    // periodically, without a new prepare.
+    let agent = AgentProcess::spawn_with(
+        &conf,
+        dir.path().join("agent-restarted.log"),
+        &["--heartbeat-interval", "1"],
+    );
+    wait_for_ping(&client, &target, &agent).await;
+    let periodic = conductor.next(CAST_TIMEOUT).await;
+    assert_eq!(periodic.method, "heartbeat");
+    assert_eq!(periodic.status(), Some("healthy"), "{periodic:?}");
+    drop(agent);
     conductor.stop().await;
     transport.close();
 }

@@ -347,9 +347,17 @@ pub fn guest_command(args: &[&str]) -> Command {
 
 impl AgentProcess {
     pub fn spawn(conf_dir: &Path, log: PathBuf) -> Self {
+        Self::spawn_with(conf_dir, log, &[])
+    }
+
+    /// Like `spawn`, with extra `run` flags.
+    pub fn spawn_with(conf_dir: &Path, log: PathBuf, run_flags: &[&str]) -> Self {
         netiso_runtime::test_support::require_root();
         let log_file = std::fs::File::create(&log).expect("log file");
-        let child = guest_command(&["--config-dir", &conf_dir.to_string_lossy(), "run"])
+        let conf = conf_dir.to_string_lossy();
+        let mut args = vec!["--config-dir", &conf, "run"];
+        args.extend_from_slice(run_flags);
+        let child = guest_command(&args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
