@@ -1,17 +1,58 @@
 //! A daemon's container-inspect answer (outside input): whatever bollard's model accepts,
-//! our mapping to `ContainerInfo` never panics and keeps its invariants.
+//! our mapping to `ContainerInfo` never panics and keeps its invariants. Raw bytes cover
+//! malformed answers; a well-formed answer with arbitrary values covers the mapping itself.
 #![no_main]
 
 use bollard::models::ContainerInspectResponse;
 use libfuzzer_sys::fuzz_target;
+use netiso_runtime::ContainerInfo;
 use netiso_runtime::docker::mapping::container_info;
 
-fuzz_target!(|data: &[u8]| {
-    let Ok(inspect) = serde_json::from_slice::<ContainerInspectResponse>(data) else {
-        return;
-    };
-    let info = container_info(inspect);
+const STATUSES: [&str; 9] = [
+    "created",
+    "running",
+    "paused",
+    "restarting",
+    "removing",
+    "exited",
+    "dead",
+    "stopping",
+    "",
+];
+const HEALTHS: [&str; 5] = ["none", "starting", "healthy", "unhealthy", ""];
+
+fn check(info: &ContainerInfo) {
     assert!(info.sandbox_key.is_none() || info.pid.is_some());
-    assert!(info.pid != Some(0));
+    assert_ne!(info.pid, Some(0));
+    assert!(info.error.as_deref() != Some(""));
     let _ = info.describe_state();
+}
+
+type Input = (Vec<u8>, String, i64, u8, u8, String, String, String);
+
+fuzz_target!(|input: Input| {
+    let (raw, name, pid, status, health, sandbox, ipv4, ipv6) = input;
+    if let Ok(inspect) = serde_json::from_slice::<ContainerInspectResponse>(&raw) {
+        check(&container_info(inspect));
+    }
+    let answer = serde_json::json!({
+        "Id": name,
+        "Name": name,
+        "State": {
+            "Status": STATUSES[usize::from(status) % STATUSES.len()],
+            "Pid": pid,
+            "ExitCode": pid,
+            "Error": sandbox,
+            "Health": {"Status": HEALTHS[usize::from(health) % HEALTHS.len()]},
+        },
+        "NetworkSettings": {
+            "SandboxKey": sandbox,
+            "Networks": {name.clone(): {
+                "IPAddress": ipv4, "GlobalIPv6Address": ipv6, "MacAddress": name,
+            }},
+        },
+    });
+    let inspect: ContainerInspectResponse =
+        serde_json::from_value(answer).unwrap_or_else(|e| panic!("well-formed answer: {e}"));
+    check(&container_info(inspect));
 });
