@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result, anyhow, bail};
 use netiso_netlink::MacAddr;
 use netiso_runtime::test_support::block_on_cleanup;
 use netiso_runtime::{ContainerRuntime, ContainerdConfig, ContainerdRuntime, DockerRuntime};
@@ -17,6 +17,9 @@ use crate::guest_files::{GuestFiles, GuestSpec, RuntimeKind};
 use crate::net::TenantNetwork;
 use crate::processes::GuestProcess;
 use crate::settings::{DATABASE_CONTAINER, DATABASE_NETWORK, Settings};
+
+/// Bound of each cleanup operation on the runtime.
+const CLEANUP_LIMIT: Duration = Duration::from_secs(60);
 
 /// The containerd namespace the harness's guests use.
 pub const CONTAINERD_NAMESPACE: &str = "netiso-harness";
@@ -83,13 +86,16 @@ struct DatabaseCleanup {
 impl DatabaseCleanup {
     async fn remove(settings: &Settings, kind: RuntimeKind, nic_file: PathBuf) -> Result<String> {
         let runtime = connect_runtime(settings, kind, Some(nic_file)).await?;
-        let container = runtime
-            .remove(DATABASE_CONTAINER, true)
+        let container =
+            tokio::time::timeout(CLEANUP_LIMIT, runtime.remove(DATABASE_CONTAINER, true))
+                .await
+                .map_err(|_| {
+                    anyhow!("removing the database container took over {CLEANUP_LIMIT:?}")
+                })?
+                .context("removing the database container")?;
+        let network = tokio::time::timeout(CLEANUP_LIMIT, runtime.remove_network(DATABASE_NETWORK))
             .await
-            .context("removing the database container")?;
-        let network = runtime
-            .remove_network(DATABASE_NETWORK)
-            .await
+            .map_err(|_| anyhow!("removing database-network took over {CLEANUP_LIMIT:?}"))?
             .context("removing database-network")?;
         Ok(format!(
             "container {}, network {}",

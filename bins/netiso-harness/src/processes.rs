@@ -3,6 +3,7 @@
 //! stops or restores it on drop, also when a check fails or the run is interrupted.
 
 use std::fs::File;
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -56,6 +57,10 @@ impl GuestProcess {
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
+            // Its own process group: a Ctrl-C on the terminal reaches only the harness, which
+            // then stops the agent and removes the container before stopping the plugin
+            // (dockerd needs the plugin to remove the container).
+            .process_group(0)
             .spawn()
             .with_context(|| format!("starting {name} with nsenter"))?;
         Ok(Self {
