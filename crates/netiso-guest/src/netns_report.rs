@@ -14,7 +14,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use netiso_netlink::{
-    Address, Link, MacAddr, Namespace, NetlinkHandle, Route, Rtnetlink, TABLE_LOCAL, netns,
+    Address, Link, MacAddr, Namespace, NetlinkHandle, Route, Rtnetlink, Scope, TABLE_LOCAL, netns,
 };
 use netiso_runtime::{ContainerRuntime, RuntimeError};
 
@@ -262,6 +262,18 @@ pub fn summary_line(report: &NamespaceReport) -> String {
     line
 }
 
+/// `ip`'s names for scopes.
+fn scope_name(scope: Scope) -> String {
+    match scope {
+        Scope::Universe => "global".to_owned(),
+        Scope::Site => "site".to_owned(),
+        Scope::Link => "link".to_owned(),
+        Scope::Host => "host".to_owned(),
+        Scope::Nowhere => "nowhere".to_owned(),
+        Scope::Other(raw) => raw.to_string(),
+    }
+}
+
 impl fmt::Display for NamespaceReport {
     /// `ip a` then `ip r`, with the tenant NIC marked.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -284,7 +296,7 @@ impl fmt::Display for NamespaceReport {
                 if link.running { ",LOWER_UP" } else { "" },
                 link.mtu
             )?;
-            if let Some(mac) = link.mac {
+            if let Some(mac) = link.mac.filter(|_| !link.loopback) {
                 write!(f, " link/ether {mac}")?;
             }
             if let Some(kind) = &link.kind {
@@ -298,7 +310,17 @@ impl fmt::Display for NamespaceReport {
             }
             writeln!(f)?;
             for address in &interface.addresses {
-                writeln!(f, "    inet {} scope {:?}", address.address, address.scope)?;
+                let family = if address.address.addr().is_ipv4() {
+                    "inet"
+                } else {
+                    "inet6"
+                };
+                writeln!(
+                    f,
+                    "    {family} {} scope {}",
+                    address.address,
+                    scope_name(address.scope)
+                )?;
             }
         }
         writeln!(f, "routes:")?;

@@ -327,7 +327,8 @@ async fn start_server(
         match RpcServer::start(transport, config.clone(), make_dispatcher()).await {
             Ok(server) => return Some(server),
             Err(e) => {
-                error!(error = %e, retry_in_s = RPC_RETRY_INTERVAL.as_secs(), "cannot start the RPC server")
+                error!(error = %e, retry_in_s = RPC_RETRY_INTERVAL.as_secs(), "cannot start the RPC server");
+                notify(&format!("STATUS=waiting for the broker: {e}"));
             }
         }
         tokio::select! {
