@@ -366,3 +366,74 @@ async fn isolation_failure_fails_closed_but_keeps_rpc_up() {
     conductor.stop().await;
     transport.close();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_an_in_flight_prepare_finish_and_report() {
+    let port = unique_port();
+    let image = PublishedImage::publish(port).await;
+    let mut setup = AgentSetup::new("term", Some(KEY));
+    setup.image = image.reference().name().to_owned();
+    setup.version = image.reference().tag_or_digest().to_owned();
+    // Nothing listens on the configured port: prepare waits `state_change_wait_time` for it,
+    // long enough to be terminated in the middle.
+    setup.port = port.wrapping_add(1);
+    setup.wait_seconds = 4;
+    let _container = ContainerGuard::new(setup.container_name.clone());
+    let _cleanup = setup.cleanup();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let conf = setup.write(dir.path());
+    let transport = connect().await;
+    let mut conductor = TestConductor::start(
+        &transport,
+        &setup.exchange,
+        &setup.conductor_queue,
+        &setup.guest_id,
+        Some(KEY),
+    )
+    .await;
+    let mut agent = AgentProcess::spawn(&conf, dir.path().join("agent.log"));
+    let client = setup.client(&transport);
+    let target = setup.target();
+    wait_for_ping(&client, &target, &agent).await;
+
+    client
+        .cast(
+            &target,
+            "prepare",
+            args(json!({"ds_version": setup.version})),
+            &prepare_context(&setup.guest_id),
+        )
+        .await
+        .expect("cast prepare");
+    let building = conductor.next(CAST_TIMEOUT).await;
+    assert_eq!(building.status(), Some("building"));
+
+    let status = agent
+        .terminate(Duration::from_secs(30))
+        .expect("the agent exits after finishing prepare");
+    assert!(
+        status.success(),
+        "exit status {status}\n{}",
+        agent.log_text()
+    );
+    let failed = conductor.next(CAST_TIMEOUT).await;
+    assert_eq!(failed.status(), Some("failed to spawn"), "{failed:?}");
+    let exc = conductor.next(CAST_TIMEOUT).await;
+    assert_eq!(exc.method, "notify_exc_info");
+    assert!(
+        exc.args["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(&format!(
+                ":{} (bridged, from the VM) did not answer",
+                setup.port
+            ))),
+        "{exc:?}"
+    );
+    let log = agent.log_text();
+    assert!(
+        log.contains("shutting down: finishing in-flight requests in_flight=1"),
+        "{log}"
+    );
+    conductor.stop().await;
+    transport.close();
+}

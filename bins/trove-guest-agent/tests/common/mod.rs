@@ -217,6 +217,8 @@ pub struct AgentSetup {
     pub version: String,
     pub port: u16,
     pub container_name: String,
+    /// `state_change_wait_time` in seconds.
+    pub wait_seconds: u64,
 }
 
 impl AgentSetup {
@@ -235,6 +237,7 @@ impl AgentSetup {
             version: "absent".into(),
             port: 3306,
             container_name: format!("nti-agent-{}", &guest_id[..8]),
+            wait_seconds: 10,
             guest_id,
         }
     }
@@ -299,13 +302,14 @@ impl AgentSetup {
         }
         let agent = format!(
             "[DEFAULT]\ntransport_url={}\ncontrol_exchange={}\nconductor_queue={}\n\
-             state_change_wait_time=10\n\n\
+             state_change_wait_time={}\n\n\
              [testdb]\ndocker_image={}\ntcp_ports={}\nmount_point={}\n\n\
              [netiso]\ndocker_socket={}\ndocker_exec_root={}\nstate_dir={}\n\
              tenant_nic_file={}\ndatabase_container={}\n",
             guest_url().replace("amqp://", "rabbit://"),
             self.exchange,
             self.conductor_queue,
+            self.wait_seconds,
             self.image,
             self.port,
             dir.join("data").display(),
