@@ -177,8 +177,6 @@ pub async fn connect_runtime(
 /// What the start-up isolation step found.
 #[derive(Debug)]
 pub enum IsolationOutcome {
-    /// Bridged mode: nothing to isolate.
-    NotRequested,
     /// The tenant NIC was isolated (or already was).
     Applied(ApplyReport),
     /// The tenant NIC is not in the VM because the database container holds it (an agent
@@ -386,7 +384,6 @@ pub async fn run(
                     error!(%reason, "isolation failed: no database will be started on this VM");
                     refusal = Some(format!("isolation: {reason}"));
                 }
-                IsolationOutcome::NotRequested => {}
             }
             if refusal.is_none() {
                 match Guard::start(Arc::clone(&rtnl), target.clone(), GuardOptions::default()) {

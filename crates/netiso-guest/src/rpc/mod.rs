@@ -193,8 +193,24 @@ pub fn dispatcher(service: Arc<GuestService>, in_flight: &InFlight) -> Dispatche
         in_flight,
         |svc, ctx, mut args| async move {
             let ds_version: Option<String> = args.take_opt("ds_version")?;
-            // The other arguments (users, databases, passwords, config) belong to the datastore
-            // manager; they are never logged.
+            // Users, databases, passwords and configuration belong to the datastore layer,
+            // which this agent does not include: say so (counts only, values are secrets),
+            // lose nothing silently.
+            let mut count = |name: &str| {
+                args.take_opt::<Vec<Value>>(name)
+                    .ok()
+                    .flatten()
+                    .map_or(0, |list| list.len())
+            };
+            let (databases, users) = (count("databases"), count("users"));
+            if databases + users > 0 {
+                tracing::warn!(
+                    databases,
+                    users,
+                    "prepare asks for databases and users; this agent starts the container \
+                     only and does not create them"
+                );
+            }
             drop(args);
             svc.prepare(&ctx, ds_version).await;
             Ok(Value::Null)
