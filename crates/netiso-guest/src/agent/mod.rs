@@ -186,6 +186,17 @@ pub enum IsolationOutcome {
     Failed(String),
 }
 
+/// Whether the database container (asked through a fresh runtime connection) holds `mac`.
+async fn held_by_database(config: &AgentConfig, name: &str, mac: MacAddr) -> bool {
+    match connect_runtime(config).await {
+        Ok(runtime) => container_holds(&*runtime, name, mac).await,
+        Err(e) => {
+            warn!(error = %e, "cannot ask the container runtime whether it holds the tenant NIC");
+            false
+        }
+    }
+}
+
 /// Whether the namespace of container `name` holds a link with `mac`.
 async fn container_holds(runtime: &dyn ContainerRuntime, name: &str, mac: MacAddr) -> bool {
     let Ok(Some(info)) = runtime.inspect(name).await else {
@@ -212,13 +223,15 @@ async fn container_holds(runtime: &dyn ContainerRuntime, name: &str, mac: MacAdd
 }
 
 /// The start-up isolation step, fail closed: the NIC must be found in the VM and isolated,
-/// unless the database container already holds it.
+/// unless the database container already holds it. It runs before anything else, the
+/// container runtime included (which is only asked, when the NIC is absent, whether the
+/// database container holds it), so that a missing dockerd never leaves the NIC up.
 pub async fn isolate_at_startup(
     rtnl: Arc<NetlinkHandle>,
     target: &IsolationTarget,
-    runtime: &dyn ContainerRuntime,
-    container_name: &str,
+    config: &AgentConfig,
 ) -> IsolationOutcome {
+    let container_name = config.container_name.as_str();
     let for_thread = (Arc::clone(&rtnl), target.clone());
     let applied = tokio::task::spawn_blocking(move || {
         isolation::isolate(&*for_thread.0, &for_thread.1, WhenAbsent::Error)
@@ -227,7 +240,7 @@ pub async fn isolate_at_startup(
     match applied {
         Ok(Ok(report)) => IsolationOutcome::Applied(report),
         Ok(Err(IsolationError::NicNotFound { .. }))
-            if container_holds(runtime, container_name, target.mac).await =>
+            if held_by_database(config, container_name, target.mac).await =>
         {
             IsolationOutcome::HeldByContainer(container_name.to_owned())
         }
@@ -353,7 +366,6 @@ pub async fn run(
     info!(guest_id = %guest.guest_id, mode = %mode, setting = %guest.network_isolation_setting, "starting the guest agent");
 
     let rtnl = Arc::new(NetlinkHandle::current()?);
-    let runtime = connect_runtime(&config).await?;
     let mut refusal: Option<String> = None;
     let tenant = match config.tenant() {
         Ok(tenant) => tenant,
@@ -371,9 +383,7 @@ pub async fn run(
     let mut guard = None;
     if mode.is_isolated() {
         if let Some((_, target)) = &tenant {
-            match isolate_at_startup(Arc::clone(&rtnl), target, &*runtime, &config.container_name)
-                .await
-            {
+            match isolate_at_startup(Arc::clone(&rtnl), target, &config).await {
                 IsolationOutcome::Applied(report) => {
                     info!(mac = %target.mac, changes = report.changes.len(), "tenant NIC isolated from the VM");
                 }
@@ -428,7 +438,8 @@ pub async fn run(
         }
     }
 
-    // 3. RPC.
+    // 3. RPC (the runtime is needed by the handlers).
+    let runtime = connect_runtime(&config).await?;
     let broker = BrokerConfig::from_transport_url(&guest.transport_url)
         .map_err(|e| AgentError::Messaging(e.to_string()))?;
     let key = guest
