@@ -7,6 +7,7 @@
 mod controller;
 mod guest;
 mod guest_files;
+mod image;
 mod net;
 mod probes;
 mod processes;

@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, anyhow, bail, ensure};
 use netiso_netlink::{Namespace, NetlinkHandle, Rtnetlink};
 use netiso_runtime::ContainerStatus;
-use netiso_runtime::test_support::image::PublishedImage;
 use serde_json::json;
 
 use crate::controller::{ConductorEvent, prepare_args};
 use crate::guest::{Guest, GuestPlan};
 use crate::guest_files::{DATABASE_PORT, RuntimeKind};
+use crate::image::ScenarioImage;
 use crate::net::{
     CLIENT_ADDR, Counters, GUEST_TENANT_ADDR, connect_in, counters, echo_round_trip,
     established_in, established_of_pid, expect_unreachable, link_of_address, links_and_addresses,
@@ -35,26 +35,25 @@ const MGMT_GATEWAY: [u8; 4] = [10, 251, 0, 1];
 
 /// The test image one scenario pulls.
 struct TestImage {
-    _published: PublishedImage,
+    _published: ScenarioImage,
     repository: String,
     tag: String,
     bytes: u64,
 }
 
-async fn publish_image(settings: &Settings) -> Result<(TestImage, String)> {
-    // `publish` panics with the fix in its message when the daemon or registry is missing.
-    let published = tokio::spawn(PublishedImage::publish(DATABASE_PORT))
-        .await
-        .map_err(|e| anyhow!("publishing the test image failed: {}", panic_text(e)))?;
+async fn publish_image(settings: &Settings, serial: u32) -> Result<(TestImage, String)> {
+    let tag = format!("h{}-{serial}", std::process::id());
+    let docker_host = format!("unix://{}", settings.docker_socket.display());
+    let published =
+        ScenarioImage::publish(&docker_host, &settings.guest_registry, &tag, DATABASE_PORT).await?;
     let reference = published.reference().clone();
     let repository = reference
         .name()
         .strip_prefix(&format!("{}/", reference.registry()))
         .unwrap_or(reference.name())
         .to_owned();
-    let tag = reference.tag_or_digest().to_owned();
     let bytes = image_bytes(&settings.host_registry, &repository, &tag)?;
-    let detail = format!("{reference} pushed, {bytes} bytes in the registry");
+    let detail = format!("{reference} pushed (a layer of its own), {bytes} bytes in the registry");
     Ok((
         TestImage {
             _published: published,
@@ -64,17 +63,6 @@ async fn publish_image(settings: &Settings) -> Result<(TestImage, String)> {
         },
         detail,
     ))
-}
-
-fn panic_text(error: tokio::task::JoinError) -> String {
-    match error.try_into_panic() {
-        Ok(payload) => payload
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-            .unwrap_or_else(|| "panic".to_owned()),
-        Err(e) => e.to_string(),
-    }
 }
 
 /// Runs the scenarios in order, recording every check.
@@ -109,7 +97,10 @@ async fn set_up(
     plan: GuestPlan,
     later: &[&str],
 ) -> Option<(Guest, TestImage)> {
-    let Some(image) = s.check("test-image", publish_image(settings)).await else {
+    let Some(image) = s
+        .check("test-image", publish_image(settings, plan.serial))
+        .await
+    else {
         mark_not_run(s, &["setup"], "the test image could not be published");
         mark_not_run(s, later, "the test image could not be published");
         return None;
