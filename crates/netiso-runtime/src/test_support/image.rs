@@ -90,7 +90,8 @@ pub fn busybox_rootfs_tar() -> std::io::Result<Vec<u8>> {
 
 /// A test image in the local registry, absent from the daemon until a test pulls it. Its
 /// local copy (if pulled) is removed on drop; the registry keeps the tag (the registry has
-/// no delete API enabled) but every tag shares the one busybox layer.
+/// no delete API enabled) but every tag shares the one busybox layer. Declare it before the
+/// `ContainerGuard`s of containers made from it, so they are dropped (removed) first.
 #[derive(Debug)]
 pub struct PublishedImage {
     reference: ImageReference,
@@ -155,19 +156,25 @@ impl PublishedImage {
     }
 }
 
+/// Removes the local tag, and the image with it. Never forced: forcing an image that a
+/// container still uses only untags it and leaves an anonymous image behind; unforced, the
+/// image stays tagged (findable) and the test is told why.
 async fn remove_local(docker: &Docker, reference: &ImageReference) {
-    let options = RemoveImageOptions {
-        force: true,
-        ..RemoveImageOptions::default()
-    };
     match docker
-        .remove_image(&reference.to_string(), Some(options), None)
+        .remove_image(&reference.to_string(), None::<RemoveImageOptions>, None)
         .await
     {
         Ok(_) => {}
         Err(bollard::errors::Error::DockerResponseServerError {
             status_code: 404, ..
         }) => {}
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 409,
+            message,
+        }) => eprintln!(
+            "cleanup: image {reference} left behind, a container still uses it \
+             (drop its ContainerGuard before the PublishedImage): {message}"
+        ),
         Err(e) => eprintln!("cleanup: removing image {reference}: {e}"),
     }
 }
