@@ -39,6 +39,7 @@ fn main() -> anyhow::Result<ExitCode> {
     );
     let settings = Settings::from_args(&args);
     let scenarios = Settings::scenarios(&args);
+    let _one_run_at_a_time = processes::RunLock::acquire(&args.work_dir.join("lock"))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -54,9 +55,11 @@ fn main() -> anyhow::Result<ExitCode> {
         anyhow::Ok(interrupted)
     })?;
     let _ = std::fs::remove_dir(&settings.work_dir);
-    print!("{}", report.render());
     if let Some(signal) = interrupted {
-        println!("interrupted by {signal}: everything created was removed");
+        eprintln!("interrupted by {signal}: everything created was removed");
+    }
+    print!("{}", report.render());
+    if interrupted.is_some() {
         return Ok(ExitCode::from(130));
     }
     Ok(if report.failed() == 0 {

@@ -313,3 +313,42 @@ impl Drop for RabbitGuard {
         }
     }
 }
+
+/// One harness run at a time: runs share the guest namespace, the plugin socket and the
+/// `database` container. Held (an exclusive `flock`) for the life of the run.
+#[derive(Debug)]
+pub struct RunLock {
+    _lock: nix::fcntl::Flock<File>,
+}
+
+impl RunLock {
+    /// Takes the lock at `path`, or says which run holds it.
+    pub fn acquire(path: &Path) -> Result<Self> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .read(true)
+            .open(path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(mut lock) => {
+                use std::io::Write as _;
+                lock.set_len(0)?;
+                writeln!(lock, "{}", std::process::id())?;
+                Ok(Self { _lock: lock })
+            }
+            Err((_, errno)) => {
+                let holder = std::fs::read_to_string(path).unwrap_or_default();
+                bail!(
+                    "another netiso-harness run (pid {}) holds {}: {errno}",
+                    holder.trim(),
+                    path.display()
+                )
+            }
+        }
+    }
+}
