@@ -832,11 +832,15 @@ async fn rabbitmq_restarted(settings: &Settings, guest: &Guest) -> Result<((), S
         .ping_until_answered(Duration::from_secs(120))
         .await
         .map_err(|e| e.context(format!("agent log: {}", guest.agent_log_tail())))?;
+    let answered = waited.max(restarted.elapsed());
+    // The new connection must leave through the management NIC too.
+    let (flows, _) = rabbitmq_via_mgmt(settings, guest)?;
     Ok((
         (),
         format!(
-            "broker down 2 s; agent answered rpc_ping {} ms after start_app",
-            waited.max(restarted.elapsed()).as_millis()
+            "broker down 2 s; agent answered rpc_ping {} ms after start_app was issued; reconnected as {}",
+            answered.as_millis(),
+            flows.join("; ")
         ),
     ))
 }
