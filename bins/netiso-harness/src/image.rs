@@ -107,8 +107,10 @@ fn unique_rootfs(tag: &str) -> Result<Vec<u8>> {
 }
 
 async fn remove_local(docker: &Docker, reference: &ImageReference) -> Result<()> {
+    // Not forced: a forced removal under a container leaves an anonymous image behind; a
+    // container still using it is a cleanup failure worth reporting.
     let options = RemoveImageOptions {
-        force: true,
+        force: false,
         ..RemoveImageOptions::default()
     };
     match docker

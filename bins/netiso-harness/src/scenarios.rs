@@ -90,13 +90,14 @@ pub async fn run_all(settings: &Settings, scenarios: &[ScenarioName], report: &m
 }
 
 /// Publishes the image and builds the guest; on failure every later check is recorded as
-/// not run.
+/// not run. The image comes first so that callers' bindings drop the guest (and its
+/// container) before the image, also when the scenario is interrupted.
 async fn set_up(
     settings: &Settings,
     s: &mut ScenarioReport<'_>,
     plan: GuestPlan,
     later: &[&str],
-) -> Option<(Guest, TestImage)> {
+) -> Option<(TestImage, Guest)> {
     let Some(image) = s
         .check("test-image", publish_image(settings, plan.serial))
         .await
@@ -111,7 +112,7 @@ async fn set_up(
         ..plan
     };
     match s.check("setup", Guest::start(settings, &plan)).await {
-        Some(guest) => Some((guest, image)),
+        Some(guest) => Some((image, guest)),
         None => {
             mark_not_run(s, later, "setup failed");
             None
@@ -184,7 +185,7 @@ async fn standard(
     } else {
         BRIDGED_CHECKS
     };
-    let Some((guest, image)) =
+    let Some((image, guest)) =
         set_up(settings, s, plan(&name, serial, runtime, isolated), later).await
     else {
         return;
@@ -634,7 +635,7 @@ const FAULT_CHECKS: &[&str] = &[
 /// Docker, isolated: the agent, dockerd and RabbitMQ restarted, a NIC returned.
 async fn faults(settings: &Settings, s: &mut ScenarioReport<'_>, serial: u32) {
     let plan = plan("docker-faults", serial, RuntimeKind::Docker, true);
-    let Some((mut guest, image)) = set_up(settings, s, plan, FAULT_CHECKS).await else {
+    let Some((image, mut guest)) = set_up(settings, s, plan, FAULT_CHECKS).await else {
         return;
     };
     s.check("agent-answers-rpc_ping", agent_answers(&guest))
@@ -901,7 +902,7 @@ async fn impossible(settings: &Settings, s: &mut ScenarioReport<'_>, serial: u32
         absent_mac: true,
         ..plan("isolation-impossible", serial, RuntimeKind::Docker, true)
     };
-    let Some((guest, image)) = set_up(settings, s, plan, IMPOSSIBLE_CHECKS).await else {
+    let Some((image, guest)) = set_up(settings, s, plan, IMPOSSIBLE_CHECKS).await else {
         return;
     };
     s.check("startup-reports-failed-to-spawn", async {
