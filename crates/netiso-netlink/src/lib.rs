@@ -5,7 +5,7 @@
 //!
 //! - [`NetlinkHandle`]: an rtnetlink socket bound to one network namespace, implementing
 //!   [`Rtnetlink`] (links, addresses, routes, route lookup, `accept_ra`).
-//! - [`Rtnetlink`]: the test seam; a recording fake lives in [`fake`] (feature `test-support`).
+//! - [`Rtnetlink`]: the test seam; a recording fake lives in `fake` (feature `test-support`).
 //! - [`LinkEvents`]: an async stream of link changes of one namespace.
 //! - [`Namespace`]: create, open, delete and list network namespaces (`ip netns` compatible).
 //! - [`NetlinkError`]: typed errors (not found, already exists, permission, kernel errno with
