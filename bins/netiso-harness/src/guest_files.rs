@@ -138,7 +138,7 @@ impl GuestFiles {
              transport_url = rabbit://guest:guest@{broker}/\n\
              control_exchange = {exchange}\n\
              conductor_queue = {conductor}\n\
-             state_change_wait_time = 30\n\
+             state_change_wait_time = 10\n\
              \n\
              [guest_agent]\n\
              container_registry = {registry}\n\

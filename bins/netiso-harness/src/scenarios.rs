@@ -626,6 +626,7 @@ const FAULT_CHECKS: &[&str] = &[
     "agent-answers-rpc_ping",
     "agent-killed-mid-prepare",
     "agent-restarted-while-running",
+    "rpc-lifecycle",
     "dockerd-restarted",
     "rabbitmq-restarted",
     "guard-reisolates-returned-nic",
@@ -650,6 +651,8 @@ async fn faults(settings: &Settings, s: &mut ScenarioReport<'_>, serial: u32) {
         agent_restarted_while_running(settings, &mut guest),
     )
     .await;
+    s.check("rpc-lifecycle", rpc_lifecycle(&guest, &image))
+        .await;
     s.check("dockerd-restarted", dockerd_restarted(settings, &guest))
         .await;
     s.check("rabbitmq-restarted", rabbitmq_restarted(settings, &guest))
@@ -776,6 +779,62 @@ async fn agent_restarted_while_running(
         format!(
             "agent answered {} ms after restart; same container, client still served, VM still isolated",
             waited.as_millis()
+        ),
+    ))
+}
+
+/// The other guest methods over RPC: filesystem stats, `stop_db` (the container stops, the
+/// NIC goes back to the VM and the client loses the database), `start_db_with_conf_changes`
+/// (the NIC is handed over again) and `restart`.
+async fn rpc_lifecycle(guest: &Guest, image: &TestImage) -> Result<((), String)> {
+    let controller = guest.controller();
+    let stats = controller
+        .call(
+            "get_filesystem_stats",
+            json!({"fs_path": null}),
+            Duration::from_secs(10),
+        )
+        .await?;
+    let blocks = stats
+        .get("total_blocks")
+        .and_then(serde_json::Value::as_u64)
+        .ok_or_else(|| anyhow!("get_filesystem_stats answered {stats}"))?;
+    let started = Instant::now();
+    let mark = controller.mark();
+    controller
+        .call("stop_db", json!({}), Duration::from_secs(60))
+        .await?;
+    controller
+        .wait_event(mark, Duration::from_secs(10), |e| {
+            *e == ConductorEvent::Heartbeat("shutdown".into())
+        })
+        .await?;
+    let stopped = started.elapsed();
+    let client = guest.tenant().client()?;
+    let target = SocketAddr::new(IpAddr::V4(GUEST_TENANT_ADDR), DATABASE_PORT);
+    if let Ok(Ok(_)) = connect_in(&client, target, Duration::from_secs(1)) {
+        bail!("the client still reaches {target} after stop_db");
+    }
+    let started = Instant::now();
+    controller
+        .call(
+            "start_db_with_conf_changes",
+            json!({"config_contents": "[mysqld]\n", "ds_version": image.tag}),
+            PREPARE_LIMIT,
+        )
+        .await?;
+    database_serves(guest).await?;
+    let restarted = started.elapsed();
+    let started = Instant::now();
+    controller.call("restart", json!({}), PREPARE_LIMIT).await?;
+    database_serves(guest).await?;
+    Ok((
+        (),
+        format!(
+            "get_filesystem_stats {blocks} blocks; stop_db {} ms (client cut off); start_db_with_conf_changes {} ms; restart {} ms; NIC handed over each time",
+            stopped.as_millis(),
+            restarted.as_millis(),
+            started.elapsed().as_millis()
         ),
     ))
 }
