@@ -75,6 +75,42 @@ pub struct AgentConfig {
     /// `[netiso] docker_exec_root`: dockerd's `--exec-root`, whose `netns/` holds the
     /// sandboxes that `netns list` shows (`/var/run/docker`).
     pub docker_exec_root: PathBuf,
+    /// `[netiso] insecure_registries`: registries the containerd runtime pulls from over plain
+    /// HTTP. When unset, Docker's own list is used: `insecure-registries` of
+    /// `[netiso] docker_daemon_config` (`/etc/docker/daemon.json`, which Trove injects).
+    pub insecure_registries: Vec<String>,
+}
+
+/// Where Trove injects Docker's daemon configuration.
+pub const DOCKER_DAEMON_CONFIG: &str = "/etc/docker/daemon.json";
+
+/// `insecure-registries` of a Docker `daemon.json`; an absent file is an empty list, an
+/// unreadable one is reported and treated as empty (Docker would refuse to start with it).
+pub fn daemon_insecure_registries(path: &std::path::Path) -> Vec<String> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
+        Err(e) => {
+            warn!(path = %path.display(), error = %e, "cannot read Docker's daemon configuration");
+            return Vec::new();
+        }
+    };
+    match serde_json::from_str::<serde_json::Value>(&text) {
+        Ok(value) => value
+            .get("insecure-registries")
+            .and_then(serde_json::Value::as_array)
+            .map(|list| {
+                list.iter()
+                    .filter_map(serde_json::Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default(),
+        Err(e) => {
+            warn!(path = %path.display(), error = %e, "Docker's daemon configuration is not JSON");
+            Vec::new()
+        }
+    }
 }
 
 impl AgentConfig {
@@ -94,6 +130,14 @@ impl AgentConfig {
                     .filter(|s| !s.is_empty())
                     .unwrap_or_else(|| netiso_netlink::netns::DOCKER_DEFAULT_EXEC_ROOT.to_owned()),
             ),
+            insecure_registries: match oslo.list("netiso", "insecure_registries")? {
+                Some(list) => list.into_iter().filter(|r| !r.is_empty()).collect(),
+                None => daemon_insecure_registries(std::path::Path::new(
+                    &oslo
+                        .string("netiso", "docker_daemon_config")?
+                        .unwrap_or_else(|| DOCKER_DAEMON_CONFIG.to_owned()),
+                )),
+            },
         })
     }
 
@@ -169,6 +213,7 @@ pub async fn connect_runtime(
             let mut containerd =
                 ContainerdConfig::new(&netiso.containerd_socket, &netiso.containerd_namespace);
             containerd.tenant_nic_file = Some(netiso.tenant_nic_file.clone());
+            containerd.insecure_registries = config.insecure_registries.clone();
             Arc::new(ContainerdRuntime::connect(containerd).await?)
         }
     })
@@ -548,5 +593,58 @@ pub fn config_sources(config_files: Vec<PathBuf>, config_dirs: Vec<PathBuf>) -> 
     ConfigSources {
         config_files,
         config_dirs,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn insecure_registries_come_from_docker_s_daemon_json() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("daemon.json");
+        assert!(daemon_insecure_registries(&path).is_empty(), "absent file");
+        std::fs::write(
+            &path,
+            r#"{"bridge": "none", "insecure-registries": ["10.251.0.1:5000", "reg:80"]}"#,
+        )
+        .expect("write");
+        assert_eq!(
+            daemon_insecure_registries(&path),
+            vec!["10.251.0.1:5000".to_owned(), "reg:80".to_owned()]
+        );
+        std::fs::write(&path, "{not json").expect("write");
+        assert!(daemon_insecure_registries(&path).is_empty());
+    }
+
+    #[test]
+    fn the_netiso_option_wins_over_daemon_json() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let daemon = dir.path().join("daemon.json");
+        std::fs::write(&daemon, r#"{"insecure-registries": ["from-daemon:5000"]}"#).expect("write");
+        let conf = dir.path().join("guest.conf");
+        let write = |netiso: &str| {
+            std::fs::write(
+                &conf,
+                format!(
+                    "[DEFAULT]\nguest_id=g1\n[netiso]\ndocker_daemon_config={}\n{netiso}",
+                    daemon.display()
+                ),
+            )
+            .expect("write conf");
+        };
+        let sources = ConfigSources {
+            config_files: vec![conf.clone()],
+            config_dirs: Vec::new(),
+        };
+        write("");
+        let config = AgentConfig::load(&sources).expect("load");
+        assert_eq!(config.insecure_registries, vec!["from-daemon:5000"]);
+        assert_eq!(config.container_name, DEFAULT_CONTAINER_NAME);
+        write("insecure_registries = a:5000, b:5000\ndatabase_container = db1\n");
+        let config = AgentConfig::load(&sources).expect("load");
+        assert_eq!(config.insecure_registries, vec!["a:5000", "b:5000"]);
+        assert_eq!(config.container_name, "db1");
     }
 }
