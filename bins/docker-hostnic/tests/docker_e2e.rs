@@ -9,7 +9,7 @@
 
 mod common;
 
-use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::thread::JoinHandle;
@@ -21,7 +21,7 @@ use common::{
     run_healthy, setup,
 };
 use netiso_runtime::test_support::{ContainerGuard, NetworkGuard, unique_name};
-use netiso_runtime::{ContainerRuntime, NetworkStatus, RestartPolicy};
+use netiso_runtime::{ContainerRuntime, IpamPool, NetworkAttachment, NetworkStatus, RestartPolicy};
 use serde_json::Value;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
@@ -458,4 +458,77 @@ async fn an_ipv6_tenant_network_comes_up_with_its_address_and_routes_while_route
         SocketAddr::new(IpAddr::V6(port.ipv6()), DB_PORT),
     );
     remove_and_expect_the_nic_back(&docker, &container, &port).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_container_is_refused_naming_the_sandbox_that_holds_the_nic() {
+    let docker = setup().await;
+    let image = pulled_image(&docker).await;
+    let port = TenantPort::create();
+    let files = Files::new();
+    let nic = files.write_eth1_json(&port.user_port(false));
+    let plugin = PluginProcess::start(&files);
+    let network_name = unique_name("nthn-net");
+    let _network = NetworkGuard::new(&network_name);
+    docker
+        .ensure_hostnic_network(&network_spec(&nic, &plugin, &network_name))
+        .await
+        .unwrap_or_else(|e| panic!("network: {e}\nplugin log:\n{}", plugin.logs()));
+    let holder = ContainerGuard::new(unique_name("nthn-db"));
+    let spec = database_spec(
+        holder.name(),
+        &image,
+        &nic,
+        &network_name,
+        RestartPolicy::No,
+    );
+    let held = run_healthy(&docker, &spec, &plugin).await;
+    let sandbox = held.sandbox_key.clone().unwrap();
+
+    // A second network for the same NIC (another subnet: Docker's IPAM refuses overlaps), as a
+    // leftover network of an earlier port would be.
+    let second_network = unique_name("nthn-net");
+    let _second_network_guard = NetworkGuard::new(&second_network);
+    let mut other = network_spec(&nic, &plugin, &second_network);
+    other.ipv4 = Some(IpamPool {
+        subnet: format!("10.249.{}.0/24", port.k).parse().unwrap(),
+        gateway: Some(IpAddr::V4(Ipv4Addr::new(10, 249, port.k, 1))),
+    });
+    docker
+        .ensure_hostnic_network(&other)
+        .await
+        .unwrap_or_else(|e| panic!("second network: {e}\nplugin log:\n{}", plugin.logs()));
+    let second = ContainerGuard::new(unique_name("nthn-db"));
+    let mut spec = database_spec(
+        second.name(),
+        &image,
+        &nic,
+        &second_network,
+        RestartPolicy::No,
+    );
+    spec.network = NetworkAttachment::Hostnic {
+        network: second_network.clone(),
+        ipv4: None,
+        ipv6: None,
+    };
+    let refused = docker
+        .run(&spec)
+        .await
+        .expect_err("a second container cannot get the NIC another one holds");
+    let message = refused.to_string();
+    assert!(
+        message.contains("NetworkDriver.Join") && message.contains(&sandbox.display().to_string()),
+        "the error names the sandbox holding the NIC ({}): {message}",
+        sandbox.display()
+    );
+
+    // The holder is unaffected.
+    let info = docker.inspect(holder.name()).await.unwrap().unwrap();
+    assert_eq!(info.pid, held.pid);
+    assert_container_has_the_nic(&info, &port);
+    echo_from_client(
+        port.client_netns(),
+        SocketAddr::new(IpAddr::V4(port.ipv4()), DB_PORT),
+    );
+    remove_and_expect_the_nic_back(&docker, &holder, &port).await;
 }
