@@ -1,14 +1,15 @@
 //! The files Trove's taskmanager would inject into the guest, rendered by netiso-config
-//! (`guest_info.conf`, `eth1.json`) plus the controller's `trove-guestagent.conf` copy with
-//! our `[netiso]` section, in a per-scenario directory removed on drop.
+//! (`guest_info.conf`, `eth1.json`, `daemon.json`) plus the controller's
+//! `trove-guestagent.conf` copy with our `[netiso]` section, in a per-scenario directory
+//! removed on drop.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
-use netiso_config::Secret;
-use netiso_config::render::{FixedIp, GuestInfo, UserPort};
+use netiso_config::render::{FixedIp, GuestInfo, UserPort, render_daemon_json};
 use netiso_config::tenant_nic::{HostRoute, MacAddress};
+use netiso_config::{ControlPlaneConfig, Secret};
 use netiso_netlink::MacAddr;
 
 use crate::net::{
@@ -81,6 +82,12 @@ impl GuestFiles {
         self.root.join("eth1.json")
     }
 
+    /// Docker's daemon configuration as Trove injects it (`/etc/docker/daemon.json`); the
+    /// agent reads its `insecure-registries` for containerd pulls.
+    pub fn daemon_json(&self) -> PathBuf {
+        self.root.join("daemon.json")
+    }
+
     /// The plugin's state file.
     pub fn hostnic_state_file(&self) -> PathBuf {
         self.root.join("hostnic.json")
@@ -128,6 +135,14 @@ impl GuestFiles {
         if let Some(mac) = spec.tenant_mac {
             write(&this.tenant_nic_file(), &user_port(mac)?.render_eth1_json())?;
         }
+        let control = ControlPlaneConfig {
+            network_isolation: spec.isolated,
+            docker_insecure_registries: vec![settings.guest_registry.clone()],
+            ..ControlPlaneConfig::default()
+        };
+        if let Some(daemon_json) = render_daemon_json(&control, spec.tenant_mac.is_some()) {
+            write(&this.daemon_json(), &daemon_json)?;
+        }
         Ok(this)
     }
 
@@ -158,6 +173,7 @@ impl GuestFiles {
              hostnic_state_file = {root}/hostnic.json\n\
              state_dir = {root}/state\n\
              tenant_nic_file = {root}/eth1.json\n\
+             docker_daemon_config = {root}/daemon.json\n\
              database_container = {container}\n",
             broker = settings.guest_broker,
             exchange = spec.control_exchange,

@@ -80,9 +80,7 @@ pub async fn run_all(settings: &Settings, scenarios: &[ScenarioName], report: &m
             ScenarioName::ContainerdIsolated => {
                 standard(settings, &mut s, serial, RuntimeKind::Containerd, true).await;
             }
-            ScenarioName::ContainerdBridged => {
-                standard(settings, &mut s, serial, RuntimeKind::Containerd, false).await;
-            }
+            ScenarioName::ContainerdBridged => containerd_bridged(settings, &mut s, serial).await,
             ScenarioName::DockerFaults => faults(settings, &mut s, serial).await,
             ScenarioName::IsolationImpossible => impossible(settings, &mut s, serial).await,
         }
@@ -964,53 +962,150 @@ async fn impossible(settings: &Settings, s: &mut ScenarioReport<'_>, serial: u32
     let Some((image, guest)) = set_up(settings, s, plan, IMPOSSIBLE_CHECKS).await else {
         return;
     };
-    s.check("startup-reports-failed-to-spawn", async {
-        let event = guest
-            .controller()
-            .wait_event(0, AGENT_START_LIMIT, |e| {
-                *e == ConductorEvent::Heartbeat("failed to spawn".into())
-            })
-            .await
-            .map_err(|e| e.context(format!("agent log: {}", guest.agent_log_tail())))?;
-        Ok(((), format!("conductor got {event:?}")))
-    })
+    s.check(
+        "startup-reports-failed-to-spawn",
+        startup_reports_failed_to_spawn(&guest, None),
+    )
     .await;
     s.check("agent-answers-rpc_ping", agent_answers(&guest))
         .await;
-    s.check("prepare-refused", async {
-        let controller = guest.controller();
-        let mark = controller.mark();
-        let mount_point = guest.files.root.join("data").display().to_string();
-        controller
-            .cast("prepare", prepare_args(&image.tag, &mount_point))
-            .await?;
-        controller
-            .wait_event(mark, Duration::from_secs(60), |e| {
-                *e == ConductorEvent::Heartbeat("failed to spawn".into())
-            })
-            .await?;
-        let reason = controller
-            .wait_event(mark, Duration::from_secs(10), |e| {
-                matches!(e, ConductorEvent::NotifyExcInfo(_))
-            })
-            .await?;
-        let events = controller.events_since(mark);
-        ensure!(
-            !events.contains(&ConductorEvent::Heartbeat("healthy".into())),
-            "the guest reported healthy: {events:?}"
-        );
-        Ok(((), format!("`failed to spawn`, then {reason:?}")))
-    })
-    .await;
-    s.check("no-database-on-vm", async {
-        let info = guest.runtime.inspect(DATABASE_CONTAINER).await?;
-        ensure!(info.is_none(), "a database container exists: {info:?}");
-        Ok((
-            (),
-            "no `database` container in the guest dockerd".to_owned(),
-        ))
-    })
-    .await;
+    s.check("prepare-refused", prepare_refused(&guest, &image, None))
+        .await;
+    s.check("no-database-on-vm", no_database_on_vm(&guest, "dockerd"))
+        .await;
     s.check("cleanup", cleanup(settings, guest)).await;
     drop(image);
+}
+
+const CONTAINERD_BRIDGED_CHECKS: &[&str] = &[
+    "startup-reports-unsupported",
+    "agent-answers-rpc_ping",
+    "prepare-refused-unsupported",
+    "no-database-on-vm",
+    "guest-keeps-tenant-nic",
+    "rabbitmq-via-mgmt0",
+    "cleanup",
+];
+
+/// What the agent's reason for refusing containerd's bridged mode must say.
+const CONTAINERD_BRIDGED_REASON: &str = "not supported with the containerd runtime";
+
+/// containerd, `network_isolation = False`: deliberately unsupported. The agent says so at
+/// start-up (`failed to spawn`, the reason in its log) and on `prepare` (`failed to spawn`
+/// and `notify_exc_info` naming the reason), starts no database, and, the mode not being
+/// isolated, leaves the VM its tenant NIC.
+async fn containerd_bridged(settings: &Settings, s: &mut ScenarioReport<'_>, serial: u32) {
+    let plan = plan("containerd-bridged", serial, RuntimeKind::Containerd, false);
+    let Some((image, guest)) = set_up(settings, s, plan, CONTAINERD_BRIDGED_CHECKS).await else {
+        return;
+    };
+    s.check(
+        "startup-reports-unsupported",
+        startup_reports_failed_to_spawn(&guest, Some(CONTAINERD_BRIDGED_REASON)),
+    )
+    .await;
+    s.check("agent-answers-rpc_ping", agent_answers(&guest))
+        .await;
+    s.check(
+        "prepare-refused-unsupported",
+        prepare_refused(&guest, &image, Some(CONTAINERD_BRIDGED_REASON)),
+    )
+    .await;
+    s.check("no-database-on-vm", no_database_on_vm(&guest, "containerd"))
+        .await;
+    s.check(
+        "guest-keeps-tenant-nic",
+        guest_keeps_tenant_nic(settings, &guest),
+    )
+    .await;
+    if let Some(flows) = s
+        .check("rabbitmq-via-mgmt0", async {
+            rabbitmq_via_mgmt(settings, &guest)
+        })
+        .await
+    {
+        for flow in flows {
+            s.flow(flow);
+        }
+    }
+    s.check("cleanup", cleanup(settings, guest)).await;
+    drop(image);
+}
+
+/// The `failed to spawn` heartbeat the agent sends once RPC is up, before any request;
+/// with `reason`, the agent's log must also give that reason at start-up.
+async fn startup_reports_failed_to_spawn(
+    guest: &Guest,
+    reason: Option<&str>,
+) -> Result<((), String)> {
+    let event = guest
+        .controller()
+        .wait_event(0, AGENT_START_LIMIT, |e| {
+            *e == ConductorEvent::Heartbeat("failed to spawn".into())
+        })
+        .await
+        .map_err(|e| e.context(format!("agent log: {}", guest.agent_log_tail())))?;
+    let Some(reason) = reason else {
+        return Ok(((), format!("conductor got {event:?}")));
+    };
+    let log_path = guest.files.log("agent");
+    let log = std::fs::read_to_string(&log_path)
+        .with_context(|| format!("reading the agent log {}", log_path.display()))?;
+    let line = log.lines().find(|l| l.contains(reason)).ok_or_else(|| {
+        anyhow!(
+            "the agent's log does not say \"{reason}\"; agent log: {}",
+            guest.agent_log_tail()
+        )
+    })?;
+    Ok((
+        (),
+        format!("conductor got {event:?} before any request; agent log: {line}"),
+    ))
+}
+
+/// `prepare` ends `failed to spawn` with a `notify_exc_info` (naming `reason` when given),
+/// never `healthy`.
+async fn prepare_refused(
+    guest: &Guest,
+    image: &TestImage,
+    reason: Option<&str>,
+) -> Result<((), String)> {
+    let controller = guest.controller();
+    let mark = controller.mark();
+    let mount_point = guest.files.root.join("data").display().to_string();
+    controller
+        .cast("prepare", prepare_args(&image.tag, &mount_point))
+        .await?;
+    controller
+        .wait_event(mark, Duration::from_secs(60), |e| {
+            *e == ConductorEvent::Heartbeat("failed to spawn".into())
+        })
+        .await?;
+    let exc_info = controller
+        .wait_event(mark, Duration::from_secs(10), |e| {
+            matches!(e, ConductorEvent::NotifyExcInfo(_))
+        })
+        .await?;
+    let events = controller.events_since(mark);
+    ensure!(
+        !events.contains(&ConductorEvent::Heartbeat("healthy".into())),
+        "the guest reported healthy: {events:?}"
+    );
+    if let Some(reason) = reason {
+        ensure!(
+            matches!(&exc_info, ConductorEvent::NotifyExcInfo(message) if message.contains(reason)),
+            "notify_exc_info does not say \"{reason}\": {exc_info:?}"
+        );
+    }
+    Ok(((), format!("`failed to spawn`, then {exc_info:?}")))
+}
+
+/// The runtime the agent drives has no database container.
+async fn no_database_on_vm(guest: &Guest, runtime: &str) -> Result<((), String)> {
+    let info = guest.runtime.inspect(DATABASE_CONTAINER).await?;
+    ensure!(info.is_none(), "a database container exists: {info:?}");
+    Ok((
+        (),
+        format!("no `{DATABASE_CONTAINER}` container in the guest's {runtime}"),
+    ))
 }
