@@ -3,6 +3,7 @@
 //! Everything the tests need is installed and started by this program, so a fresh Debian
 //! machine and a CI run reach the same state with one command.
 
+mod bench;
 mod ci;
 mod demo;
 mod layout;
@@ -28,6 +29,14 @@ enum Task {
     /// Provision, then fmt, clippy, cargo-deny, the whole test suite as root and the fuzz
     /// smoke runs: what `.ci/run` runs.
     Ci,
+    /// Provision, then measure every performance claim against its reference (Trove's Python
+    /// plugin and oslo.messaging, `ip` commands, Docker's NAT) and rewrite `docs/benchmarks.md`.
+    Bench {
+        /// Run only these parts (plugin, container, datapath, rpc, isolation, micro) and print
+        /// the report instead of rewriting `docs/benchmarks.md`.
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+    },
     /// Print the environment variables that tell tests where the provisioned services are.
     Env,
     /// Provision, then run the harness on a simulated guest in both network modes and show
@@ -49,6 +58,7 @@ fn main() -> anyhow::Result<()> {
     match cli.task {
         Task::Provision => provision::run(),
         Task::Ci => ci::run(),
+        Task::Bench { only } => bench::run(&only),
         Task::Demo { all } => demo::run(all),
         Task::Env => {
             for (name, value) in layout::test_environment() {

@@ -1,0 +1,210 @@
+//! `cargo xtask bench`: every performance claim of trove-netiso measured against its
+//! reference on this machine, in one run, and written to `docs/benchmarks.md`.
+//!
+//! 1. plugin latency and memory, ours against Trove's Python plugin ([`plugin`]);
+//! 2. container start with either plugin and in bridged mode ([`container`]);
+//! 3. the data path, Docker's NAT against the directly handed-over NIC ([`datapath`]);
+//! 4. RPC against Python oslo.messaging, and the agent's footprint ([`rpc`]);
+//! 5. the isolation step against `ip` commands, and 6. micro-benchmarks ([`cargo_benches`]).
+//!
+//! A part that fails is reported as not measured, with its error, and the others still run;
+//! the task fails at the end if any part did, after the report is written.
+
+mod cargo_benches;
+mod container;
+mod datapath;
+mod guestvm;
+mod http;
+mod plugin;
+mod report;
+mod rpc;
+mod sys;
+mod trove_ref;
+
+use crate::provision;
+use crate::sh::{self, say};
+use anyhow::{Result, bail};
+use report::{Machine, Section};
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// Where the report goes.
+const REPORT: &str = "docs/benchmarks.md";
+
+/// The parts, by the name `--only` takes.
+const PARTS: [&str; 6] = [
+    "plugin",
+    "container",
+    "datapath",
+    "rpc",
+    "isolation",
+    "micro",
+];
+
+/// Provision, build, measure every part (or the `only` ones), write the report (printed only
+/// when some parts were left out, so `docs/benchmarks.md` always describes a full run).
+pub fn run(only: &[String]) -> Result<()> {
+    let started = Instant::now();
+    if let Some(unknown) = only.iter().find(|p| !PARTS.contains(&p.as_str())) {
+        bail!(
+            "unknown part `{unknown}`: the parts are {}",
+            PARTS.join(", ")
+        );
+    }
+    let wanted = |name: &str| only.is_empty() || only.iter().any(|p| p == name);
+    provision::run()?;
+    say("== bench: the Trove reference venv");
+    trove_ref::ensure_venv()?;
+    let machine = machine()?;
+    say("== bench: release builds");
+    sh::run(
+        "cargo",
+        &[
+            "build",
+            "--release",
+            "-p",
+            "docker-hostnic",
+            "-p",
+            "trove-guest-agent",
+        ],
+    )?;
+    let target = target_dir();
+    let our_plugin = plugin::our_plugin_binary(&target);
+
+    // Parts 2 and 3 share one bench guest (its own dockerd, plugins, image).
+    let guest = (wanted("container") || wanted("datapath")).then(|| {
+        say("== bench: starting the bench guest (dockerd, both plugins, test image)");
+        guestvm::BenchGuest::start(&our_plugin)
+    });
+    let with_guest = |body: &dyn Fn(&guestvm::BenchGuest) -> Result<Section>| match &guest {
+        Some(Ok(guest)) => body(guest),
+        Some(Err(error)) => bail!("the bench guest could not start: {error:#}"),
+        None => bail!("the bench guest was not started"),
+    };
+    let mut sections: Vec<Section> = Vec::new();
+    let mut part = |name: &str, title: &str, body: &mut dyn FnMut() -> Result<Section>| {
+        if !wanted(name) {
+            return;
+        }
+        say(&format!("== bench: {name}"));
+        let part_started = Instant::now();
+        match body() {
+            Ok(section) => sections.push(section),
+            Err(error) => {
+                say(&format!("  {name} could not be measured: {error:#}"));
+                let mut section = Section::new(title, "");
+                section.failure = Some(format!("{error:#}"));
+                section.seconds = part_started.elapsed().as_secs_f64();
+                sections.push(section);
+            }
+        }
+    };
+    part(
+        "plugin",
+        "1. Plugin latency: Activate, CreateEndpoint, Join",
+        &mut || plugin::run(&our_plugin),
+    );
+    part(
+        "container",
+        "2. Container start: `docker run` to database port reachable",
+        &mut || with_guest(&container::run),
+    );
+    part(
+        "datapath",
+        "3. Data path: NAT (bridged) against the direct NIC (isolated)",
+        &mut || with_guest(&datapath::run),
+    );
+    part(
+        "rpc",
+        "4. RPC: rpc_ping against Python oslo.messaging; the agent's footprint",
+        &mut || rpc::run(&target),
+    );
+    part(
+        "isolation",
+        "5. Isolation: netlink apply against `ip` commands",
+        &mut cargo_benches::isolation,
+    );
+    part(
+        "micro",
+        "6. Micro-benchmarks of the hot pure functions",
+        &mut cargo_benches::micro,
+    );
+
+    drop(guest);
+    let text = report::render(&machine, &sections, started.elapsed().as_secs_f64());
+    say(&text);
+    if only.is_empty() {
+        std::fs::write(REPORT, &text)?;
+        say(&format!(
+            "bench: {REPORT} written in {:.0} s",
+            started.elapsed().as_secs_f64()
+        ));
+    } else {
+        say(&format!(
+            "bench: partial run ({}), {REPORT} left as it was",
+            only.join(",")
+        ));
+    }
+    let failed: Vec<&str> = sections
+        .iter()
+        .filter(|s| s.failure.is_some())
+        .map(|s| s.title.as_str())
+        .collect();
+    if !failed.is_empty() {
+        bail!("some parts were not measured: {}", failed.join("; "));
+    }
+    Ok(())
+}
+
+/// Where cargo puts binaries: `CARGO_TARGET_DIR`, else the workspace's `target/`.
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("target"))
+}
+
+/// The machine the figures belong to.
+fn machine() -> Result<Machine> {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map_or("unknown model", |(_, m)| m.trim())
+        .to_owned();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let memory_kib: f64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    let commit = sh::output("git", &["rev-parse", "--short", "HEAD"])
+        .map(|c| c.trim().to_owned())
+        .unwrap_or_else(|_| "unknown".into());
+    let dirty = sh::output("git", &["status", "--porcelain", "--untracked-files=no"])
+        .is_ok_and(|s| !s.trim().is_empty());
+    Ok(Machine {
+        date: sh::output("date", &["-u", "+%Y-%m-%d %H:%M"])?
+            .trim()
+            .to_owned(),
+        cpus: format!("{cores} × {model}"),
+        memory: format!("{:.1} GiB", memory_kib / 1024.0 / 1024.0),
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+            .to_owned(),
+        load: std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" "),
+        commit: if dirty {
+            format!("{commit} (with uncommitted changes)")
+        } else {
+            commit
+        },
+    })
+}

@@ -1,0 +1,285 @@
+//! Part 4: RPC. The messaging crate's `rpc_bench` example (our client calling our server, then
+//! a Python oslo.messaging 18.3.1 server with Trove's serializer, on the same broker, in one
+//! run) is run and its table read back into figures.
+
+use super::report::{Figure, Section, Target};
+use crate::sh::say;
+use anyhow::{Context, Result, bail};
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+/// Sequential calls (the example makes twice as many with 8 callers).
+const CALLS: &str = "2000";
+
+/// One row of the example's table.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Row {
+    seq_p50: f64,
+    seq_p99: f64,
+    seq_rate: f64,
+    conc_p50: f64,
+    conc_p99: f64,
+    conc_rate: f64,
+    cpu_us: f64,
+    rss_mib: f64,
+}
+
+fn parse_row(line: &str) -> Option<Row> {
+    let v: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|w| w.trim_end_matches("ms").parse().ok())
+        .collect::<Option<Vec<f64>>>()?;
+    // server | seq p50 | seq p99 | seq mean | seq call/s | 8x p50 | 8x p99 | 8x call/s | CPU | RSS
+    if v.len() != 9 {
+        return None;
+    }
+    Some(Row {
+        seq_p50: v[0],
+        seq_p99: v[1],
+        seq_rate: v[3],
+        conc_p50: v[4],
+        conc_p99: v[5],
+        conc_rate: v[6],
+        cpu_us: v[7],
+        rss_mib: v[8],
+    })
+}
+
+/// Runs part 4.
+pub fn run(target: &Path) -> Result<Section> {
+    let started = Instant::now();
+    let mut section = Section::new(
+        "4. RPC: rpc_ping against Python oslo.messaging; the agent's footprint",
+        &format!(
+            "`cargo run --release -p netiso-messaging --example rpc_bench -- {CALLS}` (see \
+             `crates/netiso-messaging/README.md`): `rpc_ping` with Trove's `SecureSerializer` \
+             (every argument, result and the context AES-encrypted), our client calling our \
+             server in its own process, then the Python oslo.messaging 18.3.1 server \
+             (`crates/netiso-messaging/tests/python/py_server.py`, Trove's serializers, \
+             threading executor) on the same RabbitMQ, in the same run. {CALLS} sequential \
+             calls, then twice as many with 8 concurrent callers, after 200 untimed. CPU per \
+             call and RSS are the server process's (`/proc`). Targets are the messaging \
+             crate's: p50 ≤ 1/2, throughput ≥ 3×, CPU per call ≤ 1/10, RSS ≤ 1/5 of Python's."
+        ),
+    );
+    say(&format!(
+        "$ cargo run --release -p netiso-messaging --example rpc_bench -- {CALLS}"
+    ));
+    let out = Command::new("cargo")
+        .args([
+            "run",
+            "--release",
+            "-p",
+            "netiso-messaging",
+            "--example",
+            "rpc_bench",
+            "--",
+            CALLS,
+        ])
+        .envs(crate::layout::test_environment())
+        .output()
+        .context("cannot run cargo")?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let lines: Vec<&str> = stderr.lines().collect();
+        bail!(
+            "rpc_bench failed ({}):\n{}\n{}",
+            out.status,
+            stdout.trim(),
+            lines[lines.len().saturating_sub(15)..].join("\n")
+        );
+    }
+    let row = |name: &str| {
+        stdout
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .and_then(parse_row)
+    };
+    let (Some(ours), Some(python)) = (row("rust"), row("python")) else {
+        bail!("rpc_bench printed no table:\n{stdout}");
+    };
+    let figures = [
+        Figure::cost("round trip p50, sequential", "ms", ours.seq_p50)
+            .against(python.seq_p50)
+            .target(Target::RatioAtMost(0.5)),
+        Figure::cost("round trip p99, sequential", "ms", ours.seq_p99).against(python.seq_p99),
+        Figure::rate("calls/s, sequential", "calls/s", ours.seq_rate)
+            .against(python.seq_rate)
+            .target(Target::GainAtLeast(3.0)),
+        Figure::cost("round trip p50, 8 callers", "ms", ours.conc_p50).against(python.conc_p50),
+        Figure::cost("round trip p99, 8 callers", "ms", ours.conc_p99).against(python.conc_p99),
+        Figure::rate("calls/s, 8 callers", "calls/s", ours.conc_rate)
+            .against(python.conc_rate)
+            .target(Target::GainAtLeast(3.0)),
+        Figure::cost("server CPU per call", "µs", ours.cpu_us)
+            .against(python.cpu_us)
+            .target(Target::RatioAtMost(0.1)),
+        Figure::cost("server RSS", "MiB", ours.rss_mib)
+            .against(python.rss_mib)
+            .target(Target::RatioAtMost(0.2)),
+    ];
+    section.figures.extend(figures);
+    section.notes.push(format!(
+        "rpc_bench's own output:\n\n```text\n{}\n```",
+        stdout.trim()
+    ));
+    match agent_footprint(target) {
+        Ok((ready, rss_mib)) => {
+            section.figures.push(Figure::cost(
+                "agent start to READY=1 (bridged guest)",
+                "ms",
+                ready,
+            ));
+            section.figures.push(
+                Figure::cost(
+                    "agent idle RSS 3 s after ready, vs the Python RPC server",
+                    "MiB",
+                    rss_mib,
+                )
+                .against(python.rss_mib),
+            );
+            section.notes.push(
+                "The agent's RSS is compared with the Python oslo.messaging server above (a \
+                 lower bound for Trove's Python guest agent, which loads far more: Trove's \
+                 guest agent itself is not installed by the bench, its dependency tree is the \
+                 whole of Trove). The agent runs in `netiso-guest` in bridged mode \
+                 (`network_isolation = False`, no tenant NIC), with the provisioned dockerd and \
+                 RabbitMQ through the management network; ready is its systemd `READY=1` \
+                 notification, sent once the RPC server consumes."
+                    .to_owned(),
+            );
+        }
+        Err(error) => {
+            section.failure = Some(format!("the agent's footprint: {error:#}"));
+        }
+    }
+    section.seconds = started.elapsed().as_secs_f64();
+    Ok(section)
+}
+
+/// Starts `trove-guest-agent` in the provisioned guest (bridged mode), times it to its
+/// `READY=1` notification, reads its RSS after 3 s of idling, stops it; returns (ms, MiB).
+fn agent_footprint(target: &Path) -> Result<(f64, f64)> {
+    use super::sys::{self, ChildGuard, TempDir};
+    use crate::layout::{DOCKER_EXEC_ROOT, DOCKER_SOCKET, GUEST_NETNS, MGMT_GATEWAY_ADDR};
+    use std::os::unix::net::UnixDatagram;
+    use std::time::Duration;
+
+    let dir = TempDir::create()?;
+    let root = dir.path().display().to_string();
+    let id = format!("0e7c5b3a-bench-4000-8000-{:012}", std::process::id());
+    let conf = dir.path().join("conf.d");
+    std::fs::create_dir_all(&conf)?;
+    std::fs::create_dir_all(dir.path().join("state"))?;
+    std::fs::write(
+        conf.join("guest_info.conf"),
+        format!(
+            "[DEFAULT]\nguest_id={id}\ndatastore_manager=mysql\ndatastore_version=8.0\n\
+             tenant_id=netiso-bench\nnetwork_isolation=False\n\
+             instance_rpc_encr_key=Qm9kZ3kxMjM0NTY3ODlhYmNkZWZnaGlq\n"
+        ),
+    )?;
+    std::fs::write(
+        conf.join("trove-guestagent.conf"),
+        format!(
+            "[DEFAULT]\ntransport_url = rabbit://guest:guest@{MGMT_GATEWAY_ADDR}:5672/\n\
+             control_exchange = netiso-bench-{pid}\nconductor_queue = netiso-bench-conductor-{pid}\n\
+             \n[mysql]\ndocker_image = {MGMT_GATEWAY_ADDR}:5000/netiso/busybox\ntcp_ports = 3306\n\
+             mount_point = {root}/data\n\n[netiso]\nruntime = docker\n\
+             docker_socket = {DOCKER_SOCKET}\ndocker_exec_root = {DOCKER_EXEC_ROOT}\n\
+             plugin_socket = {root}/plugin.sock\nhostnic_state_file = {root}/hostnic.json\n\
+             state_dir = {root}/state\ntenant_nic_file = {root}/eth1.json\n\
+             database_container = netiso-bench-db-{pid}\n",
+            pid = std::process::id()
+        ),
+    )?;
+    let notify_path = dir.path().join("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path)?;
+    notify.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let agent = target.join("release").join("trove-guest-agent");
+    let mut command = Command::new("ip");
+    command
+        .args(["netns", "exec", GUEST_NETNS])
+        .arg(&agent)
+        .arg("--config-dir")
+        .arg(&conf)
+        .env("NOTIFY_SOCKET", &notify_path);
+    let log = dir.path().join("agent.log");
+    let started = Instant::now();
+    let mut process = ChildGuard::spawn("trove-guest-agent", command, &log, false)?;
+    let mut buffer = [0u8; 512];
+    // Bounded: each receive waits at most 60 s, and an agent sends a handful of states.
+    let mut ready = None;
+    for _ in 0..16 {
+        let Ok(len) = notify.recv(&mut buffer) else {
+            break;
+        };
+        if String::from_utf8_lossy(&buffer[..len]).contains("READY=1") {
+            ready = Some(started.elapsed());
+            break;
+        }
+    }
+    let Some(ready) = ready else {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        bail!(
+            "the agent sent no READY=1 within 60 s; log:\n{}",
+            lines[lines.len().saturating_sub(15)..].join("\n")
+        );
+    };
+    std::thread::sleep(Duration::from_secs(3));
+    let rss = sys::rss_kib(process.pid())?;
+    process.stop(Duration::from_secs(30));
+    delete_queues_of(&id);
+    Ok((sys::ms(ready), rss as f64 / 1024.0))
+}
+
+/// Removes the broker queues named after the bench agent's guest id (oslo's queues outlive
+/// their consumer).
+fn delete_queues_of(guest_id: &str) {
+    let Ok(listed) = crate::sh::output(
+        "rabbitmqctl",
+        &[
+            "-n",
+            crate::layout::RABBIT_NODE,
+            "-q",
+            "list_queues",
+            "name",
+        ],
+    ) else {
+        return;
+    };
+    for queue in listed
+        .lines()
+        .map(str::trim)
+        .filter(|q| q.contains(guest_id))
+    {
+        let _ = crate::sh::output(
+            "rabbitmqctl",
+            &[
+                "-n",
+                crate::layout::RABBIT_NODE,
+                "-q",
+                "delete_queue",
+                queue,
+            ],
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_a_table_row() {
+        let line = "rust       0.440ms   6.700ms   0.640ms       1572   1.480ms  12.200ms       3761         72.0       5.4";
+        let row = parse_row(line).expect("parsed");
+        assert_eq!(row.seq_rate, 1572.0);
+        assert_eq!(row.rss_mib, 5.4);
+        assert_eq!(row.conc_p99, 12.2);
+    }
+}
