@@ -67,6 +67,15 @@ pub enum ConfigError {
     /// The tenant NIC file is malformed.
     #[error(transparent)]
     TenantNic(#[from] TenantNicError),
+    /// Docker's `daemon.json` (where the agent finds Docker's insecure registries) is not
+    /// what Docker accepts.
+    #[error("{}: {reason}", path.display())]
+    DockerDaemonConfig {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong (with line and column for JSON syntax).
+        reason: String,
+    },
 }
 
 /// Where a bad value is: its origin, section and option.

@@ -1,11 +1,12 @@
 //! What the guest agent needs from `/etc/trove/conf.d`, typed and validated.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::error::{ConfigError, OptionLocation};
 use crate::isolation::IsolationMode;
+use crate::render::DAEMON_JSON_PATH;
 use crate::secret::Secret;
 use crate::source::{ConfigSources, Origin, OsloConfig};
 use crate::tenant_nic::{DEFAULT_TENANT_NIC_FILE, TenantNic, TenantNicError};
@@ -14,6 +15,10 @@ use crate::value::{self, ValueError};
 
 /// Section of our own settings.
 pub const NETISO_SECTION: &str = "netiso";
+/// Trove's name for the database container (`[netiso] database_container` default).
+pub const DEFAULT_DATABASE_CONTAINER: &str = "database";
+/// dockerd's default `--exec-root` (`[netiso] docker_exec_root` default).
+pub const DEFAULT_DOCKER_EXEC_ROOT: &str = "/var/run/docker";
 /// oslo.messaging's RabbitMQ section.
 pub const RABBIT_SECTION: &str = "oslo_messaging_rabbit";
 
@@ -58,6 +63,94 @@ pub struct NetisoSettings {
     pub state_dir: PathBuf,
     /// `tenant_nic_file`: the injected `eth1.json`.
     pub tenant_nic_file: PathBuf,
+    /// `database_container`: the database container's name (Trove's `database`); tests
+    /// sharing one dockerd set unique names.
+    pub database_container: String,
+    /// `docker_exec_root`: dockerd's `--exec-root`, whose `netns/` holds the sandboxes
+    /// that `netns list` shows.
+    pub docker_exec_root: PathBuf,
+    /// `insecure_registries`: registries the containerd runtime pulls from over plain
+    /// HTTP. `None` (unset): Docker's own list, from `docker_daemon_config`
+    /// ([`NetisoSettings::containerd_insecure_registries`]); set but empty: none.
+    pub insecure_registries: Option<Vec<String>>,
+    /// `docker_daemon_config`: Docker's `daemon.json`, which Trove injects with its
+    /// `insecure-registries`.
+    pub docker_daemon_config: PathBuf,
+}
+
+/// Docker's container-name rule (`[a-zA-Z0-9][a-zA-Z0-9_.-]*`), which containerd ids
+/// also satisfy.
+fn parse_container_name(text: &str) -> Result<String, ValueError> {
+    let mut chars = text.chars();
+    let valid = chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if valid {
+        Ok(text.to_owned())
+    } else {
+        Err(ValueError::ContainerName(text.to_owned()))
+    }
+}
+
+/// A list of registries as Docker's `insecure-registries` names them: `host[:port]`, no
+/// scheme or path; empty items are dropped (`a, , b`).
+fn parse_registries(text: &str) -> Result<Vec<String>, ValueError> {
+    value::parse_list(text)
+        .into_iter()
+        .filter(|item| !item.is_empty())
+        .map(|item| {
+            if item.contains("://") || item.contains('/') || item.contains(char::is_whitespace) {
+                Err(ValueError::Registry(item))
+            } else {
+                Ok(item)
+            }
+        })
+        .collect()
+}
+
+/// `insecure-registries` of a Docker `daemon.json` file: an absent file is no registry, an
+/// unreadable or malformed one an error naming the file (Docker refuses it too).
+fn daemon_insecure_registries(path: &Path) -> Result<Vec<String>, ConfigError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => parse_daemon_insecure_registries(path, &text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(ConfigError::Io {
+            path: path.to_owned(),
+            source: std::sync::Arc::new(e),
+        }),
+    }
+}
+
+/// `insecure-registries` of Docker's `daemon.json` text (`path` names it in errors): no
+/// such member is no registry; a document that is not a JSON object, or a member that is
+/// not a list of strings, is an error.
+pub fn parse_daemon_insecure_registries(
+    path: &Path,
+    text: &str,
+) -> Result<Vec<String>, ConfigError> {
+    let invalid = |reason: String| ConfigError::DockerDaemonConfig {
+        path: path.to_owned(),
+        reason,
+    };
+    let document: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| invalid(format!("not JSON: {e}")))?;
+    let members = document
+        .as_object()
+        .ok_or_else(|| invalid("not a JSON object".to_owned()))?;
+    let Some(registries) = members.get("insecure-registries") else {
+        return Ok(Vec::new());
+    };
+    registries
+        .as_array()
+        .ok_or_else(|| invalid("`insecure-registries` is not a list".to_owned()))?
+        .iter()
+        .map(|item| {
+            item.as_str().map(str::to_owned).ok_or_else(|| {
+                invalid(format!(
+                    "`insecure-registries` has a non-string item: {item}"
+                ))
+            })
+        })
+        .collect()
 }
 
 impl NetisoSettings {
@@ -84,7 +177,110 @@ impl NetisoSettings {
             hostnic_state_file: path("hostnic_state_file", "/etc/docker/hostnic.json")?,
             state_dir: path("state_dir", "/var/lib/trove-netiso")?,
             tenant_nic_file: path("tenant_nic_file", DEFAULT_TENANT_NIC_FILE)?,
+            database_container: match config.get(NETISO_SECTION, "database_container")? {
+                Some(raw) => raw.convert(parse_container_name)?,
+                None => DEFAULT_DATABASE_CONTAINER.to_owned(),
+            },
+            docker_exec_root: path("docker_exec_root", DEFAULT_DOCKER_EXEC_ROOT)?,
+            insecure_registries: config
+                .get(NETISO_SECTION, "insecure_registries")?
+                .map(|raw| raw.convert(parse_registries))
+                .transpose()?,
+            docker_daemon_config: path("docker_daemon_config", DAEMON_JSON_PATH)?,
         })
+    }
+
+    /// The registries containerd pulls from over plain HTTP: `insecure_registries` when
+    /// set, else Docker's `insecure-registries` from `docker_daemon_config`, so that a
+    /// guest Trove configured for Docker pulls the same way with containerd. Reads the
+    /// file on each call (only the containerd runtime needs it).
+    pub fn containerd_insecure_registries(&self) -> Result<Vec<String>, ConfigError> {
+        match &self.insecure_registries {
+            Some(registries) => Ok(registries.clone()),
+            None => daemon_insecure_registries(&self.docker_daemon_config),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn container_names_follow_docker_s_rule() {
+        for name in ["database", "db1", "nti-agent-1a2b", "a.b_c-d", "9"] {
+            assert_eq!(parse_container_name(name), Ok(name.to_owned()));
+        }
+        for name in ["", "-db", "_db", "data base", "db/1", "dé"] {
+            assert_eq!(
+                parse_container_name(name),
+                Err(ValueError::ContainerName(name.to_owned())),
+                "{name:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn registries_are_host_and_port_only() {
+        assert_eq!(
+            parse_registries("10.251.0.1:5000, , reg.example,"),
+            Ok(vec!["10.251.0.1:5000".to_owned(), "reg.example".to_owned()])
+        );
+        assert_eq!(parse_registries(""), Ok(Vec::new()));
+        assert_eq!(
+            parse_registries("http://reg:5000"),
+            Err(ValueError::Registry("http://reg:5000".to_owned()))
+        );
+        assert_eq!(
+            parse_registries("reg:5000/v2"),
+            Err(ValueError::Registry("reg:5000/v2".to_owned()))
+        );
+    }
+
+    #[test]
+    fn docker_s_daemon_json_gives_the_insecure_registries() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("daemon.json");
+        assert_eq!(
+            daemon_insecure_registries(&path).ok(),
+            Some(Vec::new()),
+            "absent file"
+        );
+        std::fs::write(&path, r#"{"bridge": "none"}"#).expect("write");
+        assert_eq!(
+            daemon_insecure_registries(&path).ok(),
+            Some(Vec::new()),
+            "no list"
+        );
+        std::fs::write(
+            &path,
+            r#"{"bridge": "none", "insecure-registries": ["10.251.0.1:5000", "reg:80"]}"#,
+        )
+        .expect("write");
+        assert_eq!(
+            daemon_insecure_registries(&path).ok(),
+            Some(vec!["10.251.0.1:5000".to_owned(), "reg:80".to_owned()])
+        );
+        for (text, expected) in [
+            (
+                "{not json",
+                "not JSON: key must be a string at line 1 column 2",
+            ),
+            (r#"{"insecure-registries": "reg:80"}"#, "is not a list"),
+            (
+                r#"{"insecure-registries": [5000]}"#,
+                "non-string item: 5000",
+            ),
+        ] {
+            std::fs::write(&path, text).expect("write");
+            let error = daemon_insecure_registries(&path)
+                .expect_err(text)
+                .to_string();
+            assert!(
+                error.starts_with(&path.display().to_string()) && error.contains(expected),
+                "{text}: {error}"
+            );
+        }
     }
 }
 

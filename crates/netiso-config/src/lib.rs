@@ -47,6 +47,14 @@
 //!   | `hostnic_state_file` | `/etc/docker/hostnic.json` |
 //!   | `state_dir` | `/var/lib/trove-netiso` |
 //!   | `tenant_nic_file` | `/etc/trove/eth1.json` |
+//!   | `database_container` | `database` (Trove's name; a valid Docker container name) |
+//!   | `docker_exec_root` | `/var/run/docker` (dockerd's `--exec-root`, for `netns list`) |
+//!   | `insecure_registries` | unset: Docker's (`insecure-registries` of `docker_daemon_config`); registries containerd pulls from over plain HTTP, `host[:port]` |
+//!   | `docker_daemon_config` | `/etc/docker/daemon.json` (injected by Trove) |
+//!
+//!   `insecure_registries` set but empty means none, whatever `daemon.json` says;
+//!   [`NetisoSettings::containerd_insecure_registries`] resolves the list, and a malformed
+//!   `daemon.json` is an error naming the file.
 //!
 //!   `network_isolation` comes from `[DEFAULT]` (as written to `guest_info.conf`), else
 //!   `[network]` (as in `trove-guestagent.conf`), else `true`. Trove's own agent treats a

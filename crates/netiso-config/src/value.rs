@@ -57,6 +57,14 @@ pub enum ValueError {
     /// A value that must be a CIDR.
     #[error("`{0}` is not a CIDR (e.g. 10.0.0.0/24)")]
     Cidr(String),
+    /// A container name Docker and containerd would refuse.
+    #[error(
+        "`{0}` is not a container name (a letter or digit, then letters, digits, `_`, `.` or `-`)"
+    )]
+    ContainerName(String),
+    /// A list item that must be a registry `host[:port]`.
+    #[error("`{0}` is not a registry host[:port] (no scheme, path or spaces)")]
+    Registry(String),
 }
 
 fn reference_name(name: &Option<String>) -> String {

@@ -114,6 +114,13 @@ fn real_guest_info_conf_alone() {
         config.netiso.docker_socket,
         Path::new("/var/run/docker.sock")
     );
+    assert_eq!(config.netiso.database_container, "database");
+    assert_eq!(config.netiso.docker_exec_root, Path::new("/var/run/docker"));
+    assert_eq!(config.netiso.insecure_registries, None);
+    assert_eq!(
+        config.netiso.docker_daemon_config,
+        Path::new("/etc/docker/daemon.json")
+    );
     assert!(!config.rabbit.amqp_durable_queues);
     assert_eq!(config.rabbit.rabbit_transient_queues_ttl, 1800);
     assert!(config.rabbit.direct_mandatory_flag);
@@ -475,6 +482,95 @@ fn bad_tcp_ports_and_runtime_name_their_option() {
         error
             .to_string()
             .contains("[netiso] runtime: `podman` is not one of docker, containerd"),
+        "{error}"
+    );
+}
+
+#[test]
+fn agent_options_of_the_netiso_section() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let daemon = dir.path().join("daemon.json");
+    std::fs::write(&daemon, r#"{"insecure-registries": ["from-daemon:5000"]}"#).expect("write");
+    let conf = dir.path().join("guest.conf");
+    let load = |netiso: &str| {
+        std::fs::write(
+            &conf,
+            format!(
+                "[DEFAULT]\nguest_id = g1\n[netiso]\ndocker_daemon_config = {}\n{netiso}",
+                daemon.display()
+            ),
+        )
+        .expect("write conf");
+        load_without_env(&ConfigSources {
+            config_files: vec![conf.clone()],
+            config_dirs: Vec::new(),
+        })
+    };
+
+    // Unset: Docker's list, from the daemon.json Trove injects.
+    let config = load("").expect("valid");
+    assert_eq!(config.netiso.insecure_registries, None);
+    assert_eq!(
+        config
+            .netiso
+            .containerd_insecure_registries()
+            .expect("valid json"),
+        ["from-daemon:5000"]
+    );
+
+    let config = load(
+        "insecure_registries = a:5000, b.example\n\
+         database_container = db1\n\
+         docker_exec_root = /run/other-docker\n",
+    )
+    .expect("valid");
+    assert_eq!(
+        config.netiso.containerd_insecure_registries().expect("set"),
+        ["a:5000", "b.example"]
+    );
+    assert_eq!(config.netiso.database_container, "db1");
+    assert_eq!(
+        config.netiso.docker_exec_root,
+        Path::new("/run/other-docker")
+    );
+
+    // Set but empty: no insecure registry, whatever daemon.json says.
+    let config = load("insecure_registries =\n").expect("valid");
+    assert_eq!(config.netiso.insecure_registries, Some(Vec::new()));
+    assert!(
+        config
+            .netiso
+            .containerd_insecure_registries()
+            .expect("set")
+            .is_empty()
+    );
+
+    // Bad values name file, line, section and option.
+    let error = load("database_container = data base\n").expect_err("space");
+    assert!(
+        error.to_string().contains(&format!(
+            "{}:5: [netiso] database_container: `data base` is not a container name",
+            conf.display()
+        )),
+        "{error}"
+    );
+    let error = load("insecure_registries = http://reg:5000\n").expect_err("scheme");
+    assert!(
+        error
+            .to_string()
+            .contains("[netiso] insecure_registries: `http://reg:5000` is not a registry"),
+        "{error}"
+    );
+
+    // A broken daemon.json is an error naming it, not an empty list.
+    std::fs::write(&daemon, "{\"insecure-registries\": ").expect("write");
+    let config = load("").expect("the file is read only when containerd needs it");
+    let error = config
+        .netiso
+        .containerd_insecure_registries()
+        .expect_err("truncated JSON");
+    assert!(
+        error.to_string().starts_with(&daemon.display().to_string()),
         "{error}"
     );
 }
