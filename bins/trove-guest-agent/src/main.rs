@@ -245,7 +245,7 @@ async fn netns(
         .map(|(_, target)| target.mac);
     let exec_root = config.as_ref().map_or_else(
         || PathBuf::from(netiso_netlink::netns::DOCKER_DEFAULT_EXEC_ROOT),
-        |c| c.docker_exec_root.clone(),
+        |c| c.guest.netiso.docker_exec_root.clone(),
     );
     let containers = match &config {
         Some(config) => match agent::connect_runtime(config).await {

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use netiso_config::{
-    ConfigError, ConfigSources, ContainerRuntime as RuntimeKind, GuestConfig, OsloConfig, TenantNic,
+    ConfigError, ConfigSources, ContainerRuntime as RuntimeKind, GuestConfig, TenantNic,
 };
 use netiso_messaging::{
     BrokerConfig, ConductorClient, InstanceKey, RabbitOptions, RpcServer, Serializer, ServerConfig,
@@ -35,8 +35,6 @@ use crate::isolation::{
 use crate::preflight::{self, PreflightFailure, PreflightReport};
 use crate::rpc::{self, ConductorSink, DatabaseSettings, GuestService, InFlight, TcpProbe};
 
-/// The container Trove's guest runs the database in.
-pub const DEFAULT_CONTAINER_NAME: &str = "database";
 /// Trove's status task period: a heartbeat every 60 s once prepared.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(60);
 /// Handlers running at once (oslo's `executor_thread_pool_size`).
@@ -64,80 +62,19 @@ pub enum AgentError {
     Messaging(String),
 }
 
-/// The guest configuration plus this agent's own options.
+/// The guest configuration the agent runs with (Trove's options and `[netiso]`, where the
+/// agent's own options live).
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
     /// Trove's guest options and `[netiso]`.
     pub guest: GuestConfig,
-    /// `[netiso] database_container`: the container's name (`database`); tests sharing one
-    /// dockerd set unique names.
-    pub container_name: String,
-    /// `[netiso] docker_exec_root`: dockerd's `--exec-root`, whose `netns/` holds the
-    /// sandboxes that `netns list` shows (`/var/run/docker`).
-    pub docker_exec_root: PathBuf,
-    /// `[netiso] insecure_registries`: registries the containerd runtime pulls from over plain
-    /// HTTP. When unset, Docker's own list is used: `insecure-registries` of
-    /// `[netiso] docker_daemon_config` (`/etc/docker/daemon.json`, which Trove injects).
-    pub insecure_registries: Vec<String>,
-}
-
-/// Where Trove injects Docker's daemon configuration.
-pub const DOCKER_DAEMON_CONFIG: &str = "/etc/docker/daemon.json";
-
-/// `insecure-registries` of a Docker `daemon.json`; an absent file is an empty list, an
-/// unreadable one is reported and treated as empty (Docker would refuse to start with it).
-pub fn daemon_insecure_registries(path: &std::path::Path) -> Vec<String> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
-        Err(e) => {
-            warn!(path = %path.display(), error = %e, "cannot read Docker's daemon configuration");
-            return Vec::new();
-        }
-    };
-    match serde_json::from_str::<serde_json::Value>(&text) {
-        Ok(value) => value
-            .get("insecure-registries")
-            .and_then(serde_json::Value::as_array)
-            .map(|list| {
-                list.iter()
-                    .filter_map(serde_json::Value::as_str)
-                    .map(str::to_owned)
-                    .collect()
-            })
-            .unwrap_or_default(),
-        Err(e) => {
-            warn!(path = %path.display(), error = %e, "Docker's daemon configuration is not JSON");
-            Vec::new()
-        }
-    }
 }
 
 impl AgentConfig {
-    /// Loads files and environment as oslo does ([`GuestConfig::load`]), plus the agent's
-    /// own `[netiso]` options.
+    /// Loads files and environment as oslo does ([`GuestConfig::load`]).
     pub fn load(sources: &ConfigSources) -> Result<Self, ConfigError> {
-        let oslo = OsloConfig::load(sources)?;
-        let guest = GuestConfig::from_oslo(&oslo)?;
         Ok(Self {
-            guest,
-            container_name: oslo
-                .string("netiso", "database_container")?
-                .filter(|s| !s.is_empty())
-                .unwrap_or_else(|| DEFAULT_CONTAINER_NAME.to_owned()),
-            docker_exec_root: PathBuf::from(
-                oslo.string("netiso", "docker_exec_root")?
-                    .filter(|s| !s.is_empty())
-                    .unwrap_or_else(|| netiso_netlink::netns::DOCKER_DEFAULT_EXEC_ROOT.to_owned()),
-            ),
-            insecure_registries: match oslo.list("netiso", "insecure_registries")? {
-                Some(list) => list.into_iter().filter(|r| !r.is_empty()).collect(),
-                None => daemon_insecure_registries(std::path::Path::new(
-                    &oslo
-                        .string("netiso", "docker_daemon_config")?
-                        .unwrap_or_else(|| DOCKER_DAEMON_CONFIG.to_owned()),
-                )),
-            },
+            guest: GuestConfig::load(sources)?,
         })
     }
 
@@ -213,10 +150,26 @@ pub async fn connect_runtime(
             let mut containerd =
                 ContainerdConfig::new(&netiso.containerd_socket, &netiso.containerd_namespace);
             containerd.tenant_nic_file = Some(netiso.tenant_nic_file.clone());
-            containerd.insecure_registries = config.insecure_registries.clone();
+            containerd.insecure_registries = netiso.containerd_insecure_registries()?;
             Arc::new(ContainerdRuntime::connect(containerd).await?)
         }
     })
+}
+
+/// Why the configured runtime cannot run the database in the configured mode, decided at
+/// start-up so that the conductor hears `failed to spawn` before any `prepare`: bridged
+/// networking is unsupported with containerd (the runtime's own error, as `create` would
+/// give it).
+pub fn unsupported_mode(config: &GuestConfig) -> Option<String> {
+    match config.netiso.runtime {
+        RuntimeKind::Docker => None,
+        RuntimeKind::Containerd => netiso_runtime::containerd::require_isolation(
+            &config.isolation_mode(),
+            &config.netiso.database_container,
+        )
+        .err()
+        .map(|e| e.to_string()),
+    }
 }
 
 /// What the start-up isolation step found.
@@ -276,7 +229,7 @@ pub async fn isolate_at_startup(
     target: &IsolationTarget,
     config: &AgentConfig,
 ) -> IsolationOutcome {
-    let container_name = config.container_name.as_str();
+    let container_name = config.guest.netiso.database_container.as_str();
     let for_thread = (Arc::clone(&rtnl), target.clone());
     let applied = tokio::task::spawn_blocking(move || {
         isolation::isolate(&*for_thread.0, &for_thread.1, WhenAbsent::Error)
@@ -324,7 +277,7 @@ fn database_settings(config: &AgentConfig, tenant_nic: Option<TenantNic>) -> Dat
     let guest = &config.guest;
     DatabaseSettings {
         guest_id: guest.guest_id.clone(),
-        container_name: config.container_name.clone(),
+        container_name: guest.netiso.database_container.clone(),
         docker_image: guest.datastore.as_ref().map(|d| d.docker_image.clone()),
         container_registry: guest.container_registry.clone(),
         default_version: guest.datastore_version.clone(),
@@ -454,11 +407,9 @@ pub async fn run(
                 }
             }
         }
-    } else if guest.netiso.runtime == RuntimeKind::Containerd {
-        let reason = "bridged networking (network_isolation = False) is not supported with the \
-                      containerd runtime";
-        error!(reason, "no database will be started on this VM");
-        refusal = Some(reason.to_owned());
+    } else if let Some(reason) = unsupported_mode(guest) {
+        error!(%reason, "no database will be started on this VM");
+        refusal = Some(reason);
     }
 
     // 2. Preflight: the control plane through a management interface.
@@ -600,51 +551,48 @@ pub fn config_sources(config_files: Vec<PathBuf>, config_dirs: Vec<PathBuf>) -> 
 mod tests {
     use super::*;
 
-    #[test]
-    fn insecure_registries_come_from_docker_s_daemon_json() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("daemon.json");
-        assert!(daemon_insecure_registries(&path).is_empty(), "absent file");
+    fn guest_config(dir: &std::path::Path, netiso: &str, isolated: bool) -> GuestConfig {
+        let conf = dir.join("guest.conf");
         std::fs::write(
-            &path,
-            r#"{"bridge": "none", "insecure-registries": ["10.251.0.1:5000", "reg:80"]}"#,
+            &conf,
+            format!(
+                "[DEFAULT]\nguest_id = g1\nnetwork_isolation = {isolated}\n\
+                 [netiso]\ntenant_nic_file = {}\n{netiso}",
+                dir.join("eth1.json").display()
+            ),
         )
-        .expect("write");
-        assert_eq!(
-            daemon_insecure_registries(&path),
-            vec!["10.251.0.1:5000".to_owned(), "reg:80".to_owned()]
-        );
-        std::fs::write(&path, "{not json").expect("write");
-        assert!(daemon_insecure_registries(&path).is_empty());
+        .expect("write conf");
+        GuestConfig::load(&ConfigSources {
+            config_files: vec![conf],
+            config_dirs: Vec::new(),
+        })
+        .expect("valid configuration")
     }
 
     #[test]
-    fn the_netiso_option_wins_over_daemon_json() {
+    fn containerd_refuses_bridged_mode_at_start_up() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let daemon = dir.path().join("daemon.json");
-        std::fs::write(&daemon, r#"{"insecure-registries": ["from-daemon:5000"]}"#).expect("write");
-        let conf = dir.path().join("guest.conf");
-        let write = |netiso: &str| {
-            std::fs::write(
-                &conf,
-                format!(
-                    "[DEFAULT]\nguest_id=g1\n[netiso]\ndocker_daemon_config={}\n{netiso}",
-                    daemon.display()
-                ),
-            )
-            .expect("write conf");
-        };
-        let sources = ConfigSources {
-            config_files: vec![conf.clone()],
-            config_dirs: Vec::new(),
-        };
-        write("");
-        let config = AgentConfig::load(&sources).expect("load");
-        assert_eq!(config.insecure_registries, vec!["from-daemon:5000"]);
-        assert_eq!(config.container_name, DEFAULT_CONTAINER_NAME);
-        write("insecure_registries = a:5000, b:5000\ndatabase_container = db1\n");
-        let config = AgentConfig::load(&sources).expect("load");
-        assert_eq!(config.insecure_registries, vec!["a:5000", "b:5000"]);
-        assert_eq!(config.container_name, "db1");
+        std::fs::write(dir.path().join("eth1.json"), "{}").expect("write eth1.json");
+        let bridged = guest_config(dir.path(), "runtime = containerd\n", false);
+        let reason = unsupported_mode(&bridged).expect("bridged containerd is refused");
+        assert!(
+            reason.contains("`database`") && reason.contains("unsupported with containerd"),
+            "{reason}"
+        );
+        assert_eq!(
+            unsupported_mode(&guest_config(dir.path(), "runtime = containerd\n", true)),
+            None,
+            "isolated containerd"
+        );
+        assert_eq!(
+            unsupported_mode(&guest_config(dir.path(), "", false)),
+            None,
+            "bridged docker"
+        );
+        std::fs::remove_file(dir.path().join("eth1.json")).expect("remove eth1.json");
+        assert!(
+            unsupported_mode(&guest_config(dir.path(), "runtime = containerd\n", true)).is_some(),
+            "no eth1.json is bridged mode"
+        );
     }
 }

@@ -144,11 +144,12 @@ impl ContainerdConfig {
     }
 }
 
-/// Refuses, at start-up, a guest configured for bridged networking on containerd.
-pub fn require_isolation(mode: &IsolationMode) -> Result<(), RuntimeError> {
+/// Refuses, at start-up, a guest configured for bridged networking on containerd, with the
+/// same error `create` gives for `container`, so the guest can say so before any request.
+pub fn require_isolation(mode: &IsolationMode, container: &str) -> Result<(), RuntimeError> {
     match mode {
         IsolationMode::Isolated { .. } => Ok(()),
-        _ => Err(bridged_unsupported("(start-up)")),
+        _ => Err(bridged_unsupported(container)),
     }
 }
 
@@ -1432,9 +1433,21 @@ mod tests {
             err.to_string().contains("unsupported with containerd"),
             "{err}"
         );
-        require_isolation(&IsolationMode::Isolated {
-            tenant_nic_file: PathBuf::from("/etc/trove/eth1.json"),
-        })
+        require_isolation(
+            &IsolationMode::Isolated {
+                tenant_nic_file: PathBuf::from("/etc/trove/eth1.json"),
+            },
+            "database",
+        )
         .expect("isolated");
+        let bridged =
+            IsolationMode::decide(false, Path::new("/etc/trove/eth1.json"), true, &[3306]);
+        let err = require_isolation(&bridged, "database").expect_err("bridged");
+        assert_eq!(
+            err.to_string(),
+            "invalid container spec for `database`: bridged networking \
+             (network_isolation = False) is unsupported with containerd; enable network \
+             isolation or use the Docker runtime"
+        );
     }
 }
