@@ -50,7 +50,7 @@ const DEFAULT_REGISTRY: &str = "127.0.0.1:5000";
 const DB_PORT: u16 = 3306;
 /// Set in the environment of a child process of the crash test: the step it runs.
 const CHILD_STEP_ENV: &str = "NETISO_CD_CHILD_STEP";
-const CHILD_TEST: &str = "crash_child_process";
+const CHILD_TEST: &str = "containerd_agent_crash_and_restart";
 
 fn env_or(name: &str, default: &str) -> String {
     std::env::var(name)
@@ -1004,7 +1004,6 @@ impl ChildPlan {
             .args([
                 "--exact",
                 CHILD_TEST,
-                "--ignored",
                 "--nocapture",
                 "--test-threads=1",
             ])
@@ -1048,12 +1047,9 @@ impl ChildPlan {
     }
 }
 
-/// The agent of the crash test, run as a child process; killed by its parent.
-#[test]
-#[ignore = "run as a child process by containerd_agent_crash_and_restart"]
-fn crash_child_process() {
-    let plan = ChildPlan::from_env()
-        .expect("this is the crash test's child: run containerd_agent_crash_and_restart instead");
+/// The agent of the crash test: the test re-runs its own binary with the plan in the
+/// environment, and this child is SIGKILLed by its parent once it reports its step done.
+fn run_child_agent(plan: ChildPlan) -> ! {
     runtime().block_on(async {
         let mut config = ContainerdConfig::new(socket(), plan.namespace.clone());
         config.vm_netns = plan.vm_netns.clone();
@@ -1090,11 +1086,14 @@ fn crash_child_process() {
         // The parent kills us here; bounded in case it does not.
         tokio::time::sleep(Duration::from_secs(300)).await;
         panic!("the parent did not kill the child agent");
-    });
+    })
 }
 
 #[test]
 fn containerd_agent_crash_and_restart() {
+    if let Some(plan) = ChildPlan::from_env() {
+        run_child_agent(plan);
+    }
     require_root();
     let link = TenantLink::new();
     let guard = ContainerdNamespaceGuard::new();
