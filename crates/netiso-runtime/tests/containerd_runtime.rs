@@ -1001,12 +1001,7 @@ impl ChildPlan {
 
     fn spawn(&self) -> std::process::Child {
         Command::new(std::env::current_exe().expect("test binary"))
-            .args([
-                "--exact",
-                CHILD_TEST,
-                "--nocapture",
-                "--test-threads=1",
-            ])
+            .args(["--exact", CHILD_TEST, "--nocapture", "--test-threads=1"])
             .env(CHILD_STEP_ENV, &self.step)
             .env("NETISO_CD_CHILD_NAMESPACE", &self.namespace)
             .env("NETISO_CD_CHILD_VM_NETNS", &self.vm_netns)
