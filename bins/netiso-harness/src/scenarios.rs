@@ -988,7 +988,7 @@ const CONTAINERD_BRIDGED_CHECKS: &[&str] = &[
 ];
 
 /// What the agent's reason for refusing containerd's bridged mode must say.
-const CONTAINERD_BRIDGED_REASON: &str = "not supported with the containerd runtime";
+const CONTAINERD_BRIDGED_REASON: &str = "unsupported with containerd";
 
 /// containerd, `network_isolation = False`: deliberately unsupported. The agent says so at
 /// start-up (`failed to spawn`, the reason in its log) and on `prepare` (`failed to spawn`
