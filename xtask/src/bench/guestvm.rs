@@ -1,7 +1,7 @@
 //! The bench's own simulated guest for parts 2 and 3, independent of the provisioned one: a
 //! guest namespace running a dockerd of its own (default bridge, iptables NAT, Docker's
 //! default exec root `/var/run/docker` so that Trove's plugin accepts the sandbox keys), both
-//! plugins serving that dockerd, a client namespace on the tenant network, and a test image
+//! plugins serving that dockerd, a client namespace per tenant network, and a test image
 //! imported from files of this machine. Everything is removed on drop.
 //!
 //! ```text
@@ -10,7 +10,7 @@
 //!                                                  isolated: the NIC moved into the container
 //! ```
 //!
-//! dockerd runs under `ip netns exec` (a private mount namespace) with a temp folder bound on
+//! dockerd runs in a mount namespace of its own with a temp folder bound on
 //! `/run/docker`, so its exec root, its containerd and the plugin sockets it discovers are
 //! all in that folder; its data root is another temp folder.
 
@@ -69,7 +69,6 @@ pub struct BenchGuest {
     _our_plugin: ChildGuard,
     _trove_plugin: ChildGuard,
     _dockerd: ChildGuard,
-    client: Netns,
     guest: Netns,
     dir: TempDir,
 }
@@ -79,7 +78,6 @@ impl BenchGuest {
     pub fn start(our_plugin: &Path) -> Result<Self> {
         let dir = TempDir::create()?;
         let guest = Netns::create("ntbg")?;
-        let client = Netns::create("ntbc")?;
         let pid = std::process::id();
         let mac = format!("fa:16:3e:c0:{:02x}:{:02x}", (pid >> 8) & 0xff, pid & 0xff);
         let run_docker = dir.path().join("run-docker");
@@ -100,8 +98,14 @@ impl BenchGuest {
             dir.path().join("docker-data").display(),
             dir.path().join("docker.pid").display(),
         );
-        let mut command = Command::new("ip");
-        command.args(["netns", "exec", guest.name(), "sh", "-c", &script]);
+        // `nsenter --net` + `unshare --mount` rather than `ip netns exec`: the latter remounts
+        // /sys, which hides the cgroup mounts dockerd needs. The mount namespace is a slave
+        // of this machine's: nothing mounted inside (the bind, overlays, netns files) leaks out.
+        let mut command = Command::new("nsenter");
+        command
+            .arg(format!("--net=/run/netns/{}", guest.name()))
+            .args(["--", "unshare", "--mount", "--propagation", "slave", "--"])
+            .args(["sh", "-c", &script]);
         let mut dockerd = ChildGuard::spawn(
             "the bench dockerd",
             command,
@@ -126,6 +130,7 @@ impl BenchGuest {
             );
         }
 
+        fast_arp(guest.name(), "docker0")?;
         let our_driver = sys::unique("ntbours");
         let trove_driver = sys::unique("ntbtrove");
         let eth1 = eth1_json(&mac);
@@ -185,7 +190,6 @@ impl BenchGuest {
             _our_plugin: our_plugin,
             _trove_plugin: trove_plugin,
             _dockerd: dockerd,
-            client,
             guest,
             dir,
         })
@@ -198,25 +202,22 @@ impl BenchGuest {
         output("docker", &full)
     }
 
-    /// The client namespace.
-    pub fn client_netns(&self) -> &str {
-        self.client.name()
-    }
-
     /// A temp folder for logs.
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
 
-    /// Prepares the tenant network for `mode`: a fresh veth pair (guest end with the tenant
-    /// MAC; on the bridged VM it also carries the VM's tenant address) and, for the isolated
-    /// modes, a Docker network of the plugin's driver. Removed when the returned guard drops.
+    /// Prepares the tenant network for `mode`: a client namespace and a fresh veth pair (in the
+    /// isolated modes the guest end has the tenant MAC and a Docker network of the plugin's
+    /// driver names it; on the bridged VM the guest end carries the VM's tenant address).
+    /// Removed when the returned guard drops.
     pub fn tenant(&self, mode: Mode) -> Result<Tenant<'_>> {
+        let client = Netns::create("ntbc")?;
         let guest_if = sys::unique("ntbt");
         let client_if = sys::unique("ntbk");
         sys::ip(&[
             "-n",
-            self.client.name(),
+            client.name(),
             "link",
             "add",
             &client_if,
@@ -228,12 +229,9 @@ impl BenchGuest {
             "netns",
             self.guest.name(),
         ])?;
-        let link = LinkGuard::new(self.client.name(), &client_if);
+        let link = LinkGuard::new(client.name(), &client_if);
         let g = self.guest.name();
-        let c = self.client.name();
-        sys::ip(&[
-            "-n", g, "link", "set", "dev", &guest_if, "address", &self.mac,
-        ])?;
+        let c = client.name();
         sys::ip(&[
             "-n",
             c,
@@ -244,8 +242,10 @@ impl BenchGuest {
             &client_if,
         ])?;
         sys::ip(&["-n", c, "link", "set", "dev", &client_if, "up"])?;
+        fast_arp(c, &client_if)?;
         let network = match mode {
             Mode::Bridged => {
+                // Not the tenant MAC: an isolated tenant may exist at the same time.
                 sys::ip(&[
                     "-n",
                     g,
@@ -259,6 +259,9 @@ impl BenchGuest {
                 None
             }
             Mode::IsolatedOurs | Mode::IsolatedTrove => {
+                sys::ip(&[
+                    "-n", g, "link", "set", "dev", &guest_if, "address", &self.mac,
+                ])?;
                 let driver = if mode == Mode::IsolatedOurs {
                     &self.our_driver
                 } else {
@@ -286,7 +289,9 @@ impl BenchGuest {
             guest: self,
             mode,
             network,
+            containers: std::cell::RefCell::new(Vec::new()),
             _link: link,
+            client,
         })
     }
 
@@ -296,15 +301,6 @@ impl BenchGuest {
             eprintln!("cleanup: {e}");
         }
         self.containers.borrow_mut().retain(|c| c != name);
-    }
-
-    /// Starts a probe script in the client namespace (its output is read by the caller).
-    pub fn probe(&self, args: &[&str]) -> Command {
-        let mut command = Command::new("ip");
-        command
-            .args(["netns", "exec", self.client.name(), "python3", NETPROBE])
-            .args(args);
-        command
     }
 
     /// Whether the tenant NIC is back in the guest namespace (after an isolated container).
@@ -329,10 +325,27 @@ pub struct Tenant<'a> {
     /// The mode.
     pub mode: Mode,
     network: Option<String>,
+    containers: std::cell::RefCell<Vec<String>>,
+    // Dropped in this order: the veth pair, then the client namespace.
     _link: LinkGuard,
+    client: Netns,
 }
 
 impl Tenant<'_> {
+    /// Starts a probe script in this tenant's client namespace.
+    pub fn probe(&self, args: &[&str]) -> Command {
+        let mut command = Command::new("ip");
+        command
+            .args(["netns", "exec", self.client.name(), "python3", NETPROBE])
+            .args(args);
+        command
+    }
+
+    /// The client namespace.
+    pub fn client_netns(&self) -> &str {
+        self.client.name()
+    }
+
     /// `docker run -d` of the test image in this mode; returns the container's name.
     pub fn run_container(&self) -> Result<String> {
         let name = sys::unique("ntbdb");
@@ -352,6 +365,7 @@ impl Tenant<'_> {
         }
         args.push(&self.guest.image);
         self.guest.containers.borrow_mut().push(name.clone());
+        self.containers.borrow_mut().push(name.clone());
         self.guest
             .docker(&args)
             .with_context(|| format!("docker run ({})", self.mode.label()))?;
@@ -362,6 +376,7 @@ impl Tenant<'_> {
     /// back to the guest namespace (so the next run can take it).
     pub fn remove_container(&self, name: &str) -> Result<()> {
         self.guest.remove(name);
+        self.containers.borrow_mut().retain(|c| c != name);
         if self.network.is_some()
             && sys::poll(Duration::from_secs(20), Duration::from_millis(50), || {
                 self.guest.nic_is_home().then_some(())
@@ -386,7 +401,7 @@ impl Tenant<'_> {
 
 impl Drop for Tenant<'_> {
     fn drop(&mut self) {
-        let left: Vec<String> = self.guest.containers.borrow().clone();
+        let left: Vec<String> = self.containers.borrow().clone();
         for name in left {
             self.guest.remove(&name);
         }
@@ -396,6 +411,22 @@ impl Drop for Tenant<'_> {
             eprintln!("cleanup: {e}");
         }
     }
+}
+
+/// The probes poll an address before it exists (the container is starting): its neighbour
+/// entry goes unresolved and, with the default 1 s ARP retransmit time, the first answer would
+/// wait up to 1 s for the next ARP request, in every mode. 20 ms on the two links that resolve
+/// the database's address (the client's, and docker0 for the bridged container) keeps that
+/// artefact of polling out of the figures. Both are in the bench's own namespaces.
+fn fast_arp(netns: &str, link: &str) -> Result<()> {
+    sys::ip(&[
+        "netns",
+        "exec",
+        netns,
+        "sysctl",
+        "-qw",
+        &format!("net.ipv4.neigh.{link}.retrans_time_ms=20"),
+    ])
 }
 
 fn eth1_json(mac: &str) -> String {
