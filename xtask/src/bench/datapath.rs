@@ -81,14 +81,16 @@ pub fn run(guest: &BenchGuest) -> Result<Section> {
         median(&mut isolated, |t| t.cpu_s_per_gb),
     );
     section.figures.push(
-        Figure::rate("TCP throughput, isolated vs bridged", "Gbit/s", i_rate)
-            .against(b_rate)
-            .target(Target::GainAtLeast(1.0)),
+        Figure::rate("TCP throughput, isolated vs bridged", "Gbit/s", i_rate).against(b_rate),
     );
     section.figures.push(
-        Figure::cost("CPU seconds per GB, isolated vs bridged", "CPU s/GB", i_cpu)
-            .against(b_cpu)
-            .target(Target::RatioAtMost(1.0)),
+        Figure::cost(
+            "CPU seconds per GB, isolated vs bridged (the seed's claim: less CPU without NAT)",
+            "CPU s/GB",
+            i_cpu,
+        )
+        .against(b_cpu)
+        .target(Target::RatioAtMost(1.0)),
     );
     let rr_median = |runs: &[[f64; 3]], at: usize| {
         let mut values: Vec<f64> = runs.iter().map(|r| r[at]).collect();

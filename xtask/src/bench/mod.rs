@@ -25,6 +25,7 @@ use crate::provision;
 use crate::sh::{self, say};
 use anyhow::{Result, bail};
 use report::{Machine, Section};
+use std::cell::RefCell;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -55,7 +56,7 @@ pub fn run(only: &[String]) -> Result<()> {
     provision::run()?;
     say("== bench: the Trove reference venv");
     trove_ref::ensure_venv()?;
-    let machine = machine()?;
+    let mut machine = machine()?;
     say("== bench: release builds");
     sh::run(
         "cargo",
@@ -71,15 +72,19 @@ pub fn run(only: &[String]) -> Result<()> {
     let target = target_dir();
     let our_plugin = plugin::our_plugin_binary(&target);
 
-    // Parts 2 and 3 share one bench guest (its own dockerd, plugins, image).
-    let guest = (wanted("container") || wanted("datapath")).then(|| {
-        say("== bench: starting the bench guest (dockerd, both plugins, test image)");
-        guestvm::BenchGuest::start(&our_plugin)
-    });
-    let with_guest = |body: &dyn Fn(&guestvm::BenchGuest) -> Result<Section>| match &guest {
-        Some(Ok(guest)) => body(guest),
-        Some(Err(error)) => bail!("the bench guest could not start: {error:#}"),
-        None => bail!("the bench guest was not started"),
+    // Parts 2 and 3 share one bench guest (its own dockerd, plugins, image), started when the
+    // first of them runs and stopped after the last, so it adds no load to the other parts.
+    let guest: RefCell<Option<Result<guestvm::BenchGuest>>> = RefCell::new(None);
+    let with_guest = |body: &dyn Fn(&guestvm::BenchGuest) -> Result<Section>| {
+        let mut slot = guest.borrow_mut();
+        let started = slot.get_or_insert_with(|| {
+            say("  starting the bench guest (dockerd, both plugins, test image)");
+            guestvm::BenchGuest::start(&our_plugin)
+        });
+        match started {
+            Ok(guest) => body(guest),
+            Err(error) => bail!("the bench guest could not start: {error:#}"),
+        }
     };
     let mut sections: Vec<Section> = Vec::new();
     let mut part = |name: &str, title: &str, body: &mut dyn FnMut() -> Result<Section>| {
@@ -114,6 +119,7 @@ pub fn run(only: &[String]) -> Result<()> {
         "3. Data path: NAT (bridged) against the direct NIC (isolated)",
         &mut || with_guest(&datapath::run),
     );
+    drop(guest.borrow_mut().take());
     part(
         "rpc",
         "4. RPC: rpc_ping against Python oslo.messaging; the agent's footprint",
@@ -130,7 +136,7 @@ pub fn run(only: &[String]) -> Result<()> {
         &mut cargo_benches::micro,
     );
 
-    drop(guest);
+    machine.load_end = load_average();
     let text = report::render(&machine, &sections, started.elapsed().as_secs_f64());
     say(&text);
     if only.is_empty() {
@@ -161,6 +167,16 @@ fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("target"))
+}
+
+/// The 1, 5 and 15 minute load averages.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The machine the figures belong to.
@@ -195,12 +211,8 @@ fn machine() -> Result<Machine> {
             .unwrap_or_default()
             .trim()
             .to_owned(),
-        load: std::fs::read_to_string("/proc/loadavg")
-            .unwrap_or_default()
-            .split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" "),
+        load: load_average(),
+        load_end: String::new(),
         commit: if dirty {
             format!("{commit} (with uncommitted changes)")
         } else {

@@ -169,6 +169,8 @@ pub struct Machine {
     pub kernel: String,
     /// Load average at the start (other jobs on a shared machine move the figures).
     pub load: String,
+    /// Load average at the end.
+    pub load_end: String,
     /// The commit measured.
     pub commit: String,
 }
@@ -188,7 +190,11 @@ pub fn render(machine: &Machine, sections: &[Section], total_seconds: f64) -> St
     let _ = writeln!(out, "| CPUs | {} |", machine.cpus);
     let _ = writeln!(out, "| Memory | {} |", machine.memory);
     let _ = writeln!(out, "| Kernel | {} |", machine.kernel);
-    let _ = writeln!(out, "| Load average at start | {} |", machine.load);
+    let _ = writeln!(
+        out,
+        "| Load average (1, 5, 15 min) at start / end | {} / {} |",
+        machine.load, machine.load_end
+    );
     let _ = writeln!(out, "| Commit | {} |", machine.commit);
     let _ = writeln!(out, "| Run time | {:.0} s |\n", total_seconds);
 
@@ -333,6 +339,7 @@ mod tests {
             memory: "m".into(),
             kernel: "k".into(),
             load: "l".into(),
+            load_end: "l".into(),
             commit: "c".into(),
         };
         let mut section = Section::new("2. Container start: x", "how");
