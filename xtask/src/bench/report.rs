@@ -113,7 +113,7 @@ impl Figure {
             (None, _) => "not measured".into(),
             (Some(true), _) => "met".into(),
             (Some(false), Target::RatioAtMost(limit)) => match self.ratio() {
-                Some(r) => format!("**missed** ({:.1}× over)", r / limit),
+                Some(r) => format!("**missed** ({})", over(r / limit)),
                 None => "**missed**".into(),
             },
             (Some(false), Target::GainAtLeast(limit)) => match self.gain() {
@@ -121,7 +121,7 @@ impl Figure {
                 None => "**missed**".into(),
             },
             (Some(false), Target::ValueAtMost(limit)) => {
-                format!("**missed** ({:.1}× over)", self.ours / limit)
+                format!("**missed** ({})", over(self.ours / limit))
             }
             (Some(false), Target::None) => "—".into(),
         }
@@ -244,6 +244,15 @@ pub fn render(machine: &Machine, sections: &[Section], total_seconds: f64) -> St
         let _ = writeln!(out, "_Part run time: {:.0} s._\n", section.seconds);
     }
     out
+}
+
+/// How far over a limit a value is: "12% over" below 2×, "3.4× the limit" above.
+fn over(factor: f64) -> String {
+    if factor < 2.0 {
+        format!("{:.0}% over", (factor - 1.0) * 100.0)
+    } else {
+        format!("{factor:.1}× the limit")
+    }
 }
 
 fn row(figure: &Figure) -> String {
