@@ -4,23 +4,28 @@
 use super::report::{Figure, Section, Target};
 use crate::sh::say;
 use anyhow::{Context, Result, bail};
+use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-/// Runs `cargo bench -p netiso-benches --bench <bench> -- <args>` and returns its stdout.
-fn cargo_bench(bench: &str, args: &[&str]) -> Result<String> {
-    let mut command = Command::new("cargo");
-    command.args(["bench", "-p", "netiso-benches", "--bench", bench, "--"]);
-    command.args(args);
+/// Runs a bench executable from the release build with `--bench` (the flag `cargo bench`
+/// passes, without which criterion only smoke-tests each function) and returns its stdout.
+fn run_bench(executable: &Path, args: &[&str]) -> Result<String> {
+    let mut command = Command::new(executable);
+    command.arg("--bench").args(args);
     say(&format!(
-        "$ cargo bench -p netiso-benches --bench {bench} -- {}",
+        "$ {} --bench {}",
+        executable.display(),
         args.join(" ")
     ));
-    let out = command.output().context("cannot run cargo")?;
+    let out = command
+        .output()
+        .with_context(|| format!("cannot run {}", executable.display()))?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     if !out.status.success() {
         bail!(
-            "`cargo bench --bench {bench}` failed ({}):\n{}\n{}",
+            "`{}` failed ({}):\n{}\n{}",
+            executable.display(),
             out.status,
             stdout.trim(),
             tail(&String::from_utf8_lossy(&out.stderr), 15)
@@ -41,7 +46,7 @@ fn number_after(line: &str, label: &str) -> Option<f64> {
 }
 
 /// Part 5: `benches/benches/isolation.rs`.
-pub fn isolation() -> Result<Section> {
+pub fn isolation(executable: &Path) -> Result<Section> {
     let started = Instant::now();
     let mut section = Section::new(
         "5. Isolation: netlink apply against `ip` commands",
@@ -54,7 +59,7 @@ pub fn isolation() -> Result<Section> {
          commands. Medians of 3 to 21 rounds; setup is not timed. Targets (from the isolation \
          issue): `apply` with 10 routes under 5 ms and at least 10× faster than `ip`.",
     );
-    let stdout = cargo_bench("isolation", &["--bench"])?;
+    let stdout = run_bench(executable, &[])?;
     for line in stdout.lines() {
         let line = line.trim();
         if let Some(rest) = line.strip_prefix("apply,") {
@@ -97,7 +102,7 @@ pub fn isolation() -> Result<Section> {
 }
 
 /// Part 6: `benches/benches/micro.rs` (criterion).
-pub fn micro() -> Result<Section> {
+pub fn micro(executable: &Path) -> Result<Section> {
     let started = Instant::now();
     let mut section = Section::new(
         "6. Micro-benchmarks of the hot pure functions",
@@ -109,8 +114,8 @@ pub fn micro() -> Result<Section> {
          request body as dockerd sends it. No reference: these locate the cost inside the \
          figures above.",
     );
-    let stdout = cargo_bench(
-        "micro",
+    let stdout = run_bench(
+        executable,
         &["--warm-up-time", "1", "--measurement-time", "3", "--noplot"],
     )?;
     let mut name: Option<String> = None;

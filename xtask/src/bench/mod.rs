@@ -10,6 +10,7 @@
 //! A part that fails is reported as not measured, with its error, and the others still run;
 //! the task fails at the end if any part did, after the report is written.
 
+mod build;
 mod cargo_benches;
 mod container;
 mod datapath;
@@ -26,7 +27,6 @@ use crate::sh::{self, say};
 use anyhow::{Result, bail};
 use report::{Machine, Section};
 use std::cell::RefCell;
-use std::path::PathBuf;
 use std::time::Instant;
 
 /// Where the report goes.
@@ -57,20 +57,9 @@ pub fn run(only: &[String]) -> Result<()> {
     say("== bench: the Trove reference venv");
     trove_ref::ensure_venv()?;
     let mut machine = machine()?;
-    say("== bench: release builds");
-    sh::run(
-        "cargo",
-        &[
-            "build",
-            "--release",
-            "-p",
-            "docker-hostnic",
-            "-p",
-            "trove-guest-agent",
-        ],
-    )?;
-    let target = target_dir();
-    let our_plugin = plugin::our_plugin_binary(&target);
+    say("== bench: release build");
+    let binaries = build::release_binaries()?;
+    let our_plugin = binaries.plugin.clone();
 
     // Parts 2 and 3 share one bench guest (its own dockerd, plugins, image), started when the
     // first of them runs and stopped after the last, so it adds no load to the other parts.
@@ -123,17 +112,17 @@ pub fn run(only: &[String]) -> Result<()> {
     part(
         "rpc",
         "4. RPC: rpc_ping against Python oslo.messaging; the agent's footprint",
-        &mut || rpc::run(&target),
+        &mut || rpc::run(&binaries),
     );
     part(
         "isolation",
         "5. Isolation: netlink apply against `ip` commands",
-        &mut cargo_benches::isolation,
+        &mut || cargo_benches::isolation(&binaries.isolation_bench),
     );
     part(
         "micro",
         "6. Micro-benchmarks of the hot pure functions",
-        &mut cargo_benches::micro,
+        &mut || cargo_benches::micro(&binaries.micro_bench),
     );
 
     machine.load_end = load_average();
@@ -160,13 +149,6 @@ pub fn run(only: &[String]) -> Result<()> {
         bail!("some parts were not measured: {}", failed.join("; "));
     }
     Ok(())
-}
-
-/// Where cargo puts binaries: `CARGO_TARGET_DIR`, else the workspace's `target/`.
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("target"))
 }
 
 /// The 1, 5 and 15 minute load averages.

@@ -6,7 +6,7 @@ use super::report::{Figure, Section, Target};
 use super::sys::{self, ChildGuard, LinkGuard, Netns, TempDir, ms, quantile};
 use super::trove_ref;
 use anyhow::{Context, Result, bail, ensure};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -342,9 +342,4 @@ fn tail(log: &Path) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(20)..].join("\n")
-}
-
-/// The release binary of our plugin under `target`.
-pub fn our_plugin_binary(target: &Path) -> PathBuf {
-    target.join("release").join("docker-hostnic")
 }

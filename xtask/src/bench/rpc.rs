@@ -2,6 +2,7 @@
 //! a Python oslo.messaging 18.3.1 server with Trove's serializer, on the same broker, in one
 //! run) is run and its table read back into figures.
 
+use super::build::ReleaseBinaries;
 use super::report::{Figure, Section, Target};
 use crate::sh::say;
 use anyhow::{Context, Result, bail};
@@ -48,7 +49,7 @@ fn parse_row(line: &str) -> Option<Row> {
 }
 
 /// Runs part 4.
-pub fn run(target: &Path) -> Result<Section> {
+pub fn run(binaries: &ReleaseBinaries) -> Result<Section> {
     let started = Instant::now();
     let mut section = Section::new(
         "4. RPC: rpc_ping against Python oslo.messaging; the agent's footprint",
@@ -64,23 +65,12 @@ pub fn run(target: &Path) -> Result<Section> {
              crate's: p50 ≤ 1/2, throughput ≥ 3×, CPU per call ≤ 1/10, RSS ≤ 1/5 of Python's."
         ),
     );
-    say(&format!(
-        "$ cargo run --release -p netiso-messaging --example rpc_bench -- {CALLS}"
-    ));
-    let out = Command::new("cargo")
-        .args([
-            "run",
-            "--release",
-            "-p",
-            "netiso-messaging",
-            "--example",
-            "rpc_bench",
-            "--",
-            CALLS,
-        ])
+    say(&format!("$ {} {CALLS}", binaries.rpc_bench.display()));
+    let out = Command::new(&binaries.rpc_bench)
+        .arg(CALLS)
         .envs(crate::layout::test_environment())
         .output()
-        .context("cannot run cargo")?;
+        .with_context(|| format!("cannot run {}", binaries.rpc_bench.display()))?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -142,7 +132,7 @@ pub fn run(target: &Path) -> Result<Section> {
         "rpc_bench's own output:\n\n```text\n{}\n```",
         stdout.trim()
     ));
-    match agent_footprint(target) {
+    match agent_footprint(&binaries.agent) {
         Ok((ready, rss_mib)) => {
             section.figures.push(Figure::cost(
                 "agent start to READY=1 (bridged guest)",
@@ -178,7 +168,7 @@ pub fn run(target: &Path) -> Result<Section> {
 
 /// Starts `trove-guest-agent` in the provisioned guest (bridged mode), times it to its
 /// `READY=1` notification, reads its RSS after 3 s of idling, stops it; returns (ms, MiB).
-fn agent_footprint(target: &Path) -> Result<(f64, f64)> {
+fn agent_footprint(agent: &Path) -> Result<(f64, f64)> {
     use super::sys::{self, ChildGuard, TempDir};
     use crate::layout::{DOCKER_EXEC_ROOT, DOCKER_SOCKET, GUEST_NETNS, MGMT_GATEWAY_ADDR};
     use std::os::unix::net::UnixDatagram;
@@ -215,11 +205,10 @@ fn agent_footprint(target: &Path) -> Result<(f64, f64)> {
     let notify_path = dir.path().join("notify.sock");
     let notify = UnixDatagram::bind(&notify_path)?;
     notify.set_read_timeout(Some(Duration::from_secs(60)))?;
-    let agent = target.join("release").join("trove-guest-agent");
     let mut command = Command::new("ip");
     command
         .args(["netns", "exec", GUEST_NETNS])
-        .arg(&agent)
+        .arg(agent)
         .arg("--config-dir")
         .arg(&conf)
         .env("NOTIFY_SOCKET", &notify_path);
