@@ -17,7 +17,7 @@ const DEMO_SCENARIOS: &str = "docker-isolated,docker-bridged";
 
 /// Provision, build, run the harness on both modes.
 pub fn run(all: bool) -> Result<()> {
-    provision::run()?;
+    provision::run_without_ci_tools()?;
     say("== demo: a simulated Trove guest, isolated then bridged");
     run_harness(if all { None } else { Some(DEMO_SCENARIOS) })
 }

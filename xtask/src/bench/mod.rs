@@ -53,7 +53,7 @@ pub fn run(only: &[String]) -> Result<()> {
         );
     }
     let wanted = |name: &str| only.is_empty() || only.iter().any(|p| p == name);
-    provision::run()?;
+    provision::run_without_ci_tools()?;
     say("== bench: the Trove reference venv");
     trove_ref::ensure_venv()?;
     let mut machine = machine()?;

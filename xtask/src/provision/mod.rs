@@ -16,6 +16,17 @@ use anyhow::{Context, Result, ensure};
 
 /// Runs every provisioning step, printing what each one did.
 pub fn run() -> Result<()> {
+    provision(true)
+}
+
+/// Everything but the cargo subcommands only CI uses (cargo-deny, cargo-fuzz): the demo and
+/// the benchmarks need the services, and building those tools from source would add minutes
+/// to their first run on a fresh machine.
+pub fn run_without_ci_tools() -> Result<()> {
+    provision(false)
+}
+
+fn provision(with_ci_tools: bool) -> Result<()> {
     ensure!(
         nix_is_root(),
         "provision must run as root: it installs packages and creates network namespaces"
@@ -25,8 +36,10 @@ pub fn run() -> Result<()> {
     }
     say("== packages");
     packages::ensure_installed()?;
-    say("== cargo tools");
-    tools::ensure_installed()?;
+    if with_ci_tools {
+        say("== cargo tools");
+        tools::ensure_installed()?;
+    }
     say("== python interop venv");
     python::ensure_venv()?;
     say("== simulated guest topology");
