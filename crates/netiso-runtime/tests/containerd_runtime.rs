@@ -457,18 +457,65 @@ impl TenantLink {
     }
 }
 
-fn config_for(
-    guard: &ContainerdNamespaceGuard,
-    link: &TenantLink,
-    tenant_file: &Path,
-    logs: &Path,
-) -> ContainerdConfig {
-    let mut config = ContainerdConfig::new(socket(), guard.namespace.clone());
-    config.vm_netns = link.vm.namespace().path().to_owned();
-    config.tenant_nic_file = Some(tenant_file.to_owned());
-    config.log_dir = logs.to_owned();
-    config.insecure_registries = vec![registry()];
-    config
+/// What an adapter test stands on: a containerd namespace, a tenant link, and a temporary
+/// folder holding `eth1.json` and the logs; removed in that order when dropped.
+struct TestBed {
+    guard: ContainerdNamespaceGuard,
+    link: TenantLink,
+    dir: tempfile::TempDir,
+    tenant_file: PathBuf,
+}
+
+impl TestBed {
+    fn new() -> Self {
+        Self::with_link(TenantLink::new())
+    }
+
+    /// A bed whose `eth1.json` describes `link.nic` as the test changed it.
+    fn with_link(link: TenantLink) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tenant_file = link.tenant_file(&dir);
+        Self {
+            guard: ContainerdNamespaceGuard::new(),
+            link,
+            dir,
+            tenant_file,
+        }
+    }
+
+    fn namespace(&self) -> &str {
+        &self.guard.namespace
+    }
+
+    /// The adapter's configuration: this bed's namespaces and files, the registry trusted.
+    fn config(&self) -> ContainerdConfig {
+        let mut config = ContainerdConfig::new(socket(), self.guard.namespace.clone());
+        config.vm_netns = self.link.vm.namespace().path().to_owned();
+        config.tenant_nic_file = Some(self.tenant_file.clone());
+        config.log_dir = self.dir.path().to_owned();
+        config.insecure_registries = vec![registry()];
+        config
+    }
+
+    async fn connect(&self) -> ContainerdRuntime {
+        connect(self.config()).await
+    }
+
+    /// A connected adapter that knows the hostnic network and holds a freshly pushed test
+    /// image (an echo server on `DB_PORT`).
+    async fn ready(&self) -> (ContainerdRuntime, ImageReference) {
+        let image = push_test_image(&registry(), DB_PORT).await;
+        let runtime = self.connect().await;
+        runtime
+            .ensure_hostnic_network(&HostnicNetworkSpec::for_tenant_nic(&self.link.nic))
+            .await
+            .expect("network");
+        runtime
+            .ensure_image(&image, PullPolicy::IfMissing, None, &mut |_| {})
+            .await
+            .expect("pull");
+        (runtime, image)
+    }
 }
 
 async fn connect(config: ContainerdConfig) -> ContainerdRuntime {
@@ -578,12 +625,9 @@ async fn assert_nothing_left(namespace: &str, container: &str) {
 fn containerd_pulls_from_the_registry_with_progress_and_verified_digests() {
     require_root();
     runtime().block_on(async {
-        let guard = ContainerdNamespaceGuard::new();
-        let link = TenantLink::new();
-        let dir = tempfile::tempdir().expect("tempdir");
-        let tenant_file = link.tenant_file(&dir);
+        let bed = TestBed::new();
         let image = push_test_image(&registry(), DB_PORT).await;
-        let runtime = connect(config_for(&guard, &link, &tenant_file, dir.path())).await;
+        let runtime = bed.connect().await;
 
         let mut events: Vec<PullProgress> = Vec::new();
         let started = Instant::now();
@@ -617,7 +661,7 @@ fn containerd_pulls_from_the_registry_with_progress_and_verified_digests() {
 
         let record = ImagesClient::new(channel().await)
             .get(request(
-                &guard.namespace,
+                bed.namespace(),
                 GetImageRequest {
                     name: image.to_string(),
                 },
@@ -630,7 +674,7 @@ fn containerd_pulls_from_the_registry_with_progress_and_verified_digests() {
         let target = record.target.expect("target");
         ContentClient::new(channel().await)
             .info(request(
-                &guard.namespace,
+                bed.namespace(),
                 InfoRequest {
                     digest: target.digest.clone(),
                 },
@@ -652,7 +696,7 @@ fn containerd_pulls_from_the_registry_with_progress_and_verified_digests() {
             .expect("re-pull");
         assert!(events.iter().any(|s| s == "Already exists"), "{events:?}");
         assert!(
-            lease_ids(&guard.namespace).await.is_empty(),
+            lease_ids(bed.namespace()).await.is_empty(),
             "pull leases are dropped"
         );
 
@@ -665,7 +709,7 @@ fn containerd_pulls_from_the_registry_with_progress_and_verified_digests() {
             .expect_err("missing image");
         assert!(matches!(err, RuntimeError::ImageNotFound { .. }), "{err}");
 
-        let mut unreachable_config = config_for(&guard, &link, &tenant_file, dir.path());
+        let mut unreachable_config = bed.config();
         unreachable_config
             .insecure_registries
             .push("127.0.0.1:9".into());
@@ -786,12 +830,9 @@ fn corrupt_registry_stub() -> (String, std::thread::JoinHandle<()>, String) {
 fn containerd_refuses_a_layer_whose_digest_does_not_match() {
     require_root();
     runtime().block_on(async {
-        let guard = ContainerdNamespaceGuard::new();
-        let link = TenantLink::new();
-        let dir = tempfile::tempdir().expect("tempdir");
-        let tenant_file = link.tenant_file(&dir);
+        let bed = TestBed::new();
         let (stub, _server, layer_digest) = corrupt_registry_stub();
-        let mut config = config_for(&guard, &link, &tenant_file, dir.path());
+        let mut config = bed.config();
         config.insecure_registries.push(stub.clone());
         let runtime = connect(config).await;
         let image: ImageReference = format!("{stub}/netiso/corrupt:t1").parse().expect("ref");
@@ -808,7 +849,7 @@ fn containerd_refuses_a_layer_whose_digest_does_not_match() {
         }
         let info = ContentClient::new(channel().await)
             .info(request(
-                &guard.namespace,
+                bed.namespace(),
                 InfoRequest {
                     digest: layer_digest.clone(),
                 },
@@ -820,17 +861,14 @@ fn containerd_refuses_a_layer_whose_digest_does_not_match() {
         );
         let record = ImagesClient::new(channel().await)
             .get(request(
-                &guard.namespace,
+                bed.namespace(),
                 GetImageRequest {
                     name: image.to_string(),
                 },
             ))
             .await;
         assert!(record.is_err(), "no image record for a failed pull");
-        assert!(
-            lease_ids(&guard.namespace).await.is_empty(),
-            "no lease left"
-        );
+        assert!(lease_ids(bed.namespace()).await.is_empty(), "no lease left");
     });
 }
 
@@ -838,20 +876,9 @@ fn containerd_refuses_a_layer_whose_digest_does_not_match() {
 fn containerd_isolated_end_to_end() {
     require_root();
     runtime().block_on(async {
-        let link = TenantLink::new();
-        let guard = ContainerdNamespaceGuard::new();
-        let dir = tempfile::tempdir().expect("tempdir");
-        let tenant_file = link.tenant_file(&dir);
-        let image = push_test_image(&registry(), DB_PORT).await;
-        let runtime = connect(config_for(&guard, &link, &tenant_file, dir.path())).await;
-        runtime
-            .ensure_hostnic_network(&HostnicNetworkSpec::for_tenant_nic(&link.nic))
-            .await
-            .expect("network");
-        runtime
-            .ensure_image(&image, PullPolicy::IfMissing, None, &mut |_| {})
-            .await
-            .expect("pull");
+        let bed = TestBed::new();
+        let (runtime, image) = bed.ready().await;
+        let link = &bed.link;
 
         for round in 0..2 {
             let name = format!("db-{}-{round}", next_counter());
@@ -875,11 +902,11 @@ fn containerd_isolated_end_to_end() {
             );
             let endpoint = info.networks.get("database-network").expect("endpoint");
             assert_eq!(endpoint.ipv4, Some(link.address()));
-            assert_not_in_vm(&link);
-            assert_container_network(&netns, &link);
+            assert_not_in_vm(link);
+            assert_container_network(&netns, link);
             link.echo_from_client(Duration::from_secs(20))
                 .unwrap_or_else(|e| panic!("client cannot reach the database: {e}"));
-            assert_eq!(adapter_netns(&guard.namespace), vec![netns.clone()]);
+            assert_eq!(adapter_netns(bed.namespace()), vec![netns.clone()]);
 
             if round == 0 {
                 let err = runtime.run(&spec).await.expect_err("second create");
@@ -891,7 +918,7 @@ fn containerd_isolated_end_to_end() {
                     "{err}"
                 );
                 assert_eq!(
-                    adapter_netns(&guard.namespace),
+                    adapter_netns(bed.namespace()),
                     vec![netns.clone()],
                     "rival namespace removed"
                 );
@@ -939,7 +966,7 @@ fn containerd_isolated_end_to_end() {
             assert!(!runtime.remove(&name, true).await.expect("remove again"));
             assert!(runtime.inspect(&name).await.expect("inspect").is_none());
             link.assert_home();
-            assert_nothing_left(&guard.namespace, &name).await;
+            assert_nothing_left(bed.namespace(), &name).await;
         }
     });
 }
@@ -948,11 +975,8 @@ fn containerd_isolated_end_to_end() {
 fn containerd_bridged_mode_is_refused() {
     require_root();
     runtime().block_on(async {
-        let link = TenantLink::new();
-        let guard = ContainerdNamespaceGuard::new();
-        let dir = tempfile::tempdir().expect("tempdir");
-        let tenant_file = link.tenant_file(&dir);
-        let runtime = connect(config_for(&guard, &link, &tenant_file, dir.path())).await;
+        let bed = TestBed::new();
+        let runtime = bed.connect().await;
         let image: ImageReference = format!("{}/netiso/cdtest:none", registry())
             .parse()
             .expect("ref");
@@ -968,7 +992,7 @@ fn containerd_bridged_mode_is_refused() {
             err.to_string().contains("unsupported with containerd"),
             "{err}"
         );
-        assert!(adapter_netns(&guard.namespace).is_empty());
+        assert!(adapter_netns(bed.namespace()).is_empty());
     });
 }
 
@@ -1090,44 +1114,38 @@ fn containerd_agent_crash_and_restart() {
         run_child_agent(plan);
     }
     require_root();
-    let link = TenantLink::new();
-    let guard = ContainerdNamespaceGuard::new();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let tenant_file = link.tenant_file(&dir);
+    let bed = TestBed::new();
+    let link = &bed.link;
     let rt = runtime();
     let image = rt.block_on(push_test_image(&registry(), DB_PORT));
     let name = format!("db-crash-{}", next_counter());
     let mut plan = ChildPlan {
         step: "prepare".into(),
-        namespace: guard.namespace.clone(),
+        namespace: bed.namespace().to_owned(),
         vm_netns: link.vm.namespace().path().to_owned(),
-        tenant_file: tenant_file.clone(),
-        log_dir: dir.path().to_owned(),
+        tenant_file: bed.tenant_file.clone(),
+        log_dir: bed.dir.path().to_owned(),
         image: image.to_string(),
         container: name.clone(),
-        ready_file: dir.path().join("ready"),
+        ready_file: bed.dir.path().join("ready"),
     };
 
     // 1. The agent dies right after moving the NIC into a new namespace.
     plan.run_and_kill();
-    let netns = adapter_netns(&guard.namespace);
+    let netns = adapter_netns(bed.namespace());
     assert_eq!(netns.len(), 1, "one namespace prepared: {netns:?}");
-    assert_not_in_vm(&link);
+    assert_not_in_vm(link);
 
     // 2. A new agent creates and starts the container, reusing that namespace, then dies.
     plan.step = "run".into();
     plan.run_and_kill();
-    assert_eq!(
-        adapter_netns(&guard.namespace),
-        netns,
-        "no second namespace"
-    );
+    assert_eq!(adapter_netns(bed.namespace()), netns, "no second namespace");
 
     // 3. A third agent finds the running task and carries on.
     rt.block_on(async {
-        let runtime = connect(config_for(&guard, &link, &tenant_file, dir.path())).await;
+        let runtime = bed.connect().await;
         assert!(
-            lease_ids(&guard.namespace).await.is_empty(),
+            lease_ids(bed.namespace()).await.is_empty(),
             "stale leases are removed at start-up"
         );
         let info = runtime
@@ -1147,13 +1165,13 @@ fn containerd_agent_crash_and_restart() {
             .expect("inspect")
             .expect("exists");
         assert_eq!(again.pid, pid, "the same task");
-        assert_container_network(&netns[0], &link);
-        assert_not_in_vm(&link);
+        assert_container_network(&netns[0], link);
+        assert_not_in_vm(link);
         link.echo_from_client(Duration::from_secs(20))
             .unwrap_or_else(|e| panic!("client cannot reach the database after the crash: {e}"));
         assert!(runtime.remove(&name, true).await.expect("remove"));
         link.assert_home();
-        assert_nothing_left(&guard.namespace, &name).await;
+        assert_nothing_left(bed.namespace(), &name).await;
     });
 }
 
@@ -1178,20 +1196,10 @@ fn containerd_missing_tenant_nic_leaves_nothing_behind() {
     require_root();
     runtime().block_on(async {
         let mut link = TenantLink::new();
-        let guard = ContainerdNamespaceGuard::new();
-        let dir = tempfile::tempdir().expect("tempdir");
         link.nic.mac_address = MacAddress([0x02, 0x6e, 0x65, 0x74, 0x69, 0x73]);
-        let tenant_file = link.tenant_file(&dir);
-        let image = push_test_image(&registry(), DB_PORT).await;
-        let runtime = connect(config_for(&guard, &link, &tenant_file, dir.path())).await;
-        runtime
-            .ensure_hostnic_network(&HostnicNetworkSpec::for_tenant_nic(&link.nic))
-            .await
-            .expect("network");
-        runtime
-            .ensure_image(&image, PullPolicy::IfMissing, None, &mut |_| {})
-            .await
-            .expect("pull");
+        let bed = TestBed::with_link(link);
+        let (runtime, image) = bed.ready().await;
+        let link = &bed.link;
         let name = format!("db-nonic-{}", next_counter());
         let err = runtime
             .run(&database_spec(&name, &image, &link.nic))
@@ -1203,7 +1211,7 @@ fn containerd_missing_tenant_nic_leaves_nothing_behind() {
             link.vm.handle().link_by_name(&link.vm_if).is_ok(),
             "the VM's own link is untouched"
         );
-        assert_nothing_left(&guard.namespace, &name).await;
+        assert_nothing_left(bed.namespace(), &name).await;
     });
 }
 
@@ -1211,20 +1219,9 @@ fn containerd_missing_tenant_nic_leaves_nothing_behind() {
 fn containerd_restart_policy_brings_the_database_back_until_stopped() {
     require_root();
     runtime().block_on(async {
-        let link = TenantLink::new();
-        let guard = ContainerdNamespaceGuard::new();
-        let dir = tempfile::tempdir().expect("tempdir");
-        let tenant_file = link.tenant_file(&dir);
-        let image = push_test_image(&registry(), DB_PORT).await;
-        let runtime = connect(config_for(&guard, &link, &tenant_file, dir.path())).await;
-        runtime
-            .ensure_hostnic_network(&HostnicNetworkSpec::for_tenant_nic(&link.nic))
-            .await
-            .expect("network");
-        runtime
-            .ensure_image(&image, PullPolicy::IfMissing, None, &mut |_| {})
-            .await
-            .expect("pull");
+        let bed = TestBed::new();
+        let (runtime, image) = bed.ready().await;
+        let link = &bed.link;
         let name = format!("db-restart-{}", next_counter());
         let spec = database_spec(&name, &image, &link.nic);
         assert_eq!(
@@ -1288,64 +1285,31 @@ fn containerd_restart_policy_brings_the_database_back_until_stopped() {
 
         assert!(runtime.remove(&name, true).await.expect("remove"));
         link.assert_home();
-        assert_nothing_left(&guard.namespace, &name).await;
+        assert_nothing_left(bed.namespace(), &name).await;
     });
-}
-
-/// One isolated-mode fixture: tenant link, containerd namespace, tenant file, a pushed and
-/// pulled test image and a connected adapter with the hostnic network known.
-struct Fixture {
-    runtime: ContainerdRuntime,
-    image: ImageReference,
-    guard: ContainerdNamespaceGuard,
-    link: TenantLink,
-    _dir: tempfile::TempDir,
-}
-
-async fn fixture() -> Fixture {
-    let link = TenantLink::new();
-    let guard = ContainerdNamespaceGuard::new();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let tenant_file = link.tenant_file(&dir);
-    let image = push_test_image(&registry(), DB_PORT).await;
-    let runtime = connect(config_for(&guard, &link, &tenant_file, dir.path())).await;
-    runtime
-        .ensure_hostnic_network(&HostnicNetworkSpec::for_tenant_nic(&link.nic))
-        .await
-        .expect("network");
-    runtime
-        .ensure_image(&image, PullPolicy::IfMissing, None, &mut |_| {})
-        .await
-        .expect("pull");
-    Fixture {
-        runtime,
-        image,
-        guard,
-        link,
-        _dir: dir,
-    }
 }
 
 #[test]
 fn containerd_health_checks_run_as_exec_probes() {
     require_root();
     runtime().block_on(async {
-        let f = fixture().await;
+        let bed = TestBed::new();
+        let (runtime, image) = bed.ready().await;
+        let link = &bed.link;
         let name = format!("db-healthy-{}", next_counter());
-        let mut spec = database_spec(&name, &f.image, &f.link.nic);
+        let mut spec = database_spec(&name, &image, &link.nic);
         spec.healthcheck = Some(echo_health_check(DB_PORT));
-        f.runtime.run(&spec).await.expect("run");
-        let info = f
-            .runtime
+        runtime.run(&spec).await.expect("run");
+        let info = runtime
             .wait_healthy(&name, Duration::from_secs(30))
             .await
             .expect("the echo server passes its health check");
         assert_eq!(info.health, Some(HealthStatus::Healthy));
-        assert!(f.runtime.remove(&name, true).await.expect("remove"));
-        f.link.assert_home();
+        assert!(runtime.remove(&name, true).await.expect("remove"));
+        link.assert_home();
 
         let name = format!("db-sick-{}", next_counter());
-        let mut spec = database_spec(&name, &f.image, &f.link.nic);
+        let mut spec = database_spec(&name, &image, &link.nic);
         spec.healthcheck = Some(HealthCheck {
             test: vec!["CMD".into(), "/bin/busybox".into(), "false".into()],
             interval: Duration::from_millis(200),
@@ -1353,9 +1317,8 @@ fn containerd_health_checks_run_as_exec_probes() {
             retries: 2,
             start_period: Duration::ZERO,
         });
-        f.runtime.run(&spec).await.expect("run");
-        let err = f
-            .runtime
+        runtime.run(&spec).await.expect("run");
+        let err = runtime
             .wait_healthy(&name, Duration::from_secs(4))
             .await
             .expect_err("a failing probe never gets healthy");
@@ -1365,20 +1328,16 @@ fn containerd_health_checks_run_as_exec_probes() {
             }
             other => panic!("expected HealthTimeout, got {other}"),
         }
-        let mut bad = database_spec("db-bad-check", &f.image, &f.link.nic);
+        let mut bad = database_spec("db-bad-check", &image, &link.nic);
         bad.healthcheck = Some(HealthCheck {
             test: vec!["CMD".into()],
             ..echo_health_check(DB_PORT)
         });
-        let err = f
-            .runtime
-            .create_container(&bad)
-            .await
-            .expect_err("bad check");
+        let err = runtime.create_container(&bad).await.expect_err("bad check");
         assert!(matches!(err, RuntimeError::InvalidSpec { .. }), "{err}");
-        assert!(f.runtime.remove(&name, true).await.expect("remove"));
-        f.link.assert_home();
-        assert_nothing_left(&f.guard.namespace, &name).await;
+        assert!(runtime.remove(&name, true).await.expect("remove"));
+        link.assert_home();
+        assert_nothing_left(bed.namespace(), &name).await;
     });
 }
 
@@ -1386,11 +1345,9 @@ fn containerd_health_checks_run_as_exec_probes() {
 fn containerd_runs_a_docker_pushed_gzip_image() {
     require_root();
     runtime().block_on(async {
-        let link = TenantLink::new();
-        let guard = ContainerdNamespaceGuard::new();
-        let dir = tempfile::tempdir().expect("tempdir");
-        let tenant_file = link.tenant_file(&dir);
-        let runtime = connect(config_for(&guard, &link, &tenant_file, dir.path())).await;
+        let bed = TestBed::new();
+        let link = &bed.link;
+        let runtime = bed.connect().await;
         runtime
             .ensure_hostnic_network(&HostnicNetworkSpec::for_tenant_nic(&link.nic))
             .await
@@ -1425,7 +1382,7 @@ fn containerd_runs_a_docker_pushed_gzip_image() {
             .unwrap_or_else(|e| panic!("client cannot reach the database: {e}"));
         assert!(runtime.remove(&name, true).await.expect("remove"));
         link.assert_home();
-        assert_nothing_left(&guard.namespace, &name).await;
+        assert_nothing_left(bed.namespace(), &name).await;
     });
 }
 
@@ -1433,10 +1390,7 @@ fn containerd_runs_a_docker_pushed_gzip_image() {
 fn containerd_start_up_removes_leases_of_dead_agents() {
     require_root();
     runtime().block_on(async {
-        let link = TenantLink::new();
-        let guard = ContainerdNamespaceGuard::new();
-        let dir = tempfile::tempdir().expect("tempdir");
-        let tenant_file = link.tenant_file(&dir);
+        let bed = TestBed::new();
         let mut leases = LeasesClient::new(channel().await);
         // pid 999999999 is above any pid_max: that agent is gone. A lease of a live
         // process (ours) and a foreign lease are kept.
@@ -1456,7 +1410,7 @@ fn containerd_start_up_removes_leases_of_dead_agents() {
             };
             leases
                 .create(request(
-                    &guard.namespace,
+                    bed.namespace(),
                     containerd_client::services::v1::CreateRequest {
                         id: id.to_owned(),
                         labels,
@@ -1465,8 +1419,8 @@ fn containerd_start_up_removes_leases_of_dead_agents() {
                 .await
                 .expect("create lease");
         }
-        let _runtime = connect(config_for(&guard, &link, &tenant_file, dir.path())).await;
-        let mut left = lease_ids(&guard.namespace).await;
+        let _runtime = bed.connect().await;
+        let mut left = lease_ids(bed.namespace()).await;
         left.sort();
         assert_eq!(
             left,
