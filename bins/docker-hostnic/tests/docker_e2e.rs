@@ -16,9 +16,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use common::{
-    DB_PORT, Files, PluginProcess, TenantPort, assert_container_has_the_nic, database_spec,
-    docker_cli, echo_from_client, ip_in_container, is_up, network_spec, pulled_image, run,
-    run_healthy, setup,
+    DB_PORT, HostnicBed, PluginProcess, TenantPort, assert_container_has_the_nic, database_spec,
+    docker_cli, echo_from_client, ip_in_container, is_up, network_spec, run,
 };
 use netiso_runtime::test_support::{ContainerGuard, NetworkGuard, unique_name};
 use netiso_runtime::{ContainerRuntime, IpamPool, NetworkAttachment, NetworkStatus, RestartPolicy};
@@ -62,27 +61,29 @@ async fn remove_and_expect_the_nic_back(
     );
 }
 
+/// Runs a database container on the bed's network, checks it holds the NIC and answers the
+/// client, then removes it and checks the NIC came back.
+async fn run_serve_and_remove(bed: &HostnicBed) {
+    let container = ContainerGuard::new(unique_name("nthn-db"));
+    let info = bed
+        .run_healthy(&bed.database_spec(container.name(), RestartPolicy::No))
+        .await;
+    assert_container_has_the_nic(&info, &bed.port);
+    bed.echo_over_ipv4();
+    remove_and_expect_the_nic_back(&bed.docker, &container, &bed.port).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn isolated_container_gets_the_tenant_nic_and_gives_it_back() {
-    let docker = setup().await;
-    let image = pulled_image(&docker).await;
-    let port = TenantPort::create();
-    let files = Files::new();
-    let nic = files.write_eth1_json(&port.user_port(false));
-    let plugin = PluginProcess::start(&files);
-    let network_name = unique_name("nthn-net");
-    let _network = NetworkGuard::new(&network_name);
-
-    let status = docker
-        .ensure_hostnic_network(&network_spec(&nic, &plugin, &network_name))
-        .await
-        .unwrap_or_else(|e| panic!("network: {e}\nplugin log:\n{}", plugin.logs()));
+    let bed = HostnicBed::start().await;
+    let (docker, port, plugin) = (&bed.docker, &bed.port, &bed.plugin);
+    let status = bed.create_network().await;
     assert!(
         matches!(status, NetworkStatus::Created { .. }),
         "{status:?}"
     );
     assert_eq!(
-        state_of(&plugin)[status.id()]["mac_address"],
+        state_of(plugin)[status.id()]["mac_address"],
         port.mac.to_string(),
         "the plugin recorded the network"
     );
@@ -94,27 +95,19 @@ async fn isolated_container_gets_the_tenant_nic_and_gives_it_back() {
     // The first container gets the NIC; after its removal the next one gets it again.
     for round in 0..2 {
         let container = ContainerGuard::new(unique_name("nthn-db"));
-        let spec = database_spec(
-            container.name(),
-            &image,
-            &nic,
-            &network_name,
-            RestartPolicy::No,
-        );
-        let info = run_healthy(&docker, &spec, &plugin).await;
+        let info = bed
+            .run_healthy(&bed.database_spec(container.name(), RestartPolicy::No))
+            .await;
         assert_eq!(
             port.in_guest(),
             None,
             "round {round}: the NIC is no longer in the VM namespace"
         );
-        assert_container_has_the_nic(&info, &port);
-        let endpoint = &info.networks[&network_name];
+        assert_container_has_the_nic(&info, port);
+        let endpoint = &info.networks[&bed.network];
         assert_eq!(endpoint.ipv4, Some(port.ipv4()), "{endpoint:?}");
-        echo_from_client(
-            port.client_netns(),
-            SocketAddr::new(IpAddr::V4(port.ipv4()), DB_PORT),
-        );
-        remove_and_expect_the_nic_back(&docker, &container, &port).await;
+        bed.echo_over_ipv4();
+        remove_and_expect_the_nic_back(docker, &container, port).await;
     }
     let logs = plugin.logs();
     assert_eq!(
@@ -127,15 +120,8 @@ async fn isolated_container_gets_the_tenant_nic_and_gives_it_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_docker_cli_creates_and_removes_a_network_on_our_plugin() {
-    let docker = setup().await;
-    let image = pulled_image(&docker).await;
-    let port = TenantPort::create();
-    let files = Files::new();
-    files.write_eth1_json(&port.user_port(false));
-    let plugin = PluginProcess::start(&files);
-    let network_name = unique_name("nthn-net");
-    let _network = NetworkGuard::new(&network_name);
-
+    let bed = HostnicBed::start().await;
+    let (port, plugin, network_name) = (&bed.port, &bed.plugin, bed.network.as_str());
     let mac_option = format!("hostnic_mac={}", port.mac);
     let gateway = port.ipv4_gateway().to_string();
     let id = docker_cli(&[
@@ -149,7 +135,7 @@ async fn the_docker_cli_creates_and_removes_a_network_on_our_plugin() {
         &gateway,
         "-o",
         &mac_option,
-        &network_name,
+        network_name,
     ])
     .unwrap_or_else(|e| panic!("{e}\nplugin log:\n{}", plugin.logs()));
     let id = id.trim();
@@ -159,14 +145,14 @@ async fn the_docker_cli_creates_and_removes_a_network_on_our_plugin() {
         "inspect",
         "--format",
         "{{.Driver}} {{index .Options \"hostnic_mac\"}}",
-        &network_name,
+        network_name,
     ])
     .unwrap();
     assert_eq!(
         described.trim(),
         format!("{} {}", plugin.driver(), port.mac)
     );
-    let entry = &state_of(&plugin)[id];
+    let entry = &state_of(plugin)[id];
     assert_eq!(entry["mac_address"], port.mac.to_string(), "{entry}");
     assert_eq!(entry["gateway"], gateway.as_str(), "{entry}");
 
@@ -178,33 +164,31 @@ async fn the_docker_cli_creates_and_removes_a_network_on_our_plugin() {
         "--name",
         container.name(),
         "--network",
-        &network_name,
+        network_name,
         "--ip",
         &address,
         "--health-cmd",
         &format!("echo ping | timeout 2 nc 127.0.0.1 {DB_PORT} | grep -q ping"),
         "--health-interval",
         "500ms",
-        &image.reference().to_string(),
+        &bed.image.reference().to_string(),
     ])
     .unwrap_or_else(|e| panic!("{e}\nplugin log:\n{}", plugin.logs()));
-    let info = docker
+    let info = bed
+        .docker
         .wait_healthy(container.name(), common::HEALTHY_WITHIN)
         .await
         .unwrap_or_else(|e| panic!("{e}\nplugin log:\n{}", plugin.logs()));
     assert_eq!(port.in_guest(), None, "the NIC left the VM namespace");
-    assert_container_has_the_nic(&info, &port);
-    echo_from_client(
-        port.client_netns(),
-        SocketAddr::new(IpAddr::V4(port.ipv4()), DB_PORT),
-    );
+    assert_container_has_the_nic(&info, port);
+    bed.echo_over_ipv4();
     docker_cli(&["rm", "-f", container.name()]).unwrap();
     let (name, flags) = port.wait_back_in_guest(NIC_RETURN_WITHIN);
     assert_eq!((name.as_str(), is_up(&flags)), (port.vm_if.as_str(), false));
 
-    docker_cli(&["network", "rm", &network_name]).unwrap();
+    docker_cli(&["network", "rm", network_name]).unwrap();
     assert_eq!(
-        state_of(&plugin).get(id),
+        state_of(plugin).get(id),
         None,
         "DeleteNetwork removed the entry"
     );
@@ -212,73 +196,31 @@ async fn the_docker_cli_creates_and_removes_a_network_on_our_plugin() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_plugin_keeps_its_networks_and_serves_a_trove_written_state_file() {
-    let docker = setup().await;
-    let image = pulled_image(&docker).await;
-    let port = TenantPort::create();
-    let files = Files::new();
-    let nic = files.write_eth1_json(&port.user_port(false));
-    let mut plugin = PluginProcess::start(&files);
-    let network_name = unique_name("nthn-net");
-    let _network = NetworkGuard::new(&network_name);
-    let status = docker
-        .ensure_hostnic_network(&network_spec(&nic, &plugin, &network_name))
-        .await
-        .unwrap_or_else(|e| panic!("network: {e}\nplugin log:\n{}", plugin.logs()));
-    let id = status.id().to_owned();
+    let mut bed = HostnicBed::start().await;
+    let id = bed.create_network().await.id().to_owned();
 
     // A restart on its own state file.
-    plugin.restart();
-    let container = ContainerGuard::new(unique_name("nthn-db"));
-    let spec = database_spec(
-        container.name(),
-        &image,
-        &nic,
-        &network_name,
-        RestartPolicy::No,
-    );
-    let info = run_healthy(&docker, &spec, &plugin).await;
-    assert_container_has_the_nic(&info, &port);
-    echo_from_client(
-        port.client_netns(),
-        SocketAddr::new(IpAddr::V4(port.ipv4()), DB_PORT),
-    );
-    remove_and_expect_the_nic_back(&docker, &container, &port).await;
+    bed.plugin.restart();
+    run_serve_and_remove(&bed).await;
 
     // The file exactly as Trove's plugin writes it (`json.dumps(data)`, truncated in place),
     // e.g. left by Trove's plugin before the guest was upgraded to ours.
-    assert!(plugin.stop(), "clean stop:\n{}", plugin.logs());
+    assert!(bed.plugin.stop(), "clean stop:\n{}", bed.plugin.logs());
     let trove_written = format!(
         "{{\"{id}\": {{\"mac_address\": \"{}\", \"gateway\": \"{}\"}}}}",
-        port.mac,
-        port.ipv4_gateway()
+        bed.port.mac,
+        bed.port.ipv4_gateway()
     );
-    std::fs::write(plugin.state_file(), &trove_written).unwrap();
-    plugin.spawn();
+    std::fs::write(bed.plugin.state_file(), &trove_written).unwrap();
+    bed.plugin.spawn();
+    let logs = bed.plugin.logs();
     assert!(
-        plugin.logs().contains("networks=1"),
-        "the Trove-written file is read:\n{}",
-        plugin.logs()
+        logs.contains("networks=1"),
+        "the Trove-written file is read:\n{logs}"
     );
-    let container = ContainerGuard::new(unique_name("nthn-db"));
-    let spec = database_spec(
-        container.name(),
-        &image,
-        &nic,
-        &network_name,
-        RestartPolicy::No,
-    );
-    let info = run_healthy(&docker, &spec, &plugin).await;
-    assert_container_has_the_nic(&info, &port);
-    echo_from_client(
-        port.client_netns(),
-        SocketAddr::new(IpAddr::V4(port.ipv4()), DB_PORT),
-    );
-    remove_and_expect_the_nic_back(&docker, &container, &port).await;
-    assert!(
-        !plugin.logs().contains("corrupt"),
-        "nothing set aside:\n{}",
-        plugin.logs()
-    );
+    run_serve_and_remove(&bed).await;
+    let logs = bed.plugin.logs();
+    assert!(!logs.contains("corrupt"), "nothing set aside:\n{logs}");
 }
 
 /// Sends IPv6 Router Advertisements (router lifetime 1800 s, "managed" flag as on a
@@ -364,39 +306,25 @@ impl Drop for RouterAdvertiser {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ipv6_tenant_network_comes_up_with_its_address_and_routes_while_routers_advertise() {
-    let docker = setup().await;
-    let image = pulled_image(&docker).await;
-    let port = TenantPort::create();
-    let files = Files::new();
-    let nic = files.write_eth1_json(&port.user_port(true));
-    let plugin = PluginProcess::start(&files);
-    let network_name = unique_name("nthn-net6");
-    let _network = NetworkGuard::new(&network_name);
-    let network = network_spec(&nic, &plugin, &network_name);
+    let bed = HostnicBed::start_with_ipv6().await;
+    let port = &bed.port;
+    let network = bed.network_spec();
     assert!(network.enable_ipv6(), "{network:?}");
-    docker
-        .ensure_hostnic_network(&network)
-        .await
-        .unwrap_or_else(|e| panic!("network: {e}\nplugin log:\n{}", plugin.logs()));
+    bed.create_network().await;
 
     let advertiser = RouterAdvertiser::start(port.client_netns(), &port.client_if);
     let container = ContainerGuard::new(unique_name("nthn-db6"));
-    let spec = database_spec(
-        container.name(),
-        &image,
-        &nic,
-        &network_name,
-        RestartPolicy::No,
-    );
-    let info = run_healthy(&docker, &spec, &plugin).await;
-    assert_container_has_the_nic(&info, &port);
+    let info = bed
+        .run_healthy(&bed.database_spec(container.name(), RestartPolicy::No))
+        .await;
+    assert_container_has_the_nic(&info, port);
     let pid = info.pid.unwrap();
     let addresses = ip_in_container(pid, &["-o", "-6", "addr", "show", "dev", "eth0"]);
     assert!(
         addresses.contains(&format!("inet6 {}/64", port.ipv6())),
         "{addresses}"
     );
-    assert_eq!(info.networks[&network_name].ipv6, Some(port.ipv6()));
+    assert_eq!(info.networks[&bed.network].ipv6, Some(port.ipv6()));
 
     // The default route is the one the router advertised; Docker added none of its own.
     let started = Instant::now();
@@ -457,39 +385,25 @@ async fn an_ipv6_tenant_network_comes_up_with_its_address_and_routes_while_route
         port.client_netns(),
         SocketAddr::new(IpAddr::V6(port.ipv6()), DB_PORT),
     );
-    remove_and_expect_the_nic_back(&docker, &container, &port).await;
+    remove_and_expect_the_nic_back(&bed.docker, &container, port).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_container_is_refused_naming_the_sandbox_that_holds_the_nic() {
-    let docker = setup().await;
-    let image = pulled_image(&docker).await;
-    let port = TenantPort::create();
-    let files = Files::new();
-    let nic = files.write_eth1_json(&port.user_port(false));
-    let plugin = PluginProcess::start(&files);
-    let network_name = unique_name("nthn-net");
-    let _network = NetworkGuard::new(&network_name);
-    docker
-        .ensure_hostnic_network(&network_spec(&nic, &plugin, &network_name))
-        .await
-        .unwrap_or_else(|e| panic!("network: {e}\nplugin log:\n{}", plugin.logs()));
+    let bed = HostnicBed::start().await;
+    let (docker, port, plugin) = (&bed.docker, &bed.port, &bed.plugin);
+    bed.create_network().await;
     let holder = ContainerGuard::new(unique_name("nthn-db"));
-    let spec = database_spec(
-        holder.name(),
-        &image,
-        &nic,
-        &network_name,
-        RestartPolicy::No,
-    );
-    let held = run_healthy(&docker, &spec, &plugin).await;
+    let held = bed
+        .run_healthy(&bed.database_spec(holder.name(), RestartPolicy::No))
+        .await;
     let sandbox = held.sandbox_key.clone().unwrap();
 
     // A second network for the same NIC (another subnet: Docker's IPAM refuses overlaps), as a
     // leftover network of an earlier port would be.
     let second_network = unique_name("nthn-net");
     let _second_network_guard = NetworkGuard::new(&second_network);
-    let mut other = network_spec(&nic, &plugin, &second_network);
+    let mut other = network_spec(&bed.nic, plugin, &second_network);
     other.ipv4 = Some(IpamPool {
         subnet: format!("10.249.{}.0/24", port.k).parse().unwrap(),
         gateway: Some(IpAddr::V4(Ipv4Addr::new(10, 249, port.k, 1))),
@@ -501,8 +415,8 @@ async fn a_second_container_is_refused_naming_the_sandbox_that_holds_the_nic() {
     let second = ContainerGuard::new(unique_name("nthn-db"));
     let mut spec = database_spec(
         second.name(),
-        &image,
-        &nic,
+        &bed.image,
+        &bed.nic,
         &second_network,
         RestartPolicy::No,
     );
@@ -525,10 +439,7 @@ async fn a_second_container_is_refused_naming_the_sandbox_that_holds_the_nic() {
     // The holder is unaffected.
     let info = docker.inspect(holder.name()).await.unwrap().unwrap();
     assert_eq!(info.pid, held.pid);
-    assert_container_has_the_nic(&info, &port);
-    echo_from_client(
-        port.client_netns(),
-        SocketAddr::new(IpAddr::V4(port.ipv4()), DB_PORT),
-    );
-    remove_and_expect_the_nic_back(&docker, &holder, &port).await;
+    assert_container_has_the_nic(&info, port);
+    bed.echo_over_ipv4();
+    remove_and_expect_the_nic_back(docker, &holder, port).await;
 }

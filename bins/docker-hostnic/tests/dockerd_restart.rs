@@ -11,15 +11,11 @@
 mod common;
 
 use std::fs::OpenOptions;
-use std::net::{IpAddr, SocketAddr};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{
-    DB_PORT, Files, PluginProcess, TenantPort, assert_container_has_the_nic, database_spec,
-    docker_cli, echo_from_client, is_up, network_spec, pulled_image, run_healthy, setup,
-};
-use netiso_runtime::test_support::{ContainerGuard, NetworkGuard, guest_netns, unique_name};
+use common::{HostnicBed, assert_container_has_the_nic, docker_cli, is_up};
+use netiso_runtime::test_support::{ContainerGuard, guest_netns, unique_name};
 use netiso_runtime::{ContainerRuntime, ContainerStatus, HealthStatus, RestartPolicy};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -146,28 +142,14 @@ impl Drop for Dockerd {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dockerd_restart_brings_the_unless_stopped_container_back_with_its_nic() {
-    let docker = setup().await;
-    let image = pulled_image(&docker).await;
-    let port = TenantPort::create();
-    let files = Files::new();
-    let nic = files.write_eth1_json(&port.user_port(false));
-    let plugin = PluginProcess::start(&files);
-    let network_name = unique_name("nthn-net");
-    let _network = NetworkGuard::new(&network_name);
-    docker
-        .ensure_hostnic_network(&network_spec(&nic, &plugin, &network_name))
-        .await
-        .unwrap_or_else(|e| panic!("network: {e}\nplugin log:\n{}", plugin.logs()));
+    let bed = HostnicBed::start().await;
+    let (docker, port, plugin) = (&bed.docker, &bed.port, &bed.plugin);
+    bed.create_network().await;
     let container = ContainerGuard::new(unique_name("nthn-db"));
-    let spec = database_spec(
-        container.name(),
-        &image,
-        &nic,
-        &network_name,
-        RestartPolicy::UnlessStopped,
-    );
-    let before = run_healthy(&docker, &spec, &plugin).await;
-    assert_container_has_the_nic(&before, &port);
+    let before = bed
+        .run_healthy(&bed.database_spec(container.name(), RestartPolicy::UnlessStopped))
+        .await;
+    assert_container_has_the_nic(&before, port);
 
     // Declared after the container guard: dropped first, so dockerd runs again before the
     // container, network and image are removed.
@@ -207,11 +189,8 @@ async fn a_dockerd_restart_brings_the_unless_stopped_container_back_with_its_nic
     );
     assert_ne!(after.pid, before.pid, "a new process after the restart");
     assert_eq!(port.in_guest(), None, "the NIC left the VM namespace again");
-    assert_container_has_the_nic(&after, &port);
-    echo_from_client(
-        port.client_netns(),
-        SocketAddr::new(IpAddr::V4(port.ipv4()), DB_PORT),
-    );
+    assert_container_has_the_nic(&after, port);
+    bed.echo_over_ipv4();
     assert!(docker.remove(container.name(), true).await.unwrap());
     port.wait_back_in_guest(Duration::from_secs(20));
 }

@@ -20,11 +20,11 @@ use netiso_config::tenant_nic::{HostRoute, MacAddress, TenantNic};
 use netiso_runtime::test_support::image::{PublishedImage, echo_health_check};
 use netiso_runtime::test_support::net::{NetnsGuard, in_netns};
 use netiso_runtime::test_support::{
-    PROVISION_HINT, docker_host, guest_netns, next_counter, require_root,
+    NetworkGuard, PROVISION_HINT, docker_host, guest_netns, next_counter, require_root, unique_name,
 };
 use netiso_runtime::{
     ContainerInfo, ContainerRuntime, ContainerSpec, DockerRuntime, HostnicNetworkSpec,
-    NetworkAttachment, PullPolicy, RestartPolicy,
+    NetworkAttachment, NetworkStatus, PullPolicy, RestartPolicy,
 };
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -38,23 +38,7 @@ pub const PLUGIN_DIR: &str = "/run/docker/plugins";
 /// How long a container may take to become healthy on the loaded 2-core machine.
 pub const HEALTHY_WITHIN: Duration = Duration::from_secs(60);
 
-/// Runs a command, `Ok(stdout)` on success, else `Err` with the command and its stderr.
-pub fn run(program: &str, args: &[&str]) -> Result<String, String> {
-    let output = Command::new(program)
-        .args(args)
-        .output()
-        .map_err(|e| format!("cannot run `{program}`: {e}"))?;
-    if output.status.success() {
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-    } else {
-        Err(format!(
-            "`{program} {}` failed ({}): {}",
-            args.join(" "),
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        ))
-    }
-}
+pub use netiso_runtime::test_support::run_command as run;
 
 /// The `docker` CLI against the guest dockerd.
 pub fn docker_cli(args: &[&str]) -> Result<String, String> {
@@ -644,5 +628,92 @@ pub fn assert_container_has_the_nic(info: &ContainerInfo, port: &TenantPort) {
         format!("172.31.{}.0/24 dev eth0", port.k),
     ] {
         assert!(routes.contains(&expected), "`{expected}` in:\n{routes}");
+    }
+}
+
+/// What an end-to-end test stands on: the guest dockerd, the pulled test database, a tenant
+/// port with its `eth1.json`, OUR plugin on it, and the name of a hostnic network (created by
+/// [`HostnicBed::create_network`] or by the test itself, removed on drop).
+///
+/// Fields drop in declaration order: the network while the plugin still answers
+/// `DeleteNetwork`, then the plugin, the files, the veth, the image.
+pub struct HostnicBed {
+    _network: NetworkGuard,
+    /// The network's name.
+    pub network: String,
+    /// OUR plugin process.
+    pub plugin: PluginProcess,
+    /// The tenant NIC as the guest reads it from `eth1.json`.
+    pub nic: TenantNic,
+    /// `eth1.json`, the plugin's state file and log.
+    pub files: Files,
+    /// The veth standing for the tenant NIC.
+    pub port: TenantPort,
+    /// The test database image, already pulled.
+    pub image: PublishedImage,
+    /// The adapter on the guest dockerd.
+    pub docker: DockerRuntime,
+}
+
+impl HostnicBed {
+    /// A bed whose port has an IPv4 subnet only.
+    pub async fn start() -> Self {
+        Self::start_on(false).await
+    }
+
+    /// A bed whose port also has an IPv6 (DHCPv6-stateful) subnet.
+    pub async fn start_with_ipv6() -> Self {
+        Self::start_on(true).await
+    }
+
+    async fn start_on(with_ipv6: bool) -> Self {
+        let docker = setup().await;
+        let image = pulled_image(&docker).await;
+        let port = TenantPort::create();
+        let files = Files::new();
+        let nic = files.write_eth1_json(&port.user_port(with_ipv6));
+        let plugin = PluginProcess::start(&files);
+        let network = unique_name("nthn-net");
+        Self {
+            _network: NetworkGuard::new(&network),
+            network,
+            plugin,
+            nic,
+            files,
+            port,
+            image,
+            docker,
+        }
+    }
+
+    /// The network's spec: Trove's for this tenant NIC, on OUR plugin.
+    pub fn network_spec(&self) -> HostnicNetworkSpec {
+        network_spec(&self.nic, &self.plugin, &self.network)
+    }
+
+    /// Creates the network through the adapter; the plugin's log is in the panic.
+    pub async fn create_network(&self) -> NetworkStatus {
+        self.docker
+            .ensure_hostnic_network(&self.network_spec())
+            .await
+            .unwrap_or_else(|e| panic!("network: {e}\nplugin log:\n{}", self.plugin.logs()))
+    }
+
+    /// The database container `name` on the bed's network.
+    pub fn database_spec(&self, name: &str, restart_policy: RestartPolicy) -> ContainerSpec {
+        database_spec(name, &self.image, &self.nic, &self.network, restart_policy)
+    }
+
+    /// Runs the container and waits until it is healthy.
+    pub async fn run_healthy(&self, spec: &ContainerSpec) -> ContainerInfo {
+        run_healthy(&self.docker, spec, &self.plugin).await
+    }
+
+    /// One line through the database port from the client namespace, to the port's IPv4.
+    pub fn echo_over_ipv4(&self) {
+        echo_from_client(
+            self.port.client_netns(),
+            SocketAddr::new(IpAddr::V4(self.port.ipv4()), DB_PORT),
+        );
     }
 }

@@ -65,6 +65,25 @@ pub async fn connect_docker() -> DockerRuntime {
     }
 }
 
+/// Runs a command (`ip`, `docker`, `nsenter`…): `Ok(stdout)` on success, else `Err` naming
+/// the command line, its exit status and its stderr.
+pub fn run_command(program: &str, args: &[&str]) -> Result<String, String> {
+    let output = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run `{program}`: {e}"))?;
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    } else {
+        Err(format!(
+            "`{program} {}` failed ({}): {}",
+            args.join(" "),
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        ))
+    }
+}
+
 /// A name unique to this process and call: `<prefix>-<pid>-<n>`.
 pub fn unique_name(prefix: &str) -> String {
     format!("{prefix}-{}-{}", std::process::id(), next_counter())

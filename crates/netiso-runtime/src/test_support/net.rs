@@ -4,26 +4,13 @@
 
 use std::fs::File;
 use std::net::Ipv4Addr;
-use std::process::Command;
 
 use nix::sched::{CloneFlags, setns};
 
-use super::{PROVISION_HINT, guest_netns, next_counter};
+use super::{PROVISION_HINT, guest_netns, next_counter, run_command};
 
 fn ip(args: &[&str]) -> Result<String, String> {
-    let output = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| format!("cannot run `ip`: {e}"))?;
-    if output.status.success() {
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-    } else {
-        Err(format!(
-            "`ip {}` failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr).trim()
-        ))
-    }
+    run_command("ip", args)
 }
 
 /// A network namespace deleted on drop.
@@ -185,18 +172,7 @@ where
 /// Runs `ip netns exec <netns> <args>` and returns stdout, for checks such as
 /// `iptables -t nat -S DOCKER`.
 pub fn netns_exec(netns: &str, args: &[&str]) -> Result<String, String> {
-    let output = Command::new("ip")
-        .args(["netns", "exec", netns])
-        .args(args)
-        .output()
-        .map_err(|e| format!("cannot run `ip netns exec`: {e}"))?;
-    if output.status.success() {
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-    } else {
-        Err(format!(
-            "`{}` in {netns} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr).trim()
-        ))
-    }
+    let mut all = vec!["netns", "exec", netns];
+    all.extend_from_slice(args);
+    ip(&all)
 }
