@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{AgentProcess, AgentSetup, KEY, TestConductor, args, connect, wait_for_ping};
+use common::{AgentSetup, KEY, RunningAgent, args, wait_for_ping};
 use netiso_messaging::{CallError, Context};
 use netiso_runtime::ContainerRuntime;
 use netiso_runtime::test_support::image::PublishedImage;
@@ -58,33 +58,17 @@ fn assert_filesystem_stats(stats: &Value) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_agent_answers_ping_and_filesystem_stats_refuses_the_rest_and_stops_on_sigterm() {
     let setup = AgentSetup::new("plain", None);
-    let _cleanup = setup.cleanup();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let conf = setup.write(dir.path());
-    let transport = connect().await;
-    let mut conductor = TestConductor::start(
-        &transport,
-        &setup.exchange,
-        &setup.conductor_queue,
-        &setup.guest_id,
-        None,
-    )
-    .await;
-    let started = Instant::now();
-    let mut agent = AgentProcess::spawn(&conf, dir.path().join("agent.log"));
-    let client = setup.client(&transport);
-    let target = setup.target();
-    let first_ping = wait_for_ping(&client, &target, &agent).await;
+    let mut run = RunningAgent::start(&setup).await;
     eprintln!(
-        "start to first rpc_ping: {:?} (ping loop {:?}); idle RSS {:?} KiB",
-        started.elapsed(),
-        first_ping,
-        agent.rss_kib()
+        "start to first rpc_ping: {:?}; idle RSS {:?} KiB",
+        run.ready_after,
+        run.agent.rss_kib()
     );
+    let (client, target) = (&run.client, &run.target);
 
     let stats = client
         .call(
-            &target,
+            target,
             "get_filesystem_stats",
             args(json!({"fs_path": null})),
             &Context::fresh(),
@@ -96,7 +80,7 @@ async fn plain_agent_answers_ping_and_filesystem_stats_refuses_the_rest_and_stop
 
     match client
         .call(
-            &target,
+            target,
             "list_users",
             args(json!({"limit": null, "marker": null, "include_marker": false})),
             &Context::fresh(),
@@ -115,7 +99,7 @@ async fn plain_agent_answers_ping_and_filesystem_stats_refuses_the_rest_and_stop
     }
     match client
         .call(
-            &target,
+            target,
             "get_hwinfo",
             args(json!({})),
             &Context::fresh(),
@@ -127,55 +111,34 @@ async fn plain_agent_answers_ping_and_filesystem_stats_refuses_the_rest_and_stop
         other => panic!("get_hwinfo is unknown to Trove's guest too, got {other:?}"),
     }
     // Nothing prepared, nothing refused: no heartbeat yet.
-    conductor.expect_silence(Duration::from_secs(1)).await;
+    run.conductor.expect_silence(Duration::from_secs(1)).await;
 
-    let status = agent
+    let status = run
+        .agent
         .terminate(Duration::from_secs(15))
         .expect("the agent exits after SIGTERM");
-    assert!(
-        status.success(),
-        "exit status {status}\n{}",
-        agent.log_text()
-    );
-    let log = agent.log_text();
+    let log = run.agent.log_text();
+    assert!(status.success(), "exit status {status}\n{log}");
     assert!(log.contains("guest agent stopped"), "{log}");
     assert!(
         !log.contains("guest:guest"),
         "the broker password must never be logged:\n{log}"
     );
-    conductor.stop().await;
-    transport.close();
+    run.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn encrypted_agent_prepares_a_bridged_database_and_heartbeats_the_conductor() {
-    let port = unique_port();
-    let image = PublishedImage::publish(port).await;
+    let image = PublishedImage::publish(unique_port()).await;
     let mut setup = AgentSetup::new("prep", Some(KEY));
-    setup.image = image.reference().name().to_owned();
-    setup.version = image.reference().tag_or_digest().to_owned();
-    setup.port = port;
+    setup.use_image(&image);
     let container = ContainerGuard::new(setup.container_name.clone());
-    let _cleanup = setup.cleanup();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let conf = setup.write(dir.path());
-    let transport = connect().await;
-    let mut conductor = TestConductor::start(
-        &transport,
-        &setup.exchange,
-        &setup.conductor_queue,
-        &setup.guest_id,
-        Some(KEY),
-    )
-    .await;
-    let agent = AgentProcess::spawn(&conf, dir.path().join("agent.log"));
-    let client = setup.client(&transport);
-    let target = setup.target();
-    wait_for_ping(&client, &target, &agent).await;
+    let mut run = RunningAgent::start(&setup).await;
+    let (client, target) = (&run.client, &run.target);
 
     let stats = client
         .call(
-            &target,
+            target,
             "get_filesystem_stats",
             args(json!({"fs_path": null})),
             &Context::fresh(),
@@ -195,7 +158,7 @@ async fn encrypted_agent_prepares_a_bridged_database_and_heartbeats_the_conducto
     let started = Instant::now();
     client
         .cast(
-            &target,
+            target,
             "prepare",
             prepare_args,
             &prepare_context(&setup.guest_id),
@@ -203,22 +166,22 @@ async fn encrypted_agent_prepares_a_bridged_database_and_heartbeats_the_conducto
         .await
         .expect("cast prepare");
 
-    let building = conductor.next(CAST_TIMEOUT).await;
+    let building = run.conductor.next(CAST_TIMEOUT).await;
     assert_eq!(building.method, "heartbeat");
     assert_eq!(building.status(), Some("building"), "{building:?}");
     assert_eq!(building.args["instance_id"], json!(setup.guest_id));
-    let healthy = conductor.next(CAST_TIMEOUT).await;
+    let healthy = run.conductor.next(CAST_TIMEOUT).await;
     assert_eq!(
         healthy.status(),
         Some("healthy"),
         "{healthy:?}\n{}",
-        agent.log_text()
+        run.agent.log_text()
     );
     assert!(
         healthy.args["sent"].as_f64() > building.args["sent"].as_f64(),
         "sent strictly increases"
     );
-    let end = conductor.next(CAST_TIMEOUT).await;
+    let end = run.conductor.next(CAST_TIMEOUT).await;
     assert_eq!(end.method, "notify_end", "{end:?}");
     assert_eq!(
         end.args["serialized_notification"]["instance_id"],
@@ -238,12 +201,12 @@ async fn encrypted_agent_prepares_a_bridged_database_and_heartbeats_the_conducto
         .expect("the database container exists");
     assert_eq!(info.image, image.reference().to_string());
     assert!(info.networks.contains_key("bridge"), "{info:?}");
-    assert!(dir.path().join("state/guestagent.prepare.end").exists());
+    assert!(run.dir.path().join("state/guestagent.prepare.end").exists());
 
     // stop_db stops the container and reports shutdown.
     client
         .call(
-            &target,
+            target,
             "stop_db",
             args(json!({})),
             &Context::fresh(),
@@ -251,7 +214,7 @@ async fn encrypted_agent_prepares_a_bridged_database_and_heartbeats_the_conducto
         )
         .await
         .expect("stop_db");
-    let shutdown = conductor.next(CAST_TIMEOUT).await;
+    let shutdown = run.conductor.next(CAST_TIMEOUT).await;
     assert_eq!(shutdown.status(), Some("shutdown"), "{shutdown:?}");
     let stopped = docker.inspect(container.name()).await.expect("inspect");
     assert_ne!(
@@ -262,7 +225,7 @@ async fn encrypted_agent_prepares_a_bridged_database_and_heartbeats_the_conducto
     // start_db_with_conf_changes starts it again and waits for the port.
     client
         .call(
-            &target,
+            target,
             "start_db_with_conf_changes",
             args(json!({"config_contents": null, "ds_version": setup.version})),
             &Context::fresh(),
@@ -270,28 +233,21 @@ async fn encrypted_agent_prepares_a_bridged_database_and_heartbeats_the_conducto
         )
         .await
         .expect("start_db_with_conf_changes");
-    let healthy = conductor.next(CAST_TIMEOUT).await;
+    let healthy = run.conductor.next(CAST_TIMEOUT).await;
     assert_eq!(healthy.status(), Some("healthy"), "{healthy:?}");
 
-    let log = agent.log_text();
+    let log = run.agent.log_text();
     assert!(!log.contains("never-logged-s3cr3t"), "{log}");
     assert!(!log.contains(KEY), "the RPC key must never be logged");
-    drop(agent);
 
     // A restarted agent finds the prepare marker and heartbeats the container's status
     // periodically, without a new prepare.
-    let agent = AgentProcess::spawn_with(
-        &conf,
-        dir.path().join("agent-restarted.log"),
-        &["--heartbeat-interval", "1"],
-    );
-    wait_for_ping(&client, &target, &agent).await;
-    let periodic = conductor.next(CAST_TIMEOUT).await;
+    run.restart_agent("agent-restarted.log", &["--heartbeat-interval", "1"])
+        .await;
+    let periodic = run.conductor.next(CAST_TIMEOUT).await;
     assert_eq!(periodic.method, "heartbeat");
     assert_eq!(periodic.status(), Some("healthy"), "{periodic:?}");
-    drop(agent);
-    conductor.stop().await;
-    transport.close();
+    run.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -306,39 +262,25 @@ async fn isolation_failure_fails_closed_but_keeps_rpc_up() {
     );
     setup.version = "never-pulled".into();
     let container = ContainerGuard::new(setup.container_name.clone());
-    let _cleanup = setup.cleanup();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let conf = setup.write(dir.path());
-    let transport = connect().await;
-    let mut conductor = TestConductor::start(
-        &transport,
-        &setup.exchange,
-        &setup.conductor_queue,
-        &setup.guest_id,
-        Some(KEY),
-    )
-    .await;
-    let agent = AgentProcess::spawn(&conf, dir.path().join("agent.log"));
-    let client = setup.client(&transport);
-    let target = setup.target();
-    wait_for_ping(&client, &target, &agent).await;
+    let mut run = RunningAgent::start(&setup).await;
+    let (client, target) = (&run.client, &run.target);
 
-    let at_start = conductor.next(CAST_TIMEOUT).await;
+    let at_start = run.conductor.next(CAST_TIMEOUT).await;
     assert_eq!(at_start.method, "heartbeat");
     assert_eq!(at_start.status(), Some("failed to spawn"), "{at_start:?}");
 
     client
         .cast(
-            &target,
+            target,
             "prepare",
             args(json!({"ds_version": setup.version, "root_password": null})),
             &prepare_context(&setup.guest_id),
         )
         .await
         .expect("cast prepare");
-    let refused = conductor.next(CAST_TIMEOUT).await;
+    let refused = run.conductor.next(CAST_TIMEOUT).await;
     assert_eq!(refused.status(), Some("failed to spawn"), "{refused:?}");
-    let exc = conductor.next(CAST_TIMEOUT).await;
+    let exc = run.conductor.next(CAST_TIMEOUT).await;
     assert_eq!(exc.method, "notify_exc_info", "{exc:?}");
     let message = exc.args["message"].as_str().unwrap_or_default();
     assert!(
@@ -347,7 +289,7 @@ async fn isolation_failure_fails_closed_but_keeps_rpc_up() {
     );
 
     // RPC stays up for diagnosis, and no container was created.
-    wait_for_ping(&client, &target, &agent).await;
+    wait_for_ping(client, target, &run.agent).await;
     let docker = connect_docker().await;
     assert!(
         docker
@@ -357,68 +299,50 @@ async fn isolation_failure_fails_closed_but_keeps_rpc_up() {
             .is_none(),
         "no database container may exist"
     );
-    let log = agent.log_text();
+    let log = run.agent.log_text();
     assert!(
         log.contains("isolation failed: no database will be started on this VM"),
         "{log}"
     );
-    drop(agent);
-    conductor.stop().await;
-    transport.close();
+    run.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_an_in_flight_prepare_finish_and_report() {
-    let port = unique_port();
-    let image = PublishedImage::publish(port).await;
+    let image = PublishedImage::publish(unique_port()).await;
     let mut setup = AgentSetup::new("term", Some(KEY));
-    setup.image = image.reference().name().to_owned();
-    setup.version = image.reference().tag_or_digest().to_owned();
+    setup.use_image(&image);
     // Nothing listens on the configured port: prepare waits `state_change_wait_time` for it,
     // long enough to be terminated in the middle.
-    setup.port = port.wrapping_add(1);
+    setup.port = setup.port.wrapping_add(1);
     setup.wait_seconds = 4;
     let _container = ContainerGuard::new(setup.container_name.clone());
-    let _cleanup = setup.cleanup();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let conf = setup.write(dir.path());
-    let transport = connect().await;
-    let mut conductor = TestConductor::start(
-        &transport,
-        &setup.exchange,
-        &setup.conductor_queue,
-        &setup.guest_id,
-        Some(KEY),
-    )
-    .await;
-    let mut agent = AgentProcess::spawn(&conf, dir.path().join("agent.log"));
-    let client = setup.client(&transport);
-    let target = setup.target();
-    wait_for_ping(&client, &target, &agent).await;
+    let mut run = RunningAgent::start(&setup).await;
 
-    client
+    run.client
         .cast(
-            &target,
+            &run.target,
             "prepare",
             args(json!({"ds_version": setup.version})),
             &prepare_context(&setup.guest_id),
         )
         .await
         .expect("cast prepare");
-    let building = conductor.next(CAST_TIMEOUT).await;
+    let building = run.conductor.next(CAST_TIMEOUT).await;
     assert_eq!(building.status(), Some("building"));
 
-    let status = agent
+    let status = run
+        .agent
         .terminate(Duration::from_secs(30))
         .expect("the agent exits after finishing prepare");
     assert!(
         status.success(),
         "exit status {status}\n{}",
-        agent.log_text()
+        run.agent.log_text()
     );
-    let failed = conductor.next(CAST_TIMEOUT).await;
+    let failed = run.conductor.next(CAST_TIMEOUT).await;
     assert_eq!(failed.status(), Some("failed to spawn"), "{failed:?}");
-    let exc = conductor.next(CAST_TIMEOUT).await;
+    let exc = run.conductor.next(CAST_TIMEOUT).await;
     assert_eq!(exc.method, "notify_exc_info");
     assert!(
         exc.args["message"]
@@ -429,11 +353,10 @@ async fn sigterm_lets_an_in_flight_prepare_finish_and_report() {
             ))),
         "{exc:?}"
     );
-    let log = agent.log_text();
+    let log = run.agent.log_text();
     assert!(
         log.contains("shutting down: finishing in-flight requests in_flight=1"),
         "{log}"
     );
-    conductor.stop().await;
-    transport.close();
+    run.finish().await;
 }

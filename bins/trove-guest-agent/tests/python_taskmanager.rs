@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{AgentProcess, AgentSetup, KEY, TestConductor, connect, test_url, wait_for_ping};
+use common::{AgentSetup, KEY, RunningAgent, test_url};
 use netiso_runtime::ContainerRuntime;
 use netiso_runtime::test_support::image::PublishedImage;
 use netiso_runtime::test_support::net::in_netns;
@@ -117,52 +117,36 @@ async fn python_taskmanager_casts_prepare_and_the_database_answers_with_heartbea
     netiso_runtime::test_support::require_root();
     // Fail before building anything when the foreign peer is missing.
     python();
-    let port = unique_port();
-    let image = PublishedImage::publish(port).await;
+    let image = PublishedImage::publish(unique_port()).await;
     let mut setup = AgentSetup::new("pytm", Some(KEY));
-    setup.image = image.reference().name().to_owned();
-    setup.version = image.reference().tag_or_digest().to_owned();
-    setup.port = port;
+    setup.use_image(&image);
     let container = ContainerGuard::new(setup.container_name.clone());
-    let _cleanup = setup.cleanup();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let conf = setup.write(dir.path());
-    let transport = connect().await;
-    let mut conductor = TestConductor::start(
-        &transport,
-        &setup.exchange,
-        &setup.conductor_queue,
-        &setup.guest_id,
-        Some(KEY),
-    )
-    .await;
-    let agent = AgentProcess::spawn(&conf, dir.path().join("agent.log"));
-    // Trove's taskmanager casts without waiting for the guest; waiting for rpc_ping first
-    // keeps the cast from being dropped before the agent declared its queues.
-    wait_for_ping(&setup.client(&transport), &setup.target(), &agent).await;
+    // Trove's taskmanager casts without waiting for the guest; starting waits for rpc_ping,
+    // which keeps the cast from being dropped before the agent declared its queues.
+    let mut run = RunningAgent::start(&setup).await;
 
     let started = Instant::now();
     let sent = taskmanager_casts_prepare(&setup, KEY).await;
     assert_eq!(sent["cast"], json!("prepare"), "{sent}");
     let request_id = sent["request_id"].clone();
 
-    let building = conductor.next(CAST_TIMEOUT).await;
+    let building = run.conductor.next(CAST_TIMEOUT).await;
     assert_eq!(building.method, "heartbeat", "{building:?}");
     assert_eq!(building.status(), Some("building"), "{building:?}");
     assert_eq!(building.args["instance_id"], json!(setup.guest_id));
-    let healthy = conductor.next(CAST_TIMEOUT).await;
+    let healthy = run.conductor.next(CAST_TIMEOUT).await;
     assert_eq!(healthy.method, "heartbeat", "{healthy:?}");
     assert_eq!(
         healthy.status(),
         Some("healthy"),
         "{healthy:?}\n{}",
-        agent.log_text()
+        run.agent.log_text()
     );
     assert!(
         healthy.args["sent"].as_f64() > building.args["sent"].as_f64(),
         "sent strictly increases"
     );
-    let end = conductor.next(CAST_TIMEOUT).await;
+    let end = run.conductor.next(CAST_TIMEOUT).await;
     assert_eq!(end.method, "notify_end", "{end:?}");
     let notification = &end.args["serialized_notification"];
     assert_eq!(notification["instance_id"], json!(setup.guest_id));
@@ -182,8 +166,12 @@ async fn python_taskmanager_casts_prepare_and_the_database_answers_with_heartbea
 
     // The database is reachable: its published port answers inside the VM.
     let probe = format!("ping-{}", setup.guest_id);
-    let answer = echo_from_the_vm(port, &probe)
-        .unwrap_or_else(|e| panic!("the database does not answer: {e}\n{}", agent.log_text()));
+    let answer = echo_from_the_vm(setup.port, &probe).unwrap_or_else(|e| {
+        panic!(
+            "the database does not answer: {e}\n{}",
+            run.agent.log_text()
+        )
+    });
     assert_eq!(answer, probe);
 
     let docker = connect_docker().await;
@@ -194,16 +182,14 @@ async fn python_taskmanager_casts_prepare_and_the_database_answers_with_heartbea
         .expect("the database container exists");
     assert_eq!(info.image, image.reference().to_string());
     assert!(info.networks.contains_key("bridge"), "{info:?}");
-    assert!(dir.path().join("state/guestagent.prepare.end").exists());
+    assert!(run.dir.path().join("state/guestagent.prepare.end").exists());
 
-    let log = agent.log_text();
+    let log = run.agent.log_text();
     assert!(
         log.contains("prepare asks for databases and users"),
         "the agent says what it did not do:\n{log}"
     );
     assert!(!log.contains("never-logged-s3cr3t"), "{log}");
     assert!(!log.contains(KEY), "the RPC key must never be logged");
-    drop(agent);
-    conductor.stop().await;
-    transport.close();
+    run.finish().await;
 }

@@ -14,6 +14,7 @@ use netiso_messaging::{
     Args, BrokerConfig, CallError, Context, Dispatcher, InstanceKey, RabbitOptions, RpcClient,
     RpcServer, Serializer, ServerConfig, Target, Transport, TransportError,
 };
+use netiso_runtime::test_support::image::PublishedImage;
 use netiso_runtime::test_support::{PROVISION_HINT, block_on_cleanup, guest_netns};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -242,6 +243,13 @@ impl AgentSetup {
         }
     }
 
+    /// The database is `image` (name, tag as the datastore version, its echo port).
+    pub fn use_image(&mut self, image: &PublishedImage) {
+        self.image = image.reference().name().to_owned();
+        self.version = image.reference().tag_or_digest().to_owned();
+        self.port = image.port();
+    }
+
     /// The guest's topic and server queues.
     pub fn queues(&self) -> Vec<String> {
         vec![
@@ -405,8 +413,9 @@ impl AgentProcess {
     }
 }
 
-impl Drop for AgentProcess {
-    fn drop(&mut self) {
+impl AgentProcess {
+    /// SIGTERM, then SIGKILL after 10 s; a no-op once it has exited.
+    pub fn stop(&mut self) {
         if self.child.is_some()
             && self.terminate(Duration::from_secs(10)).is_none()
             && let Some(child) = self.child.as_mut()
@@ -414,6 +423,13 @@ impl Drop for AgentProcess {
             let _ = child.kill();
             let _ = child.wait();
         }
+        self.child = None;
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        self.stop();
         if std::thread::panicking() {
             eprintln!(
                 "--- agent log ({}) ---\n{}",
@@ -465,5 +481,82 @@ pub fn args(value: Value) -> Map<String, Value> {
     match value {
         Value::Object(map) => map,
         other => panic!("expected an object, got {other}"),
+    }
+}
+
+/// An agent started on an [`AgentSetup`] and answering `rpc_ping`, our client playing Trove's
+/// API, and a test conductor listening on the conductor queue.
+///
+/// Fields drop in declaration order: the agent stops before the conductor, the files and the
+/// broker's queues and exchange go last.
+pub struct RunningAgent {
+    pub agent: AgentProcess,
+    pub client: RpcClient,
+    pub target: Target,
+    pub conductor: TestConductor,
+    pub transport: Transport,
+    /// The agent's configuration directory.
+    pub conf: PathBuf,
+    /// From spawning the agent to its first answered `rpc_ping`.
+    pub ready_after: Duration,
+    /// Holds `conf.d`, `state`, `data` and the agent's logs.
+    pub dir: tempfile::TempDir,
+    _broker: BrokerCleanup,
+}
+
+impl RunningAgent {
+    /// Writes the setup's files, starts the conductor, then the agent, and waits for its first
+    /// `rpc_ping` answer (which also means its queues are declared).
+    pub async fn start(setup: &AgentSetup) -> Self {
+        let broker = setup.cleanup();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let conf = setup.write(dir.path());
+        let transport = connect().await;
+        let conductor = TestConductor::start(
+            &transport,
+            &setup.exchange,
+            &setup.conductor_queue,
+            &setup.guest_id,
+            setup.key,
+        )
+        .await;
+        let started = Instant::now();
+        let agent = AgentProcess::spawn(&conf, dir.path().join("agent.log"));
+        let client = setup.client(&transport);
+        let target = setup.target();
+        wait_for_ping(&client, &target, &agent).await;
+        Self {
+            agent,
+            client,
+            target,
+            conductor,
+            transport,
+            conf,
+            ready_after: started.elapsed(),
+            dir,
+            _broker: broker,
+        }
+    }
+
+    /// Stops the agent, starts a new one on the same files with extra `run` flags, logging to
+    /// `log_name`, and waits for its `rpc_ping` answer.
+    pub async fn restart_agent(&mut self, log_name: &str, run_flags: &[&str]) {
+        self.agent.stop();
+        self.agent =
+            AgentProcess::spawn_with(&self.conf, self.dir.path().join(log_name), run_flags);
+        wait_for_ping(&self.client, &self.target, &self.agent).await;
+    }
+
+    /// Stops the agent and the conductor and closes the connection.
+    pub async fn finish(self) {
+        let Self {
+            mut agent,
+            conductor,
+            transport,
+            ..
+        } = self;
+        agent.stop();
+        conductor.stop().await;
+        transport.close();
     }
 }
