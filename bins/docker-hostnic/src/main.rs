@@ -2,19 +2,21 @@
 //! Trove database container. Discovered by dockerd through its socket in
 //! `/run/docker/plugins`; all behaviour lives in the `netiso-hostnic` crate.
 
-use std::io::IsTerminal as _;
+#[path = "../../shared/logging.rs"]
+mod logging;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use clap::{Parser, ValueEnum};
+use clap::Parser;
+use logging::LogFormat;
 use netiso_config::tenant_nic::DEFAULT_TENANT_NIC_FILE;
 use netiso_hostnic::server::DEFAULT_SOCKET_PATH;
 use netiso_hostnic::state::DEFAULT_STATE_FILE;
 use netiso_hostnic::{
     Driver, NetnsNicLocator, PluginSocket, StateStore, serve, termination_signal,
 };
-use tracing_subscriber::EnvFilter;
 
 /// The command line.
 #[derive(Debug, Parser)]
@@ -37,18 +39,9 @@ struct Args {
     log_format: LogFormat,
 }
 
-/// How log lines look.
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum LogFormat {
-    /// One readable line per event.
-    Human,
-    /// One JSON object per event, for log shippers.
-    Json,
-}
-
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    init_logging(args.log_format);
+    logging::init(args.log_format);
     // Before any other thread exists: this reads and clears LISTEN_FDS/LISTEN_PID.
     let activated = PluginSocket::from_systemd()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -100,17 +93,4 @@ fn main() -> anyhow::Result<()> {
         .context("the plugin server failed")?;
     tracing::info!("docker-hostnic stopped");
     Ok(())
-}
-
-fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        // journald and log files get plain text; colours only on a terminal.
-        .with_ansi(std::io::stderr().is_terminal());
-    match format {
-        LogFormat::Human => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-    }
 }

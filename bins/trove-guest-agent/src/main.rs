@@ -6,18 +6,21 @@
 //! Flags are oslo's: `trove-guest-agent --config-dir=/etc/trove/conf.d` (no subcommand)
 //! runs the agent, as Trove's `guest-agent` does.
 
-use std::io::{IsTerminal as _, Write as _};
+#[path = "../../shared/logging.rs"]
+mod logging;
+
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{Args as ClapArgs, Parser, Subcommand, ValueEnum};
+use clap::{Args as ClapArgs, Parser, Subcommand};
+use logging::LogFormat;
 use netiso_guest::agent::{self, AgentConfig, AgentOptions};
 use netiso_guest::isolation::{self, WhenAbsent};
 use netiso_guest::netns_report::{self, NamespaceReport};
 use netiso_netlink::{NetlinkHandle, netns::CONTAINERD_ADAPTER_NETNS_DIR};
-use tracing_subscriber::EnvFilter;
 
 /// The command line.
 #[derive(Debug, Parser)]
@@ -39,15 +42,6 @@ struct Cli {
     /// What to do; `run` when omitted (Trove's unit passes only `--config-dir`).
     #[command(subcommand)]
     command: Option<Command>,
-}
-
-/// How log lines look.
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum LogFormat {
-    /// One readable line per event.
-    Human,
-    /// One JSON object per event, for log shippers.
-    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -109,7 +103,7 @@ enum NetnsCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    logging::init(cli.log_format);
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -360,18 +354,6 @@ fn termination_signal() -> std::io::Result<impl std::future::Future<Output = &'s
             _ = int.recv() => "SIGINT",
         }
     })
-}
-
-fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    match format {
-        LogFormat::Human => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-    }
 }
 
 #[cfg(test)]
