@@ -45,7 +45,12 @@ pub fn ensure_venv() -> Result<()> {
     ];
     let trove = format!("trove=={TROVE_VERSION}");
     run(&python, &[&pip[..], &["--no-deps", &trove]].concat())?;
-    run(&python, &[&pip[..], &["-r", REQUIREMENTS]].concat())?;
+    // Trove's own requirements are left out on purpose (only what the plugin imports is
+    // installed), so pip's check of them would only print a list of "conflicts".
+    run(
+        &python,
+        &[&pip[..], &["--no-warn-conflicts", "-r", REQUIREMENTS]].concat(),
+    )?;
     std::fs::write(&stamp, wanted).with_context(|| format!("cannot write {stamp}"))?;
     Ok(())
 }
