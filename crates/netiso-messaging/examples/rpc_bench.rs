@@ -2,7 +2,8 @@
 //! in the same run, called by the same (our) client with Trove's encryption.
 //!
 //! Reports round-trip p50/p99 and calls/s, sequential and with 8 concurrent callers, plus the
-//! server process's CPU time per call (from /proc, USER_HZ = 100) and its resident memory.
+//! server process's CPU time per call (from /proc, USER_HZ = 100) and its resident memory, and
+//! the client's CPU per call. The two servers run side by side and take turns, block by block.
 //!
 //! ```text
 //! cargo run --release -p netiso-messaging --example rpc_bench -- [CALLS]
@@ -120,12 +121,32 @@ fn summarize(mut latencies: Vec<Duration>, wall: Duration) -> Phase {
     }
 }
 
+/// Latencies of every call and the wall time of the blocks that made them.
+#[derive(Default)]
+struct Samples {
+    latencies: Vec<Duration>,
+    wall: Duration,
+}
+
+impl Samples {
+    fn add(&mut self, (latencies, wall): (Vec<Duration>, Duration)) {
+        self.latencies.extend(latencies);
+        self.wall += wall;
+    }
+
+    fn summary(self) -> Phase {
+        summarize(self.latencies, self.wall)
+    }
+}
+
+/// `calls` calls spread over `callers` concurrent callers: each call's latency, and the wall
+/// time of the whole block.
 async fn run_calls(
     client: &RpcClient,
     target: &Target,
     calls: usize,
     callers: usize,
-) -> AnyResult<Phase> {
+) -> AnyResult<(Vec<Duration>, Duration)> {
     let ctx = Context::fresh();
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -159,7 +180,7 @@ async fn run_calls(
     for task in tasks {
         latencies.extend(task.await??);
     }
-    Ok(summarize(latencies, started.elapsed()))
+    Ok((latencies, started.elapsed()))
 }
 
 struct ServerProcess {
@@ -218,6 +239,11 @@ async fn spawn_server(name: &'static str, exchange: &str) -> AnyResult<ServerPro
     })
 }
 
+/// Both servers run side by side and take turns: the calls are made in `ROUNDS` blocks, each
+/// block going to one server and then the other (which one first alternates), so that a change
+/// of load on this shared machine during the run weighs on both alike.
+const ROUNDS: usize = 10;
+
 async fn bench(calls: usize) -> AnyResult<()> {
     let transport = transport().await?;
     let exchange = format!("netiso-bench-{}", uuid::Uuid::new_v4().simple());
@@ -226,15 +252,40 @@ async fn bench(calls: usize) -> AnyResult<()> {
         &exchange,
         Serializer::Secure(InstanceKey::new(KEY)?),
     );
-    let mut report = Vec::new();
+    let mut servers = Vec::new();
     for name in ["rust", "python"] {
-        let mut server = spawn_server(name, &exchange).await?;
-        let pid = server.child.id().ok_or("server has no pid")?;
+        let server = spawn_server(name, &exchange).await?;
         run_calls(&client, &server.target, 200, CONCURRENCY).await?; // warm-up
+        let pid = server.child.id().ok_or("server has no pid")?;
         let (cpu_before, _) = process_usage(pid)?;
-        let sequential = run_calls(&client, &server.target, calls, 1).await?;
-        let concurrent = run_calls(&client, &server.target, calls * 2, CONCURRENCY).await?;
+        servers.push((server, pid, cpu_before));
+    }
+    let (client_cpu_before, _) = process_usage(std::process::id())?;
+    let mut sequential: [Samples; 2] = Default::default();
+    let mut concurrent: [Samples; 2] = Default::default();
+    for (samples, callers, total) in [
+        (&mut sequential, 1, calls),
+        (&mut concurrent, CONCURRENCY, calls * 2),
+    ] {
+        for round in 0..ROUNDS {
+            let block = total / ROUNDS + usize::from(round < total % ROUNDS);
+            for turn in 0..2 {
+                let index = (round + turn) % 2;
+                let target = &servers[index].0.target;
+                samples[index].add(run_calls(&client, target, block, callers).await?);
+            }
+        }
+    }
+    let (client_cpu_after, _) = process_usage(std::process::id())?;
+    let client_cpu_per_call_us =
+        (client_cpu_after - client_cpu_before) / (calls * 3 * servers.len()) as f64 * 1e6;
+    let mut report = Vec::new();
+    for ((mut server, pid, cpu_before), (sequential, concurrent)) in servers
+        .into_iter()
+        .zip(sequential.into_iter().zip(concurrent))
+    {
         let (cpu_after, rss_kib) = process_usage(pid)?;
+        let (sequential, concurrent) = (sequential.summary(), concurrent.summary());
         let total = sequential.calls + concurrent.calls;
         let cpu_per_call_us = (cpu_after - cpu_before) / total as f64 * 1e6;
         drop(server.child.stdin.take());
@@ -254,7 +305,7 @@ async fn bench(calls: usize) -> AnyResult<()> {
     transport.delete_exchange(&exchange).await?;
 
     println!(
-        "rpc_ping, encrypted (SecureSerializer), same broker and client; {calls} sequential + {} with {CONCURRENCY} callers",
+        "rpc_ping, encrypted (SecureSerializer), same broker and client, servers taking turns in {ROUNDS} rounds; {calls} sequential + {} with {CONCURRENCY} callers each",
         calls * 2
     );
     println!(
@@ -284,6 +335,7 @@ async fn bench(calls: usize) -> AnyResult<()> {
             *rss as f64 / 1024.0
         );
     }
+    println!("client CPU per call (the same for both servers): {client_cpu_per_call_us:.1} us");
     if let [(_, rs, rc, rcpu, rrss), (_, ps, pc, pcpu, prss)] = report.as_slice() {
         println!(
             "ratios rust/python: seq p50 {:.2} (target <= 0.5), 8x p50 {:.2}, seq throughput {:.2}x, 8x throughput {:.2}x (target >= 3), CPU/call {:.3} (target <= 0.1), RSS {:.3} (target <= 0.2)",
@@ -298,15 +350,19 @@ async fn bench(calls: usize) -> AnyResult<()> {
     Ok(())
 }
 
-#[tokio::main]
-async fn main() -> AnyResult<()> {
+/// Both sides run on a single-threaded runtime: the server as `trove-guest-agent` runs it, the
+/// client (common to both servers) so that it adds as little as it can to every round trip.
+fn main() -> AnyResult<()> {
     let args: Vec<String> = std::env::args().collect();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     if args.get(1).map(String::as_str) == Some("serve") {
         let [_, _, exchange, topic, server] = args.as_slice() else {
             return Err("usage: rpc_bench serve EXCHANGE TOPIC SERVER".into());
         };
-        return serve(exchange, topic, server).await;
+        return runtime.block_on(serve(exchange, topic, server));
     }
     let calls = args.get(1).map(|c| c.parse()).transpose()?.unwrap_or(2000);
-    bench(calls).await
+    runtime.block_on(bench(calls))
 }
