@@ -121,7 +121,13 @@ pub fn run(binaries: &ReleaseBinaries) -> Result<Section> {
     let client_cpu_us = stdout
         .lines()
         .find_map(|l| l.strip_prefix("client CPU per call (the same for both servers):"))
-        .and_then(|rest| rest.trim().trim_end_matches("us").trim().parse::<f64>().ok())
+        .and_then(|rest| {
+            rest.trim()
+                .trim_end_matches("us")
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
         .with_context(|| format!("rpc_bench printed no client CPU line:\n{stdout}"))?;
     section.figures.push(Figure::cost(
         "client CPU per call (the same client for both servers)",
