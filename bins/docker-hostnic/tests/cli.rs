@@ -123,6 +123,17 @@ impl Files {
     }
 }
 
+/// Fails (never skips) when systemd's socket-activation helper is missing.
+fn require_systemd_socket_activate() {
+    let probe = Command::new("systemd-socket-activate")
+        .arg("--version")
+        .output();
+    assert!(
+        probe.is_ok_and(|output| output.status.success()),
+        "this test needs `systemd-socket-activate` (Debian package systemd); run `cargo xtask provision`"
+    );
+}
+
 fn create_body() -> String {
     json!({"NetworkID": NET, "Options": {"com.docker.network.generic": {"hostnic_mac": "fa:16:3e:12:34:56"}}, "IPv4Data": [], "IPv6Data": []})
         .to_string()
@@ -181,13 +192,7 @@ async fn serves_its_socket_logs_each_call_and_stops_on_sigterm() {
 
 #[tokio::test]
 async fn runs_from_a_systemd_socket_and_logs_json() {
-    let probe = Command::new("systemd-socket-activate")
-        .arg("--version")
-        .output();
-    assert!(
-        probe.is_ok_and(|output| output.status.success()),
-        "this test needs `systemd-socket-activate` (Debian package systemd); run `cargo xtask provision`"
-    );
+    require_systemd_socket_activate();
     let files = Files::new();
     let socket = files.path("activated.sock");
     let mut child = Command::new("systemd-socket-activate")
@@ -369,13 +374,7 @@ async fn acknowledged_networks_survive_sigkill_mid_write() {
 
 #[test]
 fn refuses_two_systemd_sockets_with_a_clear_message() {
-    let probe = Command::new("systemd-socket-activate")
-        .arg("--version")
-        .output();
-    assert!(
-        probe.is_ok_and(|output| output.status.success()),
-        "this test needs `systemd-socket-activate` (Debian package systemd); run `cargo xtask provision`"
-    );
+    require_systemd_socket_activate();
     let files = Files::new();
     let (first, second) = (files.path("one.sock"), files.path("two.sock"));
     let mut child = Command::new("systemd-socket-activate")
