@@ -13,7 +13,7 @@ use std::time::Duration;
 use netiso_messaging::{
     Args, CallError, ConductorClient, Context, Dispatcher, HandlerError, InstanceKey,
     RabbitOptions, RpcClient, RpcServer, Serializer, ServerConfig, ServiceStatus, Target,
-    Transport,
+    Transport, TransportError,
 };
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -407,6 +407,25 @@ async fn python_conductor_decrypts_our_heartbeats_and_notifications() {
     transport.delete_exchange(&exchange).await.unwrap();
 }
 
+/// Starts a server with no methods: only its declarations on the broker matter.
+async fn start_declaring_server(
+    transport: &Transport,
+    exchange: &str,
+    target: &Target,
+) -> Result<RpcServer, TransportError> {
+    RpcServer::start(
+        transport,
+        ServerConfig {
+            exchange: exchange.to_owned(),
+            target: target.clone(),
+            serializer: Serializer::Plain,
+            max_concurrency: 1,
+        },
+        Dispatcher::new("1.3").unwrap(),
+    )
+    .await
+}
+
 async fn declarations_match(options: RabbitOptions, py_mode: &str) {
     common::init_tracing();
     let transport = connect(options).await;
@@ -415,18 +434,9 @@ async fn declarations_match(options: RabbitOptions, py_mode: &str) {
 
     // Ours first, then Python's on top.
     let target = guest_target("1.3");
-    let server = RpcServer::start(
-        &transport,
-        ServerConfig {
-            exchange: exchange.clone(),
-            target: target.clone(),
-            serializer: Serializer::Plain,
-            max_concurrency: 1,
-        },
-        Dispatcher::new("1.3").unwrap(),
-    )
-    .await
-    .unwrap();
+    let server = start_declaring_server(&transport, &exchange, &target)
+        .await
+        .unwrap();
     let name = target.server.clone().unwrap();
     let mut py = PyProcess::spawn(
         "py_declare.py",
@@ -461,18 +471,9 @@ async fn declarations_match(options: RabbitOptions, py_mode: &str) {
         &[&url, &exchange, &target.topic, &name, py_mode],
     );
     assert!(py.finish().await.success(), "Python declarations failed");
-    let server = RpcServer::start(
-        &transport,
-        ServerConfig {
-            exchange: exchange.clone(),
-            target: target.clone(),
-            serializer: Serializer::Plain,
-            max_concurrency: 1,
-        },
-        Dispatcher::new("1.3").unwrap(),
-    )
-    .await
-    .unwrap_or_else(|err| panic!("our declarations differ from Python's: {err}"));
+    let server = start_declaring_server(&transport, &exchange, &target)
+        .await
+        .unwrap_or_else(|err| panic!("our declarations differ from Python's: {err}"));
     server.stop().await;
     cleanup(&transport, &exchange, &target).await;
 }
@@ -533,17 +534,7 @@ async fn a_different_declaration_is_refused_by_the_broker() {
         let target = target.clone();
         async move {
             let transport = connect(options).await;
-            RpcServer::start(
-                &transport,
-                ServerConfig {
-                    exchange,
-                    target,
-                    serializer: Serializer::Plain,
-                    max_concurrency: 1,
-                },
-                Dispatcher::new("1.3").unwrap(),
-            )
-            .await
+            start_declaring_server(&transport, &exchange, &target).await
         }
     };
     let first = start(test_options()).await.unwrap();
