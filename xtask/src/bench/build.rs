@@ -25,8 +25,9 @@ pub struct ReleaseBinaries {
 }
 
 /// The `cargo build` arguments; bench targets built this way use the release profile, which
-/// the bench profile inherits unchanged.
-const BUILD_ARGS: [&str; 16] = [
+/// the bench profile inherits unchanged. The benches are named: `--benches` would also build
+/// every library and binary of the selected packages as a test harness.
+const BUILD_ARGS: [&str; 19] = [
     "build",
     "--release",
     "--locked",
@@ -40,7 +41,10 @@ const BUILD_ARGS: [&str; 16] = [
     "-p",
     "netiso-benches",
     "--bins",
-    "--benches",
+    "--bench",
+    "isolation",
+    "--bench",
+    "micro",
     "--example",
     "rpc_bench",
 ];
@@ -83,7 +87,8 @@ pub fn release_binaries() -> Result<ReleaseBinaries> {
 }
 
 /// The target kind, target name and executable of one `compiler-artifact` message, if it
-/// produced an executable.
+/// produced an executable. A binary or example built as a test harness (same kind and name
+/// as the real one) is not it: only bench targets are taken from test-mode builds.
 fn executable_of(line: &str) -> Option<(String, String, PathBuf)> {
     let message: serde_json::Value = serde_json::from_str(line).ok()?;
     if message.get("reason")?.as_str()? != "compiler-artifact" {
@@ -93,6 +98,14 @@ fn executable_of(line: &str) -> Option<(String, String, PathBuf)> {
     let target = message.get("target")?;
     let kind = target.get("kind")?.as_array()?.first()?.as_str()?;
     let name = target.get("name")?.as_str()?;
+    let test_harness = message
+        .get("profile")
+        .and_then(|p| p.get("test"))
+        .and_then(serde_json::Value::as_bool)
+        .unwrap_or(false);
+    if test_harness && kind != "bench" {
+        return None;
+    }
     Some((kind.to_owned(), name.to_owned(), PathBuf::from(path)))
 }
 
@@ -109,6 +122,21 @@ mod tests {
                 "bench".to_owned(),
                 "micro".to_owned(),
                 PathBuf::from("/w/target/release/deps/micro-0123")
+            ))
+        );
+    }
+
+    #[test]
+    fn takes_a_binary_but_not_its_test_harness() {
+        let harness = r#"{"reason":"compiler-artifact","target":{"kind":["bin"],"name":"docker-hostnic"},"profile":{"test":true},"executable":"/w/target/release/deps/docker_hostnic-0123"}"#;
+        assert_eq!(executable_of(harness), None);
+        let binary = r#"{"reason":"compiler-artifact","target":{"kind":["bin"],"name":"docker-hostnic"},"profile":{"test":false},"executable":"/w/target/release/docker-hostnic"}"#;
+        assert_eq!(
+            executable_of(binary),
+            Some((
+                "bin".to_owned(),
+                "docker-hostnic".to_owned(),
+                PathBuf::from("/w/target/release/docker-hostnic")
             ))
         );
     }
