@@ -253,6 +253,17 @@ async fn standard(
     {
         s.flow(flow);
     }
+    management_flows_and_cleanup(settings, s, guest).await;
+    drop(image);
+}
+
+/// The last two checks of a scenario that got its guest up: RabbitMQ through `mgmt0` (its
+/// flows go into the report), then the clean-up that consumes the guest.
+async fn management_flows_and_cleanup(
+    settings: &Settings,
+    s: &mut ScenarioReport<'_>,
+    guest: Guest,
+) {
     if let Some(flows) = s
         .check("rabbitmq-via-mgmt0", async {
             rabbitmq_via_mgmt(settings, &guest)
@@ -264,7 +275,6 @@ async fn standard(
         }
     }
     s.check("cleanup", cleanup(settings, guest)).await;
-    drop(image);
 }
 
 async fn agent_answers(guest: &Guest) -> Result<((), String)> {
@@ -1018,17 +1028,7 @@ async fn containerd_bridged(settings: &Settings, s: &mut ScenarioReport<'_>, ser
         guest_keeps_tenant_nic(settings, &guest),
     )
     .await;
-    if let Some(flows) = s
-        .check("rabbitmq-via-mgmt0", async {
-            rabbitmq_via_mgmt(settings, &guest)
-        })
-        .await
-    {
-        for flow in flows {
-            s.flow(flow);
-        }
-    }
-    s.check("cleanup", cleanup(settings, guest)).await;
+    management_flows_and_cleanup(settings, s, guest).await;
     drop(image);
 }
 

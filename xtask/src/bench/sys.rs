@@ -2,7 +2,7 @@
 //! child processes that are removed or stopped when dropped (also on error), process memory
 //! and CPU from `/proc`, and simple statistics.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -17,20 +17,9 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}{}{serial}", std::process::id() % 100_000)
 }
 
-/// Runs `ip` with `args`; fails with its stderr.
+/// Runs `ip` with `args`, quietly; fails with its stderr.
 pub fn ip(args: &[&str]) -> Result<()> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .context("cannot run `ip` (iproute2)")?;
-    if !out.status.success() {
-        bail!(
-            "`ip {}` failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
+    crate::sh::output("ip", args).map(drop)
 }
 
 /// A network namespace made for this run, deleted on drop.
