@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{AgentSetup, KEY, RunningAgent, args, wait_for_ping};
-use netiso_messaging::{CallError, Context};
+use netiso_messaging::{CallError, Context, RpcClient, Target};
 use netiso_runtime::ContainerRuntime;
 use netiso_runtime::test_support::image::PublishedImage;
 use netiso_runtime::test_support::{ContainerGuard, connect_docker, next_counter};
@@ -38,6 +38,21 @@ fn prepare_context(guest_id: &str) -> Context {
     context
 }
 
+/// Calls `get_filesystem_stats` as Trove's API does and checks the answer has its fields.
+async fn expect_filesystem_stats(client: &RpcClient, target: &Target) {
+    let stats = client
+        .call(
+            target,
+            "get_filesystem_stats",
+            args(json!({"fs_path": null})),
+            &Context::fresh(),
+            CALL_TIMEOUT,
+        )
+        .await
+        .expect("get_filesystem_stats");
+    assert_filesystem_stats(&stats);
+}
+
 fn assert_filesystem_stats(stats: &Value) {
     for key in [
         "block_size",
@@ -66,17 +81,7 @@ async fn plain_agent_answers_ping_and_filesystem_stats_refuses_the_rest_and_stop
     );
     let (client, target) = (&run.client, &run.target);
 
-    let stats = client
-        .call(
-            target,
-            "get_filesystem_stats",
-            args(json!({"fs_path": null})),
-            &Context::fresh(),
-            CALL_TIMEOUT,
-        )
-        .await
-        .expect("get_filesystem_stats");
-    assert_filesystem_stats(&stats);
+    expect_filesystem_stats(client, target).await;
 
     match client
         .call(
@@ -136,17 +141,7 @@ async fn encrypted_agent_prepares_a_bridged_database_and_heartbeats_the_conducto
     let mut run = RunningAgent::start(&setup).await;
     let (client, target) = (&run.client, &run.target);
 
-    let stats = client
-        .call(
-            target,
-            "get_filesystem_stats",
-            args(json!({"fs_path": null})),
-            &Context::fresh(),
-            CALL_TIMEOUT,
-        )
-        .await
-        .expect("get_filesystem_stats (encrypted)");
-    assert_filesystem_stats(&stats);
+    expect_filesystem_stats(client, target).await;
 
     let prepare_args = args(json!({
         "packages": null, "databases": [], "memory_mb": 2048, "users": [],
@@ -166,28 +161,9 @@ async fn encrypted_agent_prepares_a_bridged_database_and_heartbeats_the_conducto
         .await
         .expect("cast prepare");
 
-    let building = run.conductor.next(CAST_TIMEOUT).await;
-    assert_eq!(building.method, "heartbeat");
-    assert_eq!(building.status(), Some("building"), "{building:?}");
-    assert_eq!(building.args["instance_id"], json!(setup.guest_id));
-    let healthy = run.conductor.next(CAST_TIMEOUT).await;
-    assert_eq!(
-        healthy.status(),
-        Some("healthy"),
-        "{healthy:?}\n{}",
-        run.agent.log_text()
-    );
-    assert!(
-        healthy.args["sent"].as_f64() > building.args["sent"].as_f64(),
-        "sent strictly increases"
-    );
-    let end = run.conductor.next(CAST_TIMEOUT).await;
-    assert_eq!(end.method, "notify_end", "{end:?}");
-    assert_eq!(
-        end.args["serialized_notification"]["instance_id"],
-        json!(setup.guest_id)
-    );
-    assert_eq!(end.args["notification_args"], json!({}));
+    run.conductor
+        .expect_prepare_succeeded(&setup.guest_id, &run.agent)
+        .await;
     eprintln!(
         "prepare (pull, create, start, port answers): {:?}",
         started.elapsed()

@@ -22,6 +22,8 @@ use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 
 pub const KEY: &str = "Qm9kZ3kxMjM0NTY3ODlhYmNkZWZnaGlq";
+/// How long each report of a `prepare` (pull, create, start, port answers) may take.
+const PREPARE_REPORT_TIMEOUT: Duration = Duration::from_secs(60);
 const DEFAULT_TEST_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 const DEFAULT_GUEST_URL: &str = "amqp://guest:guest@10.251.0.1:5672/%2f";
 
@@ -196,6 +198,39 @@ impl TestConductor {
         if let Ok(Some(event)) = tokio::time::timeout(wait, self.events.recv()).await {
             panic!("unexpected conductor cast: {event:?}");
         }
+    }
+
+    /// Waits for what a successful `prepare` sends the conductor: `building`, then `healthy`
+    /// (later), then `notify_end` for this guest; returns the `notify_end` for further checks.
+    pub async fn expect_prepare_succeeded(
+        &mut self,
+        guest_id: &str,
+        agent: &AgentProcess,
+    ) -> ConductorEvent {
+        let building = self.next(PREPARE_REPORT_TIMEOUT).await;
+        assert_eq!(building.method, "heartbeat", "{building:?}");
+        assert_eq!(building.status(), Some("building"), "{building:?}");
+        assert_eq!(building.args["instance_id"], Value::from(guest_id));
+        let healthy = self.next(PREPARE_REPORT_TIMEOUT).await;
+        assert_eq!(healthy.method, "heartbeat", "{healthy:?}");
+        assert_eq!(
+            healthy.status(),
+            Some("healthy"),
+            "{healthy:?}\n{}",
+            agent.log_text()
+        );
+        assert!(
+            healthy.args["sent"].as_f64() > building.args["sent"].as_f64(),
+            "sent strictly increases"
+        );
+        let end = self.next(PREPARE_REPORT_TIMEOUT).await;
+        assert_eq!(end.method, "notify_end", "{end:?}");
+        assert_eq!(
+            end.args["serialized_notification"]["instance_id"],
+            Value::from(guest_id)
+        );
+        assert_eq!(end.args["notification_args"], Value::Object(Map::new()));
+        end
     }
 
     pub async fn stop(mut self) {
