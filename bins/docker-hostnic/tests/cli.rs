@@ -109,6 +109,19 @@ impl Files {
         self.dir.path().join(name)
     }
 
+    /// Starts the plugin on these files (log level `info`) and waits until it listens on
+    /// `socket`.
+    fn serve(&self, socket: &Path, log_format: &str, stderr: Stdio) -> Child {
+        let mut child = Command::new(BINARY)
+            .args(self.flags(socket, log_format))
+            .env("RUST_LOG", "info")
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        wait_for_socket(socket, &mut child);
+        child
+    }
+
     fn flags(&self, socket: &Path, log_format: &str) -> Vec<String> {
         vec![
             "--socket".into(),
@@ -143,13 +156,7 @@ fn create_body() -> String {
 async fn serves_its_socket_logs_each_call_and_stops_on_sigterm() {
     let files = Files::new();
     let socket = files.path("plugins/docker-hostnic.sock");
-    let mut child = Command::new(BINARY)
-        .args(files.flags(&socket, "human"))
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_for_socket(&socket, &mut child);
+    let mut child = files.serve(&socket, "human", Stdio::piped());
     let metadata = std::fs::symlink_metadata(&socket).unwrap();
     assert!(metadata.file_type().is_socket());
     assert_eq!(metadata.permissions().mode() & 0o777, 0o660);
@@ -246,12 +253,7 @@ async fn runs_from_a_systemd_socket_and_logs_json() {
 fn refuses_a_second_instance_on_the_same_socket() {
     let files = Files::new();
     let socket = files.path("docker-hostnic.sock");
-    let mut first = Command::new(BINARY)
-        .args(files.flags(&socket, "human"))
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_for_socket(&socket, &mut first);
+    let mut first = files.serve(&socket, "human", Stdio::piped());
     let second = Command::new(BINARY)
         .args(files.flags(&socket, "human"))
         .output()
@@ -292,12 +294,7 @@ async fn acknowledged_networks_survive_sigkill_mid_write() {
     let socket = files.path("docker-hostnic.sock");
     let mut acknowledged: Vec<String> = Vec::new();
     for round in 0..3u64 {
-        let mut child = Command::new(BINARY)
-            .args(files.flags(&socket, "json"))
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        wait_for_socket(&socket, &mut child);
+        let mut child = files.serve(&socket, "json", Stdio::null());
         let (done, mut finished) = tokio::sync::mpsc::unbounded_channel();
         for index in 0..CALLS_PER_ROUND {
             let network_id = format!("{:064x}", round * 1000 + index + 1);
@@ -357,12 +354,7 @@ async fn acknowledged_networks_survive_sigkill_mid_write() {
         "no CreateNetwork was acknowledged before the kills; the test proved nothing"
     );
     // The next start removes temporary files an interrupted write may have left.
-    let mut child = Command::new(BINARY)
-        .args(files.flags(&socket, "json"))
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for_socket(&socket, &mut child);
+    let mut child = files.serve(&socket, "json", Stdio::null());
     terminate(&mut child);
     let leftovers: Vec<String> = std::fs::read_dir(files.dir.path())
         .unwrap()
@@ -417,12 +409,7 @@ async fn a_corrupt_state_file_is_kept_aside_and_reported() {
     let files = Files::new();
     std::fs::write(files.path("hostnic.json"), "{\"3f5e").unwrap();
     let socket = files.path("docker-hostnic.sock");
-    let mut child = Command::new(BINARY)
-        .args(files.flags(&socket, "json"))
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_for_socket(&socket, &mut child);
+    let mut child = files.serve(&socket, "json", Stdio::piped());
     let (status, answer) = call(
         &socket,
         "/NetworkDriver.Join",
