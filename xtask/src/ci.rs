@@ -1,5 +1,6 @@
 //! `cargo xtask ci`: the one gate a submission must pass, run by `.ci/run`.
 
+use crate::advisories;
 use crate::demo;
 use crate::layout::test_environment;
 use crate::provision;
@@ -30,8 +31,10 @@ pub fn run() -> Result<()> {
             "warnings",
         ],
     )?;
-    say("== cargo-deny (bans, licenses, sources; advisories need the network)");
+    say("== cargo-deny (bans, licenses, sources)");
     sh::run("cargo", &["deny", "check", "bans", "licenses", "sources"])?;
+    say("== cargo-deny advisories (the RustSec snapshot, offline)");
+    advisories::check()?;
     say("== tests (as root: the privileged tests are required to run)");
     run_with_env(
         "cargo",

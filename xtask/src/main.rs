@@ -3,6 +3,7 @@
 //! Everything the tests need is installed and started by this program, so a fresh Debian
 //! machine and a CI run reach the same state with one command.
 
+mod advisories;
 mod bench;
 mod ci;
 mod demo;
@@ -39,6 +40,9 @@ enum Task {
     },
     /// Print the environment variables that tell tests where the provisioned services are.
     Env,
+    /// Check Cargo.lock against the RustSec advisory snapshot beside the checkout (offline);
+    /// part of `ci`.
+    Advisories,
     /// Provision, then run the harness on a simulated guest in both network modes and show
     /// every check and the two traffic flows as observed.
     Demo {
@@ -60,6 +64,7 @@ fn main() -> anyhow::Result<()> {
         Task::Ci => ci::run(),
         Task::Bench { only } => bench::run(&only),
         Task::Demo { all } => demo::run(all),
+        Task::Advisories => advisories::check(),
         Task::Env => {
             for (name, value) in layout::test_environment() {
                 sh::say(&format!("export {name}={value}"));
