@@ -124,6 +124,28 @@ mod tests {
     const KEY: &str = "Bm2yN8q4ZtP0xW7cK3vR9aL5sD1fH6jE";
     const IV: [u8; 16] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15];
 
+    /// A float must come back as the same `f64`: Python writes the shortest text that reads
+    /// back exactly, and serde_json's default parser can land one unit in the last place away
+    /// (hence its `float_roundtrip` feature). Found by the Trove interop property test.
+    #[test]
+    fn floats_survive_encryption_exactly() {
+        let key = InstanceKey::new(KEY).unwrap();
+        for float in [
+            3.574_912_344_321_215_3e-236_f64,
+            -1.073_214_392_230_405_1e-12,
+            0.1,
+            1e300,
+        ] {
+            let value = json!([float]);
+            let back = key.decrypt_value(&key.encrypt_value(&value)).unwrap();
+            assert_eq!(
+                back[0].as_f64().unwrap().to_bits(),
+                float.to_bits(),
+                "{float:e}"
+            );
+        }
+    }
+
     #[test]
     fn key_derivation_is_hex_md5_text() {
         let key = InstanceKey::new(KEY).unwrap();
