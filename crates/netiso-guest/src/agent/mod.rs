@@ -132,6 +132,7 @@ pub fn rabbit_options(config: &GuestConfig) -> RabbitOptions {
             r.kombu_missing_consumer_retry_timeout,
         ),
         rabbit_qos_prefetch_count: u16::try_from(r.rabbit_qos_prefetch_count).unwrap_or(u16::MAX),
+        tls: config.rabbit_tls.clone(),
         ..RabbitOptions::default()
     }
 }
@@ -434,8 +435,8 @@ pub async fn run(
         }
     }
 
-    // 3. RPC (the runtime is needed by the handlers).
-    let runtime = connect_runtime(&config).await?;
+    // 3. RPC (the runtime is needed by the handlers). The transport first: unusable TLS
+    // settings end the run here, before anything else is asked of the runtime.
     let broker = BrokerConfig::from_transport_url(&guest.transport_url)
         .map_err(|e| AgentError::Messaging(e.to_string()))?;
     let key = guest
@@ -446,6 +447,7 @@ pub async fn run(
         .map_err(|e| AgentError::Messaging(format!("instance_rpc_encr_key: {e}")))?;
     let transport = Transport::start(broker, rabbit_options(guest))
         .map_err(|e| AgentError::Messaging(e.to_string()))?;
+    let runtime = connect_runtime(&config).await?;
     let conductor = ConductorClient::new(
         &transport,
         &guest.control_exchange,
