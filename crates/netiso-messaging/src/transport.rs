@@ -1071,7 +1071,7 @@ async fn open_connection(
     let failed = |err: String| match tls {
         Some(tls) => match tls.take_failure() {
             Some(reason) => format!("TLS handshake failed: {reason}"),
-            None => format!("TLS connection failed: {err}"),
+            None => format!("{err} (connecting over TLS)"),
         },
         None => err,
     };
