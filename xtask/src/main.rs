@@ -61,8 +61,9 @@ fn main() -> anyhow::Result<()> {
         Task::Bench { only } => bench::run(&only),
         Task::Demo { all } => demo::run(all),
         Task::Env => {
+            // Quoted for `eval`: the TLS URLs hold `?` and `&`.
             for (name, value) in layout::test_environment() {
-                sh::say(&format!("export {name}={value}"));
+                sh::say(&format!("export {name}='{value}'"));
             }
             Ok(())
         }
