@@ -108,3 +108,34 @@ fn agent_with_an_unreadable_ca_file_exits_naming_it() {
         "no plaintext fallback:\n{log}"
     );
 }
+
+#[test]
+fn agent_refusing_the_brokers_certificate_logs_why_and_keeps_retrying() {
+    // The client certificate as the only trust anchor: the broker's certificate, signed by
+    // the test CA, has an issuer this file does not hold.
+    let not_the_ca = env_or("NETISO_TLS_CLIENT_CERT", format!("{TLS_DIR}/client.pem"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let setup = tls_setup("tlsca", &not_the_ca);
+    let _broker = setup.cleanup();
+    let conf = setup.write(dir.path());
+    let mut agent = AgentProcess::spawn(&conf, dir.path().join("agent.log"));
+    let reason = "TLS handshake failed: the broker's certificate has an unknown issuer";
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while agent.log_text().matches(reason).count() < 2 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let log = agent.log_text();
+    assert!(
+        log.matches(reason).count() >= 2,
+        "two refused attempts logged with their reason within 30 s:\n{log}"
+    );
+    assert!(
+        log.contains(&format!("ssl_ca_file {not_the_ca}")),
+        "names the CA file:\n{log}"
+    );
+    assert!(!log.contains("connected to broker"), "{log}");
+    let status = agent
+        .terminate(Duration::from_secs(15))
+        .expect("the agent was still running and exits on SIGTERM");
+    assert!(status.success(), "exit status {status}\n{log}");
+}

@@ -326,7 +326,9 @@ fn notify(state: &str) {
     }
 }
 
-/// Starts the RPC server, retrying while the broker is unreachable, until `shutdown`.
+/// Starts the RPC server, retrying while the broker is unreachable, until `shutdown` (which
+/// also ends an attempt still waiting for a connection: an unreachable broker, or one whose
+/// TLS certificate is refused, must not hold up a SIGTERM).
 async fn start_server(
     transport: &Transport,
     config: &ServerConfig,
@@ -334,7 +336,11 @@ async fn start_server(
     shutdown: &mut tokio::sync::watch::Receiver<bool>,
 ) -> Option<RpcServer> {
     loop {
-        match RpcServer::start(transport, config.clone(), make_dispatcher()).await {
+        let started = tokio::select! {
+            started = RpcServer::start(transport, config.clone(), make_dispatcher()) => started,
+            _ = shutdown.wait_for(|stop| *stop) => return None,
+        };
+        match started {
             Ok(server) => return Some(server),
             Err(e) => {
                 error!(error = %e, retry_in_s = RPC_RETRY_INTERVAL.as_secs(), "cannot start the RPC server");
