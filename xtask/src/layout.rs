@@ -29,10 +29,15 @@ pub const MGMT_PREFIX_LEN: u8 = 24;
 
 /// RabbitMQ's AMQP port (host loopback, and forwarded on the management network).
 pub const AMQP_PORT: u16 = 5672;
+/// RabbitMQ's TLS (AMQPS) listener (host loopback, and forwarded on the management network).
+pub const AMQPS_PORT: u16 = 5671;
+/// The test PKI: `ca.pem`, `server.pem`/`server-key.pem` (RabbitMQ's), `client.pem`/
+/// `client-key.pem` (a guest's); keys 0600.
+pub const TLS_DIR: &str = "/var/lib/trove-netiso/tls";
 /// The registry's port (host loopback, and forwarded on the management network).
 pub const REGISTRY_PORT: u16 = 5000;
 /// Services that the management network forwards to this machine's loopback.
-pub const FORWARDED_PORTS: [u16; 2] = [AMQP_PORT, REGISTRY_PORT];
+pub const FORWARDED_PORTS: [u16; 3] = [AMQP_PORT, AMQPS_PORT, REGISTRY_PORT];
 /// RabbitMQ node name; `localhost` keeps Erlang distribution on loopback.
 pub const RABBIT_NODE: &str = "rabbit@localhost";
 
@@ -68,5 +73,21 @@ pub fn test_environment() -> Vec<(&'static str, String)> {
             "NETISO_GUEST_AMQP_URL",
             format!("amqp://guest:guest@{MGMT_GATEWAY_ADDR}:{AMQP_PORT}/%2f"),
         ),
+        // TLS: the query turns `ssl` on and names the CA, as oslo.messaging reads it.
+        (
+            "NETISO_TEST_AMQPS_URL",
+            format!(
+                "amqp://guest:guest@127.0.0.1:{AMQPS_PORT}/%2f?ssl=true&ssl_ca_file={TLS_DIR}/ca.pem"
+            ),
+        ),
+        (
+            "NETISO_GUEST_AMQPS_URL",
+            format!(
+                "amqp://guest:guest@{MGMT_GATEWAY_ADDR}:{AMQPS_PORT}/%2f?ssl=true&ssl_ca_file={TLS_DIR}/ca.pem"
+            ),
+        ),
+        ("NETISO_TLS_CA", format!("{TLS_DIR}/ca.pem")),
+        ("NETISO_TLS_CLIENT_CERT", format!("{TLS_DIR}/client.pem")),
+        ("NETISO_TLS_CLIENT_KEY", format!("{TLS_DIR}/client-key.pem")),
     ]
 }

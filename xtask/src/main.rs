@@ -66,8 +66,9 @@ fn main() -> anyhow::Result<()> {
         Task::Demo { all } => demo::run(all),
         Task::Advisories => advisories::check(),
         Task::Env => {
+            // Quoted for `eval`: the TLS URLs hold `?` and `&`.
             for (name, value) in layout::test_environment() {
-                sh::say(&format!("export {name}={value}"));
+                sh::say(&format!("export {name}='{value}'"));
             }
             Ok(())
         }

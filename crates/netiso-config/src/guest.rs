@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::error::{ConfigError, OptionLocation};
 use crate::isolation::IsolationMode;
+use crate::rabbit_tls::RabbitTlsOptions;
 use crate::render::DAEMON_JSON_PATH;
 use crate::secret::Secret;
 use crate::source::{ConfigSources, Origin, OsloConfig};
@@ -510,6 +511,8 @@ pub struct GuestConfig {
     pub state_change_wait_time: Duration,
     /// Options that change queue declarations.
     pub rabbit: RabbitQueueOptions,
+    /// `ssl` and the `ssl_*` options of the broker connection.
+    pub rabbit_tls: RabbitTlsOptions,
     /// The running datastore's settings, when `datastore_manager` is set.
     pub datastore: Option<DatastoreSettings>,
     /// `[guest_agent] container_registry`: where images are pulled from.
@@ -579,6 +582,7 @@ impl GuestConfig {
             network_isolation,
             network_isolation_setting,
             rabbit: RabbitQueueOptions::from_oslo(config, &transport_url)?,
+            rabbit_tls: RabbitTlsOptions::from_oslo(config, &transport_url)?,
             transport_url,
             control_exchange: non_empty("DEFAULT", "control_exchange")?
                 .unwrap_or_else(|| "openstack".to_owned()),

@@ -34,7 +34,8 @@
 //! # Models
 //!
 //! - [`GuestConfig`]: the agent's options (`guest_id` is required), the
-//!   `[oslo_messaging_rabbit]` options that shape queue declarations, the datastore section,
+//!   `[oslo_messaging_rabbit]` options that shape queue declarations and its TLS options
+//!   ([`RabbitTlsOptions`]), the datastore section,
 //!   and our own `[netiso]` section:
 //!
 //!   | option | default |
@@ -79,6 +80,7 @@ pub mod guest;
 pub mod ini;
 pub mod isolation;
 pub mod pyjson;
+pub mod rabbit_tls;
 pub mod render;
 pub mod secret;
 pub mod source;
@@ -92,6 +94,7 @@ pub use guest::{
     ContainerRuntime, DatastoreSettings, GuestConfig, NetisoSettings, RabbitQueueOptions,
 };
 pub use isolation::{IsolationMode, PublishedPort};
+pub use rabbit_tls::{RabbitTlsOptions, SslVersion};
 pub use secret::Secret;
 pub use source::{ConfigSources, Origin, OsloConfig};
 pub use tenant_nic::{TenantNic, TenantNicError};

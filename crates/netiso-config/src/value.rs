@@ -62,6 +62,13 @@ pub enum ValueError {
         "`{0}` is not a container name (a letter or digit, then letters, digits, `_`, `.` or `-`)"
     )]
     ContainerName(String),
+    /// An `ssl_version` oslo knows but that names an obsolete protocol rustls does not
+    /// implement.
+    #[error(
+        "`{0}` is an obsolete protocol that rustls does not implement (TLS 1.0 and 1.1, SSL 2 \
+         and 3): use TLSv1_2, or SSLv23 (or no value) to negotiate TLS 1.2 or 1.3"
+    )]
+    ObsoleteSslVersion(String),
     /// A list item that must be a registry `host[:port]`.
     #[error("`{0}` is not a registry host[:port] (no scheme, path or spaces)")]
     Registry(String),

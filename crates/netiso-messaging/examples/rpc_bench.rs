@@ -4,12 +4,15 @@
 //! Reports round-trip p50/p99 and calls/s, sequential and with 8 concurrent callers, plus the
 //! server process's CPU time per call (from /proc, USER_HZ = 100) and its resident memory, and
 //! the client's CPU per call. The two servers run side by side and take turns, block by block.
+//! A second table compares our client and server over TLS with the same pair in plaintext
+//! (two servers of ours, taking turns likewise).
 //!
 //! ```text
 //! cargo run --release -p netiso-messaging --example rpc_bench -- [CALLS]
 //! ```
 //! Environment: `NETISO_TEST_AMQP_URL` (default `amqp://guest:guest@127.0.0.1:5672/%2f`),
-//! `NETISO_PY_VENV` (default `/var/lib/trove-netiso/venv`).
+//! `NETISO_TEST_AMQPS_URL` (default: port 5671 with `ssl=true` and the provisioned CA in the
+//! query), `NETISO_PY_VENV` (default `/var/lib/trove-netiso/venv`).
 
 #![allow(clippy::print_stdout)] // a report tool: its output is the point
 
@@ -38,14 +41,26 @@ fn url() -> String {
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
 }
 
-async fn transport() -> AnyResult<Transport> {
-    let config = BrokerConfig::from_transport_url(&TransportUrl::from_str(&url())?)?;
-    Ok(Transport::connect(config, RabbitOptions::default(), Duration::from_secs(10)).await?)
+fn tls_url() -> String {
+    std::env::var("NETISO_TEST_AMQPS_URL").unwrap_or_else(|_| {
+        "amqp://guest:guest@127.0.0.1:5671/%2f?ssl=true&ssl_ca_file=/var/lib/trove-netiso/tls/ca.pem"
+            .to_owned()
+    })
 }
 
-/// `rpc_bench serve EXCHANGE TOPIC SERVER`: our server in its own process, until stdin closes.
-async fn serve(exchange: &str, topic: &str, server: &str) -> AnyResult<()> {
-    let transport = transport().await?;
+/// A transport to `url`, its query applied as oslo applies it (`ssl` and the `ssl_*` files).
+async fn transport(url: &str) -> AnyResult<Transport> {
+    let parsed = TransportUrl::from_str(url)?;
+    let config = BrokerConfig::from_transport_url(&parsed)?;
+    let mut options = RabbitOptions::default();
+    options.apply_url_query(&parsed.query)?;
+    Ok(Transport::connect(config, options, Duration::from_secs(10)).await?)
+}
+
+/// `rpc_bench serve EXCHANGE TOPIC SERVER URL`: our server in its own process, until stdin
+/// closes.
+async fn serve(exchange: &str, topic: &str, server: &str, url: &str) -> AnyResult<()> {
+    let transport = transport(url).await?;
     let mut dispatcher = Dispatcher::new("1.3")?;
     dispatcher.register("rpc_ping", |_ctx: Context, args: Args| async move {
         args.finish()?;
@@ -203,16 +218,17 @@ async fn wait_ready(child: &mut Child) -> AnyResult<()> {
     Ok(())
 }
 
-async fn spawn_server(name: &'static str, exchange: &str) -> AnyResult<ServerProcess> {
+/// Starts server `name`: `python`, or ours (any other name) connected to `url`.
+async fn spawn_server(name: &'static str, exchange: &str, url: &str) -> AnyResult<ServerProcess> {
     let id = uuid::Uuid::new_v4().to_string();
     let target = Target {
         topic: format!("guestagent.{id}"),
         server: Some(id.clone()),
         version: "1.0".into(),
     };
-    let mut command = if name == "rust" {
+    let mut command = if name != "python" {
         let mut c = Command::new(std::env::current_exe()?);
-        c.args(["serve", exchange, &target.topic, &id]);
+        c.args(["serve", exchange, &target.topic, &id, url]);
         c
     } else {
         let venv =
@@ -220,7 +236,7 @@ async fn spawn_server(name: &'static str, exchange: &str) -> AnyResult<ServerPro
         let scripts = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python");
         let mut c = Command::new(PathBuf::from(venv).join("bin/python"));
         c.arg(scripts.join("py_server.py"))
-            .args([url().as_str(), exchange, &target.topic, &id, KEY])
+            .args([url, exchange, &target.topic, &id, KEY])
             .current_dir(scripts)
             .env("PYTHONWARNINGS", "ignore");
         c
@@ -244,70 +260,85 @@ async fn spawn_server(name: &'static str, exchange: &str) -> AnyResult<ServerPro
 /// of load on this shared machine during the run weighs on both alike.
 const ROUNDS: usize = 10;
 
-async fn bench(calls: usize) -> AnyResult<()> {
-    let transport = transport().await?;
-    let exchange = format!("netiso-bench-{}", uuid::Uuid::new_v4().simple());
-    let client = RpcClient::new(
-        &transport,
-        &exchange,
-        Serializer::Secure(InstanceKey::new(KEY)?),
-    );
-    let mut servers = Vec::new();
-    for name in ["rust", "python"] {
-        let server = spawn_server(name, &exchange).await?;
-        run_calls(&client, &server.target, 200, CONCURRENCY).await?; // warm-up
-        let pid = server.child.id().ok_or("server has no pid")?;
-        let (cpu_before, _) = process_usage(pid)?;
-        servers.push((server, pid, cpu_before));
-    }
-    let (client_cpu_before, _) = process_usage(std::process::id())?;
-    let mut sequential: [Samples; 2] = Default::default();
-    let mut concurrent: [Samples; 2] = Default::default();
+/// One server under test, the client that calls it, and its CPU time before the calls.
+struct Leg {
+    server: ServerProcess,
+    client: RpcClient,
+    pid: u32,
+    cpu_before: f64,
+}
+
+/// Starts server `name` on `url`, warms it up through `client` and notes its CPU time.
+async fn leg(name: &'static str, exchange: &str, url: &str, client: RpcClient) -> AnyResult<Leg> {
+    let server = spawn_server(name, exchange, url).await?;
+    run_calls(&client, &server.target, 200, CONCURRENCY).await?; // warm-up
+    let pid = server.child.id().ok_or("server has no pid")?;
+    let (cpu_before, _) = process_usage(pid)?;
+    Ok(Leg {
+        server,
+        client,
+        pid,
+        cpu_before,
+    })
+}
+
+/// `calls` sequential calls, then twice as many with [`CONCURRENCY`] callers, to every leg in
+/// turn; returns (sequential, concurrent) samples per leg.
+async fn take_turns(legs: &[Leg], calls: usize) -> AnyResult<Vec<(Samples, Samples)>> {
+    let mut sequential: Vec<Samples> = legs.iter().map(|_| Samples::default()).collect();
+    let mut concurrent: Vec<Samples> = legs.iter().map(|_| Samples::default()).collect();
     for (samples, callers, total) in [
         (&mut sequential, 1, calls),
         (&mut concurrent, CONCURRENCY, calls * 2),
     ] {
         for round in 0..ROUNDS {
             let block = total / ROUNDS + usize::from(round < total % ROUNDS);
-            for turn in 0..2 {
-                let index = (round + turn) % 2;
-                let target = &servers[index].0.target;
-                samples[index].add(run_calls(&client, target, block, callers).await?);
+            for turn in 0..legs.len() {
+                let index = (round + turn) % legs.len();
+                let leg = &legs[index];
+                samples[index]
+                    .add(run_calls(&leg.client, &leg.server.target, block, callers).await?);
             }
         }
     }
-    let (client_cpu_after, _) = process_usage(std::process::id())?;
-    let client_cpu_per_call_us =
-        (client_cpu_after - client_cpu_before) / (calls * 3 * servers.len()) as f64 * 1e6;
+    Ok(sequential.into_iter().zip(concurrent).collect())
+}
+
+/// One row of a report: name, sequential and concurrent summaries, server CPU µs per call and
+/// RSS KiB.
+type Row = (&'static str, Phase, Phase, f64, u64);
+
+/// Stops every leg's server, deletes its queues, and summarizes its samples.
+async fn finish(
+    transport: &Transport,
+    legs: Vec<Leg>,
+    samples: Vec<(Samples, Samples)>,
+) -> AnyResult<Vec<Row>> {
     let mut report = Vec::new();
-    for ((mut server, pid, cpu_before), (sequential, concurrent)) in servers
-        .into_iter()
-        .zip(sequential.into_iter().zip(concurrent))
-    {
-        let (cpu_after, rss_kib) = process_usage(pid)?;
+    for (mut leg, (sequential, concurrent)) in legs.into_iter().zip(samples) {
+        let (cpu_after, rss_kib) = process_usage(leg.pid)?;
         let (sequential, concurrent) = (sequential.summary(), concurrent.summary());
         let total = sequential.calls + concurrent.calls;
-        let cpu_per_call_us = (cpu_after - cpu_before) / total as f64 * 1e6;
-        drop(server.child.stdin.take());
-        let _ = tokio::time::timeout(Duration::from_secs(20), server.child.wait()).await;
-        for queue in [server.target.topic.clone(), server.target.routing_key()] {
+        let cpu_per_call_us = (cpu_after - leg.cpu_before) / total as f64 * 1e6;
+        drop(leg.server.child.stdin.take());
+        let _ = tokio::time::timeout(Duration::from_secs(20), leg.server.child.wait()).await;
+        let target = &leg.server.target;
+        for queue in [target.topic.clone(), target.routing_key()] {
             transport.delete_queue(&queue).await?;
         }
+        leg.client.close().await;
         report.push((
-            server.name,
+            leg.server.name,
             sequential,
             concurrent,
             cpu_per_call_us,
             rss_kib,
         ));
     }
-    client.close().await;
-    transport.delete_exchange(&exchange).await?;
+    Ok(report)
+}
 
-    println!(
-        "rpc_ping, encrypted (SecureSerializer), same broker and client, servers taking turns in {ROUNDS} rounds; {calls} sequential + {} with {CONCURRENCY} callers each",
-        calls * 2
-    );
+fn print_table(report: &[Row]) {
     println!(
         "{:<8} {:>9} {:>9} {:>9} {:>10} {:>9} {:>9} {:>10} {:>12} {:>9}",
         "server",
@@ -321,7 +352,7 @@ async fn bench(calls: usize) -> AnyResult<()> {
         "CPU us/call",
         "RSS MiB"
     );
-    for (name, s, c, cpu, rss) in &report {
+    for (name, s, c, cpu, rss) in report {
         println!(
             "{name:<8} {:>7.3}ms {:>7.3}ms {:>7.3}ms {:>10.0} {:>7.3}ms {:>7.3}ms {:>10.0} {:>12.1} {:>9.1}",
             s.p50_ms,
@@ -335,6 +366,36 @@ async fn bench(calls: usize) -> AnyResult<()> {
             *rss as f64 / 1024.0
         );
     }
+}
+
+fn secure_client(transport: &Transport, exchange: &str) -> AnyResult<RpcClient> {
+    Ok(RpcClient::new(
+        transport,
+        exchange,
+        Serializer::Secure(InstanceKey::new(KEY)?),
+    ))
+}
+
+async fn bench(calls: usize) -> AnyResult<()> {
+    let plain_url = url();
+    let transport = transport(&plain_url).await?;
+    let exchange = format!("netiso-bench-{}", uuid::Uuid::new_v4().simple());
+    let client = secure_client(&transport, &exchange)?;
+    let mut legs = Vec::new();
+    for name in ["rust", "python"] {
+        legs.push(leg(name, &exchange, &plain_url, client.clone()).await?);
+    }
+    let (client_cpu_before, _) = process_usage(std::process::id())?;
+    let samples = take_turns(&legs, calls).await?;
+    let (client_cpu_after, _) = process_usage(std::process::id())?;
+    let client_cpu_per_call_us =
+        (client_cpu_after - client_cpu_before) / (calls * 3 * legs.len()) as f64 * 1e6;
+    let report = finish(&transport, legs, samples).await?;
+    println!(
+        "rpc_ping, encrypted (SecureSerializer), same broker and client, servers taking turns in {ROUNDS} rounds; {calls} sequential + {} with {CONCURRENCY} callers each",
+        calls * 2
+    );
+    print_table(&report);
     println!("client CPU per call (the same for both servers): {client_cpu_per_call_us:.1} us");
     if let [(_, rs, rc, rcpu, rrss), (_, ps, pc, pcpu, prss)] = report.as_slice() {
         println!(
@@ -347,7 +408,52 @@ async fn bench(calls: usize) -> AnyResult<()> {
             *rrss as f64 / *prss as f64
         );
     }
+    tls_against_plaintext(&transport, &exchange, calls).await?;
+    transport.delete_exchange(&exchange).await?;
     Ok(())
+}
+
+/// Our client and server over TLS against the same pair in plaintext: two servers of ours,
+/// each called by a client on a connection of its kind, taking turns.
+async fn tls_against_plaintext(
+    transport: &Transport,
+    exchange: &str,
+    calls: usize,
+) -> AnyResult<()> {
+    let (plain_url, tls_url) = (url(), tls_url());
+    let tls_transport = transport_or_hint(&tls_url).await?;
+    let legs = vec![
+        leg(
+            "plain",
+            exchange,
+            &plain_url,
+            secure_client(transport, exchange)?,
+        )
+        .await?,
+        leg(
+            "tls",
+            exchange,
+            &tls_url,
+            secure_client(&tls_transport, exchange)?,
+        )
+        .await?,
+    ];
+    let samples = take_turns(&legs, calls).await?;
+    let report = finish(transport, legs, samples).await?;
+    tls_transport.close();
+    println!();
+    println!(
+        "rpc_ping, encrypted, our client and server, over TLS (client and server connections) and in plaintext, taking turns in {ROUNDS} rounds; {calls} sequential + {} with {CONCURRENCY} callers each",
+        calls * 2
+    );
+    print_table(&report);
+    Ok(())
+}
+
+async fn transport_or_hint(url: &str) -> AnyResult<Transport> {
+    transport(url).await.map_err(|e| {
+        format!("no TLS connection to {url}: {e} (run `cargo xtask provision`)").into()
+    })
 }
 
 /// Both sides run on a single-threaded runtime: the server as `trove-guest-agent` runs it, the
@@ -358,10 +464,10 @@ fn main() -> AnyResult<()> {
         .enable_all()
         .build()?;
     if args.get(1).map(String::as_str) == Some("serve") {
-        let [_, _, exchange, topic, server] = args.as_slice() else {
-            return Err("usage: rpc_bench serve EXCHANGE TOPIC SERVER".into());
+        let [_, _, exchange, topic, server, url] = args.as_slice() else {
+            return Err("usage: rpc_bench serve EXCHANGE TOPIC SERVER URL".into());
         };
-        return runtime.block_on(serve(exchange, topic, server));
+        return runtime.block_on(serve(exchange, topic, server, url));
     }
     let calls = args.get(1).map(|c| c.parse()).transpose()?.unwrap_or(2000);
     runtime.block_on(bench(calls))

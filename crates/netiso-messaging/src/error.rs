@@ -132,6 +132,9 @@ pub enum TransportError {
     /// Invalid options for the declarations.
     #[error("invalid [oslo_messaging_rabbit] options: {0}")]
     Options(String),
+    /// The TLS settings cannot be honoured (the message names the option and its file).
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 impl TransportError {

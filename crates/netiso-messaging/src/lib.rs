@@ -16,6 +16,7 @@ pub mod error;
 pub mod options;
 pub mod serializer;
 pub mod server;
+pub mod tls;
 pub mod topology;
 pub mod transport;
 
@@ -27,5 +28,6 @@ pub use error::{CallError, CryptoError, EnvelopeError, SerializerError, Transpor
 pub use options::RabbitOptions;
 pub use serializer::{Context, Serializer};
 pub use server::{RpcServer, ServerConfig};
+pub use tls::TlsError;
 pub use topology::Target;
 pub use transport::{BrokerConfig, BrokerHost, Transport};

@@ -1,7 +1,10 @@
 //! The `[oslo_messaging_rabbit]` options that change what is declared or how the transport
 //! behaves, with oslo.messaging 18.3.1's defaults. Plain data: the configuration crate fills it.
 
+use std::path::PathBuf;
 use std::time::Duration;
+
+use netiso_config::{RabbitTlsOptions, SslVersion};
 
 /// `[oslo_messaging_rabbit]` options relevant to declarations, publishing and reconnection.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,6 +44,8 @@ pub struct RabbitOptions {
     pub rabbit_interval_max: Duration,
     /// How long a publish may wait for a connection and its broker confirm, retries included.
     pub publish_timeout: Duration,
+    /// `ssl` and the `ssl_*` options: TLS to the broker.
+    pub tls: RabbitTlsOptions,
 }
 
 impl Default for RabbitOptions {
@@ -63,6 +68,7 @@ impl Default for RabbitOptions {
             rabbit_retry_interval: Duration::from_secs(1),
             rabbit_interval_max: Duration::from_secs(30),
             publish_timeout: Duration::from_secs(60),
+            tls: RabbitTlsOptions::default(),
         }
     }
 }
@@ -74,6 +80,7 @@ impl RabbitOptions {
         let mut ignored = Vec::new();
         for (name, value) in query {
             let flag = || parse_bool(name, value);
+            let path = || Some(PathBuf::from(value)).filter(|_| !value.is_empty());
             let number = || {
                 value.trim().parse::<u32>().map_err(|_| {
                     format!("transport_url option {name}={value:?} is not a whole number")
@@ -119,6 +126,14 @@ impl RabbitOptions {
                 }
                 "rabbit_retry_interval" => self.rabbit_retry_interval = seconds()?,
                 "rabbit_interval_max" => self.rabbit_interval_max = seconds()?,
+                "ssl" => self.tls.ssl = flag()?,
+                "ssl_version" => {
+                    self.tls.ssl_version = SslVersion::parse(value)
+                        .map_err(|e| format!("transport_url option {name}: {e}"))?;
+                }
+                "ssl_ca_file" => self.tls.ssl_ca_file = path(),
+                "ssl_cert_file" => self.tls.ssl_cert_file = path(),
+                "ssl_key_file" => self.tls.ssl_key_file = path(),
                 _ => ignored.push(name.clone()),
             }
         }
@@ -178,6 +193,9 @@ mod tests {
                 ("rabbit_transient_queues_ttl", "60"),
                 ("kombu_missing_consumer_retry_timeout", "2.5"),
                 ("ssl", "1"),
+                ("ssl_ca_file", "/etc/trove/ca.pem"),
+                ("ssl_version", "TLSv1_2"),
+                ("kombu_reconnect_splay", "0.5"),
             ]))
             .unwrap();
         assert!(options.rabbit_quorum_queue && options.durable());
@@ -186,7 +204,13 @@ mod tests {
             options.kombu_missing_consumer_retry_timeout,
             Duration::from_millis(2500)
         );
-        assert_eq!(ignored, vec!["ssl".to_owned()]);
+        assert!(options.tls.ssl);
+        assert_eq!(
+            options.tls.ssl_ca_file.as_deref(),
+            Some(std::path::Path::new("/etc/trove/ca.pem"))
+        );
+        assert_eq!(options.tls.ssl_version, SslVersion::Tls12);
+        assert_eq!(ignored, vec!["kombu_reconnect_splay".to_owned()]);
     }
 
     #[test]
@@ -200,5 +224,12 @@ mod tests {
             .apply_url_query(&query(&[("heartbeat_timeout_threshold", "70000")]))
             .unwrap_err();
         assert!(err.contains("too large"), "{err}");
+        let err = options
+            .apply_url_query(&query(&[("ssl_version", "TLSv1_1")]))
+            .unwrap_err();
+        assert!(
+            err.contains("ssl_version") && err.contains("TLSv1_1"),
+            "{err}"
+        );
     }
 }

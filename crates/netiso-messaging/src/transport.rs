@@ -29,8 +29,11 @@ use tracing::{debug, error, info, warn};
 use crate::confirm::{ConfirmOutcome, ConfirmTracker};
 use crate::error::TransportError;
 use crate::options::RabbitOptions;
+use crate::tls::TlsClient;
 use crate::topology::{ArgValue, ConsumerSpec, ExchangeSpec};
 
+/// kombu's port when the URL names none. oslo.messaging writes it into the URL it gives kombu,
+/// so it is 5672 with `ssl` on too (not kombu's TLS default, 5671).
 const DEFAULT_PORT: u16 = 5672;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const LIVENESS_POLL: Duration = Duration::from_millis(500);
@@ -66,8 +69,8 @@ pub struct BrokerConfig {
 }
 
 impl BrokerConfig {
-    /// Takes hosts, credentials and virtual host from a parsed `transport_url`, with kombu's
-    /// defaults (port 5672, `guest`/`guest`, vhost `/`).
+    /// Takes hosts, credentials and virtual host from a parsed `transport_url`, with oslo's
+    /// defaults (port 5672 even over TLS, `guest`/`guest`, vhost `/`).
     pub fn from_transport_url(url: &TransportUrl) -> Result<Self, TransportError> {
         if !matches!(url.scheme.as_str(), "rabbit" | "amqp") {
             return Err(TransportError::Config(format!(
@@ -504,10 +507,20 @@ impl Transport {
     }
 
     /// Starts the connection supervisor without waiting; operations wait for a connection.
+    ///
+    /// With `ssl` on, the TLS files are loaded here: a setting that cannot be honoured is
+    /// [`TransportError::Tls`], never a plaintext connection.
     pub fn start(config: BrokerConfig, options: RabbitOptions) -> Result<Self, TransportError> {
         options.validate().map_err(TransportError::Options)?;
         if config.hosts.is_empty() {
             return Err(TransportError::Config("no broker host configured".into()));
+        }
+        let tls = TlsClient::new(&options.tls)?;
+        if tls.is_some() && config.hosts.iter().any(|h| h.port == DEFAULT_PORT) {
+            warn!(
+                "ssl is on and a broker port is {DEFAULT_PORT} (oslo's port when transport_url \
+                 names none): RabbitMQ's TLS listener is usually on 5671"
+            );
         }
         let (state_tx, state_rx) = watch::channel(LinkState::Connecting {
             attempts: 0,
@@ -517,6 +530,7 @@ impl Transport {
         tokio::spawn(supervise(
             config.clone(),
             options.clone(),
+            tls,
             state_tx,
             shutdown_rx,
         ));
@@ -1038,21 +1052,33 @@ fn connection_name() -> String {
     format!("{program}:{}:{}", std::process::id(), uuid::Uuid::new_v4())
 }
 
+/// Opens one connection, over TLS when configured: the certificate must name `host`.
 async fn open_connection(
     host: &BrokerHost,
     config: &BrokerConfig,
     options: &RabbitOptions,
+    tls: Option<&TlsClient>,
 ) -> Result<Connection, String> {
-    let args =
+    let mut args =
         OpenConnectionArguments::new(&host.hostname, host.port, &host.username, &host.password)
             .virtual_host(&config.virtual_host)
             .heartbeat(options.heartbeat_timeout_threshold)
             .connection_name(&connection_name())
             .finish();
+    if let Some(tls) = tls {
+        args.tls_adaptor(tls.adaptor(&host.hostname));
+    }
+    let failed = |err: String| match tls {
+        Some(tls) => match tls.take_failure() {
+            Some(reason) => format!("TLS handshake failed: {reason}"),
+            None => format!("{err} (connecting over TLS)"),
+        },
+        None => err,
+    };
     match timeout(CONNECT_TIMEOUT, Connection::open(&args)).await {
         Ok(Ok(connection)) => Ok(connection),
-        Ok(Err(err)) => Err(err.to_string()),
-        Err(_) => Err(format!("no answer within {CONNECT_TIMEOUT:?}")),
+        Ok(Err(err)) => Err(failed(err.to_string())),
+        Err(_) => Err(failed(format!("no answer within {CONNECT_TIMEOUT:?}"))),
     }
 }
 
@@ -1061,6 +1087,7 @@ async fn open_connection(
 async fn supervise(
     config: BrokerConfig,
     options: RabbitOptions,
+    tls: Option<TlsClient>,
     state: watch::Sender<LinkState>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -1072,7 +1099,7 @@ async fn supervise(
     while !*shutdown.borrow() {
         let host = &config.hosts[index % hosts];
         index = index.wrapping_add(1);
-        let connection = match open_connection(host, &config, &options).await {
+        let connection = match open_connection(host, &config, &options, tls.as_ref()).await {
             Ok(connection) => connection,
             Err(err) => {
                 attempts = attempts.saturating_add(1);
@@ -1114,7 +1141,7 @@ async fn supervise(
             publisher: Mutex::new(None),
             publisher_tracker: StdMutex::new(None),
         });
-        info!(broker = ?host, vhost = %config.virtual_host, generation, "connected to broker");
+        info!(broker = ?host, vhost = %config.virtual_host, generation, tls = tls.is_some(), "connected to broker");
         state.send_replace(LinkState::Up(Arc::clone(&link)));
         let shutting_down = loop {
             tokio::select! {

@@ -65,7 +65,10 @@ pub fn run(binaries: &ReleaseBinaries) -> Result<Section> {
              sequential calls each, then twice as many with 8 concurrent callers, after 200 \
              untimed. CPU per call and RSS are the server process's (`/proc`). Targets are the \
              messaging \
-             crate's: p50 ≤ 1/2, throughput ≥ 3×, CPU per call ≤ 1/10, RSS ≤ 1/5 of Python's."
+             crate's: p50 ≤ 1/2, throughput ≥ 3×, CPU per call ≤ 1/10, RSS ≤ 1/5 of Python's. \
+             Then the same calls to two servers of ours taking turns, one over TLS (RabbitMQ's \
+             5671 listener, TLS 1.3, client and server connections both TLS) and one in \
+             plaintext: the \"over TLS\" figures, with plaintext as their reference."
         ),
     );
     say(&format!("$ {} {CALLS}", binaries.rpc_bench.display()));
@@ -115,6 +118,36 @@ pub fn run(binaries: &ReleaseBinaries) -> Result<Section> {
             .target(Target::RatioAtMost(0.2)),
     ];
     section.figures.extend(figures);
+    // The second table: our client and server over TLS, against the same pair in plaintext.
+    let (Some(plain), Some(tls)) = (row("plain"), row("tls")) else {
+        bail!("rpc_bench printed no TLS table:\n{stdout}");
+    };
+    section.figures.extend([
+        Figure::cost(
+            "over TLS: round trip p50, sequential (ref.: plaintext)",
+            "ms",
+            tls.seq_p50,
+        )
+        .against(plain.seq_p50),
+        Figure::cost(
+            "over TLS: round trip p99, sequential (ref.: plaintext)",
+            "ms",
+            tls.seq_p99,
+        )
+        .against(plain.seq_p99),
+        Figure::cost(
+            "over TLS: round trip p50, 8 callers (ref.: plaintext)",
+            "ms",
+            tls.conc_p50,
+        )
+        .against(plain.conc_p50),
+        Figure::cost(
+            "over TLS: server CPU per call (ref.: plaintext)",
+            "µs",
+            tls.cpu_us,
+        )
+        .against(plain.cpu_us),
+    ]);
     // One call at a time, a round trip is two broker hops and the client as well as the
     // server; only the server differs. Our server's CPU per call bounds what it adds, so the
     // rest of our round trip is what both servers pay: it caps the sequential gain.

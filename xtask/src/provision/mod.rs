@@ -7,6 +7,7 @@
 mod packages;
 mod python;
 mod services;
+mod tls;
 mod tools;
 mod topology;
 

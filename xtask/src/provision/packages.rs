@@ -23,6 +23,9 @@ const PACKAGES: &[&str] = &[
     "systemd",
     "python3-venv",
     "python3-pip",
+    // `openssl x509 -checkend` and `openssl verify`: whether the test certificates are still
+    // good (provision/tls.rs).
+    "openssl",
 ];
 
 /// Installs whatever is missing. Services are kept from starting on their own (a dockerd in

@@ -1,18 +1,20 @@
 //! The long-running services, each started only when it does not already answer.
 //!
-//! RabbitMQ and the registry listen on this machine's loopback only. The management network
+//! RabbitMQ (plaintext 5672 and TLS 5671, certificates from [`super::tls`]) and the registry
+//! listen on this machine's loopback only. The management network
 //! reaches them through socat forwarders: one end listens inside the management namespace,
 //! the other connects on loopback, and the two meet on a unix socket (unix sockets are not
 //! network-namespaced). So the guest namespace reaches its control plane over its management
 //! NIC exactly as a real guest would, and nothing listens on this machine's own interfaces.
 //! dockerd and containerd run inside the guest namespace with their own roots and sockets.
 
+use super::tls;
 use crate::layout::{
-    AMQP_PORT, CONTAINERD_SOCKET, DOCKER_DATA_ROOT, DOCKER_EXEC_ROOT, DOCKER_SOCKET,
+    AMQP_PORT, AMQPS_PORT, CONTAINERD_SOCKET, DOCKER_DATA_ROOT, DOCKER_EXEC_ROOT, DOCKER_SOCKET,
     FORWARDED_PORTS, GUEST_NETNS, LOG_DIR, MGMT_GATEWAY_ADDR, MGMT_NETNS, RABBIT_NODE,
     REGISTRY_PORT, RUN_DIR, STATE_DIR,
 };
-use crate::sh::{http_status, say, spawn_daemon, succeeds, tcp_answers, wait_until};
+use crate::sh::{http_status, run, say, spawn_daemon, succeeds, tcp_answers, wait_until};
 use anyhow::{Context, Result};
 use std::time::Duration;
 
@@ -28,16 +30,65 @@ pub fn ensure_running() -> Result<()> {
     Ok(())
 }
 
+/// RabbitMQ's configuration file: a TLS listener on loopback beside the plaintext one (which
+/// `RABBITMQ_NODE_IP_ADDRESS` sets). `verify_peer` checks a client certificate when one is
+/// presented; `fail_if_no_peer_cert = false` lets clients without one in too.
+fn rabbitmq_config() -> String {
+    format!(
+        "listeners.ssl.default = 127.0.0.1:{AMQPS_PORT}\n\
+         ssl_options.cacertfile = {}\n\
+         ssl_options.certfile = {}\n\
+         ssl_options.keyfile = {}\n\
+         ssl_options.verify = verify_peer\n\
+         ssl_options.fail_if_no_peer_cert = false\n",
+        tls::path("ca.pem"),
+        tls::path("server.pem"),
+        tls::path("server-key.pem"),
+    )
+}
+
+/// Writes `text` to `path` unless it already holds it; true when it wrote.
+fn write_if_changed(path: &str, text: &str) -> Result<bool> {
+    if std::fs::read_to_string(path).is_ok_and(|current| current == text) {
+        return Ok(false);
+    }
+    std::fs::write(path, text).with_context(|| format!("cannot write {path}"))?;
+    Ok(true)
+}
+
 fn ensure_rabbitmq() -> Result<()> {
-    let addr = format!("127.0.0.1:{AMQP_PORT}");
-    if tcp_answers(&addr) {
-        say(&format!("  rabbitmq answers on {addr}"));
-        return Ok(());
+    let certificates = tls::ensure()?;
+    let dir = format!("{STATE_DIR}/rabbitmq");
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {dir}"))?;
+    let config_path = format!("{dir}/rabbitmq.conf");
+    let config_changed = write_if_changed(&config_path, &rabbitmq_config())?;
+    let plain = format!("127.0.0.1:{AMQP_PORT}");
+    let secure = format!("127.0.0.1:{AMQPS_PORT}");
+    if tcp_answers(&plain) {
+        let restart_because = if !tcp_answers(&secure) {
+            Some("it has no TLS listener")
+        } else if certificates.server_changed {
+            Some("its TLS certificate was made again")
+        } else if config_changed {
+            Some("its configuration changed")
+        } else {
+            None
+        };
+        let Some(reason) = restart_because else {
+            say(&format!("  rabbitmq answers on {plain} and (TLS) {secure}"));
+            return Ok(());
+        };
+        say(&format!("  restarting rabbitmq: {reason}"));
+        run("rabbitmqctl", &["-n", RABBIT_NODE, "stop"])?;
+        wait_until("rabbitmq to stop", Duration::from_secs(60), || {
+            !tcp_answers(&plain)
+        })?;
     }
     // Debian's wrapper switches to the rabbitmq user and keeps these variables.
     let env = [
         ("RABBITMQ_NODENAME", RABBIT_NODE.to_string()),
         ("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1".to_string()),
+        ("RABBITMQ_CONFIG_FILE", config_path),
         ("ERL_EPMD_ADDRESS", "127.0.0.1".to_string()),
         (
             "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS",
@@ -50,7 +101,9 @@ fn ensure_rabbitmq() -> Result<()> {
         &env,
         &format!("{LOG_DIR}/rabbitmq.log"),
     )?;
-    wait_until("rabbitmq", Duration::from_secs(120), || tcp_answers(&addr))
+    wait_until("rabbitmq", Duration::from_secs(120), || {
+        tcp_answers(&plain) && tcp_answers(&secure)
+    })
 }
 
 fn ensure_registry() -> Result<()> {

@@ -255,6 +255,10 @@ pub struct AgentSetup {
     pub container_name: String,
     /// `state_change_wait_time` in seconds.
     pub wait_seconds: u64,
+    /// `[DEFAULT] transport_url` (the guest's view of the broker).
+    pub transport_url: String,
+    /// Lines of `[oslo_messaging_rabbit]` (e.g. the TLS options), if any.
+    pub rabbit_options: Vec<String>,
 }
 
 impl AgentSetup {
@@ -274,6 +278,8 @@ impl AgentSetup {
             port: 3306,
             container_name: format!("nti-agent-{}", &guest_id[..8]),
             wait_seconds: 10,
+            transport_url: guest_url().replace("amqp://", "rabbit://"),
+            rabbit_options: Vec::new(),
             guest_id,
         }
     }
@@ -348,8 +354,9 @@ impl AgentSetup {
              state_change_wait_time={}\n\n\
              [testdb]\ndocker_image={}\ntcp_ports={}\nmount_point={}\n\n\
              [netiso]\ndocker_socket={}\ndocker_exec_root={}\nstate_dir={}\n\
-             tenant_nic_file={}\ndatabase_container={}\n",
-            guest_url().replace("amqp://", "rabbit://"),
+             tenant_nic_file={}\ndatabase_container={}\n\n\
+             [oslo_messaging_rabbit]\n{}",
+            self.transport_url,
             self.exchange,
             self.conductor_queue,
             self.wait_seconds,
@@ -362,6 +369,10 @@ impl AgentSetup {
             dir.join("state").display(),
             tenant_nic_file.display(),
             self.container_name,
+            self.rabbit_options
+                .iter()
+                .map(|line| format!("{line}\n"))
+                .collect::<String>(),
         );
         std::fs::write(conf.join("trove-guestagent.conf"), agent).expect("agent conf");
         conf
@@ -426,6 +437,12 @@ impl AgentProcess {
         let child = self.child.as_mut()?;
         let pid = Pid::from_raw(i32::try_from(child.id()).ok()?);
         let _ = kill(pid, Signal::SIGTERM);
+        self.wait_exit(wait)
+    }
+
+    /// Waits (bounded) for the agent to exit by itself.
+    pub fn wait_exit(&mut self, wait: Duration) -> Option<ExitStatus> {
+        let child = self.child.as_mut()?;
         let deadline = Instant::now() + wait;
         while Instant::now() < deadline {
             if let Ok(Some(status)) = child.try_wait() {

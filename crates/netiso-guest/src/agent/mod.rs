@@ -132,6 +132,7 @@ pub fn rabbit_options(config: &GuestConfig) -> RabbitOptions {
             r.kombu_missing_consumer_retry_timeout,
         ),
         rabbit_qos_prefetch_count: u16::try_from(r.rabbit_qos_prefetch_count).unwrap_or(u16::MAX),
+        tls: config.rabbit_tls.clone(),
         ..RabbitOptions::default()
     }
 }
@@ -325,7 +326,9 @@ fn notify(state: &str) {
     }
 }
 
-/// Starts the RPC server, retrying while the broker is unreachable, until `shutdown`.
+/// Starts the RPC server, retrying while the broker is unreachable, until `shutdown` (which
+/// also ends an attempt still waiting for a connection: an unreachable broker, or one whose
+/// TLS certificate is refused, must not hold up a SIGTERM).
 async fn start_server(
     transport: &Transport,
     config: &ServerConfig,
@@ -333,7 +336,11 @@ async fn start_server(
     shutdown: &mut tokio::sync::watch::Receiver<bool>,
 ) -> Option<RpcServer> {
     loop {
-        match RpcServer::start(transport, config.clone(), make_dispatcher()).await {
+        let started = tokio::select! {
+            started = RpcServer::start(transport, config.clone(), make_dispatcher()) => started,
+            _ = shutdown.wait_for(|stop| *stop) => return None,
+        };
+        match started {
             Ok(server) => return Some(server),
             Err(e) => {
                 error!(error = %e, retry_in_s = RPC_RETRY_INTERVAL.as_secs(), "cannot start the RPC server");
@@ -434,8 +441,8 @@ pub async fn run(
         }
     }
 
-    // 3. RPC (the runtime is needed by the handlers).
-    let runtime = connect_runtime(&config).await?;
+    // 3. RPC (the runtime is needed by the handlers). The transport first: unusable TLS
+    // settings end the run here, before anything else is asked of the runtime.
     let broker = BrokerConfig::from_transport_url(&guest.transport_url)
         .map_err(|e| AgentError::Messaging(e.to_string()))?;
     let key = guest
@@ -446,6 +453,7 @@ pub async fn run(
         .map_err(|e| AgentError::Messaging(format!("instance_rpc_encr_key: {e}")))?;
     let transport = Transport::start(broker, rabbit_options(guest))
         .map_err(|e| AgentError::Messaging(e.to_string()))?;
+    let runtime = connect_runtime(&config).await?;
     let conductor = ConductorClient::new(
         &transport,
         &guest.control_exchange,
