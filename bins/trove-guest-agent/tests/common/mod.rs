@@ -173,6 +173,7 @@ impl TestConductor {
                 serializer,
                 // One at a time: events arrive in the order the agent sent them.
                 max_concurrency: 1,
+                max_message_bytes: netiso_messaging::server::DEFAULT_MAX_MESSAGE_BYTES,
             },
             dispatcher,
         )

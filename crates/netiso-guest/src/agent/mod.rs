@@ -470,6 +470,7 @@ pub async fn run(
         },
         serializer: key.map_or(Serializer::Plain, Serializer::Secure),
         max_concurrency: MAX_CONCURRENT_REQUESTS,
+        max_message_bytes: netiso_messaging::server::DEFAULT_MAX_MESSAGE_BYTES,
     };
     let make_dispatcher = || rpc::dispatcher(Arc::clone(&service), &in_flight);
     let Some(server) =
