@@ -16,6 +16,8 @@ pub mod error;
 pub mod options;
 pub mod serializer;
 pub mod server;
+#[cfg(feature = "test-support")]
+pub mod test_support;
 pub mod topology;
 pub mod transport;
 

@@ -518,6 +518,7 @@ pub async fn run(
     notify("STOPPING=1");
     info!(
         in_flight = in_flight.current(),
+        handled = in_flight.started(),
         "shutting down: finishing in-flight requests"
     );
     server.stop().await;
