@@ -218,7 +218,7 @@ async fn encrypted_agent_prepares_a_bridged_database_and_heartbeats_the_conducto
 
     // A restarted agent finds the prepare marker and heartbeats the container's status
     // periodically, without a new prepare.
-    run.restart_agent("agent-restarted.log", &["--heartbeat-interval", "1"])
+    run.restart_agent("restarted", &["--heartbeat-interval", "1"])
         .await;
     let periodic = run.conductor.next(CAST_TIMEOUT).await;
     assert_eq!(periodic.method, "heartbeat");
