@@ -136,12 +136,11 @@ async fn a_flood_of_casts_keeps_memory_flat_and_heartbeats_on_time() {
         }
         if let Ok(event) =
             tokio::time::timeout(Duration::from_millis(20), run.conductor.next_event()).await
+            && event.method == "heartbeat"
         {
-            if event.method == "heartbeat" {
-                let sent = event.args["sent"].as_f64().unwrap_or(0.0);
-                delays.push((now_epoch() - sent).max(0.0));
-                heartbeats.push((event.received_at, sent));
-            }
+            let sent = event.args["sent"].as_f64().unwrap_or(0.0);
+            delays.push((now_epoch() - sent).max(0.0));
+            heartbeats.push((event.received_at, sent));
         }
         if publisher.as_ref().is_some_and(|p| p.is_finished()) {
             let task = publisher.take().expect("publisher");

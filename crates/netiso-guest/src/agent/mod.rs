@@ -470,7 +470,12 @@ pub async fn run(
         },
         serializer: key.map_or(Serializer::Plain, Serializer::Secure),
         max_concurrency: MAX_CONCURRENT_REQUESTS,
-        max_message_bytes: netiso_messaging::server::DEFAULT_MAX_MESSAGE_BYTES,
+        max_message_bytes: guest
+            .netiso
+            .rpc_max_message_bytes
+            .map_or(netiso_messaging::server::DEFAULT_MAX_MESSAGE_BYTES, |n| {
+                usize::try_from(n).unwrap_or(usize::MAX)
+            }),
     };
     let make_dispatcher = || rpc::dispatcher(Arc::clone(&service), &in_flight);
     let Some(server) =
