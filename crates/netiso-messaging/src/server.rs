@@ -42,6 +42,10 @@ pub const REPLY_RETRY_SLOTS: usize = 16;
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 << 20;
 /// Failure class of refused requests (module `trove_guest`: Trove's API shows the message).
 pub const REFUSED_CLASS: &str = "MessageDecodeError";
+/// Refusals logged one by one per [`REFUSAL_LOG_PERIOD`]; beyond that they are counted and
+/// the count logged once per period, so that a flood of hostile messages cannot fill the log.
+const REFUSALS_LOGGED_PER_PERIOD: u32 = 20;
+const REFUSAL_LOG_PERIOD: Duration = Duration::from_secs(10);
 
 /// What an RPC server serves.
 #[derive(Debug, Clone)]
@@ -107,6 +111,47 @@ struct Refusal {
     method: Option<String>,
     message: String,
     reply: Option<(String, String)>,
+}
+
+/// Decides which refusals are logged one by one: the first [`REFUSALS_LOGGED_PER_PERIOD`] of
+/// each period; the others are counted and reported when the next period starts.
+#[derive(Debug)]
+struct RefusalLog {
+    period_start: Instant,
+    logged: u32,
+    suppressed: u64,
+}
+
+impl RefusalLog {
+    fn new(now: Instant) -> Self {
+        Self {
+            period_start: now,
+            logged: 0,
+            suppressed: 0,
+        }
+    }
+
+    /// Whether to log this refusal; also logs the count of the previous period's unlogged
+    /// ones when a new period starts.
+    fn admit(&mut self, now: Instant) -> bool {
+        if now.duration_since(self.period_start) >= REFUSAL_LOG_PERIOD {
+            if self.suppressed > 0 {
+                warn!(
+                    count = self.suppressed,
+                    period_s = REFUSAL_LOG_PERIOD.as_secs(),
+                    "more RPC messages refused than logged"
+                );
+            }
+            *self = Self::new(now);
+        }
+        if self.logged < REFUSALS_LOGGED_PER_PERIOD {
+            self.logged += 1;
+            true
+        } else {
+            self.suppressed += 1;
+            false
+        }
+    }
 }
 
 /// A request admitted to run.
@@ -202,6 +247,7 @@ async fn serve(
     limit: Arc<Semaphore>,
 ) {
     let mut replays = ReplayFilter::default();
+    let mut refusal_log = RefusalLog::new(Instant::now());
     loop {
         // Backpressure: no permit, no delivery taken, no ack, so the broker keeps the rest
         // (and sends at most the prefetch count unacked).
@@ -244,13 +290,15 @@ async fn serve(
                 }
             }
             Admission::Refuse(refusal) => {
-                warn!(
-                    method = refusal.method.as_deref().map(printable).unwrap_or_default(),
-                    reason = refusal.kind.as_str(),
-                    routing_key = %delivery.routing_key,
-                    bytes = delivery.body.len(),
-                    "refused an RPC message"
-                );
+                if refusal_log.admit(Instant::now()) {
+                    warn!(
+                        method = refusal.method.as_deref().map(printable).unwrap_or_default(),
+                        reason = refusal.kind.as_str(),
+                        routing_key = %delivery.routing_key,
+                        bytes = delivery.body.len(),
+                        "refused an RPC message"
+                    );
+                }
                 if let Some((msg_id, reply_q)) = refusal.reply {
                     let failure = RemoteFailure::new(REFUSED_CLASS, GUEST_MODULE, refusal.message);
                     let shared = Arc::clone(&shared);
@@ -261,7 +309,9 @@ async fn serve(
                 }
             }
             Admission::Replay { method } => {
-                info!(method = %printable(&method), "dropped a duplicate or replayed message");
+                if refusal_log.admit(Instant::now()) {
+                    info!(method = %printable(&method), "dropped a duplicate or replayed message");
+                }
             }
         }
     }
@@ -504,4 +554,24 @@ async fn publish_reply(
             expiration_ms: None,
         })
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_beyond_the_per_period_quota_are_counted_not_logged() {
+        let start = Instant::now();
+        let mut log = RefusalLog::new(start);
+        let logged = (0..1000).filter(|_| log.admit(start)).count();
+        assert_eq!(logged, REFUSALS_LOGGED_PER_PERIOD as usize);
+        assert_eq!(log.suppressed, 1000 - u64::from(REFUSALS_LOGGED_PER_PERIOD));
+        assert!(
+            log.admit(start + REFUSAL_LOG_PERIOD),
+            "a new period logs again"
+        );
+        assert_eq!(log.suppressed, 0);
+        assert_eq!(log.logged, 1);
+    }
 }
