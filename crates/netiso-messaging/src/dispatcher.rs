@@ -18,7 +18,8 @@ pub const OSLO_DISPATCHER_MODULE: &str = "oslo_messaging.rpc.dispatcher";
 /// API shows the plain message (`RemoteError`) instead of rebuilding an exception.
 pub const GUEST_MODULE: &str = "trove_guest";
 
-/// A handler's failure, sent back to the caller as a readable remote exception.
+/// A handler's failure, sent back to the caller as a readable remote exception and logged.
+/// Its message must name what failed, never an argument value (arguments carry passwords).
 #[derive(Debug, Clone, PartialEq)]
 pub struct HandlerError {
     /// Exception class shown to the caller.
