@@ -107,8 +107,8 @@ fn decode_and_decrypt(serializer: &Serializer, body: &[u8]) -> Option<usize> {
     let args: Map<String, Value> = request
         .args
         .into_iter()
-        .map(|(name, value)| (name, serializer.deserialize_entity(value)))
-        .collect();
+        .map(|(name, value)| Some((name, serializer.deserialize_entity(value).ok()?)))
+        .collect::<Option<_>>()?;
     Some(context.0.len() + args.len())
 }
 

@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 /// survives its seed corpus and a few thousand mutations, bounded in time as well.
 const FUZZ_RUNS: &str = "-runs=20000";
 const FUZZ_SECONDS: &str = "-max_total_time=60";
+/// Where the test suites write their logs (`netiso_messaging::test_support::log_dir`).
+const TEST_LOG_DIR: &str = "target/tmp/test-logs";
 
 /// Provision, then every check in order; the first failure stops the run.
 pub fn run() -> Result<()> {
@@ -36,6 +38,12 @@ pub fn run() -> Result<()> {
     say("== cargo-deny advisories (the RustSec snapshot, offline)");
     advisories::check()?;
     say("== tests (as root: the privileged tests are required to run)");
+    // Test logs of earlier runs would be scanned with this run's; start from an empty folder.
+    match std::fs::remove_dir_all(TEST_LOG_DIR) {
+        Ok(()) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(err) => return Err(err).context(format!("cannot empty {TEST_LOG_DIR}")),
+    }
     run_with_env(
         "cargo",
         &["test", "--workspace", "--all-targets", "--locked"],
@@ -43,6 +51,21 @@ pub fn run() -> Result<()> {
     )?;
     say("== harness (every scenario on the simulated guest)");
     demo::run_harness(None)?;
+    say("== test logs hold no secret (every suite's log, scanned after all of them ran)");
+    run_with_env(
+        "cargo",
+        &[
+            "test",
+            "--locked",
+            "-p",
+            "netiso-messaging",
+            "--test",
+            "log_secrets",
+            "--",
+            "--nocapture",
+        ],
+        &test_environment(),
+    )?;
     say("== fuzz smoke runs");
     for fuzz_dir in fuzz_dirs()? {
         fuzz_smoke(&fuzz_dir)?;

@@ -97,6 +97,7 @@ impl Controller {
                     instance_id: guest_id.to_owned(),
                 },
                 max_concurrency: 4,
+                max_message_bytes: netiso_messaging::server::DEFAULT_MAX_MESSAGE_BYTES,
             },
             dispatcher,
         )

@@ -24,8 +24,16 @@ fn unique_port() -> u16 {
     u16::try_from(40_000 + offset).unwrap_or(40_000)
 }
 
+/// An auth token and a user password of `tests/known-secrets.txt`: sent in the encrypted
+/// prepare, they must never reach a log (the test-log scan checks it).
+const AUTH_TOKEN: &str = "gAAAAABtrusted-keystone-token-c4f1";
+const USER_PASSWORD: &str = "trusted-user-password-0b94c3";
+
 fn prepare_context(guest_id: &str) -> Context {
     let mut context = Context::fresh();
+    context
+        .0
+        .insert("auth_token".into(), Value::from(AUTH_TOKEN));
     context.0.insert(
         "trove_notification".into(),
         json!({
@@ -144,7 +152,8 @@ async fn encrypted_agent_prepares_a_bridged_database_and_heartbeats_the_conducto
     expect_filesystem_stats(client, target).await;
 
     let prepare_args = args(json!({
-        "packages": null, "databases": [], "memory_mb": 2048, "users": [],
+        "packages": null, "databases": [], "memory_mb": 2048,
+        "users": [{"_name": "app", "_host": "%", "_password": USER_PASSWORD}],
         "device_path": "/dev/vdb", "mount_point": "/var/lib/mysql", "backup_info": null,
         "config_contents": "[mysqld]\n", "root_password": "never-logged-s3cr3t",
         "overrides": {}, "cluster_config": null, "snapshot": null, "modules": null,
@@ -214,11 +223,15 @@ async fn encrypted_agent_prepares_a_bridged_database_and_heartbeats_the_conducto
 
     let log = run.agent.log_text();
     assert!(!log.contains("never-logged-s3cr3t"), "{log}");
+    assert!(
+        !log.contains(USER_PASSWORD) && !log.contains(AUTH_TOKEN),
+        "{log}"
+    );
     assert!(!log.contains(KEY), "the RPC key must never be logged");
 
     // A restarted agent finds the prepare marker and heartbeats the container's status
     // periodically, without a new prepare.
-    run.restart_agent("agent-restarted.log", &["--heartbeat-interval", "1"])
+    run.restart_agent("restarted", &["--heartbeat-interval", "1"])
         .await;
     let periodic = run.conductor.next(CAST_TIMEOUT).await;
     assert_eq!(periodic.method, "heartbeat");

@@ -77,6 +77,9 @@ pub struct NetisoSettings {
     /// `docker_daemon_config`: Docker's `daemon.json`, which Trove injects with its
     /// `insecure-registries`.
     pub docker_daemon_config: PathBuf,
+    /// `rpc_max_message_bytes`: largest RPC body the agent reads (at least 1024); unset:
+    /// the messaging default (4 MiB).
+    pub rpc_max_message_bytes: Option<u64>,
 }
 
 /// Docker's container-name rule (`[a-zA-Z0-9][a-zA-Z0-9_.-]*`), which containerd ids
@@ -188,6 +191,9 @@ impl NetisoSettings {
                 .map(|raw| raw.convert(parse_registries))
                 .transpose()?,
             docker_daemon_config: path("docker_daemon_config", DAEMON_JSON_PATH)?,
+            rpc_max_message_bytes: config
+                .int(NETISO_SECTION, "rpc_max_message_bytes", 1024, i64::MAX)?
+                .map(i64::unsigned_abs),
         })
     }
 

@@ -52,6 +52,7 @@
 //!   | `docker_exec_root` | `/var/run/docker` (dockerd's `--exec-root`, for `netns list`) |
 //!   | `insecure_registries` | unset: Docker's (`insecure-registries` of `docker_daemon_config`); registries containerd pulls from over plain HTTP, `host[:port]` |
 //!   | `docker_daemon_config` | `/etc/docker/daemon.json` (injected by Trove) |
+//!   | `rpc_max_message_bytes` | unset: 4 MiB (the messaging default); largest RPC body read, at least 1024 |
 //!
 //!   `insecure_registries` set but empty means none, whatever `daemon.json` says;
 //!   [`NetisoSettings::containerd_insecure_registries`] resolves the list, and a malformed

@@ -510,6 +510,7 @@ fn agent_options_of_the_netiso_section() {
     // Unset: Docker's list, from the daemon.json Trove injects.
     let config = load("").expect("valid");
     assert_eq!(config.netiso.insecure_registries, None);
+    assert_eq!(config.netiso.rpc_max_message_bytes, None);
     assert_eq!(
         config
             .netiso
@@ -521,9 +522,12 @@ fn agent_options_of_the_netiso_section() {
     let config = load(
         "insecure_registries = a:5000, b.example\n\
          database_container = db1\n\
-         docker_exec_root = /run/other-docker\n",
+         docker_exec_root = /run/other-docker\n\
+         rpc_max_message_bytes = 65536\n",
     )
     .expect("valid");
+    assert_eq!(config.netiso.rpc_max_message_bytes, Some(65536));
+    assert!(load("rpc_max_message_bytes = 10\n").is_err(), "below 1024");
     assert_eq!(
         config.netiso.containerd_insecure_registries().expect("set"),
         ["a:5000", "b.example"]

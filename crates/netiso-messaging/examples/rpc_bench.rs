@@ -77,6 +77,7 @@ async fn serve(exchange: &str, topic: &str, server: &str, url: &str) -> AnyResul
             },
             serializer: Serializer::Secure(InstanceKey::new(KEY)?),
             max_concurrency: 64,
+            max_message_bytes: netiso_messaging::server::DEFAULT_MAX_MESSAGE_BYTES,
         },
         dispatcher,
     )

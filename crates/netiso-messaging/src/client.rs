@@ -10,7 +10,7 @@ use tokio::sync::{OnceCell, oneshot, watch};
 use tracing::{debug, warn};
 
 use crate::crypto::uuid4_hex;
-use crate::dedup::RecentIds;
+use crate::dedup::ReplayFilter;
 use crate::envelope::{self, RemoteFailure, Reply, Request};
 use crate::error::{CallError, TransportError};
 use crate::serializer::{Context, Serializer};
@@ -123,7 +123,7 @@ impl RpcClient {
                 message: failure.message,
             });
         }
-        Ok(self.inner.serializer.deserialize_entity(reply.result))
+        Ok(self.inner.serializer.deserialize_entity(reply.result)?)
     }
 
     /// The reply queue, once the first call created it.
@@ -248,7 +248,7 @@ impl RpcClient {
         let (stop_tx, mut stop_rx) = watch::channel(false);
         let routes = Arc::clone(&pending);
         let task = tokio::spawn(async move {
-            let mut recent = RecentIds::default();
+            let mut recent = ReplayFilter::default();
             loop {
                 let delivery = tokio::select! {
                     delivery = consumer.deliveries.recv() => delivery,
@@ -266,7 +266,9 @@ impl RpcClient {
                         continue;
                     }
                 };
-                if !reply.unique_id.is_empty() && !recent.insert(&reply.unique_id) {
+                if !reply.unique_id.is_empty()
+                    && !recent.admit(&[reply.unique_id.as_bytes()], std::time::Instant::now())
+                {
                     debug!(msg_id = %reply.msg_id, "duplicate reply dropped");
                     continue;
                 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-use crate::envelope::RemoteFailure;
+use crate::envelope::{RemoteFailure, printable};
 use crate::serializer::Context;
 
 /// Module reported for oslo's own dispatcher errors.
@@ -18,7 +18,8 @@ pub const OSLO_DISPATCHER_MODULE: &str = "oslo_messaging.rpc.dispatcher";
 /// API shows the plain message (`RemoteError`) instead of rebuilding an exception.
 pub const GUEST_MODULE: &str = "trove_guest";
 
-/// A handler's failure, sent back to the caller as a readable remote exception.
+/// A handler's failure, sent back to the caller as a readable remote exception and logged.
+/// Its message must name what failed, never an argument value (arguments carry passwords).
 #[derive(Debug, Clone, PartialEq)]
 pub struct HandlerError {
     /// Exception class shown to the caller.
@@ -60,6 +61,10 @@ impl std::fmt::Display for HandlerError {
 impl std::error::Error for HandlerError {}
 
 /// Keyword arguments of one request, taken by name with clear errors.
+///
+/// The errors name the method, the argument and the JSON type received, never a value:
+/// arguments carry passwords (`prepare`'s `users` and `root_password`), and errors travel
+/// back in failure replies and into logs.
 #[derive(Debug)]
 pub struct Args {
     method: String,
@@ -99,8 +104,9 @@ impl Args {
         match self.values.keys().next() {
             None => Ok(()),
             Some(name) => Err(HandlerError::bad_arguments(format!(
-                "{}() got an unexpected keyword argument '{name}'",
-                self.method
+                "{}() got an unexpected keyword argument '{}'",
+                self.method,
+                printable(name)
             ))),
         }
     }
@@ -111,12 +117,28 @@ impl Args {
     }
 
     fn convert<T: DeserializeOwned>(&self, name: &str, value: Value) -> Result<T, HandlerError> {
-        serde_json::from_value(value).map_err(|err| {
+        let received = python_type(&value);
+        // serde's message quotes the offending value ("invalid type: string \"...\""), so
+        // it is dropped: only the argument's name and the type received are reported.
+        serde_json::from_value(value).map_err(|_| {
             HandlerError::bad_arguments(format!(
-                "{}(): argument '{name}' is invalid: {err}",
+                "{}() argument '{name}' has an unusable value of type {received}",
                 self.method
             ))
         })
+    }
+}
+
+/// The Python type name of a JSON value, as a Python `TypeError` would name it.
+pub fn python_type(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "NoneType",
+        Value::Bool(_) => "bool",
+        Value::Number(n) if n.is_f64() => "float",
+        Value::Number(_) => "int",
+        Value::String(_) => "str",
+        Value::Array(_) => "list",
+        Value::Object(_) => "dict",
     }
 }
 
@@ -206,13 +228,14 @@ impl Dispatcher {
     /// Finds the handler or the failure oslo would send.
     pub(crate) fn resolve(
         &self,
-        method: &str,
+        name: &str,
         version: Option<&str>,
         namespace: Option<&str>,
     ) -> Resolution {
-        let requested = version.unwrap_or("1.0");
+        let requested = printable(version.unwrap_or("1.0"));
+        let method = printable(name);
         let compatible = namespace == self.namespace.as_deref()
-            && Version::parse(requested).is_some_and(|v| self.version.accepts(&v));
+            && Version::parse(version.unwrap_or("1.0")).is_some_and(|v| self.version.accepts(&v));
         if !compatible {
             let mut failure = RemoteFailure::new(
                 "UnsupportedVersion",
@@ -225,8 +248,8 @@ impl Dispatcher {
             failure.kwargs.insert("method".into(), Value::from(method));
             return Resolution::Refuse(failure);
         }
-        match self.handlers.get(method) {
-            Some(handler) if !method.starts_with('_') => Resolution::Run(Arc::clone(handler)),
+        match self.handlers.get(name) {
+            Some(handler) if !name.starts_with('_') => Resolution::Run(Arc::clone(handler)),
             _ => Resolution::Refuse(RemoteFailure::new(
                 "NoSuchMethod",
                 OSLO_DISPATCHER_MODULE,
@@ -299,7 +322,7 @@ mod tests {
     fn args_report_missing_unexpected_and_invalid() {
         let mut args = Args::new(
             "mount_volume",
-            json!({"device_path": 5, "x": 1})
+            json!({"device_path": 5, "x": 1, "password": "s3cr3t-value"})
                 .as_object()
                 .unwrap()
                 .clone(),
@@ -310,9 +333,15 @@ mod tests {
             "mount_volume() missing 1 required positional argument: 'mount_point'"
         );
         let err = args.take::<String>("device_path").unwrap_err();
-        assert!(
-            err.message
-                .starts_with("mount_volume(): argument 'device_path' is invalid")
+        assert_eq!(
+            err.message,
+            "mount_volume() argument 'device_path' has an unusable value of type int"
+        );
+        let err = args.take::<u32>("password").unwrap_err();
+        assert_eq!(err.class, "TypeError");
+        assert_eq!(
+            err.message,
+            "mount_volume() argument 'password' has an unusable value of type str"
         );
         assert_eq!(args.take_opt::<u32>("absent").unwrap(), None);
         let err = args.finish().unwrap_err();

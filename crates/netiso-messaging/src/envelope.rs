@@ -32,10 +32,11 @@ pub fn unwrap(body: &[u8]) -> Result<Map<String, Value>, EnvelopeError> {
     }
     let version = match outer.get("oslo.version") {
         Some(Value::String(version)) => version.clone(),
-        other => return Err(EnvelopeError::UnsupportedVersion(format!("{other:?}"))),
+        Some(other) => return Err(EnvelopeError::UnsupportedVersion(type_name(other).into())),
+        None => return Err(EnvelopeError::UnsupportedVersion("nothing".into())),
     };
     if !envelope_version_compatible(&version) {
-        return Err(EnvelopeError::UnsupportedVersion(version));
+        return Err(EnvelopeError::UnsupportedVersion(printable(&version)));
     }
     let Some(Value::String(inner)) = outer.remove("oslo.message") else {
         return Err(EnvelopeError::BadInnerMessage("not a string".into()));
@@ -312,6 +313,24 @@ fn bad_field(field: &'static str, expected: &str, found: Option<&Value>) -> Enve
     }
 }
 
+/// Longest outside-supplied name (method, argument) echoed in an error or a log line.
+pub const NAME_ECHO_MAX: usize = 64;
+
+/// A name taken from a request, safe to echo: control characters escaped (no forged log
+/// lines) and cut to [`NAME_ECHO_MAX`] characters. Names are not secret (they travel in
+/// clear); only their size and shape are limited.
+pub fn printable(name: &str) -> String {
+    let mut out: String = name
+        .chars()
+        .take(NAME_ECHO_MAX)
+        .flat_map(char::escape_default)
+        .collect();
+    if name.chars().count() > NAME_ECHO_MAX {
+        out.push('…');
+    }
+    out
+}
+
 /// The JSON type of a value, for error messages.
 pub(crate) fn type_name(value: &Value) -> &'static str {
     match value {
@@ -379,6 +398,50 @@ mod tests {
         assert_eq!(parsed, reply);
         let back = RemoteFailure::from_json(parsed.failure.as_deref().unwrap()).unwrap();
         assert_eq!(back, failure);
+    }
+
+    #[test]
+    fn echoed_names_are_escaped_and_bounded() {
+        assert_eq!(printable("rpc_ping"), "rpc_ping");
+        assert_eq!(printable("a\nfake line"), "a\\nfake line");
+        let long = "m".repeat(500);
+        assert_eq!(printable(&long).chars().count(), NAME_ECHO_MAX + 1);
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_not_a_stack_overflow() {
+        let depth = 100_000;
+        let body = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        match unwrap(body.as_bytes()) {
+            Err(EnvelopeError::NotJson(reason)) => {
+                assert!(reason.contains("recursion limit"), "{reason}")
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        // serde_json's recursion limit of 128 allows 127 nested containers: the object and
+        // 126 arrays inside parse, one more is refused.
+        let ok = format!("{{\"a\": {}{}}}", "[".repeat(126), "]".repeat(126));
+        assert!(unwrap(ok.as_bytes()).is_ok());
+        let too_deep = format!("{{\"a\": {}{}}}", "[".repeat(127), "]".repeat(127));
+        assert!(matches!(
+            unwrap(too_deep.as_bytes()),
+            Err(EnvelopeError::NotJson(_))
+        ));
+        // The inner, double-encoded message has the same limit.
+        let inner = format!("{{\"method\": {}{}}}", "[".repeat(200), "]".repeat(200));
+        let outer = json!({"oslo.version": "2.0", "oslo.message": inner}).to_string();
+        assert!(matches!(
+            unwrap(outer.as_bytes()),
+            Err(EnvelopeError::BadInnerMessage(_))
+        ));
+    }
+
+    #[test]
+    fn invalid_utf8_is_refused() {
+        assert!(matches!(
+            unwrap(b"{\"method\": \"\xff\xfe\"}"),
+            Err(EnvelopeError::NotJson(_))
+        ));
     }
 
     #[test]

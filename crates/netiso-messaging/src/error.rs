@@ -42,6 +42,9 @@ pub enum CryptoError {
     /// Decryption produced something that is not UTF-8 JSON (wrong key or corrupt data).
     #[error("decrypted payload is not JSON (wrong key?): {0}")]
     NotJson(String),
+    /// The PKCS#7 padding is malformed (strict decryption of received requests only).
+    #[error("ciphertext padding is malformed (wrong key?)")]
+    BadPadding,
     /// A ciphertext was expected but a non-string JSON value was found.
     #[error("expected an encrypted string, found {0}")]
     NotAString(&'static str),

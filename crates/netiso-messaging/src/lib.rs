@@ -17,6 +17,8 @@ pub mod options;
 pub mod serializer;
 pub mod server;
 pub mod tls;
+#[cfg(feature = "test-support")]
+pub mod test_support;
 pub mod topology;
 pub mod transport;
 

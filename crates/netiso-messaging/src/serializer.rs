@@ -1,13 +1,11 @@
 //! The serializers Trove chains onto oslo.messaging: plain JSON, `SecureSerializer`
 //! (controller ↔ guest) and the conductor wrapping (`ConductorGuestSerializer`).
 
+use crate::crypto::{self, InstanceKey};
+use crate::envelope::type_name;
+use crate::error::{CryptoError, SerializerError};
 use netiso_config::pyjson;
 use serde_json::{Map, Value};
-use tracing::warn;
-
-use crate::crypto::InstanceKey;
-use crate::envelope::type_name;
-use crate::error::SerializerError;
 
 /// An opaque request context: received, kept unchanged, passed back where Trove does.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -87,28 +85,19 @@ impl Serializer {
 
     /// Deserializes one argument or result.
     ///
-    /// Like Trove's `SecureSerializer`, a value that does not decrypt is kept as received (so
-    /// plaintext arguments still work); the caller sees a warning in the log.
-    pub fn deserialize_entity(&self, value: Value) -> Value {
+    /// With a key the value must decrypt (strictly: well-formed padding, JSON inside).
+    /// Trove's `SecureSerializer` keeps a value that does not decrypt as it was sent, so a
+    /// sender without the key could pass plaintext arguments next to a replayed context;
+    /// here such a value is refused. Trove encrypts every argument, `null` included, so no
+    /// Trove sender is affected.
+    pub fn deserialize_entity(&self, value: Value) -> Result<Value, SerializerError> {
         match self {
-            Self::Plain => value,
+            Self::Plain => Ok(value),
             Self::Secure(key) => match &value {
-                Value::String(wire) => match key.decrypt_value(wire) {
-                    Ok(plain) => plain,
-                    Err(err) => {
-                        warn!(error = %err, "argument did not decrypt, using it as sent");
-                        value
-                    }
-                },
-                _ => value,
+                Value::String(wire) => Ok(key.decrypt_value_strict(wire)?),
+                other => Err(CryptoError::NotAString(type_name(other)).into()),
             },
-            Self::Conductor { key, .. } => match Self::unwrap_conductor_entity(key, &value) {
-                Ok(plain) => plain,
-                Err(err) => {
-                    warn!(error = %err, "conductor entity did not decrypt, using it as sent");
-                    value
-                }
-            },
+            Self::Conductor { key, .. } => Self::unwrap_conductor_entity(key, &value),
         }
     }
 
@@ -122,7 +111,7 @@ impl Serializer {
             .get("entity")
             .and_then(Value::as_str)
             .ok_or_else(|| SerializerError::BadConductorEntity("no \"entity\" string".into()))?;
-        Ok(key.decrypt_value(entity)?)
+        Ok(key.decrypt_value_strict(entity)?)
     }
 
     /// Produces the `_context_*` entries (keys without the prefix) for a request.
@@ -152,7 +141,7 @@ impl Serializer {
     /// Rebuilds the context from a request's `_context_*` entries.
     ///
     /// With a key the encrypted `context` entry is required (Trove fails with KeyError without
-    /// it); unlike arguments there is no plaintext fallback.
+    /// it) and must decrypt strictly, like every argument.
     pub fn deserialize_context(
         &self,
         entries: Map<String, Value>,
@@ -164,15 +153,30 @@ impl Serializer {
         let wire = match entries.get("context") {
             Some(Value::String(wire)) => wire,
             Some(other) => {
-                return Err(SerializerError::Crypto(
-                    crate::error::CryptoError::NotAString(type_name(other)),
-                ));
+                return Err(CryptoError::NotAString(type_name(other)).into());
             }
             None => return Err(SerializerError::MissingContext("_context_context")),
         };
-        match key.decrypt_value(wire)? {
+        match key.decrypt_value_strict(wire)? {
             Value::Object(map) => Ok(Context(map)),
             _ => Err(SerializerError::ContextNotAnObject),
+        }
+    }
+
+    /// What identifies a request's encrypted context beyond its clear `_unique_id`: the
+    /// context's ciphertext blocks after the IV (see [`crypto::ciphertext_body`]). `None`
+    /// without a key or without a readable context.
+    ///
+    /// Every request Trove sends encrypts its context with a fresh random IV, so two distinct
+    /// requests never share these bytes, while a replay that only changed `_unique_id` (it
+    /// travels in clear) or the IV still does.
+    pub fn context_replay_key(&self, entries: &Map<String, Value>) -> Option<Vec<u8>> {
+        match self {
+            Self::Plain => None,
+            Self::Secure(_) | Self::Conductor { .. } => match entries.get("context") {
+                Some(Value::String(wire)) => crypto::ciphertext_body(wire).ok(),
+                _ => None,
+            },
         }
     }
 }
@@ -187,18 +191,44 @@ mod tests {
     }
 
     #[test]
-    fn secure_entities_round_trip_and_tolerate_plaintext() {
+    fn secure_entities_round_trip_and_refuse_plaintext() {
         let serializer = Serializer::Secure(key());
         let wire = serializer.serialize_entity(&json!(null));
         assert!(wire.is_string(), "null must be encrypted too");
-        assert_eq!(serializer.deserialize_entity(wire), json!(null));
-        assert_eq!(
+        assert_eq!(serializer.deserialize_entity(wire).unwrap(), json!(null));
+        assert!(matches!(
             serializer.deserialize_entity(json!("plain")),
-            json!("plain")
+            Err(SerializerError::Crypto(_))
+        ));
+        assert_eq!(
+            serializer.deserialize_entity(json!(5)).unwrap_err(),
+            SerializerError::Crypto(CryptoError::NotAString("a number"))
         );
-        assert_eq!(serializer.deserialize_entity(json!(5)), json!(5));
         let reference = json!("yw+Fcz+MS06pbVIsEyL/UuxEpL02HB4DMMZ6zk8h+bM=");
-        assert_eq!(serializer.deserialize_entity(reference), json!(2048));
+        assert_eq!(
+            serializer.deserialize_entity(reference).unwrap(),
+            json!(2048)
+        );
+        let other = InstanceKey::new("Bm2yN8q4ZtP0xW7cK3vR9aL5sD1fH6jE").unwrap();
+        let foreign = Value::String(other.encrypt_value(&json!("s3cr3t")));
+        let err = serializer.deserialize_entity(foreign).unwrap_err();
+        assert!(!err.to_string().contains("s3cr3t"), "{err}");
+    }
+
+    #[test]
+    fn context_replay_key_survives_a_new_iv_and_differs_per_encryption() {
+        let serializer = Serializer::Secure(key());
+        let first = serializer.serialize_context(&Context::fresh());
+        let second = serializer.serialize_context(&Context::fresh());
+        let key_of = |entries: &Map<String, Value>| serializer.context_replay_key(entries);
+        assert!(key_of(&first).is_some());
+        assert_ne!(key_of(&first), key_of(&second));
+        let mut tampered = first.clone();
+        let wire = first["context"].as_str().unwrap();
+        let flipped = if wire.starts_with('A') { 'B' } else { 'A' };
+        tampered.insert("context".into(), json!(format!("{flipped}{}", &wire[1..])));
+        assert_eq!(key_of(&tampered), key_of(&first));
+        assert_eq!(Serializer::Plain.context_replay_key(&first), None);
     }
 
     #[test]
@@ -232,7 +262,7 @@ mod tests {
         assert!(text.starts_with(r#"{"entity": ""#), "{text}");
         assert!(text.ends_with(r#"", "csz-instance-id": "8a0c1b2e-5f3d-4c6b-9a71-0d2e3f4a5b6c"}"#));
         assert_eq!(
-            serializer.deserialize_entity(wire),
+            serializer.deserialize_entity(wire).unwrap(),
             json!({"service_status": "healthy"})
         );
         let entries = serializer.serialize_context(&Context::fresh());

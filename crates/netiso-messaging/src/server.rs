@@ -1,25 +1,51 @@
-//! The RPC server: consumes a target's queues, acks before dispatch, drops duplicates, checks
-//! versions, runs handlers concurrently and replies to calls only.
+//! The RPC server: consumes a target's queues, acks before dispatch, admits only requests
+//! that authenticate and were not seen before, runs handlers with bounded concurrency and
+//! replies to calls only.
+//!
+//! Bounds: a delivery is taken from the consumer (and acked) only once a work permit is free,
+//! so at most `max_concurrency` requests are in flight and at most the consumer's prefetch
+//! wait unacked at the broker's side of the agent; bodies above `max_message_bytes` are
+//! refused unread; a reply whose queue is missing gives its permit back at once and is retried
+//! in the background by at most [`REPLY_RETRY_SLOTS`] tasks.
+//!
+//! Refusals (unreadable, too large, not decrypting, replayed) never run a handler. A call
+//! gets a failure reply naming the kind of refusal, and the log a line naming the method and
+//! the kind, never a value: arguments carry passwords.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Map, Value};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep};
 use tracing::{debug, error, info, warn};
 
 use crate::crypto::uuid4_hex;
-use crate::dedup::RecentIds;
-use crate::dispatcher::{Args, Dispatcher, GUEST_MODULE, Resolution};
-use crate::envelope::{self, RemoteFailure, Reply, Request};
-use crate::error::TransportError;
-use crate::serializer::Serializer;
+use crate::dedup::ReplayFilter;
+use crate::dispatcher::{Args, Dispatcher, GUEST_MODULE, Handler, Resolution};
+use crate::envelope::{self, RemoteFailure, Reply, Request, printable};
+use crate::error::{SerializerError, TransportError};
+use crate::serializer::{Context, Serializer};
 use crate::topology::{Target, Topology};
 use crate::transport::{Consumer, Delivery, Outgoing, Transport};
 
 const REPLY_RETRY_INTERVAL: Duration = Duration::from_millis(250);
+/// Replies retried in the background while their reply queue is missing. Beyond this, a
+/// reply that cannot be delivered at once is dropped (its caller times out, as it would if
+/// its queue never came back).
+pub const REPLY_RETRY_SLOTS: usize = 16;
+/// Default largest body read: far above any Trove guest request (a `prepare` with users,
+/// databases and a configuration is a few KiB) and far below RabbitMQ's own limit (128 MiB
+/// by default in 3.x, 16 MiB in 4.x), so one message cannot make the agent parse and decrypt
+/// megabytes of JSON.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 << 20;
+/// Failure class of refused requests (module `trove_guest`: Trove's API shows the message).
+pub const REFUSED_CLASS: &str = "MessageDecodeError";
+/// Refusals logged one by one per [`REFUSAL_LOG_PERIOD`]; beyond that they are counted and
+/// the count logged once per period, so that a flood of hostile messages cannot fill the log.
+const REFUSALS_LOGGED_PER_PERIOD: u32 = 20;
+const REFUSAL_LOG_PERIOD: Duration = Duration::from_secs(10);
 
 /// What an RPC server serves.
 #[derive(Debug, Clone)]
@@ -30,8 +56,11 @@ pub struct ServerConfig {
     pub target: Target,
     /// How arguments, results and the context are encoded.
     pub serializer: Serializer,
-    /// Handlers running at once (oslo's `executor_thread_pool_size` is 64).
+    /// Requests in flight at once (oslo's `executor_thread_pool_size` is 64); the next
+    /// delivery is taken only when one finishes.
     pub max_concurrency: usize,
+    /// Largest body read; larger ones are refused unread ([`DEFAULT_MAX_MESSAGE_BYTES`]).
+    pub max_message_bytes: usize,
 }
 
 /// A running RPC server.
@@ -45,12 +74,107 @@ struct ServerShared {
     transport: Transport,
     serializer: Serializer,
     dispatcher: Dispatcher,
+    max_message_bytes: usize,
+    reply_retries: Arc<Semaphore>,
 }
 
-/// A message that could not be read as a request, with where to send the failure.
-struct Undecodable {
-    reason: String,
+/// Why a message was refused, as logged and as told to the caller. Deliberately coarse for
+/// decryption: a sender learns that its request does not decrypt, not why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RefusalKind {
+    TooLarge,
+    Unreadable,
+    WrongContentType,
+    BadRequest,
+    NoContext,
+    ContextNotDecrypting,
+    ArgumentNotDecrypting,
+}
+
+impl RefusalKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::TooLarge => "body too large",
+            Self::Unreadable => "not an oslo.messaging message",
+            Self::WrongContentType => "content type is not application/json",
+            Self::BadRequest => "malformed request",
+            Self::NoContext => "no encrypted context",
+            Self::ContextNotDecrypting => "context does not decrypt with the instance key",
+            Self::ArgumentNotDecrypting => "argument does not decrypt with the instance key",
+        }
+    }
+}
+
+/// A refused message: its kind, a value-free message for the caller, and where to reply.
+struct Refusal {
+    kind: RefusalKind,
+    method: Option<String>,
+    message: String,
     reply: Option<(String, String)>,
+}
+
+/// Decides which refusals are logged one by one: the first [`REFUSALS_LOGGED_PER_PERIOD`] of
+/// each period; the others are counted and reported when the next period starts.
+#[derive(Debug)]
+struct RefusalLog {
+    period_start: Instant,
+    logged: u32,
+    suppressed: u64,
+}
+
+impl RefusalLog {
+    fn new(now: Instant) -> Self {
+        Self {
+            period_start: now,
+            logged: 0,
+            suppressed: 0,
+        }
+    }
+
+    /// Whether to log this refusal; also logs the count of the previous period's unlogged
+    /// ones when a new period starts.
+    fn admit(&mut self, now: Instant) -> bool {
+        if now.duration_since(self.period_start) >= REFUSAL_LOG_PERIOD {
+            if self.suppressed > 0 {
+                warn!(
+                    count = self.suppressed,
+                    period_s = REFUSAL_LOG_PERIOD.as_secs(),
+                    "more RPC messages refused than logged"
+                );
+            }
+            *self = Self::new(now);
+        }
+        if self.logged < REFUSALS_LOGGED_PER_PERIOD {
+            self.logged += 1;
+            true
+        } else {
+            self.suppressed += 1;
+            false
+        }
+    }
+}
+
+/// A request admitted to run.
+struct Work {
+    method: String,
+    call: Option<(String, String)>,
+    context: Context,
+    args: Map<String, Value>,
+    handler: Arc<dyn Handler>,
+}
+
+enum Admission {
+    Run(Work),
+    /// The dispatcher's answer (unknown method, unsupported version) to an authentic request.
+    Answer {
+        method: String,
+        failure: RemoteFailure,
+        call: Option<(String, String)>,
+    },
+    Refuse(Refusal),
+    Replay {
+        method: String,
+    },
 }
 
 impl RpcServer {
@@ -73,12 +197,16 @@ impl RpcServer {
             topic = %config.target.topic,
             server = ?config.target.server,
             version = %config.target.version,
+            max_concurrency = config.max_concurrency,
+            max_message_bytes = config.max_message_bytes,
             "RPC server consuming"
         );
         let shared = Arc::new(ServerShared {
             transport: transport.clone(),
             serializer: config.serializer,
             dispatcher,
+            max_message_bytes: config.max_message_bytes,
+            reply_retries: Arc::new(Semaphore::new(REPLY_RETRY_SLOTS)),
         });
         let (stop_tx, stop_rx) = watch::channel(false);
         let limit = Arc::new(Semaphore::new(config.max_concurrency.max(1)));
@@ -118,8 +246,16 @@ async fn serve(
     mut stop: watch::Receiver<bool>,
     limit: Arc<Semaphore>,
 ) {
-    let mut recent = RecentIds::default();
+    let mut replays = ReplayFilter::default();
+    let mut refusal_log = RefusalLog::new(Instant::now());
     loop {
+        // Backpressure: no permit, no delivery taken, no ack, so the broker keeps the rest
+        // (and sends at most the prefetch count unacked).
+        let permit = tokio::select! {
+            permit = Arc::clone(&limit).acquire_owned() => permit,
+            _ = stop.wait_for(|s| *s) => break,
+        };
+        let Ok(permit) = permit else { break };
         let delivery = tokio::select! {
             delivery = consumer.deliveries.recv() => delivery,
             _ = stop.wait_for(|s| *s) => break,
@@ -131,82 +267,206 @@ async fn serve(
             warn!(error = %err, routing_key = %delivery.routing_key, "ack failed, message left for redelivery");
             continue;
         }
-        let request = match decode(&delivery) {
-            Ok(request) => request,
-            Err(bad) => {
-                error!(
-                    routing_key = %delivery.routing_key,
-                    reason = %bad.reason,
-                    "rejected an unreadable RPC message"
-                );
-                if let Some((msg_id, reply_q)) = bad.reply {
-                    let failure =
-                        RemoteFailure::new("MessageDecodeError", GUEST_MODULE, bad.reason);
+        match admit(&shared, &mut replays, &delivery) {
+            Admission::Run(work) => {
+                let shared = Arc::clone(&shared);
+                tokio::spawn(async move {
+                    handle(&shared, work).await;
+                    drop(permit);
+                });
+            }
+            Admission::Answer {
+                method,
+                failure,
+                call,
+            } => {
+                warn!(method = %printable(&method), class = %failure.class, "RPC request not dispatched");
+                if let Some((msg_id, reply_q)) = call {
                     let shared = Arc::clone(&shared);
                     tokio::spawn(async move {
-                        send_reply(&shared.transport, &reply_q, failure_reply(msg_id, &failure))
-                            .await;
+                        deliver_reply(&shared, reply_q, failure_reply(msg_id, &failure)).await;
+                        drop(permit);
                     });
                 }
-                continue;
             }
-        };
-        if let Some(unique_id) = &request.unique_id
-            && !recent.insert(unique_id)
-        {
-            info!(method = %request.method, unique_id, "dropped a duplicate message");
-            continue;
+            Admission::Refuse(refusal) => {
+                if refusal_log.admit(Instant::now()) {
+                    warn!(
+                        method = refusal.method.as_deref().map(printable).unwrap_or_default(),
+                        reason = refusal.kind.as_str(),
+                        routing_key = %delivery.routing_key,
+                        bytes = delivery.body.len(),
+                        "refused an RPC message"
+                    );
+                }
+                if let Some((msg_id, reply_q)) = refusal.reply {
+                    let failure = RemoteFailure::new(REFUSED_CLASS, GUEST_MODULE, refusal.message);
+                    let shared = Arc::clone(&shared);
+                    tokio::spawn(async move {
+                        deliver_reply(&shared, reply_q, failure_reply(msg_id, &failure)).await;
+                        drop(permit);
+                    });
+                }
+            }
+            Admission::Replay { method } => {
+                if refusal_log.admit(Instant::now()) {
+                    info!(method = %printable(&method), "dropped a duplicate or replayed message");
+                }
+            }
         }
-        let Ok(permit) = Arc::clone(&limit).acquire_owned().await else {
-            break;
-        };
-        let shared = Arc::clone(&shared);
-        tokio::spawn(async move {
-            handle(&shared, request).await;
-            drop(permit);
-        });
     }
     consumer.stop().await;
     info!("RPC server stopped");
 }
 
-fn decode(delivery: &Delivery) -> Result<Request, Undecodable> {
-    let message = envelope::unwrap(&delivery.body).map_err(|err| Undecodable {
-        reason: err.to_string(),
-        reply: None,
-    })?;
+/// Decides what to do with one delivery: parse, authenticate (context, then replay check,
+/// then arguments), resolve the handler. Runs on the serving task, before any handler.
+fn admit(shared: &ServerShared, replays: &mut ReplayFilter, delivery: &Delivery) -> Admission {
+    let refuse = |kind, method: Option<&str>, message: String, reply| {
+        Admission::Refuse(Refusal {
+            kind,
+            method: method.map(str::to_owned),
+            message,
+            reply,
+        })
+    };
+    if delivery.body.len() > shared.max_message_bytes {
+        let message = format!(
+            "message of {} bytes refused: the limit is {} bytes",
+            delivery.body.len(),
+            shared.max_message_bytes
+        );
+        return refuse(RefusalKind::TooLarge, None, message, None);
+    }
+    let message = match envelope::unwrap(&delivery.body) {
+        Ok(message) => message,
+        Err(err) => return refuse(RefusalKind::Unreadable, None, err.to_string(), None),
+    };
     let reply = match (message.get("_msg_id"), message.get("_reply_q")) {
         (Some(Value::String(id)), Some(Value::String(q))) => Some((id.clone(), q.clone())),
         _ => None,
     };
+    let method = message
+        .get("method")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
     if delivery.content_type.as_deref() != Some("application/json") {
-        return Err(Undecodable {
-            reason: format!(
-                "content type {:?} is not application/json",
-                delivery.content_type.as_deref().unwrap_or("")
-            ),
+        let message = format!(
+            "content type '{}' is not application/json",
+            printable(delivery.content_type.as_deref().unwrap_or(""))
+        );
+        return refuse(
+            RefusalKind::WrongContentType,
+            method.as_deref(),
+            message,
             reply,
-        });
+        );
     }
-    Request::from_message(message).map_err(|err| Undecodable {
-        reason: err.to_string(),
-        reply,
+    let request = match Request::from_message(message) {
+        Ok(request) => request,
+        Err(err) => {
+            return refuse(
+                RefusalKind::BadRequest,
+                method.as_deref(),
+                err.to_string(),
+                reply,
+            );
+        }
+    };
+    let call = request.msg_id.clone().zip(request.reply_q.clone());
+    let replay_key = shared.serializer.context_replay_key(&request.context);
+    let context = match shared.serializer.deserialize_context(request.context) {
+        Ok(context) => context,
+        Err(err) => {
+            let kind = match err {
+                SerializerError::MissingContext(_) => RefusalKind::NoContext,
+                _ => RefusalKind::ContextNotDecrypting,
+            };
+            let message = match kind {
+                RefusalKind::NoContext => format!("request context: {err}"),
+                _ => "request context: it does not decrypt with this instance's key".to_owned(),
+            };
+            return refuse(kind, Some(&request.method), message, call);
+        }
+    };
+    let mut keys: Vec<&[u8]> = Vec::with_capacity(2);
+    if let Some(unique_id) = &request.unique_id {
+        keys.push(unique_id.as_bytes());
+    }
+    if let Some(key) = &replay_key {
+        keys.push(key);
+    }
+    if !keys.is_empty() && !replays.admit(&keys, std::time::Instant::now()) {
+        return Admission::Replay {
+            method: request.method,
+        };
+    }
+    let handler = match shared.dispatcher.resolve(
+        &request.method,
+        request.version.as_deref(),
+        request.namespace.as_deref(),
+    ) {
+        Resolution::Run(handler) => handler,
+        Resolution::Refuse(failure) => {
+            return Admission::Answer {
+                method: request.method,
+                failure,
+                call,
+            };
+        }
+    };
+    let mut args = Map::with_capacity(request.args.len());
+    for (name, value) in request.args {
+        match shared.serializer.deserialize_entity(value) {
+            Ok(plain) => {
+                args.insert(name, plain);
+            }
+            Err(_) => {
+                let message = format!(
+                    "{}() argument '{}' does not decrypt with this instance's key",
+                    printable(&request.method),
+                    printable(&name)
+                );
+                return refuse(
+                    RefusalKind::ArgumentNotDecrypting,
+                    Some(&request.method),
+                    message,
+                    call,
+                );
+            }
+        }
+    }
+    Admission::Run(Work {
+        method: request.method,
+        call,
+        context,
+        args,
+        handler,
     })
 }
 
-async fn handle(shared: &ServerShared, request: Request) {
-    let method = request.method.clone();
-    let call = request.msg_id.clone().zip(request.reply_q.clone());
-    let outcome = run(shared, request).await;
-    match (&outcome, &call) {
-        (Err(failure), _) => warn!(
-            method,
+async fn handle(shared: &ServerShared, work: Work) {
+    let Work {
+        method,
+        call,
+        context,
+        args,
+        handler,
+    } = work;
+    let outcome = handler
+        .call(context, Args::new(&method, args))
+        .await
+        .map_err(|err| err.into_failure());
+    match &outcome {
+        // The message is the handler's: handlers name what failed, never argument values.
+        Err(failure) => warn!(
+            method = %printable(&method),
             class = %failure.class,
             message = %failure.message,
             call = call.is_some(),
             "RPC request failed"
         ),
-        (Ok(_), _) => debug!(method, "RPC request handled"),
+        Ok(_) => debug!(method = %printable(&method), "RPC request handled"),
     }
     let Some((msg_id, reply_q)) = call else {
         return;
@@ -221,37 +481,7 @@ async fn handle(shared: &ServerShared, request: Request) {
         },
         Err(failure) => failure_reply(msg_id, &failure),
     };
-    send_reply(&shared.transport, &reply_q, reply).await;
-}
-
-async fn run(shared: &ServerShared, request: Request) -> Result<Value, RemoteFailure> {
-    let context = shared
-        .serializer
-        .deserialize_context(request.context)
-        .map_err(|err| {
-            RemoteFailure::new(
-                "MessageDecodeError",
-                GUEST_MODULE,
-                format!("request context: {err}"),
-            )
-        })?;
-    let handler = match shared.dispatcher.resolve(
-        &request.method,
-        request.version.as_deref(),
-        request.namespace.as_deref(),
-    ) {
-        Resolution::Run(handler) => handler,
-        Resolution::Refuse(failure) => return Err(failure),
-    };
-    let args: Map<String, Value> = request
-        .args
-        .into_iter()
-        .map(|(name, value)| (name, shared.serializer.deserialize_entity(value)))
-        .collect();
-    handler
-        .call(context, Args::new(&request.method, args))
-        .await
-        .map_err(|err| err.into_failure())
+    deliver_reply(shared, reply_q, reply).await;
 }
 
 fn failure_reply(msg_id: String, failure: &RemoteFailure) -> Reply {
@@ -264,30 +494,84 @@ fn failure_reply(msg_id: String, failure: &RemoteFailure) -> Reply {
     }
 }
 
-/// Publishes a reply on the default exchange, retrying while the reply queue is missing.
-async fn send_reply(transport: &Transport, reply_q: &str, reply: Reply) {
+/// Publishes a reply on the default exchange. When its queue is missing the caller's work
+/// permit is given back at once and the retries (every 250 ms for
+/// `kombu_missing_consumer_retry_timeout`, as oslo does) run in the background, in one of
+/// [`REPLY_RETRY_SLOTS`]; with every slot taken the reply is dropped.
+async fn deliver_reply(shared: &ServerShared, reply_q: String, reply: Reply) {
     let body = envelope::wrap(&reply.to_message());
-    let options = transport.options();
-    let deadline = Instant::now() + options.kombu_missing_consumer_retry_timeout;
-    let outgoing = Outgoing {
-        exchange: "",
-        declare: None,
-        routing_key: reply_q,
-        body: &body,
-        mandatory: options.direct_mandatory_flag,
-        expiration_ms: None,
-    };
-    loop {
-        match transport.publish(&outgoing).await {
-            Ok(()) => return,
-            Err(TransportError::Returned { .. }) if Instant::now() < deadline => {
-                debug!(reply_q, msg_id = %reply.msg_id, "reply queue missing, retrying");
-                sleep(REPLY_RETRY_INTERVAL).await;
-            }
-            Err(err) => {
-                error!(reply_q, msg_id = %reply.msg_id, error = %err, "reply dropped");
+    match publish_reply(&shared.transport, &reply_q, &body).await {
+        Ok(()) => {}
+        Err(TransportError::Returned { .. }) => {
+            let Ok(slot) = Arc::clone(&shared.reply_retries).try_acquire_owned() else {
+                warn!(reply_q = %printable(&reply_q), msg_id = %printable(&reply.msg_id), "reply queue missing and every retry slot busy: reply dropped");
                 return;
+            };
+            debug!(reply_q = %printable(&reply_q), "reply queue missing, retrying in the background");
+            let transport = shared.transport.clone();
+            tokio::spawn(retry_reply(transport, reply_q, reply.msg_id, body, slot));
+        }
+        Err(err) => {
+            error!(reply_q = %printable(&reply_q), msg_id = %printable(&reply.msg_id), error = %err, "reply dropped");
+        }
+    }
+}
+
+async fn retry_reply(
+    transport: Transport,
+    reply_q: String,
+    msg_id: String,
+    body: Vec<u8>,
+    slot: OwnedSemaphorePermit,
+) {
+    let deadline = Instant::now() + transport.options().kombu_missing_consumer_retry_timeout;
+    loop {
+        sleep(REPLY_RETRY_INTERVAL).await;
+        match publish_reply(&transport, &reply_q, &body).await {
+            Ok(()) => break,
+            Err(TransportError::Returned { .. }) if Instant::now() < deadline => {}
+            Err(err) => {
+                warn!(reply_q = %printable(&reply_q), msg_id = %printable(&msg_id), error = %err, "reply dropped");
+                break;
             }
         }
+    }
+    drop(slot);
+}
+
+async fn publish_reply(
+    transport: &Transport,
+    reply_q: &str,
+    body: &[u8],
+) -> Result<(), TransportError> {
+    transport
+        .publish(&Outgoing {
+            exchange: "",
+            declare: None,
+            routing_key: reply_q,
+            body,
+            mandatory: transport.options().direct_mandatory_flag,
+            expiration_ms: None,
+        })
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_beyond_the_per_period_quota_are_counted_not_logged() {
+        let start = Instant::now();
+        let mut log = RefusalLog::new(start);
+        let logged = (0..1000).filter(|_| log.admit(start)).count();
+        assert_eq!(logged, REFUSALS_LOGGED_PER_PERIOD as usize);
+        assert_eq!(log.suppressed, 1000 - u64::from(REFUSALS_LOGGED_PER_PERIOD));
+        assert!(
+            log.admit(start + REFUSAL_LOG_PERIOD),
+            "a new period logs again"
+        );
+        assert_eq!(log.suppressed, 0);
+        assert_eq!(log.logged, 1);
     }
 }

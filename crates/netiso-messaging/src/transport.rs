@@ -39,6 +39,13 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const LIVENESS_POLL: Duration = Duration::from_millis(500);
 /// AMQP short strings (names, routing keys) are at most 255 bytes; amqprs panics beyond.
 const SHORT_STR_MAX: usize = 255;
+/// The `basic.qos` prefetch used when `rabbit_qos_prefetch_count` is 0 (oslo's default,
+/// meaning no limit). Without a limit the broker pushes a whole queue into the consumer:
+/// a flood of casts would grow our memory with the queue. Deliveries are acked as soon as the
+/// server has a free work permit, so the prefetch only has to cover one broker round trip at
+/// full rate; the worst case held in memory is this many bodies of the broker's maximum
+/// message size.
+pub const DEFAULT_PREFETCH: u16 = 16;
 
 /// One broker to try.
 #[derive(Clone, PartialEq, Eq)]
@@ -421,9 +428,11 @@ fn refused_or(
     }
 }
 
-/// Logs broker-initiated closes of consumer channels (the consumer task then re-subscribes).
+/// Logs broker-initiated closes of consumer channels and cancellations of their consumers
+/// (queue deleted, node lost); either way the consumer task then re-subscribes.
 struct ConsumerChannelCallback {
     reason: CloseReason,
+    cancelled: Arc<Notify>,
 }
 
 #[async_trait]
@@ -434,7 +443,8 @@ impl ChannelCallback for ConsumerChannelCallback {
         Ok(())
     }
     async fn cancel(&mut self, channel: &Channel, cancel: Cancel) -> AmqpResult<()> {
-        warn!(channel = %channel, consumer = cancel.consumer_tag(), "broker cancelled a consumer");
+        warn!(channel = %channel, consumer = cancel.consumer_tag(), "broker cancelled a consumer, re-subscribing");
+        self.cancelled.notify_one();
         Ok(())
     }
     async fn flow(&mut self, _channel: &Channel, active: bool) -> AmqpResult<bool> {
@@ -746,7 +756,10 @@ impl Transport {
     ) -> Result<Consumer, TransportError> {
         let deadline = Instant::now() + self.shared.options.publish_timeout;
         let link = self.link(deadline, 0).await?;
-        let prefetch = self.shared.options.rabbit_qos_prefetch_count;
+        let prefetch = match self.shared.options.rabbit_qos_prefetch_count {
+            0 => DEFAULT_PREFETCH,
+            configured => configured,
+        };
         let first = subscribe(&link, &specs, prefetch).await?;
         let (tx, rx) = mpsc::channel(256);
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -859,28 +872,44 @@ impl Drop for Consumer {
 async fn open_plain_channel(
     connection: &Connection,
 ) -> Result<(Channel, CloseReason), TransportError> {
+    let (channel, reason, _cancelled) = open_watched_channel(connection).await?;
+    Ok((channel, reason))
+}
+
+/// Opens a channel whose close reason is recorded and whose consumer cancellations by the
+/// broker are signalled.
+async fn open_watched_channel(
+    connection: &Connection,
+) -> Result<(Channel, CloseReason, Arc<Notify>), TransportError> {
     let channel = connection
         .open_channel(None)
         .await
         .map_err(|err| TransportError::amqp("channel.open", err))?;
     let reason = CloseReason::default();
+    let cancelled = Arc::new(Notify::new());
     channel
         .register_callback(ConsumerChannelCallback {
             reason: Arc::clone(&reason),
+            cancelled: Arc::clone(&cancelled),
         })
         .await
         .map_err(|err| TransportError::amqp("channel callback registration", err))?;
-    Ok((channel, reason))
+    Ok((channel, reason, cancelled))
 }
 
-type Subscription = (Channel, Vec<mpsc::UnboundedReceiver<ConsumerMessage>>);
+/// A consuming channel, its consumers' receivers, and the broker-cancellation signal.
+struct Subscription {
+    channel: Channel,
+    receivers: Vec<mpsc::UnboundedReceiver<ConsumerMessage>>,
+    cancelled: Arc<Notify>,
+}
 
 async fn subscribe(
     link: &Link,
     specs: &[ConsumerSpec],
     prefetch: u16,
 ) -> Result<Subscription, TransportError> {
-    let (channel, reason) = open_plain_channel(&link.connection).await?;
+    let (channel, reason, cancelled) = open_watched_channel(&link.connection).await?;
     if prefetch > 0 {
         channel
             .basic_qos(BasicQosArguments::new(0, prefetch, false))
@@ -901,7 +930,11 @@ async fn subscribe(
         })?;
         receivers.push(receiver);
     }
-    Ok((channel, receivers))
+    Ok(Subscription {
+        channel,
+        receivers,
+        cancelled,
+    })
 }
 
 struct ConsumeLoop {
@@ -919,9 +952,10 @@ async fn consume_loop(mut state: ConsumeLoop) {
     let mut current = state.first.take();
     let mut min_generation = 0;
     loop {
-        if let Some((link, (channel, receivers))) = current.take() {
+        if let Some((link, subscription)) = current.take() {
             state.ready.send_replace(link.generation);
-            let stopped = forward(&channel, receivers, &state.tx, &mut state.stop).await;
+            let channel = subscription.channel.clone();
+            let stopped = forward(subscription, &state.tx, &mut state.stop).await;
             if stopped {
                 // Closing the consuming channel first cancels our consumers, so deleting
                 // their queues does not look like a broker-side cancellation.
@@ -929,12 +963,17 @@ async fn consume_loop(mut state: ConsumeLoop) {
                 delete_queues(&link, &state.delete_on_stop).await;
                 return;
             }
+            // A consumer the broker cancelled leaves the channel open with its other
+            // consumers: close it, so that every queue is declared and consumed afresh.
+            if channel.is_open() {
+                close_quietly(channel).await;
+            }
             min_generation = if link.connection.is_open() {
                 link.generation
             } else {
                 link.generation + 1
             };
-            warn!(broker = %link.broker, "consumer lost its channel, re-subscribing");
+            warn!(broker = %link.broker, "consumer lost its channel or a consumer, re-subscribing");
         }
         let mut delay = state.transport.shared.options.rabbit_retry_interval;
         loop {
@@ -993,32 +1032,44 @@ async fn delete_queues(link: &Link, queues: &[String]) {
     close_quietly(channel).await;
 }
 
-/// Forwards deliveries until every receiver ends (channel lost) or a stop; true on stop.
+/// Forwards deliveries until a stop (true), or until the channel is lost or the broker
+/// cancels any of its consumers (false: re-subscribe).
+///
+/// The merged channel is unbounded but holds at most the prefetch count of messages: the
+/// broker sends no more until they are acked, and they are acked only after `tx` took them.
 async fn forward(
-    channel: &Channel,
-    receivers: Vec<mpsc::UnboundedReceiver<ConsumerMessage>>,
+    subscription: Subscription,
     tx: &mpsc::Sender<Delivery>,
     stop: &mut watch::Receiver<bool>,
 ) -> bool {
+    let Subscription {
+        channel,
+        receivers,
+        cancelled,
+    } = subscription;
     let (merged_tx, mut merged_rx) = mpsc::unbounded_channel();
+    let mut pumps = Vec::with_capacity(receivers.len());
     for mut receiver in receivers {
         let merged_tx = merged_tx.clone();
-        tokio::spawn(async move {
+        pumps.push(tokio::spawn(async move {
             while let Some(message) = receiver.recv().await {
-                if merged_tx.send(message).is_err() {
-                    break;
+                if merged_tx.send(Some(message)).is_err() {
+                    return;
                 }
             }
-        });
+            // This consumer ended (cancelled, or its channel closed).
+            let _ = merged_tx.send(None);
+        }));
     }
     drop(merged_tx);
-    loop {
+    let stopped = loop {
         let message = tokio::select! {
             message = merged_rx.recv() => message,
-            _ = stop.wait_for(|s| *s) => return true,
+            () = cancelled.notified() => break false,
+            _ = stop.wait_for(|s| *s) => break true,
         };
-        let Some(message) = message else {
-            return false;
+        let Some(Some(message)) = message else {
+            break false;
         };
         let Some(deliver) = message.deliver else {
             continue;
@@ -1035,9 +1086,13 @@ async fn forward(
             channel: channel.clone(),
         };
         if tx.send(delivery).await.is_err() {
-            return true;
+            break true;
         }
+    };
+    for pump in pumps {
+        pump.abort();
     }
+    stopped
 }
 
 fn connection_name() -> String {

@@ -104,6 +104,7 @@ async fn server_and_client_survive_a_broker_restart() {
             target: target.clone(),
             serializer: Serializer::Plain,
             max_concurrency: 8,
+            max_message_bytes: netiso_messaging::server::DEFAULT_MAX_MESSAGE_BYTES,
         },
         dispatcher,
     )

@@ -114,6 +114,7 @@ async fn python_calls_our_server(key: Option<&str>) {
             target: target.clone(),
             serializer,
             max_concurrency: 8,
+            max_message_bytes: netiso_messaging::server::DEFAULT_MAX_MESSAGE_BYTES,
         },
         dispatcher,
     )
@@ -420,6 +421,7 @@ async fn start_declaring_server(
             target: target.clone(),
             serializer: Serializer::Plain,
             max_concurrency: 1,
+            max_message_bytes: netiso_messaging::server::DEFAULT_MAX_MESSAGE_BYTES,
         },
         Dispatcher::new("1.3").unwrap(),
     )

@@ -79,6 +79,7 @@ async fn start(serializer: Serializer) -> Fixture {
             target: target.clone(),
             serializer,
             max_concurrency: 16,
+            max_message_bytes: netiso_messaging::server::DEFAULT_MAX_MESSAGE_BYTES,
         },
         dispatcher(tx, Arc::clone(&pings)),
     )

@@ -210,6 +210,7 @@ async fn a_silent_broker_is_detected_by_heartbeat_and_the_server_resumes() {
             target: target.clone(),
             serializer: Serializer::Plain,
             max_concurrency: 4,
+            max_message_bytes: netiso_messaging::server::DEFAULT_MAX_MESSAGE_BYTES,
         },
         dispatcher,
     )

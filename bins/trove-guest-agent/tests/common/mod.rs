@@ -105,11 +105,12 @@ impl Drop for BrokerCleanup {
     }
 }
 
-/// One cast the conductor received: method and decrypted arguments.
+/// One cast the conductor received: method, decrypted arguments, arrival time.
 #[derive(Debug, Clone)]
 pub struct ConductorEvent {
     pub method: String,
     pub args: Map<String, Value>,
+    pub received_at: Instant,
 }
 
 impl ConductorEvent {
@@ -149,6 +150,7 @@ impl TestConductor {
                 let event = ConductorEvent {
                     method: method.to_owned(),
                     args: args.into_map(),
+                    received_at: Instant::now(),
                 };
                 let _ = tx.send(event);
                 async move { Ok(Value::Null) }
@@ -173,6 +175,7 @@ impl TestConductor {
                 serializer,
                 // One at a time: events arrive in the order the agent sent them.
                 max_concurrency: 1,
+                max_message_bytes: netiso_messaging::server::DEFAULT_MAX_MESSAGE_BYTES,
             },
             dispatcher,
         )
@@ -191,6 +194,14 @@ impl TestConductor {
             Ok(None) => panic!("the test conductor stopped"),
             Err(_) => panic!("no conductor cast within {timeout:?}"),
         }
+    }
+
+    /// The next event, however long it takes (callers bound the wait).
+    pub async fn next_event(&mut self) -> ConductorEvent {
+        self.events
+            .recv()
+            .await
+            .expect("the test conductor stopped")
     }
 
     /// Nothing arrives within `wait`.
@@ -403,6 +414,19 @@ pub fn guest_command(args: &[&str]) -> Command {
     command
 }
 
+/// Agents log at debug level in tests, so that the secret scan of the test logs
+/// (`netiso_messaging::test_support`) sees everything the agent could ever print.
+const AGENT_TEST_LOG_LEVEL: &str = "debug";
+
+/// A new file for an agent's log in the shared test-log folder (kept after the test, scanned
+/// for secrets by `netiso-messaging`'s `log_secrets` test and `cargo xtask ci`).
+pub fn agent_log_path(name: &str) -> PathBuf {
+    netiso_messaging::test_support::log_file(
+        env!("CARGO_TARGET_TMPDIR"),
+        &format!("trove-guest-agent-{name}-{}", uuid::Uuid::new_v4().simple()),
+    )
+}
+
 impl AgentProcess {
     pub fn spawn(conf_dir: &Path, log: PathBuf) -> Self {
         Self::spawn_with(conf_dir, log, &[])
@@ -410,13 +434,18 @@ impl AgentProcess {
 
     /// Like `spawn`, with extra `run` flags.
     pub fn spawn_with(conf_dir: &Path, log: PathBuf, run_flags: &[&str]) -> Self {
+        Self::spawn_logging(conf_dir, log, run_flags, AGENT_TEST_LOG_LEVEL)
+    }
+
+    /// Like `spawn_with`, at the given `RUST_LOG` level.
+    pub fn spawn_logging(conf_dir: &Path, log: PathBuf, run_flags: &[&str], level: &str) -> Self {
         netiso_runtime::test_support::require_root();
         let log_file = std::fs::File::create(&log).expect("log file");
         let conf = conf_dir.to_string_lossy();
         let mut args = vec!["--config-dir", &conf, "run"];
         args.extend_from_slice(run_flags);
         let child = guest_command(&args)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", level)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file)
@@ -456,11 +485,27 @@ impl AgentProcess {
 
     /// The agent's resident set size in KiB (from /proc).
     pub fn rss_kib(&self) -> Option<u64> {
+        self.proc_status_kib("VmRSS:")
+    }
+
+    /// The agent's peak resident set size in KiB (`VmHWM`, from /proc).
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        self.proc_status_kib("VmHWM:")
+    }
+
+    /// True while the process runs (has not exited).
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|child| matches!(child.try_wait(), Ok(None)))
+    }
+
+    fn proc_status_kib(&self, field: &str) -> Option<u64> {
         let pid = self.child.as_ref()?.id();
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
         status
             .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .find_map(|l| l.strip_prefix(field))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
     }
 }
@@ -551,7 +596,7 @@ pub struct RunningAgent {
     pub conf: PathBuf,
     /// From spawning the agent to its first answered `rpc_ping`.
     pub ready_after: Duration,
-    /// Holds `conf.d`, `state`, `data` and the agent's logs.
+    /// Holds `conf.d`, `state` and `data` (the agent's logs are in the test-log folder).
     pub dir: tempfile::TempDir,
     _broker: BrokerCleanup,
 }
@@ -573,7 +618,7 @@ impl RunningAgent {
         )
         .await;
         let started = Instant::now();
-        let agent = AgentProcess::spawn(&conf, dir.path().join("agent.log"));
+        let agent = AgentProcess::spawn(&conf, agent_log_path("agent"));
         let client = setup.client(&transport);
         let target = setup.target();
         wait_for_ping(&client, &target, &agent).await;
@@ -591,11 +636,17 @@ impl RunningAgent {
     }
 
     /// Stops the agent, starts a new one on the same files with extra `run` flags, logging to
-    /// `log_name`, and waits for its `rpc_ping` answer.
+    /// a new file named after `log_name`, and waits for its `rpc_ping` answer.
     pub async fn restart_agent(&mut self, log_name: &str, run_flags: &[&str]) {
+        self.restart_agent_logging(log_name, run_flags, AGENT_TEST_LOG_LEVEL)
+            .await;
+    }
+
+    /// Like `restart_agent`, at the given `RUST_LOG` level.
+    pub async fn restart_agent_logging(&mut self, log_name: &str, run_flags: &[&str], level: &str) {
         self.agent.stop();
         self.agent =
-            AgentProcess::spawn_with(&self.conf, self.dir.path().join(log_name), run_flags);
+            AgentProcess::spawn_logging(&self.conf, agent_log_path(log_name), run_flags, level);
         wait_for_ping(&self.client, &self.target, &self.agent).await;
     }
 

@@ -478,6 +478,12 @@ pub async fn run(
         },
         serializer: key.map_or(Serializer::Plain, Serializer::Secure),
         max_concurrency: MAX_CONCURRENT_REQUESTS,
+        max_message_bytes: guest
+            .netiso
+            .rpc_max_message_bytes
+            .map_or(netiso_messaging::server::DEFAULT_MAX_MESSAGE_BYTES, |n| {
+                usize::try_from(n).unwrap_or(usize::MAX)
+            }),
     };
     let make_dispatcher = || rpc::dispatcher(Arc::clone(&service), &in_flight);
     let Some(server) =
@@ -525,6 +531,7 @@ pub async fn run(
     notify("STOPPING=1");
     info!(
         in_flight = in_flight.current(),
+        handled = in_flight.started(),
         "shutting down: finishing in-flight requests"
     );
     server.stop().await;

@@ -15,6 +15,7 @@ mod service;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use netiso_messaging::{Args, Context, Dispatcher, HandlerError};
@@ -98,10 +99,13 @@ pub fn not_supported_message(method: &str) -> String {
     )
 }
 
-/// Counts the requests being handled, so that a shutdown waits for them to finish.
+/// Counts the requests being handled, so that a shutdown waits for them to finish, and the
+/// requests handed to a handler since start (logged at shutdown; the hostile-sender tests
+/// prove with it that a refused request runs nothing).
 #[derive(Debug, Clone)]
 pub struct InFlight {
     count: Arc<watch::Sender<usize>>,
+    started: Arc<AtomicU64>,
 }
 
 /// Held while one request runs.
@@ -114,6 +118,7 @@ impl Default for InFlight {
     fn default() -> Self {
         Self {
             count: Arc::new(watch::channel(0).0),
+            started: Arc::new(AtomicU64::new(0)),
         }
     }
 }
@@ -121,10 +126,16 @@ impl Default for InFlight {
 impl InFlight {
     /// Marks a request as started until the guard drops.
     pub fn enter(&self) -> InFlightGuard {
+        self.started.fetch_add(1, Ordering::Relaxed);
         self.count.send_modify(|n| *n += 1);
         InFlightGuard {
             count: Arc::clone(&self.count),
         }
+    }
+
+    /// Requests handed to a handler since start.
+    pub fn started(&self) -> u64 {
+        self.started.load(Ordering::Relaxed)
     }
 
     /// Requests running now.

@@ -91,10 +91,16 @@ pub fn script(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// Logs to the test output when RUST_LOG is set.
+/// Logs this test binary's tracing output (debug level) to a file of the shared test-log
+/// folder, which `tests/log_secrets.rs` scans for secrets.
 pub fn init_tracing() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
+    let suite = std::env::args()
+        .next()
+        .and_then(|arg0| {
+            std::path::Path::new(&arg0)
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+        })
+        .unwrap_or_else(|| "netiso-messaging".into());
+    netiso_messaging::test_support::init_file_tracing(env!("CARGO_TARGET_TMPDIR"), &suite);
 }
