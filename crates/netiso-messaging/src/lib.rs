@@ -16,9 +16,9 @@ pub mod error;
 pub mod options;
 pub mod serializer;
 pub mod server;
-pub mod tls;
 #[cfg(feature = "test-support")]
 pub mod test_support;
+pub mod tls;
 pub mod topology;
 pub mod transport;
 

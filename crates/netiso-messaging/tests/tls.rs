@@ -163,6 +163,7 @@ async fn our_client_calls_our_server(url: &str, client_cert: bool) {
             target: target.clone(),
             serializer: Serializer::Plain,
             max_concurrency: 4,
+            max_message_bytes: netiso_messaging::server::DEFAULT_MAX_MESSAGE_BYTES,
         },
         dispatcher,
     )
@@ -293,6 +294,7 @@ async fn python_client_calls_our_server_over_tls() {
             target: target.clone(),
             serializer: Serializer::Plain,
             max_concurrency: 4,
+            max_message_bytes: netiso_messaging::server::DEFAULT_MAX_MESSAGE_BYTES,
         },
         dispatcher,
     )
