@@ -224,6 +224,7 @@ fn containerd_prepare_runs_mariadb_with_the_tenant_nic_and_the_user_logs_in() {
             state_change_wait_time: Duration::from_secs(180),
             state_dir: dir.path().join("state"),
             volume: VolumeSettings::default(),
+            fstab: dir.path().join("fstab"),
             mysql: Some(MysqlSettings {
                 manager: "mariadb".into(),
                 layout: layout.clone(),

@@ -193,6 +193,7 @@ impl Guest {
             state_change_wait_time: Duration::from_secs(180),
             state_dir: dir.path().join("state"),
             volume: VolumeSettings::default(),
+            fstab: dir.path().join("fstab"),
             mysql: Some(MysqlSettings {
                 manager: "mariadb".into(),
                 layout,
@@ -487,21 +488,31 @@ async fn a_blank_disk_is_formatted_once_and_a_foreign_filesystem_is_left_alone()
     require_root();
     let dir = tempfile::tempdir().expect("tempdir");
     let settings = VolumeSettings::default();
+    let fstab = dir.path().join("fstab");
     let disk = LoopDisk::create(64, false);
     let mount_point = dir.path().join("mnt");
     disk.will_mount_on(&mount_point);
     assert_eq!(
-        volume::prepare(&disk.device, &mount_point, &settings).await,
+        volume::prepare(&disk.device, &mount_point, &settings, &fstab).await,
         Ok(VolumeOutcome::FormattedAndMounted)
     );
     std::fs::write(mount_point.join("marker"), b"data").expect("write on the volume");
+    let recorded = std::fs::read_to_string(&fstab).expect("fstab written");
     assert_eq!(
-        volume::prepare(&disk.device, &mount_point, &settings).await,
+        recorded,
+        format!(
+            "{}\t{}\text4\tdefaults,noatime\t0\t0\n",
+            disk.device.display(),
+            mount_point.display()
+        )
+    );
+    assert_eq!(
+        volume::prepare(&disk.device, &mount_point, &settings, &fstab).await,
         Ok(VolumeOutcome::AlreadyMounted)
     );
     run_command("umount", &[&mount_point.to_string_lossy()]).expect("umount");
     assert_eq!(
-        volume::prepare(&disk.device, &mount_point, &settings).await,
+        volume::prepare(&disk.device, &mount_point, &settings, &fstab).await,
         Ok(VolumeOutcome::Mounted),
         "an ext4 volume is mounted, not formatted again"
     );
@@ -510,7 +521,7 @@ async fn a_blank_disk_is_formatted_once_and_a_foreign_filesystem_is_left_alone()
         b"data"
     );
     let elsewhere = dir.path().join("other");
-    let error = volume::prepare(&disk.device, &elsewhere, &settings)
+    let error = volume::prepare(&disk.device, &elsewhere, &settings, &fstab)
         .await
         .expect_err("mounted elsewhere");
     assert!(error.to_string().contains("is mounted on"), "{error}");
@@ -518,9 +529,14 @@ async fn a_blank_disk_is_formatted_once_and_a_foreign_filesystem_is_left_alone()
 
     let swap = LoopDisk::create(64, false);
     run_command("mkswap", &[&swap.device.to_string_lossy()]).expect("mkswap");
-    let error = volume::prepare(&swap.device, &dir.path().join("swap"), &settings)
+    let error = volume::prepare(&swap.device, &dir.path().join("swap"), &settings, &fstab)
         .await
         .expect_err("swap");
     assert!(error.to_string().contains("`swap`"), "{error}");
+    assert_eq!(
+        std::fs::read_to_string(&fstab).expect("fstab"),
+        recorded,
+        "refused volumes are not recorded"
+    );
     assert_eq!(swap.filesystem().as_deref(), Some("swap"), "left as it was");
 }

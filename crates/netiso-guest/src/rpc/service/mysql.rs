@@ -53,8 +53,13 @@ impl GuestService {
         }
 
         if let Some(device) = &request.device_path {
-            let outcome =
-                volume::prepare(device, &layout.mount_point, &self.settings.volume).await?;
+            let outcome = volume::prepare(
+                device,
+                &layout.mount_point,
+                &self.settings.volume,
+                &self.settings.fstab,
+            )
+            .await?;
             info!(device = %device.display(), mount_point = %layout.mount_point.display(), ?outcome, "data volume ready");
         }
         layout.ensure_directories()?;
