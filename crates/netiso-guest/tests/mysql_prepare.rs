@@ -257,6 +257,16 @@ impl Guest {
     }
 }
 
+/// A request context with a notification, so that a failure reaches the sink's
+/// `notify_exc_info` with its message.
+fn context() -> Context {
+    let mut context = Context::fresh();
+    context
+        .0
+        .insert("trove_notification".into(), json!({"request_id": "req-1"}));
+    context
+}
+
 async fn query_one(conn: &mut mysql_async::Conn, query: &str) -> String {
     conn.query_first::<String, _>(query)
         .await
@@ -276,13 +286,13 @@ async fn prepare_mounts_the_volume_creates_the_user_who_logs_in_and_restarts_kee
     let started = Instant::now();
     guest
         .service
-        .prepare(&Context::fresh(), guest.request(Some(&disk.device)))
+        .prepare(&context(), guest.request(Some(&disk.device)))
         .await;
     let took = started.elapsed();
     let events = guest.sink.events();
     assert_eq!(
         events,
-        ["heartbeat building", "heartbeat healthy"],
+        ["heartbeat building", "heartbeat healthy", "notify_end"],
         "prepare succeeded"
     );
     eprintln!("prepare (pull, format, mount, init, users) took {took:?}");
@@ -386,14 +396,40 @@ async fn prepare_mounts_the_volume_creates_the_user_who_logs_in_and_restarts_kee
     );
     drop(conn);
 
+    // Configuration groups: applied to the running server, and written for the next start.
+    guest
+        .service
+        .apply_overrides(Some(json!({"max_connections": 333})))
+        .await
+        .expect("apply_overrides");
+    let mut conn = guest.login("appuser", PASSWORD).await;
+    assert_eq!(
+        query_one(&mut conn, "SELECT @@global.max_connections").await,
+        "333"
+    );
+    drop(conn);
+    guest
+        .service
+        .update_overrides(Some(json!({"max_connections": 444})), false)
+        .await
+        .expect("update_overrides");
+    guest.service.restart().await.expect("restart");
+    let mut conn = guest.login("appuser", PASSWORD).await;
+    assert_eq!(
+        query_one(&mut conn, "SELECT @@global.max_connections").await,
+        "444",
+        "the user override wins over my.cnf after a restart"
+    );
+    drop(conn);
+
     // A second prepare (a retried cast) converges: same volume, same users.
     guest
         .service
-        .prepare(&Context::fresh(), guest.request(Some(&disk.device)))
+        .prepare(&context(), guest.request(Some(&disk.device)))
         .await;
     assert_eq!(
         guest.sink.events().last().map(String::as_str),
-        Some("heartbeat healthy")
+        Some("notify_end")
     );
     let docker = connect_docker().await;
     docker
@@ -407,13 +443,6 @@ async fn prepare_mounts_the_volume_creates_the_user_who_logs_in_and_restarts_kee
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_fails_to_spawn_and_leaves_the_volume_as_it_was() {
     require_root();
-    let context = || {
-        let mut context = Context::fresh();
-        context
-            .0
-            .insert("trove_notification".into(), json!({"request_id": "req-1"}));
-        context
-    };
     let last_exc = |guest: &Guest| {
         guest
             .sink

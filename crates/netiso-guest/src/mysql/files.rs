@@ -156,6 +156,21 @@ impl Layout {
         self.write_readable(&path, &contents)
     }
 
+    /// The options of Trove's user override file, in order (none when absent).
+    pub fn read_user_overrides(&self) -> Result<Vec<(String, String)>, FileError> {
+        let path = self.config_dir.join("conf.d").join(USER_OVERRIDE_FILE);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(failed("read", &path)(e)),
+        };
+        Ok(text
+            .lines()
+            .filter_map(|line| line.split_once('='))
+            .map(|(key, value)| (key.trim().to_owned(), value.trim().to_owned()))
+            .collect())
+    }
+
     /// The password saved for `file` ([`ROOT_CNF`], [`ADMIN_CNF`]), `None` when absent.
     pub fn saved_password(&self, file: &str) -> Result<Option<Secret>, FileError> {
         let path = self.secrets_dir().join(file);
@@ -341,6 +356,7 @@ mod tests {
         })))
         .expect("valid");
         layout.write_user_overrides(&overrides).expect("write");
+        assert_eq!(layout.read_user_overrides().expect("read"), overrides);
         let path = layout.config_dir.join("conf.d/20-user-001-common.cnf");
         assert_eq!(
             std::fs::read_to_string(&path).expect("read"),

@@ -1,7 +1,8 @@
 //! The Trove guest API (`guestagent.<guest_id>`, version 1.3) as [`Dispatcher`] handlers.
 //!
 //! Implemented for real: `rpc_ping`, `prepare` (cast), `restart`, `stop_db`,
-//! `start_db_with_conf_changes` and `get_filesystem_stats`; the logic is in
+//! `start_db_with_conf_changes`, `update_overrides`, `apply_overrides` (MySQL/MariaDB) and
+//! `get_filesystem_stats`; the logic is in
 //! [`GuestService`], with the MySQL/MariaDB datastore layer in [`crate::mysql`]. Every other method of Trove's `guestagent/api.py` answers a clear
 //! `NotSupported` failure (or, for a cast, reports it to the conductor when the request
 //! carries a notification), never a silent success. `get_hwinfo`, `get_diagnostics` and
@@ -59,8 +60,6 @@ pub const UNSUPPORTED_METHODS: &[(&str, bool)] = &[
     ("mount_volume", false),
     ("unmount_volume", false),
     ("resize_fs", false),
-    ("update_overrides", false),
-    ("apply_overrides", false),
     ("backup_required_for_replication", false),
     ("get_replication_snapshot", false),
     ("attach_replication_slave", true),
@@ -248,6 +247,35 @@ pub fn dispatcher(service: Arc<GuestService>, in_flight: &InFlight) -> Dispatche
             let ds_version: Option<String> = args.take_opt("ds_version")?;
             args.finish()?;
             svc.start_db_with_conf_changes(config_contents, ds_version)
+                .await
+                .map_err(to_handler_error)?;
+            Ok(Value::Null)
+        },
+    );
+    register(
+        d,
+        "update_overrides",
+        &service,
+        in_flight,
+        |svc, _, mut args| async move {
+            let overrides: Option<Value> = args.take_opt("overrides")?;
+            let remove: Option<bool> = args.take_opt("remove")?;
+            args.finish()?;
+            svc.update_overrides(overrides, remove.unwrap_or(false))
+                .await
+                .map_err(to_handler_error)?;
+            Ok(Value::Null)
+        },
+    );
+    register(
+        d,
+        "apply_overrides",
+        &service,
+        in_flight,
+        |svc, _, mut args| async move {
+            let overrides: Option<Value> = args.take_opt("overrides")?;
+            args.finish()?;
+            svc.apply_overrides(overrides)
                 .await
                 .map_err(to_handler_error)?;
             Ok(Value::Null)

@@ -16,7 +16,7 @@ use std::time::Instant;
 use netiso_config::Secret;
 use netiso_messaging::ServiceStatus;
 use netiso_runtime::{ContainerStatus, RuntimeError};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::{DatabaseError, GuestService, PrepareRequest, READY_POLL_INTERVAL, status_of};
 use crate::mysql::files::{ADMIN_CNF, ROOT_CNF};
@@ -99,6 +99,78 @@ impl GuestService {
         client::provision(&layout.socket(), &root_password, &admin_password, &plan).await?;
         layout.save_password(ADMIN_CNF, crate::mysql::sql::ADMIN_USER, &admin_password)?;
         Ok(())
+    }
+
+    /// `update_overrides`: Trove's user override file gets `overrides` merged in (after
+    /// removing the old ones when `remove`); the server reads it at its next start.
+    pub async fn update_overrides(
+        &self,
+        overrides: Option<serde_json::Value>,
+        remove: bool,
+    ) -> Result<(), DatabaseError> {
+        let mysql = self.require_mysql("update_overrides")?;
+        let _lifecycle = self.lifecycle.lock().await;
+        let new = overrides_from_trove(overrides.as_ref()).map_err(DatabaseError::Input)?;
+        let mut merged = if remove {
+            Vec::new()
+        } else {
+            mysql.layout.read_user_overrides()?
+        };
+        for (key, value) in new {
+            match merged.iter_mut().find(|(k, _)| *k == key) {
+                Some(existing) => existing.1 = value,
+                None => merged.push((key, value)),
+            }
+        }
+        mysql.layout.write_user_overrides(&merged)?;
+        info!(options = merged.len(), "configuration overrides written");
+        Ok(())
+    }
+
+    /// `apply_overrides`: `SET GLOBAL` for each option, as `os_admin` through the socket. As
+    /// in Trove, an option the server refuses is logged and the others are still applied.
+    pub async fn apply_overrides(
+        &self,
+        overrides: Option<serde_json::Value>,
+    ) -> Result<(), DatabaseError> {
+        let mysql = self.require_mysql("apply_overrides")?;
+        let _lifecycle = self.lifecycle.lock().await;
+        let Some(serde_json::Value::Object(options)) = overrides else {
+            return Err(DatabaseError::Input("overrides is not an object".into()));
+        };
+        let statements = options
+            .iter()
+            .map(|(key, value)| crate::mysql::sql::set_global(key, value))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(DatabaseError::Input)?;
+        let password = mysql.layout.saved_password(ADMIN_CNF)?.ok_or_else(|| {
+            DatabaseError::Config("no os_admin password: prepare has not run".into())
+        })?;
+        let mut session = client::connect(
+            &mysql.layout.socket(),
+            crate::mysql::sql::ADMIN_USER,
+            &password,
+        )
+        .await?;
+        for statement in &statements {
+            if let Err(e) = session.execute(statement).await {
+                error!(error = %e, "configuration override not applied");
+            }
+        }
+        session.close().await;
+        info!(
+            options = statements.len(),
+            "configuration overrides applied to the running server"
+        );
+        Ok(())
+    }
+
+    fn require_mysql(&self, method: &str) -> Result<&MysqlSettings, DatabaseError> {
+        self.settings.mysql.as_ref().ok_or_else(|| {
+            DatabaseError::Config(format!(
+                "{method} needs a MySQL or MariaDB datastore (datastore_manager)"
+            ))
+        })
     }
 
     /// The root password `prepare` kept; its absence means `prepare` never ran here.
