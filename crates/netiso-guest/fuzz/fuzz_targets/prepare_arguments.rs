@@ -2,6 +2,8 @@
 //! anyone who can publish on the guest's queue without secure RPC): reading never panics,
 //! and whatever is accepted builds SQL whose names stay quoted and whose printed form never
 //! shows a password, and `my.cnf` lines that cannot open a new section.
+//! Seeds: `fuzz/seeds/prepare_arguments` (`cargo fuzz run prepare_arguments fuzz/corpus/prepare_arguments
+//! fuzz/seeds/prepare_arguments`: the first folder receives the new inputs).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
