@@ -495,8 +495,7 @@ async fn mysql_prepare_refuses_bad_users_and_databases_before_touching_anything(
         let events = fx.sink.events();
         let last = events.last().expect("an event");
         assert!(
-            last.starts_with("notify_exc_info invalid prepare request: ")
-                && last.contains(expected),
+            last.starts_with("notify_exc_info invalid request: ") && last.contains(expected),
             "{args}: {events:?}"
         );
         assert_eq!(

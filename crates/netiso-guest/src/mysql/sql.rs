@@ -8,7 +8,7 @@ use std::fmt;
 
 use netiso_config::Secret;
 
-use super::models::{Schema, User};
+use super::models::{InvalidInput, Schema, User};
 
 /// Trove's administrative user, created on `prepare` with every privilege.
 pub const ADMIN_USER: &str = "os_admin";
@@ -166,15 +166,19 @@ pub fn insecure_accounts_query(keep_remote_root: bool) -> Statement {
 /// Trove's `SetServerVariable` (`apply_overrides`): `SET GLOBAL name=value`, booleans as
 /// 1/0, numbers as they are, sizes such as `16M` as bytes (Trove's `to_bytes`), other strings
 /// quoted; a name that is not a plain identifier is refused.
-pub fn set_global(name: &str, value: &serde_json::Value) -> Result<Statement, String> {
+pub fn set_global(name: &str, value: &serde_json::Value) -> Result<Statement, InvalidInput> {
     use serde_json::Value;
+    let refuse = |problem: String| InvalidInput::Override {
+        name: name.to_owned(),
+        problem,
+    };
     let variable = name.replace('-', "_");
     if variable.is_empty()
         || !variable
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_')
     {
-        return Err(format!("`{name}` is not a server variable name"));
+        return Err(refuse("not a server variable name".to_owned()));
     }
     let value = match value {
         Value::Bool(b) => u8::from(*b).to_string(),
@@ -183,7 +187,7 @@ pub fn set_global(name: &str, value: &serde_json::Value) -> Result<Statement, St
             Some(bytes) => bytes.to_string(),
             None => string(text),
         },
-        other => return Err(format!("`{name}`: {other} is not a scalar")),
+        other => return Err(refuse(format!("{other} is not a scalar"))),
     };
     Ok(Statement::plain(format!("SET GLOBAL {variable}={value}")))
 }

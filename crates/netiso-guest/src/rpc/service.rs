@@ -279,8 +279,8 @@ pub enum DatabaseError {
         state: String,
     },
     /// The request asks for something invalid (a bad name, a user without a password).
-    #[error("invalid prepare request: {0}")]
-    Input(String),
+    #[error("invalid request: {0}")]
+    Input(#[from] crate::mysql::InvalidInput),
     /// The data volume could not be mounted; it is left as it was.
     #[error(transparent)]
     Volume(#[from] crate::volume::VolumeError),

@@ -22,7 +22,8 @@ use super::{DatabaseError, GuestService, PrepareRequest, READY_POLL_INTERVAL, st
 use crate::mysql::files::{ADMIN_CNF, ROOT_CNF};
 use crate::mysql::models::{schemas_from_trove, users_from_trove};
 use crate::mysql::{
-    Layout, MysqlSettings, Provisioning, client, files::overrides_from_trove, generate_password,
+    InvalidInput, Layout, MysqlSettings, Provisioning, client, files::overrides_from_trove,
+    generate_password,
 };
 use crate::volume;
 
@@ -32,15 +33,12 @@ impl GuestService {
         mysql: &MysqlSettings,
         request: PrepareRequest,
     ) -> Result<(), DatabaseError> {
-        let input = |e: String| DatabaseError::Input(e);
         let plan = Provisioning {
-            databases: schemas_from_trove(request.databases.as_ref(), &mysql.manager)
-                .map_err(|e| input(e.to_string()))?,
-            users: users_from_trove(request.users.as_ref(), &mysql.manager)
-                .map_err(|e| input(e.to_string()))?,
+            databases: schemas_from_trove(request.databases.as_ref(), &mysql.manager)?,
+            users: users_from_trove(request.users.as_ref(), &mysql.manager)?,
             remote_root: request.root_password.clone(),
         };
-        let overrides = overrides_from_trove(request.overrides.as_ref()).map_err(input)?;
+        let overrides = overrides_from_trove(request.overrides.as_ref())?;
         let mut layout = mysql.layout.clone();
         if let Some(mount_point) = request.mount_point.clone() {
             layout.mount_point = mount_point;
@@ -110,7 +108,7 @@ impl GuestService {
     ) -> Result<(), DatabaseError> {
         let mysql = self.require_mysql("update_overrides")?;
         let _lifecycle = self.lifecycle.lock().await;
-        let new = overrides_from_trove(overrides.as_ref()).map_err(DatabaseError::Input)?;
+        let new = overrides_from_trove(overrides.as_ref())?;
         let mut merged = if remove {
             Vec::new()
         } else {
@@ -136,13 +134,16 @@ impl GuestService {
         let mysql = self.require_mysql("apply_overrides")?;
         let _lifecycle = self.lifecycle.lock().await;
         let Some(serde_json::Value::Object(options)) = overrides else {
-            return Err(DatabaseError::Input("overrides is not an object".into()));
+            return Err(InvalidInput::Malformed {
+                what: "overrides".to_owned(),
+                problem: "it is not an object".to_owned(),
+            }
+            .into());
         };
         let statements = options
             .iter()
             .map(|(key, value)| crate::mysql::sql::set_global(key, value))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(DatabaseError::Input)?;
+            .collect::<Result<Vec<_>, _>>()?;
         let password = mysql.layout.saved_password(ADMIN_CNF)?.ok_or_else(|| {
             DatabaseError::Config("no os_admin password: prepare has not run".into())
         })?;
