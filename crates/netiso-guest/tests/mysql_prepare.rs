@@ -484,6 +484,23 @@ async fn bad_input_fails_to_spawn_and_leaves_the_volume_as_it_was() {
 
     assert_eq!(disk.filesystem(), None, "the disk is still blank");
 
+    // A configuration the server refuses: it exits, the restart policy restarts it, and
+    // prepare fails at once instead of waiting for state_change_wait_time.
+    let guest = Guest::new("badcnf", &mariadb_image()).await;
+    let mut request = guest.request(None);
+    request.config_contents = Some("[mysqld]\nno_such_option_netiso = 1\n".into());
+    let started = Instant::now();
+    guest.service.prepare(&context(), request).await;
+    let message = last_exc(&guest);
+    assert!(
+        message.contains("stopped while starting") && message.contains(guest.container.name()),
+        "{message}"
+    );
+    eprintln!(
+        "refused configuration reported after {:?}: {message}",
+        started.elapsed()
+    );
+
     // A blank device that cannot be written: mkfs fails, nothing is mounted or created.
     let read_only = LoopDisk::create(64, true);
     let guest = Guest::new("badin", &mariadb_image()).await;

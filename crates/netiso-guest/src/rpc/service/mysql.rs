@@ -185,7 +185,7 @@ impl GuestService {
     }
 
     /// Waits, at most `state_change_wait_time`, until `root` logs in through the socket
-    /// and the real server answers; fails early when the container stops.
+    /// and the real server answers; fails early when the container stops or is restarted.
     pub(super) async fn wait_mysql_ready(
         &self,
         layout: &Layout,
@@ -195,16 +195,26 @@ impl GuestService {
         let wait = self.settings.state_change_wait_time;
         let socket = layout.socket();
         let started = Instant::now();
+        let mut restarts: Option<u64> = None;
         loop {
             let info = self
                 .runtime
                 .inspect(name)
                 .await?
                 .ok_or_else(|| RuntimeError::ContainerNotFound(name.clone()))?;
-            if matches!(info.status, ContainerStatus::Exited | ContainerStatus::Dead) {
+            // A server that exits is restarted by the restart policy: that is a crash (a
+            // configuration it refuses, a data directory it cannot use), not a slow start.
+            let first_count = *restarts.get_or_insert(info.restart_count);
+            if matches!(info.status, ContainerStatus::Exited | ContainerStatus::Dead)
+                || info.restart_count > first_count
+            {
                 return Err(DatabaseError::Stopped {
                     container: name.clone(),
-                    state: info.describe_state(),
+                    state: format!(
+                        "{} after {} restart(s) by the restart policy; see the container's log",
+                        info.describe_state(),
+                        info.restart_count - first_count
+                    ),
                 });
             }
             let last_error = if info.status == ContainerStatus::Running {
