@@ -93,6 +93,7 @@ pub use control_plane::ControlPlaneConfig;
 pub use error::ConfigError;
 pub use guest::{
     ContainerRuntime, DatastoreSettings, GuestConfig, NetisoSettings, RabbitQueueOptions,
+    VolumeSettings,
 };
 pub use isolation::{IsolationMode, PublishedPort};
 pub use rabbit_tls::{RabbitTlsOptions, SslVersion};

@@ -4,8 +4,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use netiso_guest::mysql::{Layout, MysqlSettings};
 use netiso_guest::rpc::{
-    CONFIG_CONTENTS_FILE, GuestService, PREPARE_END_FILE, ProbeTarget, status_of,
+    CONFIG_CONTENTS_FILE, GuestService, PREPARE_END_FILE, PrepareRequest, ProbeTarget, status_of,
 };
 use netiso_messaging::{Context, ServiceStatus};
 use netiso_runtime::{ContainerStatus, HealthStatus, NetworkAttachment};
@@ -22,7 +23,10 @@ async fn prepare_bridged_pulls_runs_probes_the_published_port_and_reports_health
     let service = fx.service(false, None);
     assert!(!service.is_prepared());
     service
-        .prepare(&context_with_notification(), Some("8.0.36".into()))
+        .prepare(
+            &context_with_notification(),
+            PrepareRequest::version(Some("8.0.36".into())),
+        )
         .await;
 
     assert_eq!(
@@ -66,7 +70,9 @@ async fn prepare_bridged_pulls_runs_probes_the_published_port_and_reports_health
 async fn prepare_isolated_creates_the_hostnic_network_and_probes_inside_the_container() {
     let fx = Fixture::new();
     let service = fx.service(true, None);
-    service.prepare(&Context::fresh(), None).await;
+    service
+        .prepare(&Context::fresh(), PrepareRequest::default())
+        .await;
 
     let calls = fx.runtime.calls();
     assert_eq!(
@@ -98,7 +104,9 @@ async fn prepare_isolated_creates_the_hostnic_network_and_probes_inside_the_cont
 async fn prepare_after_failed_isolation_starts_nothing_and_reports_failed_to_spawn() {
     let fx = Fixture::new();
     let service = fx.service(true, Some("isolation: no network interface has MAC x"));
-    service.prepare(&context_with_notification(), None).await;
+    service
+        .prepare(&context_with_notification(), PrepareRequest::default())
+        .await;
 
     assert!(fx.runtime.calls().is_empty(), "no runtime call at all");
     assert_eq!(
@@ -123,11 +131,81 @@ async fn prepare_after_failed_isolation_starts_nothing_and_reports_failed_to_spa
 }
 
 #[tokio::test]
+async fn mysql_prepare_refuses_bad_users_and_databases_before_touching_anything() {
+    let fx = Fixture::new();
+    let mut settings = fx.settings(false);
+    settings.mysql = Some(MysqlSettings {
+        manager: "mysql".into(),
+        layout: Layout {
+            config_dir: fx.state.path().join("etc-mysql"),
+            socket_dir: fx.state.path().join("mysqld"),
+            mount_point: fx.state.path().join("volume"),
+            uid: 1001,
+            gid: 1001,
+        },
+    });
+    let service = GuestService::new(
+        settings,
+        fx.runtime.clone(),
+        fx.sink.clone(),
+        fx.probe.clone(),
+        None,
+    );
+    let cases = [
+        (
+            json!({"users": [{"_name": "nopass", "_host": "%"}]}),
+            "Cannot create user 'nopass': the user has no password",
+        ),
+        (
+            json!({"databases": [{"_name": "a;b"}]}),
+            "Cannot create database: 'a;b' is not a valid schema name",
+        ),
+        (
+            json!({"users": [{"_name": "u", "_password": "pw", "_host": "db.example"}]}),
+            "'db.example' is not a valid hostname",
+        ),
+        (
+            json!({"overrides": {"a\n[client]": 1}}),
+            "cannot be written to my.cnf",
+        ),
+    ];
+    for (args, expected) in cases {
+        let request = PrepareRequest {
+            databases: args.get("databases").cloned(),
+            users: args.get("users").cloned(),
+            overrides: args.get("overrides").cloned(),
+            device_path: Some(PathBuf::from("/dev/never-touched")),
+            ..PrepareRequest::default()
+        };
+        service.prepare(&context_with_notification(), request).await;
+        let events = fx.sink.events();
+        let last = events.last().expect("an event");
+        assert!(
+            last.starts_with("notify_exc_info invalid request: ") && last.contains(expected),
+            "{args}: {events:?}"
+        );
+        assert_eq!(
+            events[events.len() - 2],
+            "heartbeat failed to spawn",
+            "{events:?}"
+        );
+    }
+    assert!(fx.runtime.calls().is_empty(), "{:?}", fx.runtime.calls());
+    assert!(
+        !fx.state.path().join("etc-mysql").exists(),
+        "no file written"
+    );
+    assert!(!service.is_prepared());
+}
+
+#[tokio::test]
 async fn prepare_with_a_failing_pull_reports_failed_to_spawn_with_the_registry() {
     let fx = Fixture::new();
     *fx.runtime.pull_error.lock().expect("lock") = Some("connection refused".into());
     let service = fx.service(false, None);
-    service.prepare(&context_with_notification(), None).await;
+    service
+        .prepare(&context_with_notification(), PrepareRequest::default())
+        .await;
 
     let events = fx.sink.events();
     assert_eq!(
@@ -147,7 +225,9 @@ async fn prepare_fails_early_when_the_container_exits() {
     let fx = Fixture::new();
     *fx.runtime.start_as.lock().expect("lock") = Some(ContainerStatus::Exited);
     let service = fx.service(false, None);
-    service.prepare(&Context::fresh(), None).await;
+    service
+        .prepare(&Context::fresh(), PrepareRequest::default())
+        .await;
     let events = fx.sink.events();
     assert_eq!(
         events,
@@ -169,7 +249,9 @@ async fn prepare_times_out_when_the_port_never_answers() {
         fx.probe.clone(),
         None,
     );
-    service.prepare(&context_with_notification(), None).await;
+    service
+        .prepare(&context_with_notification(), PrepareRequest::default())
+        .await;
     let events = fx.sink.events();
     assert_eq!(events[1], "heartbeat failed to spawn");
     assert!(
@@ -192,7 +274,9 @@ async fn an_existing_container_is_just_started() {
         .expect("container")
         .status = ContainerStatus::Exited;
     let service = fx.service(false, None);
-    service.prepare(&Context::fresh(), None).await;
+    service
+        .prepare(&Context::fresh(), PrepareRequest::default())
+        .await;
     assert_eq!(fx.runtime.calls(), vec!["start database"]);
     assert_eq!(
         fx.sink.events(),

@@ -301,6 +301,10 @@ impl Fixture {
             mount_point: Some(self.state.path().to_owned()),
             state_change_wait_time: Duration::from_secs(3),
             state_dir: self.state.path().join("state"),
+            volume: Default::default(),
+            fstab: self.state.path().join("fstab"),
+            // A plain container: readiness is the scripted port probe.
+            mysql: None,
         }
     }
 
