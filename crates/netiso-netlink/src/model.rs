@@ -269,6 +269,11 @@ pub enum LinkEvent {
     AddressAdded(Address),
     /// An address was removed from a link (only with addresses subscribed).
     AddressRemoved(Address),
+    /// A route was added or replaced (only from
+    /// [`crate::LinkEvents::subscribe_with_addresses_and_routes`]).
+    RouteAdded(Route),
+    /// A route was removed (only with routes subscribed).
+    RouteRemoved(Route),
     /// The kernel dropped notifications (socket buffer overrun, ENOBUFS): state must be re-read.
     Overrun,
 }
