@@ -209,13 +209,17 @@ fn isolate(config: &AgentConfig, args: &IsolateArgs) -> anyhow::Result<ExitCode>
         print(&plan.to_string())?;
         return Ok(ExitCode::SUCCESS);
     }
+    let state_dir = &config.guest.netiso.state_dir;
     if args.apply {
         let report = isolation::isolate(&rtnl, &target, WhenAbsent::Error)?;
         print(&report.to_string())?;
+        let recorded = isolation::baseline::record(state_dir, &target, &report.baseline)?;
+        print(&format!("baseline recorded in {}\n", recorded.display()))?;
         return Ok(ExitCode::SUCCESS);
     }
-    let plan = isolation::plan(&rtnl, &target, WhenAbsent::Isolated)?;
-    let report = isolation::verify(&rtnl, &target, &plan.baseline)?;
+    // Against the baseline recorded when the tenant NIC was isolated: the state found now
+    // would make the management checks pass whatever changed.
+    let report = isolation::baseline::verify_recorded(&rtnl, &target, state_dir)?;
     print(&report.to_string())?;
     Ok(if report.is_ok() {
         ExitCode::SUCCESS

@@ -248,6 +248,16 @@ pub async fn isolate_at_startup(
     }
 }
 
+/// Keeps the management side as it was before isolation, for `isolate --verify` later. A
+/// failure is logged, not fatal: isolation itself holds.
+fn record_baseline(config: &AgentConfig, target: &IsolationTarget, report: &ApplyReport) {
+    let state_dir = &config.guest.netiso.state_dir;
+    match isolation::baseline::record(state_dir, target, &report.baseline) {
+        Ok(path) => info!(file = %path.display(), "isolation baseline recorded"),
+        Err(e) => warn!(error = %e, "`isolate --verify` will report the baseline as missing"),
+    }
+}
+
 /// Runs the preflight from the agent's own namespace.
 pub async fn run_preflight(
     config: &AgentConfig,
@@ -391,6 +401,7 @@ pub async fn run(
             match isolate_at_startup(Arc::clone(&rtnl), target, &config).await {
                 IsolationOutcome::Applied(report) => {
                     info!(mac = %target.mac, changes = report.changes.len(), "tenant NIC isolated from the VM");
+                    record_baseline(&config, target, &report);
                 }
                 IsolationOutcome::HeldByContainer(name) => {
                     info!(mac = %target.mac, container = %name, "the tenant NIC is inside the database container");
