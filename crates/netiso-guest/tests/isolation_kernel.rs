@@ -417,3 +417,81 @@ fn guard_strips_addresses_and_routes_added_without_a_link_event() {
     }
     drop(guard);
 }
+
+/// An agent configuration with isolation requested and `eth1.json` holding `contents`.
+fn agent_config(dir: &std::path::Path, contents: &str) -> netiso_guest::agent::AgentConfig {
+    let nic = dir.join("eth1.json");
+    std::fs::write(&nic, contents).unwrap();
+    let conf = dir.join("guest.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[DEFAULT]\nguest_id = g1\nnetwork_isolation = True\n[netiso]\ntenant_nic_file = {}\n\
+             state_dir = {}\n",
+            nic.display(),
+            dir.join("state").display()
+        ),
+    )
+    .unwrap();
+    netiso_guest::agent::AgentConfig::load(&netiso_config::ConfigSources {
+        config_files: vec![conf],
+        config_dirs: Vec::new(),
+    })
+    .unwrap()
+}
+
+#[test]
+fn an_unusable_tenant_nic_file_refuses_the_database_but_still_isolates_the_nic_it_names() {
+    let vm = FakeVm::new();
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let handle = Arc::new(NetlinkHandle::in_namespace(vm.vm.namespace()).unwrap());
+
+    // Torn JSON: the NIC cannot be identified; nothing is touched, the mode stays isolated
+    // (never bridged) and the error names the file and the line.
+    let config = agent_config(dir.path(), "{\"mac_address\": \"fa:16:3e");
+    assert!(config.guest.isolation_mode().is_isolated());
+    let error = config.tenant().unwrap_err().to_string();
+    assert!(
+        error.contains("eth1.json") && error.contains("line 1"),
+        "{error}"
+    );
+    let guard = rt.block_on(netiso_guest::agent::isolate_refused_tenant_file(
+        Arc::clone(&handle),
+        &config,
+    ));
+    assert!(guard.is_none());
+    assert!(vm.h().link_by_index(vm.tenant.index).unwrap().up);
+
+    // A bad CIDR, but the MAC is plain: the database is refused, the NIC is isolated anyway
+    // and guarded.
+    let mac = vm.tenant.mac.unwrap();
+    let config = agent_config(
+        dir.path(),
+        &format!(
+            "{{\"mac_address\": \"{mac}\", \"ipv4_address\": \"10.60.0.15\", \"ipv4_cidr\": \"10.60.0.0/33\"}}"
+        ),
+    );
+    assert!(config.guest.isolation_mode().is_isolated());
+    assert!(
+        config
+            .tenant()
+            .unwrap_err()
+            .to_string()
+            .contains("`ipv4_cidr`"),
+        "the error names the key"
+    );
+    let guard = rt
+        .block_on(netiso_guest::agent::isolate_refused_tenant_file(
+            Arc::clone(&handle),
+            &config,
+        ))
+        .expect("guarded");
+    assert!(vm.tenant_is_isolated());
+    vm.h().set_link_up(vm.tenant.index, true).unwrap();
+    let took = wait_until(Duration::from_secs(2), || {
+        !vm.h().link_by_index(vm.tenant.index).unwrap().up
+    });
+    assert!(took.is_some(), "the guard keeps it isolated");
+    drop(guard);
+}

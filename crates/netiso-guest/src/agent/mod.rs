@@ -258,6 +258,45 @@ fn record_baseline(config: &AgentConfig, target: &IsolationTarget, report: &Appl
     }
 }
 
+/// Fail closed on a tenant NIC file that is there but unusable (the database is refused
+/// anyway): if the file still names a MAC plainly, that NIC is isolated and guarded all the
+/// same, so that a typo in another key never leaves it on the VM. Returns the guard.
+pub async fn isolate_refused_tenant_file(
+    rtnl: Arc<NetlinkHandle>,
+    config: &AgentConfig,
+) -> Option<Guard> {
+    let file = config.guest.netiso.tenant_nic_file.clone();
+    let Some(mac) = TenantNic::mac_of_refused_file(&file) else {
+        error!(file = %file.display(), "the tenant NIC cannot be identified from the file: nothing can be isolated");
+        return None;
+    };
+    let target = IsolationTarget::new(MacAddr::new(mac.0), file);
+    let for_thread = (Arc::clone(&rtnl), target.clone());
+    let applied = tokio::task::spawn_blocking(move || {
+        isolation::isolate(&*for_thread.0, &for_thread.1, WhenAbsent::Isolated)
+    })
+    .await;
+    match applied {
+        Ok(Ok(report)) => {
+            warn!(mac = %target.mac, changes = report.changes.len(), "the NIC the unusable tenant NIC file names is isolated from the VM");
+        }
+        Ok(Err(e)) => {
+            error!(error = %e, "cannot isolate the NIC the unusable tenant NIC file names")
+        }
+        Err(e) => error!(error = %e, "isolation thread failed"),
+    }
+    match Guard::start(rtnl, target, GuardOptions::default()) {
+        Ok(guard) => {
+            log_guard_reports(&guard);
+            Some(guard)
+        }
+        Err(e) => {
+            error!(error = %e, "cannot start the isolation guard");
+            None
+        }
+    }
+}
+
 /// Runs the preflight from the agent's own namespace.
 pub async fn run_preflight(
     config: &AgentConfig,
@@ -382,10 +421,13 @@ pub async fn run(
 
     let rtnl = Arc::new(NetlinkHandle::current()?);
     let mut refusal: Option<String> = None;
+    let mut guard = None;
     let tenant = match config.tenant() {
         Ok(tenant) => tenant,
         Err(e) if mode.is_isolated() => {
+            error!(error = %e, "the tenant NIC file is unusable: no database will be started on this VM");
             refusal = Some(format!("isolation: {e}"));
+            guard = isolate_refused_tenant_file(Arc::clone(&rtnl), &config).await;
             None
         }
         Err(e) => {
@@ -395,7 +437,6 @@ pub async fn run(
     };
 
     // 1. Isolation, fail closed.
-    let mut guard = None;
     if mode.is_isolated() {
         if let Some((_, target)) = &tenant {
             match isolate_at_startup(Arc::clone(&rtnl), target, &config).await {
