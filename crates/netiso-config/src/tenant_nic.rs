@@ -405,8 +405,12 @@ impl TenantNic {
     /// away from the VM even though it will not start the database. `None` when the file
     /// cannot be read or the MAC cannot be told.
     pub fn mac_of_refused_file(path: &Path) -> Option<MacAddress> {
-        let text = std::fs::read_to_string(path).ok()?;
-        let Value::Object(object) = serde_json::from_str::<Value>(&text).ok()? else {
+        Self::mac_of_refused_text(&std::fs::read_to_string(path).ok()?)
+    }
+
+    /// [`TenantNic::mac_of_refused_file`] on file content.
+    pub fn mac_of_refused_text(text: &str) -> Option<MacAddress> {
+        let Value::Object(object) = serde_json::from_str::<Value>(text).ok()? else {
             return None;
         };
         object.get("mac_address")?.as_str()?.parse().ok()
