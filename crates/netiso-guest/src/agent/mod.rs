@@ -2,12 +2,16 @@
 //! RPC on `guestagent.<guest_id>` → isolation guard → heartbeats, until a shutdown signal.
 //!
 //! Fail closed: when isolation (or, in isolated mode, the preflight's management-route
-//! requirement) fails, no database is ever started by this run; the conductor is told
-//! `failed to spawn` (at start-up and on `prepare`, with the reason in `notify_exc_info`),
-//! and RPC stays up so that operators can diagnose.
+//! requirement) fails, no database is started; a failed isolation is retried with capped
+//! exponential backoff (`isolation_retry`, the database gate pending meanwhile), and when it
+//! gives up, or another start-up check failed, the conductor is told `failed to spawn` (at
+//! start-up and on `prepare`, with the reason in `notify_exc_info`). RPC stays up throughout
+//! so that operators can diagnose.
 
+mod isolation_retry;
 mod notify;
 
+pub use isolation_retry::RetryPolicy;
 pub use notify::{notify_socket, sd_notify};
 
 use std::path::PathBuf;
@@ -28,6 +32,7 @@ use netiso_runtime::{
 };
 use tracing::{error, info, warn};
 
+use crate::gate::DatabaseGate;
 use crate::isolation::{
     self, ApplyReport, Guard, GuardOptions, GuardReport, IsolationError, IsolationTarget,
     WhenAbsent,
@@ -100,6 +105,8 @@ pub struct AgentOptions {
     pub shutdown_timeout: Duration,
     /// Period of the status heartbeat once prepared.
     pub heartbeat_interval: Duration,
+    /// How a failed start-up isolation is retried.
+    pub isolation_retry: RetryPolicy,
 }
 
 impl Default for AgentOptions {
@@ -108,6 +115,7 @@ impl Default for AgentOptions {
             preflight_timeout: preflight::DEFAULT_TIMEOUT,
             shutdown_timeout: Duration::from_secs(60),
             heartbeat_interval: HEARTBEAT_INTERVAL,
+            isolation_retry: RetryPolicy::default(),
         }
     }
 }
@@ -246,6 +254,39 @@ pub async fn isolate_at_startup(
         Ok(Err(e)) => IsolationOutcome::Failed(e.to_string()),
         Err(e) => IsolationOutcome::Failed(format!("isolation thread failed: {e}")),
     }
+}
+
+/// Starts retrying a failed start-up isolation; the returned gate stays pending until the
+/// retry succeeds (open) or gives up (refused).
+fn start_isolation_retry(
+    config: &AgentConfig,
+    options: &AgentOptions,
+    rtnl: &Arc<NetlinkHandle>,
+    target: &IsolationTarget,
+    stop: &tokio::sync::watch::Receiver<bool>,
+    reason: String,
+) -> DatabaseGate {
+    let (gate, control) = DatabaseGate::pending(reason.clone());
+    let retry = isolation_retry::Retry {
+        rtnl: Arc::clone(rtnl),
+        target: target.clone(),
+        config: config.clone(),
+        policy: options.isolation_retry,
+        preflight_timeout: options.preflight_timeout,
+        control,
+        stop: stop.clone(),
+    };
+    tokio::spawn(isolation_retry::run(retry, reason));
+    gate
+}
+
+/// Tells the conductor `failed to spawn` if the isolation retry gives up.
+fn report_late_refusal(gate: DatabaseGate, service: Arc<GuestService>) {
+    tokio::spawn(async move {
+        let reason = gate.refused().await;
+        service.heartbeat(ServiceStatus::FailedToSpawn).await;
+        notify(&format!("STATUS=serving RPC; database refused: {reason}"));
+    });
 }
 
 /// Keeps the management side as it was before isolation, for `isolate --verify` later. A
@@ -436,7 +477,8 @@ pub async fn run(
         }
     };
 
-    // 1. Isolation, fail closed.
+    // 1. Isolation, fail closed (a failure is retried in the background, gate pending).
+    let mut pending = None;
     if mode.is_isolated() {
         if let Some((_, target)) = &tenant {
             match isolate_at_startup(Arc::clone(&rtnl), target, &config).await {
@@ -448,11 +490,13 @@ pub async fn run(
                     info!(mac = %target.mac, container = %name, "the tenant NIC is inside the database container");
                 }
                 IsolationOutcome::Failed(reason) => {
-                    error!(%reason, "isolation failed: no database will be started on this VM");
-                    refusal = Some(format!("isolation: {reason}"));
+                    error!(%reason, "isolation failed: retrying; no database is started until it succeeds");
+                    pending = Some(start_isolation_retry(
+                        &config, &options, &rtnl, target, &stop_rx, reason,
+                    ));
                 }
             }
-            if refusal.is_none() {
+            if refusal.is_none() && pending.is_none() {
                 match Guard::start(Arc::clone(&rtnl), target.clone(), GuardOptions::default()) {
                     Ok(started) => {
                         log_guard_reports(&started);
@@ -482,7 +526,7 @@ pub async fn run(
             Err(failure) => error!(%failure, "preflight failed"),
         }
     }
-    if mode.is_isolated() && refusal.is_none() {
+    if mode.is_isolated() && refusal.is_none() && pending.is_none() {
         let through_tenant: Vec<String> = report
             .failures()
             .filter(|f| matches!(f, PreflightFailure::ThroughTenantNic { .. }))
@@ -513,13 +557,17 @@ pub async fn run(
         &guest.guest_id,
         key.clone(),
     );
-    let service = Arc::new(GuestService::new(
+    let mut service = GuestService::new(
         database_settings(&config, tenant.map(|(nic, _)| nic)),
         runtime,
         Arc::new(ConductorSink(conductor)),
         Arc::new(TcpProbe::default()),
         refusal.clone(),
-    ));
+    );
+    if let Some(gate) = &pending {
+        service = service.with_gate(gate.clone());
+    }
+    let service = Arc::new(service);
     let in_flight = InFlight::default();
     let server_config = ServerConfig {
         exchange: guest.control_exchange.clone(),
@@ -543,6 +591,9 @@ pub async fn run(
         notify(&format!(
             "READY=1\nSTATUS=serving RPC; database refused: {reason}"
         ));
+    } else if let Some(gate) = &pending {
+        notify("READY=1\nSTATUS=serving RPC; database waiting: isolation failed, retrying");
+        report_late_refusal(gate.clone(), Arc::clone(&service));
     } else {
         notify(&format!(
             "READY=1\nSTATUS=serving RPC ({})",
