@@ -243,6 +243,12 @@ impl Guest {
             "run".to_owned(),
             "--config-dir".to_owned(),
             self.files.config_dir().display().to_string(),
+            // A failed isolation is retried three times, 0.5 s then 1 s apart, so that the
+            // fail-closed scenario sees `failed to spawn` well within its start-up limit.
+            "--isolation-attempts".to_owned(),
+            "3".to_owned(),
+            "--isolation-retry-initial-ms".to_owned(),
+            "500".to_owned(),
         ];
         self.agent = Some(GuestProcess::start(
             "trove-guest-agent",

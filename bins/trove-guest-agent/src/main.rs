@@ -17,7 +17,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args as ClapArgs, Parser, Subcommand};
 use logging::LogFormat;
-use netiso_guest::agent::{self, AgentConfig, AgentOptions};
+use netiso_guest::agent::{self, AgentConfig, AgentOptions, RetryPolicy};
 use netiso_guest::isolation::{self, WhenAbsent};
 use netiso_guest::netns_report::{self, NamespaceReport};
 use netiso_netlink::{NetlinkHandle, netns::CONTAINERD_ADAPTER_NETNS_DIR};
@@ -73,6 +73,15 @@ struct RunArgs {
     /// Seconds between status heartbeats once prepared (Trove: 60).
     #[arg(long, default_value_t = 60)]
     heartbeat_interval: u64,
+    /// Isolation attempts at start-up before the database is refused (the first included).
+    #[arg(long, default_value_t = RetryPolicy::default().max_attempts)]
+    isolation_attempts: u32,
+    /// Pause after the first failed isolation attempt, in milliseconds; doubled after each.
+    #[arg(long, default_value_t = 1000)]
+    isolation_retry_initial_ms: u64,
+    /// Longest pause between isolation attempts, in seconds.
+    #[arg(long, default_value_t = 60)]
+    isolation_retry_max_s: u64,
 }
 
 #[derive(Debug, ClapArgs)]
@@ -142,6 +151,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         preflight_timeout: 5,
         shutdown_timeout: 60,
         heartbeat_interval: 60,
+        isolation_attempts: RetryPolicy::default().max_attempts,
+        isolation_retry_initial_ms: 1000,
+        isolation_retry_max_s: 60,
     })) {
         Command::Run(args) => {
             let config = load()?;
@@ -149,6 +161,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 preflight_timeout: Duration::from_secs(args.preflight_timeout),
                 shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
                 heartbeat_interval: Duration::from_secs(args.heartbeat_interval.max(1)),
+                isolation_retry: RetryPolicy {
+                    initial_delay: Duration::from_millis(args.isolation_retry_initial_ms),
+                    max_delay: Duration::from_secs(args.isolation_retry_max_s),
+                    max_attempts: args.isolation_attempts.max(1),
+                },
             };
             runtime.block_on(async {
                 let signal = termination_signal().context("cannot install signal handlers")?;
@@ -209,13 +226,17 @@ fn isolate(config: &AgentConfig, args: &IsolateArgs) -> anyhow::Result<ExitCode>
         print(&plan.to_string())?;
         return Ok(ExitCode::SUCCESS);
     }
+    let state_dir = &config.guest.netiso.state_dir;
     if args.apply {
         let report = isolation::isolate(&rtnl, &target, WhenAbsent::Error)?;
         print(&report.to_string())?;
+        let recorded = isolation::baseline::record(state_dir, &target, &report.baseline)?;
+        print(&format!("baseline recorded in {}\n", recorded.display()))?;
         return Ok(ExitCode::SUCCESS);
     }
-    let plan = isolation::plan(&rtnl, &target, WhenAbsent::Isolated)?;
-    let report = isolation::verify(&rtnl, &target, &plan.baseline)?;
+    // Against the baseline recorded when the tenant NIC was isolated: the state found now
+    // would make the management checks pass whatever changed.
+    let report = isolation::baseline::verify_recorded(&rtnl, &target, state_dir)?;
     print(&report.to_string())?;
     Ok(if report.is_ok() {
         ExitCode::SUCCESS

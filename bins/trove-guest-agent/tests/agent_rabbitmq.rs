@@ -251,7 +251,17 @@ async fn isolation_failure_fails_closed_but_keeps_rpc_up() {
     );
     setup.version = "never-pulled".into();
     let container = ContainerGuard::new(setup.container_name.clone());
-    let mut run = RunningAgent::start(&setup).await;
+    // Three attempts, 100 ms then 200 ms apart: the agent gives up quickly.
+    let mut run = RunningAgent::start_with(
+        &setup,
+        &[
+            "--isolation-attempts",
+            "3",
+            "--isolation-retry-initial-ms",
+            "100",
+        ],
+    )
+    .await;
     let (client, target) = (&run.client, &run.target);
 
     let at_start = run.conductor.next(CAST_TIMEOUT).await;

@@ -208,6 +208,67 @@ fn isolate_dry_run_verify_and_apply_on_a_throwaway_vm() {
     );
 }
 
+#[test]
+fn isolate_verify_compares_with_the_baseline_recorded_when_isolating() {
+    let vm = Vm::new();
+    vm.route_broker_via("10.77.1.1");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let conf = write_config(dir.path(), mac_of(&vm.guest, &vm.tenant_if), "");
+    let baseline = dir.path().join("state/isolation-baseline.json");
+
+    let apply = agent(&vm.guest, &conf, &["isolate", "--apply"]);
+    assert!(apply.status.success(), "{apply:?}");
+    assert!(
+        stdout(&apply).contains("baseline recorded in"),
+        "{}",
+        stdout(&apply)
+    );
+    let metadata = std::fs::metadata(&baseline).expect("the baseline file");
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&metadata.permissions()) & 0o777,
+        0o644
+    );
+    let verify = agent(&vm.guest, &conf, &["isolate", "--verify"]);
+    assert!(verify.status.success(), "{verify:?}");
+
+    // A management route changes after isolation: --verify, run on its own, must see it.
+    vm.guest
+        .handle()
+        .delete_route(
+            &vm.guest
+                .handle()
+                .routes()
+                .expect("routes")
+                .into_iter()
+                .find(|r| r.destination == "10.77.9.0/24".parse().expect("net"))
+                .expect("the broker route"),
+        )
+        .expect("delete the broker route");
+    let verify = agent(&vm.guest, &conf, &["isolate", "--verify"]);
+    let text = stdout(&verify);
+    assert_eq!(verify.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("[FAIL] management routes unchanged: route 10.77.9.0/24 via 10.77.1.1"),
+        "{text}"
+    );
+    assert!(text.contains("lost"), "{text}");
+
+    // No baseline: reported as missing, never as success.
+    std::fs::remove_file(&baseline).expect("remove the baseline");
+    let verify = agent(&vm.guest, &conf, &["isolate", "--verify"]);
+    let text = stdout(&verify);
+    assert_eq!(verify.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("[FAIL] management interfaces unchanged: no baseline recorded in")
+            && text.contains("[FAIL] management routes unchanged: no baseline recorded in"),
+        "{text}"
+    );
+    assert!(
+        text.contains("[ ok ] tenant NIC absent or down"),
+        "the tenant checks still run: {text}"
+    );
+}
+
 /// A directory standing for dockerd's exec-root, with one sandbox bind-mounted in `netns/`
 /// (as dockerd does); unmounted on drop.
 struct FakeExecRoot {

@@ -697,6 +697,12 @@ impl GuestConfig {
     }
 
     /// Decides the container's network mode now (the tenant NIC file may appear later).
+    ///
+    /// Fail closed: only a file that is certainly absent means "no tenant NIC" (Trove's
+    /// single-NIC case, bridged). Anything at the path, even a dangling symlink, a directory
+    /// or a file that cannot be read, or a path that cannot be examined, counts as present:
+    /// the mode is isolated, and [`GuestConfig::tenant_nic`] then reports why the file is
+    /// unusable, so that the database is refused instead of being published on the VM.
     pub fn isolation_mode(&self) -> IsolationMode {
         let ports = self
             .datastore
@@ -706,17 +712,28 @@ impl GuestConfig {
         IsolationMode::decide(
             self.network_isolation,
             &self.netiso.tenant_nic_file,
-            self.netiso.tenant_nic_file.exists(),
+            tenant_nic_file_present(&self.netiso.tenant_nic_file),
             ports,
         )
     }
 
-    /// Reads the tenant NIC file if it exists.
+    /// Reads the tenant NIC file unless it is certainly absent (see
+    /// [`GuestConfig::isolation_mode`]); an unreadable or invalid file is an error naming it.
     pub fn tenant_nic(&self) -> Result<Option<TenantNic>, TenantNicError> {
-        if self.netiso.tenant_nic_file.exists() {
+        if tenant_nic_file_present(&self.netiso.tenant_nic_file) {
             TenantNic::read(&self.netiso.tenant_nic_file).map(Some)
         } else {
             Ok(None)
         }
+    }
+}
+
+/// Whether something is at `path`, failing closed: only "not found" means absent.
+/// (`Path::exists` says false for a dangling symlink or any error, which would select bridged
+/// mode for a file that is there but broken.)
+fn tenant_nic_file_present(path: &std::path::Path) -> bool {
+    match path.symlink_metadata() {
+        Ok(_) => true,
+        Err(e) => e.kind() != std::io::ErrorKind::NotFound,
     }
 }

@@ -400,6 +400,22 @@ impl TenantNic {
         Self::parse(path, &text)
     }
 
+    /// The MAC of a file [`TenantNic::read`] refused, when it still names one plainly (a JSON
+    /// object whose `mac_address` is a MAC): failing closed, the guest still takes that NIC
+    /// away from the VM even though it will not start the database. `None` when the file
+    /// cannot be read or the MAC cannot be told.
+    pub fn mac_of_refused_file(path: &Path) -> Option<MacAddress> {
+        Self::mac_of_refused_text(&std::fs::read_to_string(path).ok()?)
+    }
+
+    /// [`TenantNic::mac_of_refused_file`] on file content.
+    pub fn mac_of_refused_text(text: &str) -> Option<MacAddress> {
+        let Value::Object(object) = serde_json::from_str::<Value>(text).ok()? else {
+            return None;
+        };
+        object.get("mac_address")?.as_str()?.parse().ok()
+    }
+
     /// Validates file content; `file` only names the source in errors.
     pub fn parse(file: &Path, text: &str) -> Result<Self, TenantNicError> {
         Self::parse_value(text).map_err(|problem| TenantNicError {

@@ -9,7 +9,7 @@ use netiso_config::ini::IniSyntaxErrorKind;
 use netiso_config::value::ValueError;
 use netiso_config::{
     ConfigError, ConfigSources, ContainerRuntime, GuestConfig, IsolationMode, Origin, OsloConfig,
-    PublishedPort, VolumeSettings,
+    PublishedPort, TenantNic, VolumeSettings,
 };
 
 fn fixture(name: &str) -> PathBuf {
@@ -676,6 +676,79 @@ fn isolation_mode_follows_the_tenant_nic_file() {
     );
     let tenant = config.tenant_nic().expect("valid file").expect("present");
     assert_eq!(tenant.mac_address.to_string(), "fa:16:3e:12:34:56");
+}
+
+#[test]
+fn a_tenant_nic_file_that_is_there_but_unusable_fails_closed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let nic = dir.path().join("eth1.json");
+    let oslo = OsloConfig::load_with_env(
+        &files(&["conf.d/guest_info.conf"]),
+        [(
+            "NETISO_NETISO__TENANT_NIC_FILE".to_owned(),
+            nic.display().to_string(),
+        )],
+    )
+    .expect("valid");
+    let config = GuestConfig::from_oslo(&oslo).expect("valid");
+    let isolated = IsolationMode::Isolated {
+        tenant_nic_file: nic.clone(),
+    };
+
+    // A dangling symlink (`Path::exists` says false): there, but unreadable.
+    std::os::unix::fs::symlink(dir.path().join("gone.json"), &nic).expect("symlink");
+    assert_eq!(config.isolation_mode(), isolated, "never bridged");
+    let error = config.tenant_nic().expect_err("unreadable");
+    assert!(
+        error.to_string().starts_with(&nic.display().to_string())
+            && error.to_string().contains("cannot read"),
+        "{error}"
+    );
+    assert_eq!(TenantNic::mac_of_refused_file(&nic), None);
+    std::fs::remove_file(&nic).expect("remove");
+
+    // A directory in its place.
+    std::fs::create_dir(&nic).expect("mkdir");
+    assert_eq!(config.isolation_mode(), isolated);
+    assert!(config.tenant_nic().is_err());
+    std::fs::remove_dir(&nic).expect("rmdir");
+
+    // Torn JSON: the error names the line and column.
+    std::fs::write(
+        &nic,
+        "{\"mac_address\": \"fa:16:3e:12:34:56\",\n \"ipv4_addr",
+    )
+    .expect("write");
+    assert_eq!(config.isolation_mode(), isolated);
+    let error = config.tenant_nic().expect_err("torn");
+    assert!(
+        error.to_string().contains("invalid JSON at line 2"),
+        "{error}"
+    );
+    assert_eq!(
+        TenantNic::mac_of_refused_file(&nic),
+        None,
+        "no MAC from torn JSON"
+    );
+
+    // Valid JSON with a bad field: the error names the key; the MAC is still known.
+    std::fs::write(
+        &nic,
+        "{\"mac_address\": \"fa:16:3e:12:34:56\", \"ipv4_address\": \"10.0.0.15\", \"ipv4_cidr\": \"10.0.0.0/33\"}",
+    )
+    .expect("write");
+    assert_eq!(config.isolation_mode(), isolated);
+    let error = config.tenant_nic().expect_err("bad cidr");
+    assert!(error.to_string().contains("`ipv4_cidr`"), "{error}");
+    assert_eq!(
+        TenantNic::mac_of_refused_file(&nic).map(|m| m.to_string()),
+        Some("fa:16:3e:12:34:56".to_owned())
+    );
+
+    // Only a file that is certainly absent is Trove's single-NIC case.
+    std::fs::remove_file(&nic).expect("remove");
+    assert!(!config.isolation_mode().is_isolated());
+    assert_eq!(config.tenant_nic().expect("absent"), None);
 }
 
 #[test]

@@ -4,6 +4,7 @@
 //! away ([`isolation::Guard`]) when the OS or Docker brings it back.
 
 pub mod agent;
+pub mod gate;
 pub mod isolation;
 pub mod mysql;
 pub mod netns_report;

@@ -316,3 +316,182 @@ fn guard_reisolates_a_nic_returned_renamed_by_the_container_runtime() {
     assert!(ra.is_some(), "accept_ra not turned off on the returned NIC");
     drop(guard);
 }
+
+/// Runs `ip -n <namespace> <args>` (the administrator's or cloud-init's way of changing a NIC)
+/// and returns whether it succeeded.
+fn ip_in(namespace: &str, args: &[&str]) -> bool {
+    let output = std::process::Command::new("ip")
+        .arg("-n")
+        .arg(namespace)
+        .args(args)
+        .output()
+        .expect("run `ip` (iproute2)");
+    output.status.success()
+}
+
+#[test]
+fn guard_strips_addresses_and_routes_added_without_a_link_event() {
+    let vm = FakeVm::new();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let handle = Arc::new(NetlinkHandle::in_namespace(vm.vm.namespace()).unwrap());
+    isolate(&*handle, &vm.target(), WhenAbsent::Error).unwrap();
+    // A recheck far beyond the bound below: only events can make the guard react in time.
+    let options = GuardOptions {
+        recheck_interval: Duration::from_secs(3600),
+    };
+    let guard = rt
+        .block_on(async { Guard::start(Arc::clone(&handle), vm.target(), options) })
+        .unwrap();
+    let namespace = vm.vm.name().to_owned();
+    let tenant = vm.tenant.name.clone();
+    let has_address = |address: &str| {
+        vm.h()
+            .addresses(Some(vm.tenant.index))
+            .unwrap()
+            .iter()
+            .any(|a| a.address == net(address))
+    };
+    let bound = Duration::from_secs(2);
+
+    // An IPv4 and an IPv6 address on the down NIC: no link event, only address events.
+    for (address, family) in [("10.60.0.99/24", "-4"), ("fd60::99/64", "-6")] {
+        assert!(ip_in(
+            &namespace,
+            &[family, "addr", "add", address, "dev", &tenant]
+        ));
+        let took = wait_until(bound, || !has_address(address));
+        println!("guard removed address {address} (NIC down) after {took:?}");
+        assert!(
+            took.is_some(),
+            "the guard did not remove {address} within {bound:?}"
+        );
+    }
+
+    // Up, with an address and a route, as an administrator would type it: the link event
+    // makes the guard set the NIC down; the address and route arrive afterwards or in between,
+    // and must not survive either.
+    let route_through_tenant = || {
+        vm.h()
+            .routes()
+            .unwrap()
+            .iter()
+            .any(|r| r.leaves_through(vm.tenant.index) && r.table == TABLE_MAIN)
+    };
+    for round in 0..5 {
+        // One `ip` process for the three changes, so that they come microseconds apart.
+        let started = Instant::now();
+        let mut batch = std::process::Command::new("ip")
+            .args(["-n", &namespace, "-force", "-batch", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run `ip -batch` (iproute2)");
+        {
+            use std::io::Write as _;
+            let mut stdin = batch.stdin.take().unwrap();
+            write!(
+                stdin,
+                "link set {tenant} up\naddr add 10.60.0.98/24 dev {tenant}\n\
+                 route add 172.22.0.0/16 via 10.60.0.254 dev {tenant}\n"
+            )
+            .unwrap();
+        }
+        let output = batch.wait_with_output().unwrap();
+        // The route is refused ("Nexthop device is not up") when the guard was quicker.
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        let took = wait_until(bound, || vm.tenant_is_isolated() && !route_through_tenant());
+        println!(
+            "round {round}: route {} by `ip`; isolated again {:?} after the first command",
+            if stderr.contains("route") || stderr.contains("Nexthop") {
+                "refused (NIC already down)"
+            } else {
+                "accepted"
+            },
+            took.map(|_| started.elapsed())
+        );
+        assert!(
+            took.is_some(),
+            "round {round}: not isolated within {bound:?}"
+        );
+    }
+    drop(guard);
+}
+
+/// An agent configuration with isolation requested and `eth1.json` holding `contents`.
+fn agent_config(dir: &std::path::Path, contents: &str) -> netiso_guest::agent::AgentConfig {
+    let nic = dir.join("eth1.json");
+    std::fs::write(&nic, contents).unwrap();
+    let conf = dir.join("guest.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[DEFAULT]\nguest_id = g1\nnetwork_isolation = True\n[netiso]\ntenant_nic_file = {}\n\
+             state_dir = {}\n",
+            nic.display(),
+            dir.join("state").display()
+        ),
+    )
+    .unwrap();
+    netiso_guest::agent::AgentConfig::load(&netiso_config::ConfigSources {
+        config_files: vec![conf],
+        config_dirs: Vec::new(),
+    })
+    .unwrap()
+}
+
+#[test]
+fn an_unusable_tenant_nic_file_refuses_the_database_but_still_isolates_the_nic_it_names() {
+    let vm = FakeVm::new();
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let handle = Arc::new(NetlinkHandle::in_namespace(vm.vm.namespace()).unwrap());
+
+    // Torn JSON: the NIC cannot be identified; nothing is touched, the mode stays isolated
+    // (never bridged) and the error names the file and the line.
+    let config = agent_config(dir.path(), "{\"mac_address\": \"fa:16:3e");
+    assert!(config.guest.isolation_mode().is_isolated());
+    let error = config.tenant().unwrap_err().to_string();
+    assert!(
+        error.contains("eth1.json") && error.contains("line 1"),
+        "{error}"
+    );
+    let guard = rt.block_on(netiso_guest::agent::isolate_refused_tenant_file(
+        Arc::clone(&handle),
+        &config,
+    ));
+    assert!(guard.is_none());
+    assert!(vm.h().link_by_index(vm.tenant.index).unwrap().up);
+
+    // A bad CIDR, but the MAC is plain: the database is refused, the NIC is isolated anyway
+    // and guarded.
+    let mac = vm.tenant.mac.unwrap();
+    let config = agent_config(
+        dir.path(),
+        &format!(
+            "{{\"mac_address\": \"{mac}\", \"ipv4_address\": \"10.60.0.15\", \"ipv4_cidr\": \"10.60.0.0/33\"}}"
+        ),
+    );
+    assert!(config.guest.isolation_mode().is_isolated());
+    assert!(
+        config
+            .tenant()
+            .unwrap_err()
+            .to_string()
+            .contains("`ipv4_cidr`"),
+        "the error names the key"
+    );
+    let guard = rt
+        .block_on(netiso_guest::agent::isolate_refused_tenant_file(
+            Arc::clone(&handle),
+            &config,
+        ))
+        .expect("guarded");
+    assert!(vm.tenant_is_isolated());
+    vm.h().set_link_up(vm.tenant.index, true).unwrap();
+    let took = wait_until(Duration::from_secs(2), || {
+        !vm.h().link_by_index(vm.tenant.index).unwrap().up
+    });
+    assert!(took.is_some(), "the guard keeps it isolated");
+    drop(guard);
+}

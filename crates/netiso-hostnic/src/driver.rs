@@ -244,15 +244,17 @@ impl Driver {
             None => Err(DriverError::UnknownNetwork {
                 network_id: network_id.clone(),
                 state_file: state.path().to_owned(),
-                hint: state
-                    .set_aside()
-                    .map(|kept| {
-                        format!(
-                            " (a corrupt state file was moved aside to {} at start-up)",
-                            kept.kept_as.display()
-                        )
-                    })
-                    .unwrap_or_default(),
+                hint: match (state.rejected().get(network_id.as_str()), state.set_aside()) {
+                    (Some(rejected), _) => format!(
+                        " (its entry, at position {} in the file counting from 0, is invalid: {})",
+                        rejected.index, rejected.reason
+                    ),
+                    (None, Some(kept)) => format!(
+                        " (a corrupt state file was moved aside to {} at start-up)",
+                        kept.kept_as.display()
+                    ),
+                    (None, None) => String::new(),
+                },
             }),
         }
     }

@@ -23,5 +23,7 @@ pub use locator::{LocateError, NetnsNicLocator, NicLocator};
 pub use mac::{MacParseError, parse_nic_mac};
 pub use netiso_config::tenant_nic::MacAddress;
 pub use protocol::{ProtocolError, Request, Response, decode_request};
-pub use server::{PluginSocket, ServerError, serve, termination_signal};
+pub use server::{
+    PluginSocket, ServeLimits, ServerError, serve, serve_with_limits, termination_signal,
+};
 pub use state::{StateError, StateStore};

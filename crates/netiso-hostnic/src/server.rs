@@ -9,11 +9,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::{Body, Bytes};
-use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::header::{CONNECTION, CONTENT_TYPE, HeaderValue};
 use hyper::{Method, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 
 use crate::driver::Driver;
@@ -29,6 +31,30 @@ pub const MAX_BODY_BYTES: usize = 1 << 20;
 pub const SOCKET_MODE: u32 = 0o660;
 /// How long shutdown waits for requests in flight.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Bounds that keep slow or stuck clients from holding the plugin: dockerd sends each request
+/// at once, so anything slower is a broken or hostile client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServeLimits {
+    /// Time to receive a request's headers, counted from when the server starts waiting for
+    /// them (an idle keep-alive connection is closed after it too).
+    pub header_read_timeout: Duration,
+    /// Time to receive a request's body once its headers are in; over it the answer is 408
+    /// and the connection is closed.
+    pub body_read_timeout: Duration,
+    /// Connections served at once; further clients wait in the socket's backlog.
+    pub max_connections: usize,
+}
+
+impl Default for ServeLimits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(10),
+            max_connections: 64,
+        }
+    }
+}
 
 /// Failures to set up or run the listener.
 #[derive(Debug, thiserror::Error)]
@@ -192,10 +218,21 @@ impl Drop for PluginSocket {
 }
 
 /// Serves plugin calls until `shutdown` completes, then stops accepting, removes the socket it
-/// created and waits up to [`SHUTDOWN_GRACE`] for requests in flight.
+/// created and waits up to [`SHUTDOWN_GRACE`] for requests in flight. Uses the default
+/// [`ServeLimits`].
 pub async fn serve(
+    socket: PluginSocket,
+    driver: Arc<Driver>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
+    serve_with_limits(socket, driver, ServeLimits::default(), shutdown).await
+}
+
+/// [`serve`] with explicit limits (tests use short ones).
+pub async fn serve_with_limits(
     mut socket: PluginSocket,
     driver: Arc<Driver>,
+    limits: ServeLimits,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
     socket
@@ -205,32 +242,42 @@ pub async fn serve(
     let cloned = socket.listener.try_clone().map_err(ServerError::Register)?;
     let listener = tokio::net::UnixListener::from_std(cloned).map_err(ServerError::Register)?;
     let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    let driver = driver.clone();
-                    let service = hyper::service::service_fn(move |request| {
-                        let driver = driver.clone();
-                        async move { Ok::<_, Infallible>(respond(&driver, request).await) }
-                    });
-                    let connection = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service);
-                    let watched = graceful.watch(connection);
-                    tokio::spawn(async move {
-                        if let Err(err) = watched.await {
-                            tracing::debug!(%err, "plugin connection ended with an error");
-                        }
-                    });
-                }
-                Err(err) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(%err, "cannot accept a plugin connection");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
+        // A free slot first, then accept: over the limit, clients wait in the kernel's backlog
+        // instead of being refused.
+        let accepted = tokio::select! {
+            accepted = accept_with_slot(&listener, &slots) => accepted,
             () = &mut shutdown => break,
+        };
+        match accepted {
+            Ok((stream, slot)) => {
+                let driver = driver.clone();
+                let body_timeout = limits.body_read_timeout;
+                let service = hyper::service::service_fn(move |request| {
+                    let driver = driver.clone();
+                    async move {
+                        Ok::<_, Infallible>(respond_within(&driver, request, body_timeout).await)
+                    }
+                });
+                let connection = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(limits.header_read_timeout)
+                    .serve_connection(TokioIo::new(stream), service);
+                let watched = graceful.watch(connection);
+                tokio::spawn(async move {
+                    if let Err(err) = watched.await {
+                        tracing::debug!(%err, "plugin connection ended with an error");
+                    }
+                    drop(slot);
+                });
+            }
+            Err(err) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(%err, "cannot accept a plugin connection");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
         }
     }
     drop(listener);
@@ -246,7 +293,21 @@ pub async fn serve(
     Ok(())
 }
 
-/// Answers one HTTP request and logs it (endpoint, NetworkID, status, duration).
+/// Waits for a connection slot, then for a client.
+async fn accept_with_slot(
+    listener: &tokio::net::UnixListener,
+    slots: &Arc<Semaphore>,
+) -> io::Result<(tokio::net::UnixStream, OwnedSemaphorePermit)> {
+    let slot = Arc::clone(slots)
+        .acquire_owned()
+        .await
+        .map_err(|_| io::Error::other("the connection limit was closed"))?;
+    let (stream, _) = listener.accept().await?;
+    Ok((stream, slot))
+}
+
+/// Answers one HTTP request and logs it (endpoint, NetworkID, status, duration), with the
+/// default body timeout.
 pub async fn respond<B>(
     driver: &Arc<Driver>,
     request: hyper::Request<B>,
@@ -255,9 +316,23 @@ where
     B: Body,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
+    respond_within(driver, request, ServeLimits::default().body_read_timeout).await
+}
+
+/// [`respond`], giving up on a body not received within `body_timeout` (408, and the
+/// connection is closed: the rest of the body would be read as the next request).
+pub async fn respond_within<B>(
+    driver: &Arc<Driver>,
+    request: hyper::Request<B>,
+    body_timeout: Duration,
+) -> hyper::Response<Full<Bytes>>
+where
+    B: Body,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
     let started = Instant::now();
     let path = request.uri().path().to_owned();
-    let (status, body, network_id) = answer(driver, request).await;
+    let (status, body, network_id) = answer(driver, request, body_timeout).await;
     let network_id = network_id.unwrap_or_else(|| "-".to_owned());
     let duration_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
     let response_body = match &body {
@@ -278,12 +353,21 @@ where
     response
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(PLUGIN_CONTENT_TYPE));
+    if status == StatusCode::REQUEST_TIMEOUT {
+        response
+            .headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+    }
     response
 }
 
 type Answer = (StatusCode, Result<Vec<u8>, String>, Option<String>);
 
-async fn answer<B>(driver: &Arc<Driver>, request: hyper::Request<B>) -> Answer
+async fn answer<B>(
+    driver: &Arc<Driver>,
+    request: hyper::Request<B>,
+    body_timeout: Duration,
+) -> Answer
 where
     B: Body,
     B::Error: std::error::Error + Send + Sync + 'static,
@@ -300,18 +384,29 @@ where
         );
     }
     let path = request.uri().path().to_owned();
-    let body = match Limited::new(request.into_body(), MAX_BODY_BYTES)
-        .collect()
-        .await
-    {
-        Ok(collected) => collected.to_bytes(),
-        Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => {
+    let collected = tokio::time::timeout(
+        body_timeout,
+        Limited::new(request.into_body(), MAX_BODY_BYTES).collect(),
+    )
+    .await;
+    let body = match collected {
+        Err(_elapsed) => {
+            return fail(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the request body was not received within {} s",
+                    body_timeout.as_secs_f64()
+                ),
+            );
+        }
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(err)) if err.downcast_ref::<LengthLimitError>().is_some() => {
             return fail(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("the request body exceeds {MAX_BODY_BYTES} bytes"),
             );
         }
-        Err(err) => {
+        Ok(Err(err)) => {
             return fail(
                 StatusCode::BAD_REQUEST,
                 format!("cannot read the request body: {err}"),

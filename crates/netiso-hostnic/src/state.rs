@@ -4,7 +4,9 @@
 //! Docker keeps its network definitions across restarts and never repeats `CreateNetwork`, so
 //! losing this file breaks every later `Join`. Writes are therefore atomic (temp file in the same
 //! directory, fsync, rename, fsync of the directory), and a file that cannot be parsed is moved
-//! aside, never overwritten.
+//! aside, never overwritten. Entries are judged one by one: a bad entry (a wrong MAC, a wrong
+//! type) is reported with its position and NetworkID and kept verbatim in the file, while every
+//! valid entry is served.
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
@@ -53,6 +55,30 @@ impl NetworkEntry {
 
 /// The parsed content of a state file: NetworkID -> entry.
 pub type Networks = BTreeMap<String, NetworkEntry>;
+
+/// An entry of the state file that is not a valid network entry. It is not served, but it is
+/// written back as it was, so that nothing in the file is lost.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RejectedEntry {
+    /// Its position in the file (0-based, in file order).
+    pub index: usize,
+    /// The entry as found.
+    pub raw: Value,
+    /// Why it is not usable.
+    pub reason: String,
+}
+
+/// Entries that could not be used, by NetworkID.
+pub type RejectedEntries = BTreeMap<String, RejectedEntry>;
+
+/// A state file judged entry by entry.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ParsedState {
+    /// The valid entries.
+    pub networks: Networks,
+    /// The invalid ones, kept verbatim.
+    pub rejected: RejectedEntries,
+}
 
 /// A state file that could not be parsed at start-up and was renamed, so that nothing is lost.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,15 +135,18 @@ pub enum StateError {
 pub struct StateStore {
     path: PathBuf,
     networks: Networks,
+    rejected: RejectedEntries,
     set_aside: Option<SetAsideFile>,
 }
 
 impl StateStore {
     /// Loads the file, creating it (and its directory) as `{}` when absent.
     ///
-    /// A file that is not valid state is renamed to `<name>.corrupt-<unix-time>` and replaced by
-    /// an empty state; [`StateStore::set_aside`] reports it so that callers can log it and mention
-    /// it in later "unknown network" errors.
+    /// A file that is not a JSON object (torn, truncated, not JSON) is renamed to
+    /// `<name>.corrupt-<unix-time>` and replaced by an empty state; [`StateStore::set_aside`]
+    /// reports it so that callers can log it and mention it in later "unknown network" errors.
+    /// In a JSON object, each bad entry is logged (position, NetworkID, reason) and kept in the
+    /// file as it is ([`StateStore::rejected`]); the valid entries are served.
     pub fn open(path: &Path) -> Result<Self, StateError> {
         let directory = parent_dir(path)?;
         std::fs::create_dir_all(directory).map_err(|source| StateError::Write {
@@ -127,11 +156,24 @@ impl StateStore {
         let mut store = Self {
             path: path.to_owned(),
             networks: Networks::new(),
+            rejected: RejectedEntries::new(),
             set_aside: None,
         };
         match std::fs::read(path) {
             Ok(bytes) => match parse_networks(&bytes) {
-                Ok(networks) => store.networks = networks,
+                Ok(parsed) => {
+                    for (network_id, entry) in &parsed.rejected {
+                        tracing::error!(
+                            state_file = %path.display(),
+                            index = entry.index,
+                            network_id = %network_id,
+                            reason = %entry.reason,
+                            "a state file entry is invalid: it is kept in the file but not served; fix or remove it by hand"
+                        );
+                    }
+                    store.networks = parsed.networks;
+                    store.rejected = parsed.rejected;
+                }
                 Err(reason) => {
                     let kept_as = set_aside(path, &reason)?;
                     store.set_aside = Some(SetAsideFile { kept_as, reason });
@@ -170,43 +212,127 @@ impl StateStore {
         &self.networks
     }
 
-    /// Stores an entry; on error neither the file nor the memory copy changes.
+    /// The invalid entries found at start-up and still in the file.
+    pub fn rejected(&self) -> &RejectedEntries {
+        &self.rejected
+    }
+
+    /// Stores an entry (replacing an invalid one of the same NetworkID); on error neither the
+    /// file nor the memory copy changes.
     pub fn insert(&mut self, network_id: &str, entry: NetworkEntry) -> Result<(), StateError> {
         let mut next = self.networks.clone();
         next.insert(network_id.to_owned(), entry);
-        self.write(&next)?;
+        let mut rejected = self.rejected.clone();
+        rejected.remove(network_id);
+        self.write_with(&next, &rejected)?;
         self.networks = next;
+        self.rejected = rejected;
         Ok(())
     }
 
-    /// Removes an entry, returning it; absent entries cause no write.
+    /// Removes an entry (valid or not: Docker has deleted the network), returning the valid
+    /// one; absent entries cause no write.
     pub fn remove(&mut self, network_id: &str) -> Result<Option<NetworkEntry>, StateError> {
-        if !self.networks.contains_key(network_id) {
+        if !self.networks.contains_key(network_id) && !self.rejected.contains_key(network_id) {
             return Ok(None);
         }
         let mut next = self.networks.clone();
         let removed = next.remove(network_id);
-        self.write(&next)?;
+        let mut rejected = self.rejected.clone();
+        rejected.remove(network_id);
+        self.write_with(&next, &rejected)?;
         self.networks = next;
+        self.rejected = rejected;
         Ok(removed)
     }
 
     fn write(&self, networks: &Networks) -> Result<(), StateError> {
-        write_atomically(&self.path, networks).map_err(|source| StateError::Write {
+        self.write_with(networks, &self.rejected)
+    }
+
+    fn write_with(
+        &self,
+        networks: &Networks,
+        rejected: &RejectedEntries,
+    ) -> Result<(), StateError> {
+        write_atomically(&self.path, networks, rejected).map_err(|source| StateError::Write {
             path: self.path.clone(),
             source,
         })
     }
 }
 
-/// Parses state file bytes (pure; also the fuzz entry point).
-pub fn parse_networks(bytes: &[u8]) -> Result<Networks, String> {
-    serde_json::from_slice(bytes).map_err(|err| err.to_string())
+/// Parses state file bytes entry by entry (pure; also the fuzz entry point). `Err` only when
+/// the whole file is unusable: not JSON, or not a JSON object.
+pub fn parse_networks(bytes: &[u8]) -> Result<ParsedState, String> {
+    let entries = serde_json::from_slice::<EntriesInFileOrder>(bytes)
+        .map_err(|err| err.to_string())?
+        .0;
+    let mut parsed = ParsedState::default();
+    // A NetworkID given twice: the last one counts, as with Python's `json.load`.
+    for (index, (network_id, raw)) in entries.into_iter().enumerate() {
+        match NetworkEntry::deserialize(&raw) {
+            Ok(entry) => {
+                parsed.rejected.remove(&network_id);
+                parsed.networks.insert(network_id, entry);
+            }
+            Err(err) => {
+                parsed.networks.remove(&network_id);
+                parsed.rejected.insert(
+                    network_id,
+                    RejectedEntry {
+                        index,
+                        raw,
+                        reason: err.to_string(),
+                    },
+                );
+            }
+        }
+    }
+    Ok(parsed)
 }
 
-/// Renders the state file bytes, as written (pure; also used by the fuzz round trip).
-pub fn render_networks(networks: &Networks) -> Result<Vec<u8>, serde_json::Error> {
-    let mut contents = serde_json::to_vec_pretty(networks)?;
+/// The top-level members in file order (serde_json's map is sorted), so that a bad entry can
+/// be reported by its position.
+struct EntriesInFileOrder(Vec<(String, Value)>);
+
+impl<'de> Deserialize<'de> for EntriesInFileOrder {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Members;
+        impl<'de> serde::de::Visitor<'de> for Members {
+            type Value = EntriesInFileOrder;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object of NetworkID -> entry")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut members = Vec::new();
+                while let Some(member) = map.next_entry::<String, Value>()? {
+                    members.push(member);
+                }
+                Ok(EntriesInFileOrder(members))
+            }
+        }
+        deserializer.deserialize_map(Members)
+    }
+}
+
+/// Renders the state file bytes, as written: the valid entries and, verbatim, the rejected
+/// ones (pure; also used by the fuzz round trip).
+pub fn render_networks(
+    networks: &Networks,
+    rejected: &RejectedEntries,
+) -> Result<Vec<u8>, serde_json::Error> {
+    let mut object = serde_json::Map::new();
+    for (network_id, entry) in rejected {
+        object.insert(network_id.clone(), entry.raw.clone());
+    }
+    for (network_id, entry) in networks {
+        object.insert(network_id.clone(), serde_json::to_value(entry)?);
+    }
+    let mut contents = serde_json::to_vec_pretty(&Value::Object(object))?;
     contents.push(b'\n');
     Ok(contents)
 }
@@ -221,14 +347,18 @@ fn parent_dir(path: &Path) -> Result<&Path, StateError> {
     }
 }
 
-fn write_atomically(path: &Path, networks: &Networks) -> io::Result<()> {
+fn write_atomically(
+    path: &Path,
+    networks: &Networks,
+    rejected: &RejectedEntries,
+) -> io::Result<()> {
     let directory = parent_dir(path)
         .map_err(|err| io::Error::new(io::ErrorKind::InvalidInput, err.to_string()))?;
     let mode = match std::fs::metadata(path) {
         Ok(metadata) => metadata.permissions().mode() & 0o7777,
         Err(_) => NEW_FILE_MODE,
     };
-    let contents = render_networks(networks).map_err(io::Error::other)?;
+    let contents = render_networks(networks, rejected).map_err(io::Error::other)?;
     let mut temp = tempfile::Builder::new()
         .prefix(&temp_prefix(path))
         .suffix(TEMP_SUFFIX)
@@ -448,12 +578,7 @@ mod tests {
 
     #[test]
     fn a_corrupt_file_is_kept_aside_not_emptied() {
-        for corrupt in [
-            "",
-            "{\"abc\": {\"mac_addr",
-            "[]",
-            "{\"x\": {\"mac_address\": \"nope\"}}",
-        ] {
+        for corrupt in ["", "{\"abc\": {\"mac_addr", "[]", "{\"x\": 1"] {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("hostnic.json");
             std::fs::write(&path, corrupt).unwrap();
@@ -481,6 +606,78 @@ mod tests {
             assert_ne!(kept, &set_aside.kept_as);
             assert_eq!(std::fs::read_to_string(kept).unwrap(), "garbage");
         }
+    }
+
+    #[test]
+    fn bad_entries_are_reported_kept_verbatim_and_do_not_hide_good_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hostnic.json");
+        // Written as Trove writes it, with three broken entries among two good ones.
+        let text = format!(
+            r#"{{"{NET_B}": {{"mac_address": "fa:16:3e:aa:bb:cc"}}, "bad-mac": {{"mac_address": "nope"}}, "{NET_A}": {{"mac_address": "fa:16:3e:12:34:56", "gateway": "10.0.0.1"}}, "no-mac": {{"gateway": "10.0.0.1"}}, "not-an-object": 7}}"#
+        );
+        std::fs::write(&path, &text).unwrap();
+        let mut store = StateStore::open(&path).unwrap();
+        assert!(store.set_aside().is_none(), "the file is not set aside");
+        assert_eq!(
+            store.networks().keys().collect::<Vec<_>>(),
+            vec![NET_B, NET_A],
+            "every valid entry is served"
+        );
+        let rejected = store.rejected();
+        assert_eq!(rejected.len(), 3);
+        assert_eq!(rejected["bad-mac"].index, 1, "positions are in file order");
+        assert!(rejected["bad-mac"].reason.contains("nope"), "{rejected:?}");
+        assert_eq!(rejected["no-mac"].index, 3);
+        assert!(
+            rejected["no-mac"].reason.contains("mac_address"),
+            "{rejected:?}"
+        );
+        assert_eq!(rejected["not-an-object"].index, 4);
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            text,
+            "opening does not rewrite the file"
+        );
+
+        // A change rewrites the file with the bad entries as they were.
+        store.remove(NET_B).unwrap();
+        let written: Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(
+            written["bad-mac"],
+            serde_json::json!({"mac_address": "nope"})
+        );
+        assert_eq!(written["not-an-object"], 7);
+        assert_eq!(written[NET_A]["mac_address"], "fa:16:3e:12:34:56");
+        assert!(written.get(NET_B).is_none());
+
+        // Docker re-creating or deleting a network replaces or drops its bad entry.
+        store
+            .insert("bad-mac", NetworkEntry::new(mac("fa:16:3e:00:00:01"), None))
+            .unwrap();
+        store.remove("no-mac").unwrap();
+        drop(store);
+        let reopened = StateStore::open(&path).unwrap();
+        assert_eq!(
+            reopened.network("bad-mac").unwrap().mac_address,
+            mac("fa:16:3e:00:00:01")
+        );
+        assert_eq!(
+            reopened.rejected().keys().collect::<Vec<_>>(),
+            vec!["not-an-object"]
+        );
+    }
+
+    #[test]
+    fn the_last_of_duplicate_network_ids_counts() {
+        let parsed = parse_networks(
+            format!(r#"{{"{NET_A}": {{"mac_address": "fa:16:3e:12:34:56"}}, "{NET_A}": {{"mac_address": 1}}}}"#)
+                .as_bytes(),
+        )
+        .unwrap();
+        assert!(parsed.networks.is_empty());
+        assert_eq!(parsed.rejected[NET_A].index, 1);
     }
 
     #[test]

@@ -352,3 +352,87 @@ async fn a_live_socket_is_not_stolen_and_a_stale_one_is_replaced() {
     assert!(matches!(err, ServerError::NotASocket { .. }), "{err}");
     assert_eq!(std::fs::read_to_string(&regular).unwrap(), "keep me");
 }
+
+/// Reads until the server closes the connection (or `limit` passes); returns what it sent and
+/// how long the close took.
+async fn read_until_closed(
+    stream: &mut tokio::net::UnixStream,
+    limit: std::time::Duration,
+) -> Option<(String, std::time::Duration)> {
+    use tokio::io::AsyncReadExt;
+    let started = std::time::Instant::now();
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        let remaining = limit.checked_sub(started.elapsed())?;
+        match tokio::time::timeout(remaining, stream.read(&mut buffer)).await {
+            Err(_) => return None,
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                return Some((
+                    String::from_utf8_lossy(&received).into_owned(),
+                    started.elapsed(),
+                ));
+            }
+            Ok(Ok(n)) => received.extend_from_slice(&buffer[..n]),
+        }
+    }
+}
+
+#[tokio::test]
+async fn slow_clients_are_cut_off_and_cannot_exhaust_the_server() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("eth1.json"), ETH1).unwrap();
+    let limits = netiso_hostnic::ServeLimits {
+        header_read_timeout: std::time::Duration::from_millis(500),
+        body_read_timeout: std::time::Duration::from_millis(500),
+        max_connections: 2,
+    };
+    let server = TestServer::start_with_limits(
+        &dir.path().join("plugins/docker-hostnic.sock"),
+        &dir.path().join("etc/hostnic.json"),
+        &dir.path().join("eth1.json"),
+        Arc::new(ScriptedLocator),
+        None,
+        limits,
+    );
+    let socket = server.socket.clone();
+    let bound = std::time::Duration::from_secs(5);
+
+    // Connects and sends nothing.
+    let mut silent = tokio::net::UnixStream::connect(&socket).await.unwrap();
+    // Sends half of the headers.
+    let mut half_headers = tokio::net::UnixStream::connect(&socket).await.unwrap();
+    half_headers
+        .write_all(b"POST /Plugin.Activate HTTP/1.1\r\nHost: plugin\r\n")
+        .await
+        .unwrap();
+    // Both slots are taken: a well-behaved client waits, but is served once they are cut off.
+    let started = std::time::Instant::now();
+    let answer = tokio::time::timeout(bound, call(&socket, "POST", "/Plugin.Activate", "")).await;
+    let served_after = started.elapsed();
+    println!("a third client was served after {served_after:?} (both slots held by slow clients)");
+    assert_eq!(answer.expect("served within the bound").status, 200);
+
+    for (name, stream) in [("silent", &mut silent), ("half headers", &mut half_headers)] {
+        let (sent, took) = read_until_closed(stream, bound)
+            .await
+            .unwrap_or_else(|| panic!("the {name} client was not cut off within {bound:?}"));
+        println!("{name} client: connection closed after {took:?}, received {sent:?}");
+    }
+
+    // Complete headers, half of the body: 408 and the connection is closed.
+    let mut half_body = tokio::net::UnixStream::connect(&socket).await.unwrap();
+    half_body
+        .write_all(
+            b"POST /NetworkDriver.GetCapabilities HTTP/1.1\r\nHost: plugin\r\nContent-Length: 100\r\n\r\n{\"half\":",
+        )
+        .await
+        .unwrap();
+    let (sent, took) = read_until_closed(&mut half_body, bound)
+        .await
+        .expect("the half-body client was not cut off within the bound");
+    println!("half-body client: answered and closed after {took:?}");
+    assert!(sent.starts_with("HTTP/1.1 408"), "{sent}");
+    assert!(sent.contains("was not received within"), "{sent}");
+}

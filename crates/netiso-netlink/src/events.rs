@@ -1,4 +1,5 @@
-//! Link change notifications (`RTNLGRP_LINK`) of one namespace as an async stream.
+//! Link change notifications (`RTNLGRP_LINK`) of one namespace as an async stream, optionally
+//! with address (`RTNLGRP_IPV{4,6}_IFADDR`) and route (`RTNLGRP_IPV{4,6}_ROUTE`) changes.
 
 use std::{
     io::Cursor,
@@ -11,7 +12,7 @@ use neli::{
     FromBytesWithInput,
     consts::{rtnl::Rtm, socket::NlFamily},
     nl::NlPayload,
-    rtnl::{Ifaddrmsg, Ifinfomsg},
+    rtnl::{Ifaddrmsg, Ifinfomsg, Rtmsg},
     socket::asynchronous::NlSocketHandle,
     types::Buffer,
     utils::Groups,
@@ -21,7 +22,7 @@ use crate::{
     LinkEvent, Namespace,
     error::NetlinkError,
     error::Result,
-    handle::{parse_address, parse_link},
+    handle::{parse_address, parse_link, parse_route},
 };
 
 /// Receive buffer asked for the event socket: bursts (a NIC returned with many changes) must
@@ -56,6 +57,13 @@ fn decode(kind: u16, payload: &Buffer) -> Option<LinkEvent> {
             LinkEvent::AddressAdded(address)
         } else {
             LinkEvent::AddressRemoved(address)
+        })
+    } else if kind == u16::from(Rtm::Newroute) || kind == u16::from(Rtm::Delroute) {
+        let route = parse_route(&Rtmsg::from_bytes_with_input(&mut cursor, bytes.len()).ok()?)?;
+        Some(if kind == u16::from(Rtm::Newroute) {
+            LinkEvent::RouteAdded(route)
+        } else {
+            LinkEvent::RouteRemoved(route)
         })
     } else {
         None
@@ -105,6 +113,22 @@ impl LinkEvents {
                 libc::RTNLGRP_LINK,
                 libc::RTNLGRP_IPV4_IFADDR,
                 libc::RTNLGRP_IPV6_IFADDR,
+            ],
+        )
+    }
+
+    /// Like [`LinkEvents::subscribe_with_addresses`], with route additions and removals (IPv4
+    /// and IPv6) too: a route added through a link that stays up raises neither a link nor an
+    /// address event.
+    pub fn subscribe_with_addresses_and_routes(namespace: &Namespace) -> Result<Self> {
+        Self::subscribe_groups(
+            namespace,
+            &[
+                libc::RTNLGRP_LINK,
+                libc::RTNLGRP_IPV4_IFADDR,
+                libc::RTNLGRP_IPV6_IFADDR,
+                libc::RTNLGRP_IPV4_ROUTE,
+                libc::RTNLGRP_IPV6_ROUTE,
             ],
         )
     }

@@ -277,6 +277,13 @@ impl NetlinkHandle {
         LinkEvents::subscribe_with_addresses(&self.namespace)
     }
 
+    /// Link, address and route changes in this handle's namespace (see
+    /// [`LinkEvents::subscribe_with_addresses_and_routes`]). Must be called from inside a tokio
+    /// runtime.
+    pub fn link_address_and_route_events(&self) -> Result<LinkEvents> {
+        LinkEvents::subscribe_with_addresses_and_routes(&self.namespace)
+    }
+
     fn socket(&self) -> MutexGuard<'_, RtSocket> {
         // A panic while holding the socket cannot leave it half-written: each request is one send.
         self.socket

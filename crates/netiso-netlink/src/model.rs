@@ -4,11 +4,12 @@
 use std::{fmt, net::IpAddr};
 
 use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
 
 use crate::MacAddr;
 
 /// A network interface as the kernel reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Link {
     /// Interface index, stable for the life of the link (usually kept across a namespace move).
     pub index: u32,
@@ -31,7 +32,7 @@ pub struct Link {
 }
 
 /// An IP address assigned to a link.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Address {
     /// Index of the link that carries the address.
     pub link_index: u32,
@@ -44,7 +45,7 @@ pub struct Address {
 }
 
 /// Address and route scope (`rtm_scope`, `ifa_scope`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Scope {
     /// Global (`RT_SCOPE_UNIVERSE`).
     Universe,
@@ -74,7 +75,7 @@ impl Scope {
 }
 
 /// Route type (`rtm_type`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum RouteType {
     /// A normal route (`RTN_UNICAST`).
     Unicast,
@@ -134,7 +135,7 @@ pub const PROTOCOL_KERNEL: u8 = 2;
 pub const PROTOCOL_RA: u8 = 9;
 
 /// A route as dumped from the kernel. It holds everything needed to delete exactly it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Route {
     /// Destination prefix (`0.0.0.0/0` or `::/0` for a default route).
     pub destination: IpNet,
@@ -269,6 +270,11 @@ pub enum LinkEvent {
     AddressAdded(Address),
     /// An address was removed from a link (only with addresses subscribed).
     AddressRemoved(Address),
+    /// A route was added or replaced (only from
+    /// [`crate::LinkEvents::subscribe_with_addresses_and_routes`]).
+    RouteAdded(Route),
+    /// A route was removed (only with routes subscribed).
+    RouteRemoved(Route),
     /// The kernel dropped notifications (socket buffer overrun, ENOBUFS): state must be re-read.
     Overrun,
 }

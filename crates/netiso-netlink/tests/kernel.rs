@@ -696,6 +696,42 @@ fn address_events_are_reported_when_subscribed() {
 }
 
 #[test]
+fn route_events_are_reported_when_subscribed() {
+    require_root();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let ns = TestNamespace::new();
+    let h = ns.handle();
+    let (a, _) = ns.veth("tr", None);
+    let index = h.link_by_name(&a).unwrap().index;
+    h.set_link_up(index, true).unwrap();
+    h.add_address(index, net("10.78.0.2/24")).unwrap();
+    let mut events = rt
+        .block_on(async { h.link_address_and_route_events() })
+        .unwrap();
+    // A route through a link that stays up: neither a link nor an address event.
+    let spec = RouteSpec::via(net("172.30.0.0/16"), "10.78.0.1".parse().unwrap());
+    h.add_route(&spec).unwrap();
+    let added = next_event(
+        &mut events,
+        &rt,
+        |e| matches!(e, LinkEvent::RouteAdded(r) if r.destination == net("172.30.0.0/16")),
+    );
+    let LinkEvent::RouteAdded(route) = added else {
+        unreachable!()
+    };
+    assert_eq!(route.oif, Some(index));
+    h.delete_route(&route).unwrap();
+    next_event(
+        &mut events,
+        &rt,
+        |e| matches!(e, LinkEvent::RouteRemoved(r) if r.destination == net("172.30.0.0/16")),
+    );
+}
+
+#[test]
 fn a_namespace_worker_runs_jobs_inside_and_survives_a_panicking_job() {
     require_root();
     let ns = TestNamespace::new();

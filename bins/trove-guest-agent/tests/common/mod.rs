@@ -628,6 +628,11 @@ impl RunningAgent {
     /// Writes the setup's files, starts the conductor, then the agent, and waits for its first
     /// `rpc_ping` answer (which also means its queues are declared).
     pub async fn start(setup: &AgentSetup) -> Self {
+        Self::start_with(setup, &[]).await
+    }
+
+    /// Like `start`, with extra `run` flags.
+    pub async fn start_with(setup: &AgentSetup, run_flags: &[&str]) -> Self {
         let broker = setup.cleanup();
         let dir = tempfile::tempdir().expect("tempdir");
         let conf = setup.write(dir.path());
@@ -641,7 +646,7 @@ impl RunningAgent {
         )
         .await;
         let started = Instant::now();
-        let agent = AgentProcess::spawn(&conf, agent_log_path("agent"));
+        let agent = AgentProcess::spawn_with(&conf, agent_log_path("agent"), run_flags);
         let client = setup.client(&transport);
         let target = setup.target();
         wait_for_ping(&client, &target, &agent).await;

@@ -2,12 +2,16 @@
 //! RPC on `guestagent.<guest_id>` → isolation guard → heartbeats, until a shutdown signal.
 //!
 //! Fail closed: when isolation (or, in isolated mode, the preflight's management-route
-//! requirement) fails, no database is ever started by this run; the conductor is told
-//! `failed to spawn` (at start-up and on `prepare`, with the reason in `notify_exc_info`),
-//! and RPC stays up so that operators can diagnose.
+//! requirement) fails, no database is started; a failed isolation is retried with capped
+//! exponential backoff (`isolation_retry`, the database gate pending meanwhile), and when it
+//! gives up, or another start-up check failed, the conductor is told `failed to spawn` (at
+//! start-up and on `prepare`, with the reason in `notify_exc_info`). RPC stays up throughout
+//! so that operators can diagnose.
 
+mod isolation_retry;
 mod notify;
 
+pub use isolation_retry::RetryPolicy;
 pub use notify::{notify_socket, sd_notify};
 
 use std::path::PathBuf;
@@ -28,6 +32,7 @@ use netiso_runtime::{
 };
 use tracing::{error, info, warn};
 
+use crate::gate::DatabaseGate;
 use crate::isolation::{
     self, ApplyReport, Guard, GuardOptions, GuardReport, IsolationError, IsolationTarget,
     WhenAbsent,
@@ -101,6 +106,8 @@ pub struct AgentOptions {
     pub shutdown_timeout: Duration,
     /// Period of the status heartbeat once prepared.
     pub heartbeat_interval: Duration,
+    /// How a failed start-up isolation is retried.
+    pub isolation_retry: RetryPolicy,
 }
 
 impl Default for AgentOptions {
@@ -109,6 +116,7 @@ impl Default for AgentOptions {
             preflight_timeout: preflight::DEFAULT_TIMEOUT,
             shutdown_timeout: Duration::from_secs(60),
             heartbeat_interval: HEARTBEAT_INTERVAL,
+            isolation_retry: RetryPolicy::default(),
         }
     }
 }
@@ -246,6 +254,88 @@ pub async fn isolate_at_startup(
         }
         Ok(Err(e)) => IsolationOutcome::Failed(e.to_string()),
         Err(e) => IsolationOutcome::Failed(format!("isolation thread failed: {e}")),
+    }
+}
+
+/// Starts retrying a failed start-up isolation; the returned gate stays pending until the
+/// retry succeeds (open) or gives up (refused).
+fn start_isolation_retry(
+    config: &AgentConfig,
+    options: &AgentOptions,
+    rtnl: &Arc<NetlinkHandle>,
+    target: &IsolationTarget,
+    stop: &tokio::sync::watch::Receiver<bool>,
+    reason: String,
+) -> DatabaseGate {
+    let (gate, control) = DatabaseGate::pending(reason.clone());
+    let retry = isolation_retry::Retry {
+        rtnl: Arc::clone(rtnl),
+        target: target.clone(),
+        config: config.clone(),
+        policy: options.isolation_retry,
+        preflight_timeout: options.preflight_timeout,
+        control,
+        stop: stop.clone(),
+    };
+    tokio::spawn(isolation_retry::run(retry, reason));
+    gate
+}
+
+/// Tells the conductor `failed to spawn` if the isolation retry gives up.
+fn report_late_refusal(gate: DatabaseGate, service: Arc<GuestService>) {
+    tokio::spawn(async move {
+        let reason = gate.refused().await;
+        service.heartbeat(ServiceStatus::FailedToSpawn).await;
+        notify(&format!("STATUS=serving RPC; database refused: {reason}"));
+    });
+}
+
+/// Keeps the management side as it was before isolation, for `isolate --verify` later. A
+/// failure is logged, not fatal: isolation itself holds.
+fn record_baseline(config: &AgentConfig, target: &IsolationTarget, report: &ApplyReport) {
+    let state_dir = &config.guest.netiso.state_dir;
+    match isolation::baseline::record(state_dir, target, &report.baseline) {
+        Ok(path) => info!(file = %path.display(), "isolation baseline recorded"),
+        Err(e) => warn!(error = %e, "`isolate --verify` will report the baseline as missing"),
+    }
+}
+
+/// Fail closed on a tenant NIC file that is there but unusable (the database is refused
+/// anyway): if the file still names a MAC plainly, that NIC is isolated and guarded all the
+/// same, so that a typo in another key never leaves it on the VM. Returns the guard.
+pub async fn isolate_refused_tenant_file(
+    rtnl: Arc<NetlinkHandle>,
+    config: &AgentConfig,
+) -> Option<Guard> {
+    let file = config.guest.netiso.tenant_nic_file.clone();
+    let Some(mac) = TenantNic::mac_of_refused_file(&file) else {
+        error!(file = %file.display(), "the tenant NIC cannot be identified from the file: nothing can be isolated");
+        return None;
+    };
+    let target = IsolationTarget::new(MacAddr::new(mac.0), file);
+    let for_thread = (Arc::clone(&rtnl), target.clone());
+    let applied = tokio::task::spawn_blocking(move || {
+        isolation::isolate(&*for_thread.0, &for_thread.1, WhenAbsent::Isolated)
+    })
+    .await;
+    match applied {
+        Ok(Ok(report)) => {
+            warn!(mac = %target.mac, changes = report.changes.len(), "the NIC the unusable tenant NIC file names is isolated from the VM");
+        }
+        Ok(Err(e)) => {
+            error!(error = %e, "cannot isolate the NIC the unusable tenant NIC file names")
+        }
+        Err(e) => error!(error = %e, "isolation thread failed"),
+    }
+    match Guard::start(rtnl, target, GuardOptions::default()) {
+        Ok(guard) => {
+            log_guard_reports(&guard);
+            Some(guard)
+        }
+        Err(e) => {
+            error!(error = %e, "cannot start the isolation guard");
+            None
+        }
     }
 }
 
@@ -389,10 +479,13 @@ pub async fn run(
 
     let rtnl = Arc::new(NetlinkHandle::current()?);
     let mut refusal: Option<String> = None;
+    let mut guard = None;
     let tenant = match config.tenant() {
         Ok(tenant) => tenant,
         Err(e) if mode.is_isolated() => {
+            error!(error = %e, "the tenant NIC file is unusable: no database will be started on this VM");
             refusal = Some(format!("isolation: {e}"));
+            guard = isolate_refused_tenant_file(Arc::clone(&rtnl), &config).await;
             None
         }
         Err(e) => {
@@ -401,23 +494,26 @@ pub async fn run(
         }
     };
 
-    // 1. Isolation, fail closed.
-    let mut guard = None;
+    // 1. Isolation, fail closed (a failure is retried in the background, gate pending).
+    let mut pending = None;
     if mode.is_isolated() {
         if let Some((_, target)) = &tenant {
             match isolate_at_startup(Arc::clone(&rtnl), target, &config).await {
                 IsolationOutcome::Applied(report) => {
                     info!(mac = %target.mac, changes = report.changes.len(), "tenant NIC isolated from the VM");
+                    record_baseline(&config, target, &report);
                 }
                 IsolationOutcome::HeldByContainer(name) => {
                     info!(mac = %target.mac, container = %name, "the tenant NIC is inside the database container");
                 }
                 IsolationOutcome::Failed(reason) => {
-                    error!(%reason, "isolation failed: no database will be started on this VM");
-                    refusal = Some(format!("isolation: {reason}"));
+                    error!(%reason, "isolation failed: retrying; no database is started until it succeeds");
+                    pending = Some(start_isolation_retry(
+                        &config, &options, &rtnl, target, &stop_rx, reason,
+                    ));
                 }
             }
-            if refusal.is_none() {
+            if refusal.is_none() && pending.is_none() {
                 match Guard::start(Arc::clone(&rtnl), target.clone(), GuardOptions::default()) {
                     Ok(started) => {
                         log_guard_reports(&started);
@@ -447,7 +543,7 @@ pub async fn run(
             Err(failure) => error!(%failure, "preflight failed"),
         }
     }
-    if mode.is_isolated() && refusal.is_none() {
+    if mode.is_isolated() && refusal.is_none() && pending.is_none() {
         let through_tenant: Vec<String> = report
             .failures()
             .filter(|f| matches!(f, PreflightFailure::ThroughTenantNic { .. }))
@@ -478,13 +574,17 @@ pub async fn run(
         &guest.guest_id,
         key.clone(),
     );
-    let service = Arc::new(GuestService::new(
+    let mut service = GuestService::new(
         database_settings(&config, tenant.map(|(nic, _)| nic)),
         runtime,
         Arc::new(ConductorSink(conductor)),
         Arc::new(TcpProbe::default()),
         refusal.clone(),
-    ));
+    );
+    if let Some(gate) = &pending {
+        service = service.with_gate(gate.clone());
+    }
+    let service = Arc::new(service);
     let in_flight = InFlight::default();
     let server_config = ServerConfig {
         exchange: guest.control_exchange.clone(),
@@ -514,6 +614,9 @@ pub async fn run(
         notify(&format!(
             "READY=1\nSTATUS=serving RPC; database refused: {reason}"
         ));
+    } else if let Some(gate) = &pending {
+        notify("READY=1\nSTATUS=serving RPC; database waiting: isolation failed, retrying");
+        report_late_refusal(gate.clone(), Arc::clone(&service));
     } else {
         notify(&format!(
             "READY=1\nSTATUS=serving RPC ({})",

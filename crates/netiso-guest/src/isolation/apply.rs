@@ -5,7 +5,8 @@ use std::fmt;
 use netiso_netlink::{NetlinkError, Rtnetlink};
 
 use super::{
-    Action, IsolationError, IsolationPlan, IsolationTarget, VerifyReport, WhenAbsent,
+    Action, IsolationError, IsolationPlan, IsolationTarget, ManagementBaseline, VerifyReport,
+    WhenAbsent,
     plan::{netlink_error, plan, plan_link_state},
     verify::verify,
 };
@@ -17,6 +18,9 @@ pub struct ApplyReport {
     pub changes: Vec<Action>,
     /// The invariants, all holding.
     pub verification: VerifyReport,
+    /// The management side as found before the changes: what later verifications compare
+    /// against (see [`super::baseline`]).
+    pub baseline: ManagementBaseline,
 }
 
 impl fmt::Display for ApplyReport {
@@ -103,6 +107,7 @@ pub fn apply(rtnl: &dyn Rtnetlink, planned: &IsolationPlan) -> Result<ApplyRepor
     Ok(ApplyReport {
         changes,
         verification,
+        baseline: planned.baseline.clone(),
     })
 }
 

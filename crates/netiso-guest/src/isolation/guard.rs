@@ -47,21 +47,24 @@ pub struct Guard {
 const MAX_EVENTS_PER_PASS: usize = 1024;
 
 impl Guard {
-    /// Watches the namespace of `handle` (link and address events) for the tenant NIC. Must be called inside a tokio
-    /// runtime.
+    /// Watches the namespace of `handle` for the tenant NIC: link events (the NIC comes back
+    /// or up), address events (an address put on it, which raises no link event when it is
+    /// down) and route events (a route added through it while it is up). Must be called
+    /// inside a tokio runtime.
     pub fn start(
         handle: Arc<NetlinkHandle>,
         target: IsolationTarget,
         options: GuardOptions,
     ) -> Result<Self, IsolationError> {
-        let events = handle
-            .link_events()
-            .map_err(|error| IsolationError::Netlink {
-                mac: target.mac,
-                file: target.source.clone(),
-                step: "subscribe to link events".into(),
-                error,
-            })?;
+        let events =
+            handle
+                .link_address_and_route_events()
+                .map_err(|error| IsolationError::Netlink {
+                    mac: target.mac,
+                    file: target.source.clone(),
+                    step: "subscribe to link, address and route events".into(),
+                    error,
+                })?;
         Ok(Self::with_events(handle, events, target, options))
     }
 
@@ -101,9 +104,11 @@ impl Drop for Guard {
 fn concerns(event: &LinkEvent, target: &IsolationTarget) -> bool {
     match event {
         LinkEvent::Changed(link) => link.mac == Some(target.mac),
-        LinkEvent::Removed(_) | LinkEvent::AddressRemoved(_) => false,
-        // Cheap to check, and an address on a down link raises no link event.
-        LinkEvent::AddressAdded(_) => true,
+        LinkEvent::Removed(_) | LinkEvent::AddressRemoved(_) | LinkEvent::RouteRemoved(_) => false,
+        // Cheap to check (one plan), and neither an address on a down link nor a route through
+        // an up one raises a link event. Which link is the tenant's is only known by MAC, so
+        // every addition counts.
+        LinkEvent::AddressAdded(_) | LinkEvent::RouteAdded(_) => true,
         LinkEvent::Overrun => true,
     }
 }

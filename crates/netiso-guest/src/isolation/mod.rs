@@ -9,12 +9,15 @@
 //!   interface and its routes). It prints for humans (`--dry-run`).
 //! - [`apply`] does it, idempotently, and fails closed: an `Err` means the tenant NIC may still
 //!   be reachable and the database must not start.
-//! - [`verify`] checks each invariant and reports it.
-//! - [`Guard`] watches link events and re-isolates the NIC whenever it comes back.
+//! - [`verify`] checks each invariant and reports it; [`baseline`] keeps the management side
+//!   as it was when the agent isolated, so that a later `isolate --verify` compares against it.
+//! - [`Guard`] watches link, address and route events and re-isolates the NIC whenever it
+//!   comes back, gets an address or a route.
 //!
 //! The NIC is always found by MAC, whatever its current name.
 
 mod apply;
+pub mod baseline;
 mod error;
 mod guard;
 mod plan;

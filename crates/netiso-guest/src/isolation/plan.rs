@@ -53,7 +53,7 @@ pub enum Action {
 
 /// The management side as it was before isolation: every other link, its addresses, and every
 /// route that does not leave through the tenant NIC. Verification compares against it.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct ManagementBaseline {
     /// Links other than the tenant NIC, by index.
     pub links: BTreeMap<u32, Link>,

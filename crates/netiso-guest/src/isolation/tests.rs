@@ -315,3 +315,25 @@ async fn guard_rechecks_after_an_event_overrun() {
     assert!(matches!(report, GuardReport::Reisolated(_)), "{report:?}");
     assert!(fake.addresses(Some(tenant)).unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn guard_reisolates_on_a_route_event_alone() {
+    let (fake, _, tenant) = vm();
+    let fake = Arc::new(fake);
+    isolate(&*fake, &target(), WhenAbsent::Error).unwrap();
+    let (tx, rx) = futures::channel::mpsc::unbounded();
+    let guard = Guard::with_events(Arc::clone(&fake), rx, target(), GuardOptions::default());
+    let mut reports = guard.subscribe();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // A route through the tenant NIC, announced only by its route event.
+    let added = route("172.22.0.0/16", Some("10.0.0.254"), tenant, None);
+    fake.seed_route(added.clone());
+    tx.unbounded_send(Ok(LinkEvent::RouteAdded(added))).unwrap();
+    let report = tokio::time::timeout(Duration::from_secs(1), reports.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(report, GuardReport::Reisolated(_)), "{report:?}");
+    assert!(fake.routes().unwrap().iter().all(|r| r.oif != Some(tenant)));
+    guard.stop();
+}

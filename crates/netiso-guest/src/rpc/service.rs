@@ -20,6 +20,7 @@ use serde_json::Value;
 use tokio::sync::Mutex;
 use tracing::{debug, error, info, warn};
 
+use crate::gate::DatabaseGate;
 use crate::mysql::{Layout, MysqlSettings};
 
 mod mysql;
@@ -31,6 +32,9 @@ pub const PREPARE_END_FILE: &str = "guestagent.prepare.end";
 pub const CONFIG_CONTENTS_FILE: &str = "database.conf";
 /// Pause between readiness attempts.
 const READY_POLL_INTERVAL: Duration = Duration::from_millis(250);
+/// How long `prepare` waits for a failed isolation being retried to be decided: longer than
+/// the retry's own budget, so that it is the retry that decides.
+const PREPARE_GATE_WAIT: Duration = Duration::from_secs(20 * 60);
 
 /// Where the agent reports statuses and request outcomes: Trove's conductor in the product,
 /// a recorder in tests.
@@ -326,7 +330,7 @@ pub struct GuestService {
     runtime: Arc<dyn ContainerRuntime>,
     sink: Arc<dyn StatusSink>,
     probe: Arc<dyn PortProbe>,
-    refusal: Option<String>,
+    gate: DatabaseGate,
     lifecycle: Mutex<()>,
     prepared: AtomicBool,
 }
@@ -347,7 +351,7 @@ impl GuestService {
             runtime,
             sink,
             probe,
-            refusal,
+            gate: DatabaseGate::fixed(refusal),
             lifecycle: Mutex::new(()),
             prepared: AtomicBool::new(prepared),
         }
@@ -358,9 +362,16 @@ impl GuestService {
         &self.settings
     }
 
-    /// Why the database may not start, if start-up checks failed.
-    pub fn refusal(&self) -> Option<&str> {
-        self.refusal.as_deref()
+    /// Decides whether the database may start through `gate` instead (a failed isolation
+    /// being retried: `prepare` waits for the decision, other operations are refused until it).
+    pub fn with_gate(mut self, gate: DatabaseGate) -> Self {
+        self.gate = gate;
+        self
+    }
+
+    /// Why the database may not start now, if start-up checks failed or are being retried.
+    pub fn refusal(&self) -> Option<String> {
+        self.gate.refusal_now()
     }
 
     /// Whether `prepare` completed (now or in an earlier run).
@@ -424,10 +435,10 @@ impl GuestService {
     pub async fn prepare(&self, context: &Context, request: PrepareRequest) {
         let _lifecycle = self.lifecycle.lock().await;
         let started = Instant::now();
-        if let Some(reason) = &self.refusal {
+        if let Some(reason) = self.gate.decided(PREPARE_GATE_WAIT).await {
             error!(%reason, "prepare refused: the database is not started (fail closed)");
             self.heartbeat(ServiceStatus::FailedToSpawn).await;
-            self.report_cast_failure(context, &DatabaseError::Refused(reason.clone()).to_string())
+            self.report_cast_failure(context, &DatabaseError::Refused(reason).to_string())
                 .await;
             return;
         }
@@ -561,8 +572,8 @@ impl GuestService {
     }
 
     fn refuse_if_unsafe(&self) -> Result<(), DatabaseError> {
-        match &self.refusal {
-            Some(reason) => Err(DatabaseError::Refused(reason.clone())),
+        match self.gate.refusal_now() {
+            Some(reason) => Err(DatabaseError::Refused(reason)),
             None => Ok(()),
         }
     }

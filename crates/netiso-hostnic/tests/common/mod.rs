@@ -101,6 +101,25 @@ impl TestServer {
         locator: Arc<dyn NicLocator>,
         netns: Option<PathBuf>,
     ) -> Self {
+        Self::start_with_limits(
+            socket,
+            state_file,
+            tenant_nic_file,
+            locator,
+            netns,
+            netiso_hostnic::ServeLimits::default(),
+        )
+    }
+
+    /// [`TestServer::start`] with explicit connection limits.
+    pub fn start_with_limits(
+        socket: &Path,
+        state_file: &Path,
+        tenant_nic_file: &Path,
+        locator: Arc<dyn NicLocator>,
+        netns: Option<PathBuf>,
+        limits: netiso_hostnic::ServeLimits,
+    ) -> Self {
         let state = StateStore::open(state_file).expect("state file opens");
         let driver = Arc::new(Driver::new(state, tenant_nic_file.to_owned(), locator));
         let plugin_socket = PluginSocket::bind(socket).expect("socket binds");
@@ -116,9 +135,14 @@ impl TestServer {
                 .build()
                 .expect("runtime");
             runtime
-                .block_on(netiso_hostnic::serve(plugin_socket, driver, async {
-                    let _ = stopped.await;
-                }))
+                .block_on(netiso_hostnic::serve_with_limits(
+                    plugin_socket,
+                    driver,
+                    limits,
+                    async {
+                        let _ = stopped.await;
+                    },
+                ))
                 .expect("server runs");
         });
         Self {
