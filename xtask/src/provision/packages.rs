@@ -23,6 +23,10 @@ const PACKAGES: &[&str] = &[
     "systemd",
     "python3-venv",
     "python3-pip",
+    // Builds the MariaDB image's root from Debian packages (provision/images.rs).
+    "mmdebstrap",
+    // The tenant client of the SQL round trips (harness, demo, benchmarks).
+    "mariadb-client",
 ];
 
 /// Installs whatever is missing. Services are kept from starting on their own (a dockerd in
