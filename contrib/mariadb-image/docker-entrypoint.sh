@@ -39,10 +39,14 @@ setting() {
 }
 
 # One option's effective value as mariadbd sees it: configuration files, then the arguments.
+# The values are in the table after the dashed line; the help text above it wraps words such
+# as "socket" onto lines of their own.
 server_option() {
 	local option="$1"
 	shift
-	"$@" --verbose --help 2>/dev/null | awk -v option="$option" '$1 == option { print $2; exit }'
+	{ "$@" --verbose --help 2>/dev/null || true; } |
+		awk -v option="$option" '/^-+ +-+$/ { table = 1; next }
+			table && $1 == option { print $2; exit }'
 }
 
 # Escapes a value for a single-quoted SQL string (backslash escapes stay enabled, see below).
@@ -139,6 +143,12 @@ for argument in "${@:2}"; do
 	-'?' | --help | --print-defaults | -V | --version) exec "$@" ;;
 	esac
 done
+
+# Trove's my.cnf ends in `!includedir /etc/mysql/conf.d/`, a folder the guest makes with its
+# first override; mariadbd refuses to start while an included folder is missing.
+if [ ! -e /etc/mysql/conf.d ] && [ -w /etc/mysql ]; then
+	mkdir /etc/mysql/conf.d
+fi
 
 datadir="$(server_option datadir "$@")"
 if [ -z "$datadir" ]; then
