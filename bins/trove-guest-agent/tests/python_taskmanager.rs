@@ -1,21 +1,19 @@
 //! Trove's taskmanager as the foreign peer: a real Python `oslo.messaging` client with Trove's
-//! SecureSerializer casts `prepare` to the agent running inside the simulated guest, against
-//! the real RabbitMQ and the guest's dockerd. The database must then answer on its published
-//! port inside the VM, and a conductor-like listener must receive the heartbeats. Needs root,
-//! `cargo xtask provision` and the Python venv.
+//! SecureSerializer casts `prepare` (one database, one user granted on it, a rendered
+//! `config_contents`) to the agent running inside the simulated guest, against the real
+//! RabbitMQ, the guest's dockerd and the provisioned MariaDB image. The user must then log in
+//! with Debian's `mariadb` client from inside the VM, write a row and read it back, and see
+//! the configuration in effect; a conductor-like listener must receive the heartbeats. Needs
+//! root, `cargo xtask provision` and the Python venv.
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::{AgentSetup, KEY, RunningAgent, test_url};
 use netiso_runtime::ContainerRuntime;
-use netiso_runtime::test_support::image::PublishedImage;
-use netiso_runtime::test_support::net::in_netns;
 use netiso_runtime::test_support::{
     ContainerGuard, PROVISION_HINT, connect_docker, guest_netns, next_counter,
 };
@@ -24,6 +22,8 @@ use tokio::process::Command;
 
 const PYTHON_TIMEOUT: Duration = Duration::from_secs(60);
 const DEFAULT_VENV: &str = "/var/lib/trove-netiso/venv";
+/// The password the taskmanager gives `appuser`; it must never reach the agent's log.
+const APP_PASSWORD: &str = "never-logged-s3cr3t";
 
 fn unique_port() -> u16 {
     let offset = (std::process::id()
@@ -61,7 +61,7 @@ fn script(name: &str) -> PathBuf {
 }
 
 /// Runs the taskmanager script to completion (bounded) and returns its JSON line.
-async fn taskmanager_casts_prepare(setup: &AgentSetup, key: &str) -> Value {
+async fn taskmanager_casts_prepare(setup: &AgentSetup, key: &str, mount_point: &str) -> Value {
     let run = Command::new(python())
         .arg(script("taskmanager_cast_prepare.py"))
         .args([
@@ -70,7 +70,11 @@ async fn taskmanager_casts_prepare(setup: &AgentSetup, key: &str) -> Value {
             setup.guest_id.as_str(),
             key,
             setup.version.as_str(),
+            setup.datastore.as_str(),
+            mount_point,
+            setup.port.to_string().as_str(),
         ])
+        .env("APP_PASSWORD", APP_PASSWORD)
         .stdin(Stdio::null())
         .kill_on_drop(true)
         .output();
@@ -89,43 +93,42 @@ async fn taskmanager_casts_prepare(setup: &AgentSetup, key: &str) -> Value {
         .unwrap_or_else(|e| panic!("taskmanager output {stdout:?}: {e}\n{stderr}"))
 }
 
-/// Connects to the database's published port from inside the guest VM's namespace and
-/// returns what its echo server sends back for one line.
-fn echo_from_the_vm(port: u16, line: &str) -> Result<String, String> {
-    let line = line.to_owned();
-    in_netns(&guest_netns(), move || {
-        let address = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-        let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(5))
-            .map_err(|e| format!("connect {address}: {e}"))?;
-        stream
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .map_err(|e| e.to_string())?;
-        stream
-            .write_all(format!("{line}\n").as_bytes())
-            .map_err(|e| format!("write to {address}: {e}"))?;
-        let mut answer = String::new();
-        BufReader::new(stream)
-            .read_line(&mut answer)
-            .map_err(|e| format!("read from {address}: {e}"))?;
-        Ok(answer.trim_end().to_owned())
-    })?
+/// Runs SQL as `appuser` with Debian's `mariadb` client from inside the guest VM's
+/// namespace, over TCP to the published port, and returns its tab-separated output.
+fn sql_from_the_vm(port: u16, sql: &str) -> Result<String, String> {
+    let output = std::process::Command::new("ip")
+        .args(["netns", "exec", &guest_netns(), "mariadb", "--protocol=TCP"])
+        .args(["-h", "127.0.0.1", "-P", &port.to_string(), "-u", "appuser"])
+        .args(["--connect-timeout=5", "-N", "-B", "app", "-e", sql])
+        .env("MYSQL_PWD", APP_PASSWORD)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run the mariadb client: {e} ({PROVISION_HINT})"))?;
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+    } else {
+        Err(format!(
+            "mariadb -e {sql:?}: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        ))
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn python_taskmanager_casts_prepare_and_the_database_answers_with_heartbeats() {
+async fn python_taskmanager_casts_prepare_and_the_user_logs_in_with_heartbeats() {
     netiso_runtime::test_support::require_root();
     // Fail before building anything when the foreign peer is missing.
     python();
-    let image = PublishedImage::publish(unique_port()).await;
     let mut setup = AgentSetup::new("pytm", Some(KEY));
-    setup.use_image(&image);
+    setup.use_mariadb(unique_port());
     let container = ContainerGuard::new(setup.container_name.clone());
     // Trove's taskmanager casts without waiting for the guest; starting waits for rpc_ping,
     // which keeps the cast from being dropped before the agent declared its queues.
     let mut run = RunningAgent::start(&setup).await;
+    let mount_point = run.dir.path().join("data").display().to_string();
 
     let started = Instant::now();
-    let sent = taskmanager_casts_prepare(&setup, KEY).await;
+    let sent = taskmanager_casts_prepare(&setup, KEY, &mount_point).await;
     assert_eq!(sent["cast"], json!("prepare"), "{sent}");
     let request_id = sent["request_id"].clone();
 
@@ -143,19 +146,36 @@ async fn python_taskmanager_casts_prepare_and_the_database_answers_with_heartbea
         json!("trove.common.notification.DBaaSInstanceCreate")
     );
     eprintln!(
-        "python cast to notify_end (pull, create, start, port answers): {:?}",
+        "python cast to notify_end (pull, create, init, SQL answers, users): {:?}",
         started.elapsed()
     );
 
-    // The database is reachable: its published port answers inside the VM.
-    let probe = format!("ping-{}", setup.guest_id);
-    let answer = echo_from_the_vm(setup.port, &probe).unwrap_or_else(|e| {
+    // The user the taskmanager asked for logs in from the VM, writes a row, reads it back.
+    let answer = sql_from_the_vm(
+        setup.port,
+        "CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(20)); \
+         INSERT INTO t VALUES (1, 'from-python'); SELECT v FROM t WHERE id = 1",
+    )
+    .unwrap_or_else(|e| {
         panic!(
-            "the database does not answer: {e}\n{}",
+            "appuser cannot use the database: {e}\n{}",
             run.agent.log_text()
         )
     });
-    assert_eq!(answer, probe);
+    assert_eq!(answer, "from-python");
+    eprintln!(
+        "python cast to the first row read back from the VM: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        sql_from_the_vm(
+            setup.port,
+            "SELECT @@global.max_connections, @@character_set_database"
+        )
+        .expect("variables"),
+        "200\tutf8mb4",
+        "config_contents and the database's character set are in effect"
+    );
 
     let docker = connect_docker().await;
     let info = docker
@@ -163,16 +183,20 @@ async fn python_taskmanager_casts_prepare_and_the_database_answers_with_heartbea
         .await
         .expect("inspect")
         .expect("the database container exists");
-    assert_eq!(info.image, image.reference().to_string());
+    assert_eq!(info.image, format!("{}:{}", setup.image, setup.version));
     assert!(info.networks.contains_key("bridge"), "{info:?}");
     assert!(run.dir.path().join("state/guestagent.prepare.end").exists());
 
     let log = run.agent.log_text();
     assert!(
-        log.contains("prepare asks for databases and users"),
-        "the agent says what it did not do:\n{log}"
+        log.contains("server secured, databases and users created"),
+        "the agent says what it did:\n{log}"
     );
-    assert!(!log.contains("never-logged-s3cr3t"), "{log}");
+    assert!(!log.contains(APP_PASSWORD), "{log}");
     assert!(!log.contains(KEY), "the RPC key must never be logged");
+    docker
+        .remove(container.name(), true)
+        .await
+        .expect("remove the database container");
     run.finish().await;
 }

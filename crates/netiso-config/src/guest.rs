@@ -76,6 +76,13 @@ pub struct NetisoSettings {
     /// `docker_daemon_config`: Docker's `daemon.json`, which Trove injects with its
     /// `insecure-registries`.
     pub docker_daemon_config: PathBuf,
+    /// `mysql_config_dir`: the VM directory bound on the MySQL container's `/etc/mysql`
+    /// (Trove's fixed `/etc/mysql`; tests sharing one VM set their own).
+    pub mysql_config_dir: PathBuf,
+    /// `mysql_socket_dir`: the VM directory bound on the MySQL container's
+    /// `/var/run/mysqld`, where the agent finds the server's socket (Trove's
+    /// `/var/lib/mysqld`).
+    pub mysql_socket_dir: PathBuf,
 }
 
 /// Docker's container-name rule (`[a-zA-Z0-9][a-zA-Z0-9_.-]*`), which containerd ids
@@ -187,6 +194,8 @@ impl NetisoSettings {
                 .map(|raw| raw.convert(parse_registries))
                 .transpose()?,
             docker_daemon_config: path("docker_daemon_config", DAEMON_JSON_PATH)?,
+            mysql_config_dir: path("mysql_config_dir", "/etc/mysql")?,
+            mysql_socket_dir: path("mysql_socket_dir", "/var/lib/mysqld")?,
         })
     }
 
@@ -405,6 +414,11 @@ pub struct DatastoreSettings {
     pub mount_point: PathBuf,
     /// `device_path` of the data volume.
     pub device_path: PathBuf,
+    /// `database_service_uid` (the section's, else `[DEFAULT]`'s, else 1001): the uid the
+    /// database container runs as and owns its directories with.
+    pub database_service_uid: u32,
+    /// `database_service_gid` (the section's, else the uid, as Trove does).
+    pub database_service_gid: u32,
 }
 
 /// Trove's built-in defaults per datastore: image, tcp_ports, mount point.
@@ -422,6 +436,15 @@ impl DatastoreSettings {
     /// and take `tcp_ports` from `[DEFAULT]` when their section has none.
     pub fn from_oslo(config: &OsloConfig, manager: &str) -> Result<Self, ConfigError> {
         let builtin = builtin_datastore(manager);
+        let id = |section: &str, option: &str| -> Result<Option<u32>, ConfigError> {
+            Ok(config
+                .int(section, option, 0, i64::from(u32::MAX))?
+                .and_then(|n| u32::try_from(n).ok()))
+        };
+        let database_service_uid = match id(manager, "database_service_uid")? {
+            Some(uid) => uid,
+            None => id("DEFAULT", "database_service_uid")?.unwrap_or(1001),
+        };
         let required = |option: &str, default: Option<&str>| match (
             config.string(manager, option)?,
             default,
@@ -452,6 +475,65 @@ impl DatastoreSettings {
             tcp_ports,
             mount_point: PathBuf::from(required("mount_point", builtin.map(|b| b.2))?),
             device_path: PathBuf::from(required("device_path", Some("/dev/vdb"))?),
+            database_service_uid,
+            database_service_gid: id(manager, "database_service_gid")?
+                .unwrap_or(database_service_uid),
+        })
+    }
+}
+
+/// How the data volume is formatted and mounted (Trove's `[DEFAULT]` `volume_fstype`,
+/// `format_options`, `volume_format_timeout` and `mount_options`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeSettings {
+    /// `volume_fstype`: `ext3`, `ext4` (default) or `xfs`.
+    pub fstype: String,
+    /// `format_options` (default `-m 5`), split on whitespace and passed to `mkfs`.
+    pub format_options: Vec<String>,
+    /// `volume_format_timeout` (default 120 s).
+    pub format_timeout: Duration,
+    /// `mount_options` (default `defaults,noatime`).
+    pub mount_options: String,
+}
+
+impl Default for VolumeSettings {
+    /// Trove's defaults: ext4, `-m 5`, 120 s, `defaults,noatime`.
+    fn default() -> Self {
+        Self {
+            fstype: "ext4".to_owned(),
+            format_options: vec!["-m".to_owned(), "5".to_owned()],
+            format_timeout: Duration::from_secs(120),
+            mount_options: "defaults,noatime".to_owned(),
+        }
+    }
+}
+
+impl VolumeSettings {
+    fn from_oslo(config: &OsloConfig) -> Result<Self, ConfigError> {
+        let fstype = match config.get("DEFAULT", "volume_fstype")? {
+            Some(raw) => raw.convert(|text| match text {
+                "ext3" | "ext4" | "xfs" => Ok(text.to_owned()),
+                _ => Err(ValueError::Choice {
+                    value: text.to_owned(),
+                    choices: "ext3, ext4, xfs",
+                }),
+            })?,
+            None => "ext4".to_owned(),
+        };
+        let timeout = config.int("DEFAULT", "volume_format_timeout", 1, i64::from(u32::MAX))?;
+        Ok(Self {
+            fstype,
+            format_options: config
+                .string("DEFAULT", "format_options")?
+                .unwrap_or_else(|| "-m 5".to_owned())
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect(),
+            format_timeout: Duration::from_secs(timeout.map_or(120, i64::unsigned_abs)),
+            mount_options: config
+                .string("DEFAULT", "mount_options")?
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| "defaults,noatime".to_owned()),
         })
     }
 }
@@ -512,6 +594,8 @@ pub struct GuestConfig {
     pub rabbit: RabbitQueueOptions,
     /// The running datastore's settings, when `datastore_manager` is set.
     pub datastore: Option<DatastoreSettings>,
+    /// How the data volume is formatted and mounted.
+    pub volume: VolumeSettings,
     /// `[guest_agent] container_registry`: where images are pulled from.
     pub container_registry: Option<String>,
     /// `[guest_agent] container_registry_username`.
@@ -589,6 +673,7 @@ impl GuestConfig {
             state_change_wait_time: seconds("state_change_wait_time", 180)?,
             datastore_manager,
             datastore,
+            volume: VolumeSettings::from_oslo(config)?,
             container_registry: non_empty("guest_agent", "container_registry")?,
             container_registry_username: non_empty("guest_agent", "container_registry_username")?,
             container_registry_password: non_empty("guest_agent", "container_registry_password")?

@@ -90,6 +90,7 @@ pub use control_plane::ControlPlaneConfig;
 pub use error::ConfigError;
 pub use guest::{
     ContainerRuntime, DatastoreSettings, GuestConfig, NetisoSettings, RabbitQueueOptions,
+    VolumeSettings,
 };
 pub use isolation::{IsolationMode, PublishedPort};
 pub use secret::Secret;

@@ -9,7 +9,7 @@ use netiso_config::ini::IniSyntaxErrorKind;
 use netiso_config::value::ValueError;
 use netiso_config::{
     ConfigError, ConfigSources, ContainerRuntime, GuestConfig, IsolationMode, Origin, OsloConfig,
-    PublishedPort,
+    PublishedPort, VolumeSettings,
 };
 
 fn fixture(name: &str) -> PathBuf {
@@ -124,6 +124,75 @@ fn real_guest_info_conf_alone() {
     assert!(!config.rabbit.amqp_durable_queues);
     assert_eq!(config.rabbit.rabbit_transient_queues_ttl, 1800);
     assert!(config.rabbit.direct_mandatory_flag);
+    // Trove's MySQL layout and volume defaults.
+    assert_eq!(
+        (
+            datastore.database_service_uid,
+            datastore.database_service_gid
+        ),
+        (1001, 1001)
+    );
+    assert_eq!(config.netiso.mysql_config_dir, Path::new("/etc/mysql"));
+    assert_eq!(config.netiso.mysql_socket_dir, Path::new("/var/lib/mysqld"));
+    assert_eq!(
+        config.volume,
+        VolumeSettings {
+            fstype: "ext4".into(),
+            format_options: vec!["-m".into(), "5".into()],
+            format_timeout: Duration::from_secs(120),
+            mount_options: "defaults,noatime".into(),
+        }
+    );
+}
+
+#[test]
+fn database_service_ids_and_volume_options_as_trove_reads_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("g.conf");
+    let load = |text: &str| {
+        std::fs::write(&path, text).expect("write");
+        load_without_env(&ConfigSources {
+            config_files: vec![path.clone()],
+            config_dirs: Vec::new(),
+        })
+    };
+    let config = load(
+        "[DEFAULT]\nguest_id = g\ndatastore_manager = mariadb\ndatabase_service_uid = 2000\n\
+         volume_fstype = xfs\nformat_options = -f  -K\nvolume_format_timeout = 30\n\
+         mount_options = noatime\n[netiso]\nmysql_config_dir = /tmp/m\n",
+    )
+    .expect("valid");
+    let datastore = config.datastore.as_ref().expect("mariadb");
+    // The gid follows the uid when only the uid is set.
+    assert_eq!(
+        (
+            datastore.database_service_uid,
+            datastore.database_service_gid
+        ),
+        (2000, 2000)
+    );
+    assert_eq!(config.volume.fstype, "xfs");
+    assert_eq!(config.volume.format_options, ["-f", "-K"]);
+    assert_eq!(config.volume.format_timeout, Duration::from_secs(30));
+    assert_eq!(config.volume.mount_options, "noatime");
+    assert_eq!(config.netiso.mysql_config_dir, Path::new("/tmp/m"));
+
+    let config = load(
+        "[DEFAULT]\nguest_id = g\ndatastore_manager = mysql\ndatabase_service_uid = 2000\n\
+         [mysql]\ndatabase_service_uid = 3000\ndatabase_service_gid = 3001\n",
+    )
+    .expect("valid");
+    let datastore = config.datastore.as_ref().expect("mysql");
+    assert_eq!(
+        (
+            datastore.database_service_uid,
+            datastore.database_service_gid
+        ),
+        (3000, 3001)
+    );
+
+    let error = load("[DEFAULT]\nguest_id = g\nvolume_fstype = btrfs\n").expect_err("choice");
+    assert!(error.to_string().contains("ext3, ext4, xfs"), "{error}");
 }
 
 #[test]

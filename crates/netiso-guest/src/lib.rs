@@ -5,6 +5,8 @@
 
 pub mod agent;
 pub mod isolation;
+pub mod mysql;
 pub mod netns_report;
 pub mod preflight;
 pub mod rpc;
+pub mod volume;

@@ -10,8 +10,8 @@ use async_trait::async_trait;
 use netiso_config::tenant_nic::{TenantIpv4, TenantNic};
 use netiso_config::{IsolationMode, PublishedPort};
 use netiso_guest::rpc::{
-    CONFIG_CONTENTS_FILE, DatabaseSettings, GuestService, PREPARE_END_FILE, PortProbe, ProbeTarget,
-    StatusSink, status_of,
+    CONFIG_CONTENTS_FILE, DatabaseSettings, GuestService, PREPARE_END_FILE, PortProbe,
+    PrepareRequest, ProbeTarget, StatusSink, status_of,
 };
 use netiso_messaging::{Context, ServiceStatus};
 use netiso_runtime::{
@@ -302,6 +302,9 @@ impl Fixture {
             mount_point: Some(self.state.path().to_owned()),
             state_change_wait_time: Duration::from_secs(3),
             state_dir: self.state.path().join("state"),
+            volume: Default::default(),
+            // A plain container: readiness is the scripted port probe.
+            mysql: None,
         }
     }
 
@@ -332,7 +335,10 @@ async fn prepare_bridged_pulls_runs_probes_the_published_port_and_reports_health
     let service = fx.service(false, None);
     assert!(!service.is_prepared());
     service
-        .prepare(&context_with_notification(), Some("8.0.36".into()))
+        .prepare(
+            &context_with_notification(),
+            PrepareRequest::version(Some("8.0.36".into())),
+        )
         .await;
 
     assert_eq!(
@@ -376,7 +382,9 @@ async fn prepare_bridged_pulls_runs_probes_the_published_port_and_reports_health
 async fn prepare_isolated_creates_the_hostnic_network_and_probes_inside_the_container() {
     let fx = Fixture::new();
     let service = fx.service(true, None);
-    service.prepare(&Context::fresh(), None).await;
+    service
+        .prepare(&Context::fresh(), PrepareRequest::default())
+        .await;
 
     let calls = fx.runtime.calls();
     assert_eq!(
@@ -408,7 +416,9 @@ async fn prepare_isolated_creates_the_hostnic_network_and_probes_inside_the_cont
 async fn prepare_after_failed_isolation_starts_nothing_and_reports_failed_to_spawn() {
     let fx = Fixture::new();
     let service = fx.service(true, Some("isolation: no network interface has MAC x"));
-    service.prepare(&context_with_notification(), None).await;
+    service
+        .prepare(&context_with_notification(), PrepareRequest::default())
+        .await;
 
     assert!(fx.runtime.calls().is_empty(), "no runtime call at all");
     assert_eq!(
@@ -437,7 +447,9 @@ async fn prepare_with_a_failing_pull_reports_failed_to_spawn_with_the_registry()
     let fx = Fixture::new();
     *fx.runtime.pull_error.lock().expect("lock") = Some("connection refused".into());
     let service = fx.service(false, None);
-    service.prepare(&context_with_notification(), None).await;
+    service
+        .prepare(&context_with_notification(), PrepareRequest::default())
+        .await;
 
     let events = fx.sink.events();
     assert_eq!(
@@ -457,7 +469,9 @@ async fn prepare_fails_early_when_the_container_exits() {
     let fx = Fixture::new();
     *fx.runtime.start_as.lock().expect("lock") = Some(ContainerStatus::Exited);
     let service = fx.service(false, None);
-    service.prepare(&Context::fresh(), None).await;
+    service
+        .prepare(&Context::fresh(), PrepareRequest::default())
+        .await;
     let events = fx.sink.events();
     assert_eq!(
         events,
@@ -479,7 +493,9 @@ async fn prepare_times_out_when_the_port_never_answers() {
         fx.probe.clone(),
         None,
     );
-    service.prepare(&context_with_notification(), None).await;
+    service
+        .prepare(&context_with_notification(), PrepareRequest::default())
+        .await;
     let events = fx.sink.events();
     assert_eq!(events[1], "heartbeat failed to spawn");
     assert!(
@@ -502,7 +518,9 @@ async fn an_existing_container_is_just_started() {
         .expect("container")
         .status = ContainerStatus::Exited;
     let service = fx.service(false, None);
-    service.prepare(&Context::fresh(), None).await;
+    service
+        .prepare(&Context::fresh(), PrepareRequest::default())
+        .await;
     assert_eq!(fx.runtime.calls(), vec!["start database"]);
     assert_eq!(
         fx.sink.events(),

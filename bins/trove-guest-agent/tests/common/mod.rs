@@ -255,6 +255,9 @@ pub struct AgentSetup {
     pub container_name: String,
     /// `state_change_wait_time` in seconds.
     pub wait_seconds: u64,
+    /// `datastore_manager`: `testdb` (a plain container, readiness on its port) unless a
+    /// test runs the MariaDB image ([`AgentSetup::use_mariadb`]).
+    pub datastore: String,
 }
 
 impl AgentSetup {
@@ -274,8 +277,22 @@ impl AgentSetup {
             port: 3306,
             container_name: format!("nti-agent-{}", &guest_id[..8]),
             wait_seconds: 10,
+            datastore: "testdb".into(),
             guest_id,
         }
+    }
+
+    /// The database is the provisioned MariaDB image, listening on `port` (the datastore
+    /// is `mariadb`: the agent sets it up as Trove's MySQL manager does).
+    pub fn use_mariadb(&mut self, port: u16) {
+        self.image = format!(
+            "{}/trove-netiso/mariadb",
+            netiso_runtime::test_support::guest_registry()
+        );
+        self.version = "10.11".into();
+        self.port = port;
+        self.datastore = "mariadb".into();
+        self.wait_seconds = 180;
     }
 
     /// The database is `image` (name, tag as the datastore version, its echo port).
@@ -325,9 +342,10 @@ impl AgentSetup {
         std::fs::create_dir_all(&conf).expect("conf.d");
         std::fs::create_dir_all(dir.join("data")).expect("data");
         let mut info = format!(
-            "[DEFAULT]\nguest_id={}\ndatastore_manager=testdb\ndatastore_version={}\n\
+            "[DEFAULT]\nguest_id={}\ndatastore_manager={}\ndatastore_version={}\n\
              tenant_id=t1\nnetwork_isolation={}\n",
             self.guest_id,
+            self.datastore,
             self.version,
             if self.network_isolation {
                 "True"
@@ -346,13 +364,15 @@ impl AgentSetup {
         let agent = format!(
             "[DEFAULT]\ntransport_url={}\ncontrol_exchange={}\nconductor_queue={}\n\
              state_change_wait_time={}\n\n\
-             [testdb]\ndocker_image={}\ntcp_ports={}\nmount_point={}\n\n\
+             [{}]\ndocker_image={}\ntcp_ports={}\nmount_point={}\n\n\
              [netiso]\ndocker_socket={}\ndocker_exec_root={}\nstate_dir={}\n\
-             tenant_nic_file={}\ndatabase_container={}\n",
+             tenant_nic_file={}\ndatabase_container={}\n\
+             mysql_config_dir={}\nmysql_socket_dir={}\n",
             guest_url().replace("amqp://", "rabbit://"),
             self.exchange,
             self.conductor_queue,
             self.wait_seconds,
+            self.datastore,
             self.image,
             self.port,
             dir.join("data").display(),
@@ -362,6 +382,8 @@ impl AgentSetup {
             dir.join("state").display(),
             tenant_nic_file.display(),
             self.container_name,
+            dir.join("etc-mysql").display(),
+            dir.join("mysqld").display(),
         );
         std::fs::write(conf.join("trove-guestagent.conf"), agent).expect("agent conf");
         conf

@@ -1,7 +1,11 @@
 """Casts `prepare` to a guest as Trove's taskmanager does (trove/guestagent/api.py), with
 python oslo.messaging and Trove's SecureSerializer keyed with the instance key.
 
-usage: taskmanager_cast_prepare.py URL EXCHANGE GUEST_ID KEY DS_VERSION
+usage: taskmanager_cast_prepare.py URL EXCHANGE GUEST_ID KEY DS_VERSION DATASTORE MOUNT_POINT
+                                   PORT [DEVICE_PATH]
+The request carries one database, one user granted on it (password from the environment
+variable APP_PASSWORD) and a `config_contents` that sets the server's port and
+max_connections = 200, as the taskmanager's rendered config template would.
 Prints one JSON line: {"cast": "prepare", "request_id": ...}.
 """
 import json
@@ -23,7 +27,9 @@ from trove_serializers import SecureSerializer, make_transport  # noqa: E402
 
 
 def main():
-    url, exchange, guest_id, key, ds_version = sys.argv[1:6]
+    url, exchange, guest_id, key, ds_version, datastore, mount_point, port = sys.argv[1:9]
+    device_path = sys.argv[9] if len(sys.argv) > 9 else None
+    password = os.environ["APP_PASSWORD"]
     _, transport = make_transport(url)
     # Trove's guest API: topic "guestagent.<id>", no server, API base version 1.0 with a
     # version cap; prepare is sent at 1.1 (ds_version added there).
@@ -43,7 +49,7 @@ def main():
         "is_admin_project": True, "limit": None, "marker": None, "service_catalog": [],
         "trove_notification": {
             "request_id": request_id, "server_type": "guest", "tenant_id": project,
-            "name": "db1", "flavor_id": "d2", "datastore": "testdb",
+            "name": "db1", "flavor_id": "d2", "datastore": datastore,
             "datastore_version": ds_version, "instance_id": guest_id,
             "notification_classname": "trove.common.notification.DBaaSInstanceCreate",
         },
@@ -54,13 +60,13 @@ def main():
         packages=None,
         databases=[{"_name": "app", "_character_set": "utf8mb4", "_collate": "utf8mb4_general_ci"}],
         memory_mb=2048,
-        users=[{"_name": "appuser", "_host": "%", "_password": "never-logged-s3cr3t",
+        users=[{"_name": "appuser", "_host": "%", "_password": password,
                 "_databases": [{"_name": "app", "_collate": None, "_character_set": None}],
                 "_is_root": False}],
-        device_path="/dev/vdb",
-        mount_point="/var/lib/mysql",
+        device_path=device_path,
+        mount_point=mount_point,
         backup_info=None,
-        config_contents="[mysqld]\nmax_connections = 200\n",
+        config_contents="[mysqld]\nport = %s\nmax_connections = 200\n" % port,
         root_password=None,
         overrides={},
         cluster_config=None,

@@ -32,6 +32,7 @@ use crate::isolation::{
     self, ApplyReport, Guard, GuardOptions, GuardReport, IsolationError, IsolationTarget,
     WhenAbsent,
 };
+use crate::mysql::{Layout, MysqlSettings};
 use crate::preflight::{self, PreflightFailure, PreflightReport};
 use crate::rpc::{self, ConductorSink, DatabaseSettings, GuestService, InFlight, TcpProbe};
 
@@ -292,6 +293,21 @@ fn database_settings(config: &AgentConfig, tenant_nic: Option<TenantNic>) -> Dat
         mount_point: guest.datastore.as_ref().map(|d| d.mount_point.clone()),
         state_change_wait_time: guest.state_change_wait_time,
         state_dir: guest.netiso.state_dir.clone(),
+        volume: guest.volume.clone(),
+        mysql: guest
+            .datastore
+            .as_ref()
+            .filter(|d| crate::mysql::is_mysql(&d.manager))
+            .map(|d| MysqlSettings {
+                manager: d.manager.clone(),
+                layout: Layout {
+                    config_dir: guest.netiso.mysql_config_dir.clone(),
+                    socket_dir: guest.netiso.mysql_socket_dir.clone(),
+                    mount_point: d.mount_point.clone(),
+                    uid: d.database_service_uid,
+                    gid: d.database_service_gid,
+                },
+            }),
     }
 }
 

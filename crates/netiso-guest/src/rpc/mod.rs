@@ -2,7 +2,7 @@
 //!
 //! Implemented for real: `rpc_ping`, `prepare` (cast), `restart`, `stop_db`,
 //! `start_db_with_conf_changes` and `get_filesystem_stats`; the logic is in
-//! [`GuestService`]. Every other method of Trove's `guestagent/api.py` answers a clear
+//! [`GuestService`], with the MySQL/MariaDB datastore layer in [`crate::mysql`]. Every other method of Trove's `guestagent/api.py` answers a clear
 //! `NotSupported` failure (or, for a cast, reports it to the conductor when the request
 //! carries a notification), never a silent success. `get_hwinfo`, `get_diagnostics` and
 //! `update_guest` stay unknown (`NoSuchMethod`), exactly as with Trove's Python guest.
@@ -14,9 +14,11 @@ mod filesystem;
 mod service;
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use netiso_config::Secret;
 use netiso_messaging::{Args, Context, Dispatcher, HandlerError};
 use serde_json::Value;
 use tokio::sync::watch;
@@ -24,7 +26,7 @@ use tokio::sync::watch;
 pub use filesystem::{filesystem_stats, to_gb};
 pub use service::{
     CONFIG_CONTENTS_FILE, ConductorSink, DatabaseError, DatabaseSettings, GuestService,
-    PREPARE_END_FILE, PortProbe, ProbeTarget, StatusSink, TcpProbe, status_of,
+    PREPARE_END_FILE, PortProbe, PrepareRequest, ProbeTarget, StatusSink, TcpProbe, status_of,
 };
 
 /// The guest API version this agent implements (Trove's `API_LATEST_VERSION`).
@@ -192,27 +194,23 @@ pub fn dispatcher(service: Arc<GuestService>, in_flight: &InFlight) -> Dispatche
         &service,
         in_flight,
         |svc, ctx, mut args| async move {
-            let ds_version: Option<String> = args.take_opt("ds_version")?;
-            // Users, databases, passwords and configuration belong to the datastore layer,
-            // which this agent does not include: say so (counts only, values are secrets),
-            // lose nothing silently.
-            let mut count = |name: &str| {
-                args.take_opt::<Vec<Value>>(name)
-                    .ok()
-                    .flatten()
-                    .map_or(0, |list| list.len())
+            // Arguments that do not parse are reported like any other prepare failure
+            // (`failed to spawn` and `notify_exc_info`): a cast has no reply.
+            let request = match prepare_request(&mut args) {
+                Ok(request) => request,
+                Err(e) => {
+                    let message = format!("invalid prepare request: {}", e.message);
+                    tracing::error!(error = %message, "prepare refused");
+                    svc.heartbeat(netiso_messaging::ServiceStatus::FailedToSpawn)
+                        .await;
+                    svc.report_cast_failure(&ctx, &message).await;
+                    return Ok(Value::Null);
+                }
             };
-            let (databases, users) = (count("databases"), count("users"));
-            if databases + users > 0 {
-                tracing::warn!(
-                    databases,
-                    users,
-                    "prepare asks for databases and users; this agent starts the container \
-                     only and does not create them"
-                );
-            }
+            // packages, memory_mb, backup_info, cluster_config, snapshot and modules are
+            // not acted on.
             drop(args);
-            svc.prepare(&ctx, ds_version).await;
+            svc.prepare(&ctx, request).await;
             Ok(Value::Null)
         },
     );
@@ -285,6 +283,24 @@ pub fn dispatcher(service: Arc<GuestService>, in_flight: &InFlight) -> Dispatche
         );
     }
     dispatcher
+}
+
+/// `prepare`'s arguments as the service takes them.
+fn prepare_request(args: &mut Args) -> Result<PrepareRequest, HandlerError> {
+    let path = |text: Option<String>| text.filter(|t| !t.is_empty()).map(PathBuf::from);
+    Ok(PrepareRequest {
+        ds_version: args.take_opt("ds_version")?,
+        databases: args.take_opt("databases")?,
+        users: args.take_opt("users")?,
+        config_contents: args.take_opt("config_contents")?,
+        root_password: args
+            .take_opt::<String>("root_password")?
+            .filter(|p| !p.is_empty())
+            .map(Secret::new),
+        overrides: args.take_opt("overrides")?,
+        device_path: path(args.take_opt("device_path")?),
+        mount_point: path(args.take_opt("mount_point")?),
+    })
 }
 
 fn to_handler_error(error: DatabaseError) -> HandlerError {

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use netiso_config::{IsolationMode, TenantNic};
+use netiso_config::{IsolationMode, Secret, TenantNic, VolumeSettings};
 use netiso_messaging::{ConductorClient, Context, ServiceStatus};
 use netiso_netlink::Namespace;
 use netiso_runtime::{
@@ -19,6 +19,10 @@ use netiso_runtime::{
 use serde_json::Value;
 use tokio::sync::Mutex;
 use tracing::{debug, error, info, warn};
+
+use crate::mysql::{Layout, MysqlSettings};
+
+mod mysql;
 
 /// File (in the state directory) whose presence says `prepare` completed, like Trove's
 /// `/opt/trove-guestagent/.guestagent.prepare.end`: periodic heartbeats start only then.
@@ -179,6 +183,63 @@ pub struct DatabaseSettings {
     pub state_change_wait_time: Duration,
     /// Our state directory (prepare marker, last configuration).
     pub state_dir: PathBuf,
+    /// How `prepare` formats and mounts the data volume.
+    pub volume: VolumeSettings,
+    /// The MySQL/MariaDB layer when `datastore_manager` is `mysql` or `mariadb`: root
+    /// password, configuration files, databases and users, and readiness through the
+    /// server's socket. `None` runs any other image as a plain container whose readiness
+    /// is its first TCP port answering.
+    pub mysql: Option<MysqlSettings>,
+}
+
+/// The arguments of `prepare` (rpc-wire-protocol §15.1) the agent acts on. `Debug` shows
+/// counts only: users carry passwords.
+#[derive(Clone, Default)]
+pub struct PrepareRequest {
+    /// The image tag.
+    pub ds_version: Option<String>,
+    /// Trove's serialized databases.
+    pub databases: Option<Value>,
+    /// Trove's serialized users (with passwords).
+    pub users: Option<Value>,
+    /// The rendered `my.cnf`.
+    pub config_contents: Option<String>,
+    /// A root password to enable root with; `None` generates one and keeps root local.
+    pub root_password: Option<Secret>,
+    /// Configuration overrides (option → value).
+    pub overrides: Option<Value>,
+    /// The data volume's device; `None` uses the mount point as a plain directory.
+    pub device_path: Option<PathBuf>,
+    /// The data volume's mount point; `None` uses the configured one.
+    pub mount_point: Option<PathBuf>,
+}
+
+impl PrepareRequest {
+    /// A request that only names the image tag.
+    pub fn version(ds_version: Option<String>) -> Self {
+        Self {
+            ds_version,
+            ..Self::default()
+        }
+    }
+
+    fn count(value: Option<&Value>) -> usize {
+        value.and_then(Value::as_array).map_or(0, Vec::len)
+    }
+}
+
+impl std::fmt::Debug for PrepareRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PrepareRequest")
+            .field("ds_version", &self.ds_version)
+            .field("databases", &Self::count(self.databases.as_ref()))
+            .field("users", &Self::count(self.users.as_ref()))
+            .field("config_contents", &self.config_contents.is_some())
+            .field("root_password", &self.root_password)
+            .field("device_path", &self.device_path)
+            .field("mount_point", &self.mount_point)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why a database operation failed.
@@ -215,6 +276,18 @@ pub enum DatabaseError {
         /// Its state.
         state: String,
     },
+    /// The request asks for something invalid (a bad name, a user without a password).
+    #[error("invalid prepare request: {0}")]
+    Input(String),
+    /// The data volume could not be mounted; it is left as it was.
+    #[error(transparent)]
+    Volume(#[from] crate::volume::VolumeError),
+    /// A file of the database's layout could not be written or read.
+    #[error(transparent)]
+    Files(#[from] crate::mysql::FileError),
+    /// The database server refused a statement or a login.
+    #[error(transparent)]
+    Sql(#[from] crate::mysql::SqlError),
     /// A state file could not be written.
     #[error("cannot write {path}: {error}")]
     State {
@@ -295,6 +368,9 @@ impl GuestService {
 
     /// The status report for the periodic heartbeat: the container's state.
     pub async fn current_status(&self) -> ServiceStatus {
+        if let Some(mysql) = &self.settings.mysql {
+            return self.mysql_status(&mysql.layout).await;
+        }
         match self.runtime.inspect(&self.settings.container_name).await {
             Ok(info) => status_of(info.as_ref()),
             Err(e) => {
@@ -341,9 +417,9 @@ impl GuestService {
         }
     }
 
-    /// `prepare`: `building`, start the database, then `healthy` and `notify_end`, or
-    /// `failed to spawn` and `notify_exc_info` with the reason.
-    pub async fn prepare(&self, context: &Context, ds_version: Option<String>) {
+    /// `prepare`: `building`, set the database up and start it, then `healthy` and
+    /// `notify_end`, or `failed to spawn` and `notify_exc_info` with the reason.
+    pub async fn prepare(&self, context: &Context, request: PrepareRequest) {
         let _lifecycle = self.lifecycle.lock().await;
         let started = Instant::now();
         if let Some(reason) = &self.refusal {
@@ -354,7 +430,25 @@ impl GuestService {
             return;
         }
         self.heartbeat(ServiceStatus::Building).await;
-        match self.start_database(ds_version, false).await {
+        let outcome = match &self.settings.mysql {
+            Some(mysql) => self.prepare_mysql(mysql, request).await,
+            None => {
+                let (databases, users) = (
+                    PrepareRequest::count(request.databases.as_ref()),
+                    PrepareRequest::count(request.users.as_ref()),
+                );
+                if databases + users > 0 {
+                    warn!(
+                        databases,
+                        users,
+                        "prepare asks for databases and users, but this datastore is not MySQL: \
+                         the container is started only"
+                    );
+                }
+                self.start_database(request.ds_version, false).await
+            }
+        };
+        match outcome {
             Ok(()) => {
                 if let Err(e) = self.mark_prepared() {
                     error!(error = %e, "prepare completed but its marker was not written");
@@ -405,9 +499,10 @@ impl GuestService {
         Ok(())
     }
 
-    /// `start_db_with_conf_changes`: keeps `config_contents` in the state directory (for the
-    /// datastore layer; this agent does not interpret datastore configuration), recreates the
-    /// container when `ds_version` names another image, starts it and waits until it answers.
+    /// `start_db_with_conf_changes`: MySQL gets `config_contents` as its `my.cnf` and is
+    /// stopped so that it reads it; another datastore's contents are kept in the state
+    /// directory. Then the container is recreated when `ds_version` names another image,
+    /// started, and waited for until it answers.
     pub async fn start_db_with_conf_changes(
         &self,
         config_contents: Option<String>,
@@ -416,9 +511,24 @@ impl GuestService {
         let _lifecycle = self.lifecycle.lock().await;
         self.refuse_if_unsafe()?;
         if let Some(contents) = config_contents {
-            let path = self.settings.state_dir.join(CONFIG_CONTENTS_FILE);
-            write_atomically(&path, contents.as_bytes())?;
-            info!(path = %path.display(), "configuration contents saved");
+            match &self.settings.mysql {
+                Some(mysql) => {
+                    mysql.layout.write_config(Some(&contents))?;
+                    info!(config_dir = %mysql.layout.config_dir.display(), "my.cnf rewritten");
+                    // The server reads its configuration at start only.
+                    self.runtime
+                        .stop(
+                            &self.settings.container_name,
+                            self.settings.state_change_wait_time,
+                        )
+                        .await?;
+                }
+                None => {
+                    let path = self.settings.state_dir.join(CONFIG_CONTENTS_FILE);
+                    write_atomically(&path, contents.as_bytes())?;
+                    info!(path = %path.display(), "configuration contents saved");
+                }
+            }
         }
         self.start_database(ds_version, true).await?;
         self.heartbeat(ServiceStatus::Healthy).await;
@@ -499,13 +609,18 @@ impl GuestService {
             info!(container = %name, "starting the existing database container");
             self.runtime.start(name).await?;
         } else {
-            self.create_database(&image).await?;
+            let mysql = match &self.settings.mysql {
+                Some(mysql) => Some((&mysql.layout, self.saved_root_password(&mysql.layout)?)),
+                None => None,
+            };
+            self.pull(&image).await?;
+            self.create_database(&image, mysql.as_ref().map(|(l, p)| (*l, p)))
+                .await?;
         }
         self.wait_ready().await
     }
 
-    async fn create_database(&self, image: &ImageReference) -> Result<(), DatabaseError> {
-        let name = &self.settings.container_name;
+    async fn pull(&self, image: &ImageReference) -> Result<(), DatabaseError> {
         let pulled = Instant::now();
         let credentials = self
             .settings
@@ -518,6 +633,17 @@ impl GuestService {
             })
             .await?;
         info!(%image, took_ms = pulled.elapsed().as_millis() as u64, "image pulled");
+        Ok(())
+    }
+
+    /// Creates and starts the container from a pulled image: the MySQL container when
+    /// `mysql` gives its layout and root password, else the image as it is.
+    async fn create_database(
+        &self,
+        image: &ImageReference,
+        mysql: Option<(&Layout, &Secret)>,
+    ) -> Result<(), DatabaseError> {
+        let name = &self.settings.container_name;
         let network = match (&self.settings.mode, &self.settings.tenant_nic) {
             (IsolationMode::Isolated { .. }, Some(nic)) => {
                 let status = self
@@ -537,7 +663,12 @@ impl GuestService {
                 published_tcp_ports: self.settings.tcp_ports.clone(),
             },
         };
-        let spec = ContainerSpec::new(name.clone(), image.clone(), network);
+        let spec = match mysql {
+            Some((layout, root_password)) => {
+                crate::mysql::container_spec(name, image.clone(), network, layout, root_password)
+            }
+            None => ContainerSpec::new(name.clone(), image.clone(), network),
+        };
         self.runtime.run(&spec).await?;
         info!(container = %name, %image, mode = %self.settings.mode, "database container started");
         Ok(())
@@ -574,10 +705,22 @@ impl GuestService {
         }
     }
 
+    /// Waits until the database answers: MySQL through its socket, another datastore on
+    /// its port.
+    async fn wait_ready(&self) -> Result<(), DatabaseError> {
+        match &self.settings.mysql {
+            Some(mysql) => {
+                let password = self.saved_root_password(&mysql.layout)?;
+                self.wait_mysql_ready(&mysql.layout, &password).await
+            }
+            None => self.wait_port_ready().await,
+        }
+    }
+
     /// Waits, at most `state_change_wait_time`, until the database port answers on the
     /// container's own address; fails early when the container stops. Without a port
     /// configured, waits for the runtime's health verdict instead.
-    async fn wait_ready(&self) -> Result<(), DatabaseError> {
+    async fn wait_port_ready(&self) -> Result<(), DatabaseError> {
         let name = &self.settings.container_name;
         let wait = self.settings.state_change_wait_time;
         let Some(&port) = self.settings.tcp_ports.first() else {
