@@ -217,10 +217,8 @@ async fn standard(
             .await;
     }
     let before = traffic_counters(settings, &guest).ok();
-    let prepared = s
-        .check("prepare-healthy", prepare(&guest, &image))
-        .await
-        .is_some();
+    let cast = s.check("prepare-healthy", prepare(&guest, &image)).await;
+    let prepared = cast.is_some();
     let after = traffic_counters(settings, &guest).ok();
     const NO_DATABASE: &str = "no database: prepare did not end healthy";
     if isolated {
@@ -235,7 +233,7 @@ async fn standard(
         {
             s.flow(flow);
         }
-        sql_checks(s, &guest, &image, prepared).await;
+        sql_checks(settings, s, &guest, &image, cast.as_ref()).await;
         isolation_checks(settings, s, &guest, prepared).await;
     } else {
         if !prepared {
@@ -250,7 +248,7 @@ async fn standard(
         {
             s.flow(flow);
         }
-        sql_checks(s, &guest, &image, prepared).await;
+        sql_checks(settings, s, &guest, &image, cast.as_ref()).await;
         if prepared {
             s.check(
                 "container-has-no-tenant-nic",
@@ -358,10 +356,17 @@ fn trove_prepare(guest: &Guest, image: &TestImage) -> serde_json::Value {
     )
 }
 
+/// When `prepare` was cast, and how long the guest took to report `healthy`.
+struct PrepareCast {
+    at: Instant,
+    healthy_after: Duration,
+}
+
 /// Casts `prepare` and waits for the `healthy` heartbeat.
-async fn prepare(guest: &Guest, image: &TestImage) -> Result<((), String)> {
+async fn prepare(guest: &Guest, image: &TestImage) -> Result<(PrepareCast, String)> {
     let controller = guest.controller();
     let mark = controller.mark();
+    let at = Instant::now();
     controller
         .cast("prepare", trove_prepare(guest, image))
         .await?;
@@ -371,6 +376,7 @@ async fn prepare(guest: &Guest, image: &TestImage) -> Result<((), String)> {
         })
         .await
         .map_err(|e| e.context(format!("agent log: {}", guest.agent_log_tail())))?;
+    let healthy_after = at.elapsed();
     let events = controller.events_since(mark);
     if outcome != ConductorEvent::Heartbeat("healthy".into()) {
         // The reason follows the status as `notify_exc_info`.
@@ -385,7 +391,10 @@ async fn prepare(guest: &Guest, image: &TestImage) -> Result<((), String)> {
             guest.agent_log_tail()
         );
     }
-    Ok(((), format!("conductor got {events:?}")))
+    Ok((
+        PrepareCast { at, healthy_after },
+        format!("conductor got {events:?}"),
+    ))
 }
 
 /// The client connects to the tenant address and gets MariaDB's greeting; the container's own
@@ -460,16 +469,22 @@ fn database_address() -> SocketAddr {
 /// The tenant's application over the tenant network: a row written and read back as the
 /// user `prepare` created, the row still there after `restart`, and the `max_connections` of
 /// `start_db_with_conf_changes` seen by the client where `prepare`'s was before.
-async fn sql_checks(s: &mut ScenarioReport<'_>, guest: &Guest, image: &TestImage, prepared: bool) {
-    if !prepared {
+async fn sql_checks(
+    settings: &Settings,
+    s: &mut ScenarioReport<'_>,
+    guest: &Guest,
+    image: &TestImage,
+    cast: Option<&PrepareCast>,
+) {
+    let Some(cast) = cast else {
         mark_not_run(s, SQL_CHECKS, "no database: prepare did not end healthy");
         return;
-    }
+    };
     let marker = format!("netiso-harness {}", guest.spec.guest_id);
-    let Some(flow) = s
+    let Some((flow, login_after)) = s
         .check(
             "sql-round-trip-as-prepared-user",
-            sql_round_trip(guest, &marker),
+            sql_round_trip(guest, &marker, cast.at),
         )
         .await
     else {
@@ -477,6 +492,14 @@ async fn sql_checks(s: &mut ScenarioReport<'_>, guest: &Guest, image: &TestImage
         return;
     };
     s.flow(flow);
+    if let Some(file) = &settings.measurements {
+        s.check("measurements", async {
+            let line = measure(guest, &image.tag, cast.healthy_after, login_after).await?;
+            append_line(file, &line)?;
+            Ok(((), line))
+        })
+        .await;
+    }
     s.check("restart-keeps-the-row", restart_keeps_row(guest, &marker))
         .await;
     s.check(
@@ -495,13 +518,19 @@ fn read_row(guest: &Guest) -> Result<String> {
     )
 }
 
-async fn sql_round_trip(guest: &Guest, marker: &str) -> Result<(String, String)> {
+/// Returns the flow and the time from the `prepare` cast to the first login.
+async fn sql_round_trip(
+    guest: &Guest,
+    marker: &str,
+    cast_at: Instant,
+) -> Result<((String, Duration), String)> {
     let server = database_address();
     let netns = &guest.tenant().client_netns;
     let (waited, user) = guest
         .login
         .first_login(netns, server, LOGIN_LIMIT)
         .map_err(|e| e.context(format!("agent log: {}", guest.agent_log_tail())))?;
+    let login_after = cast_at.elapsed();
     guest.login.run(
         netns,
         server,
@@ -513,14 +542,67 @@ async fn sql_round_trip(guest: &Guest, marker: &str) -> Result<(String, String)>
     let read = read_row(guest)?;
     ensure!(read == marker, "read back {read:?} instead of {marker:?}");
     Ok((
-        format!(
-            "client {CLIENT_ADDR} -> {server} MariaDB as {user} (created by prepare): row written and read back"
+        (
+            format!(
+                "client {CLIENT_ADDR} -> {server} MariaDB as {user} (created by prepare): row written and read back"
+            ),
+            login_after,
         ),
         format!(
-            "`mariadb` in {netns}: first login as {user} {} ms after healthy; row written and read back",
-            waited.as_millis()
+            "`mariadb` in {netns}: first login as {user} {} ms after healthy ({} ms after the prepare cast); row written and read back",
+            waited.as_millis(),
+            login_after.as_millis()
         ),
     ))
+}
+
+/// One measurement line: the timings and the resident memory of the agent and of the
+/// database's main process (mariadbd) right after the first login.
+async fn measure(
+    guest: &Guest,
+    tag: &str,
+    healthy_after: Duration,
+    login_after: Duration,
+) -> Result<String> {
+    let agent = resident_kib(guest.agent_pid()?)?;
+    let database = guest
+        .runtime
+        .inspect(DATABASE_CONTAINER)
+        .await?
+        .and_then(|info| info.pid)
+        .ok_or_else(|| anyhow!("the database container has no running process"))?;
+    let line = json!({
+        "runtime": guest.spec.runtime.as_str(),
+        "isolated": guest.spec.isolated,
+        "image_tag": tag,
+        "prepare_to_healthy_ms": u64::try_from(healthy_after.as_millis())?,
+        "prepare_to_login_ms": u64::try_from(login_after.as_millis())?,
+        "agent_rss_kib": agent,
+        "database_rss_kib": resident_kib(database)?,
+    });
+    Ok(line.to_string())
+}
+
+/// `VmRSS` of a process, in KiB.
+fn resident_kib(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("reading /proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| anyhow!("no VmRSS in /proc/{pid}/status"))
+}
+
+fn append_line(file: &std::path::Path, line: &str) -> Result<()> {
+    use std::io::Write as _;
+    let mut out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(file)
+        .with_context(|| format!("opening {}", file.display()))?;
+    writeln!(out, "{line}").with_context(|| format!("writing {}", file.display()))
 }
 
 async fn restart_keeps_row(guest: &Guest, marker: &str) -> Result<((), String)> {
@@ -916,22 +998,31 @@ async fn agent_killed_mid_prepare(guest: &mut Guest, image: &TestImage) -> Resul
         .await
         .map_err(|e| e.context(format!("agent log: {}", guest.agent_log_tail())))?;
     let answered = killed.elapsed();
-    // Trove's taskmanager re-drives an instance whose prepare was lost with
-    // start_db_with_conf_changes; it must converge on one database.
+    // The prepare died with the agent before the root password was kept, so nothing can
+    // start the database but another prepare (the taskmanager's retry); it must converge on
+    // one database, reusing whatever the first attempt left.
+    let mark = guest.controller().mark();
     guest
         .controller()
-        .call(
-            "start_db_with_conf_changes",
-            json!({"config_contents": null, "ds_version": image.tag}),
-            PREPARE_LIMIT,
-        )
+        .cast("prepare", trove_prepare(guest, image))
+        .await?;
+    let outcome = guest
+        .controller()
+        .wait_event(mark, PREPARE_LIMIT, |e| {
+            matches!(e, ConductorEvent::Heartbeat(s) if s == "healthy" || s == "failed to spawn")
+        })
         .await
         .map_err(|e| e.context(format!("agent log: {}", guest.agent_log_tail())))?;
+    ensure!(
+        outcome == ConductorEvent::Heartbeat("healthy".into()),
+        "the second prepare ended {outcome:?}; agent log: {}",
+        guest.agent_log_tail()
+    );
     let id = database_serves(guest).await?;
     Ok((
         (),
         format!(
-            "SIGKILL after `building` (container {} then); new agent answered in {} ms; start_db_with_conf_changes converged on one container {}",
+            "SIGKILL after `building` (container {} then); new agent answered in {} ms; a second prepare converged on one container {}",
             if existed {
                 "created"
             } else {
