@@ -187,7 +187,34 @@ async fn python_taskmanager_casts_prepare_and_the_user_logs_in_with_heartbeats()
     assert!(info.networks.contains_key("bridge"), "{info:?}");
     assert!(run.dir.path().join("state/guestagent.prepare.end").exists());
 
-    let log = run.agent.log_text();
+    // A restarted agent heartbeats the server's status periodically: `healthy` while root
+    // logs in through the socket, `shutdown` once the container is stopped.
+    let first_log = run.agent.log_text();
+    run.restart_agent("agent-restarted.log", &["--heartbeat-interval", "1"])
+        .await;
+    let periodic = run.conductor.next(Duration::from_secs(30)).await;
+    assert_eq!(
+        (periodic.method.as_str(), periodic.status()),
+        ("heartbeat", Some("healthy")),
+        "{periodic:?}"
+    );
+    docker
+        .stop(container.name(), Duration::from_secs(60))
+        .await
+        .expect("stop the database");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let event = run.conductor.next(Duration::from_secs(30)).await;
+        if event.status() == Some("shutdown") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no shutdown heartbeat after the stop: {event:?}"
+        );
+    }
+
+    let log = format!("{first_log}{}", run.agent.log_text());
     assert!(
         log.contains("server secured, databases and users created"),
         "the agent says what it did:\n{log}"

@@ -83,6 +83,9 @@ pub struct NetisoSettings {
     /// `/var/run/mysqld`, where the agent finds the server's socket (Trove's
     /// `/var/lib/mysqld`).
     pub mysql_socket_dir: PathBuf,
+    /// `fstab_file`: where `prepare` records the data volume's mount (Trove writes
+    /// `/etc/fstab`), so that a reboot mounts it before the database restarts.
+    pub fstab_file: PathBuf,
 }
 
 /// Docker's container-name rule (`[a-zA-Z0-9][a-zA-Z0-9_.-]*`), which containerd ids
@@ -196,6 +199,7 @@ impl NetisoSettings {
             docker_daemon_config: path("docker_daemon_config", DAEMON_JSON_PATH)?,
             mysql_config_dir: path("mysql_config_dir", "/etc/mysql")?,
             mysql_socket_dir: path("mysql_socket_dir", "/var/lib/mysqld")?,
+            fstab_file: path("fstab_file", "/etc/fstab")?,
         })
     }
 

@@ -134,6 +134,7 @@ fn real_guest_info_conf_alone() {
     );
     assert_eq!(config.netiso.mysql_config_dir, Path::new("/etc/mysql"));
     assert_eq!(config.netiso.mysql_socket_dir, Path::new("/var/lib/mysqld"));
+    assert_eq!(config.netiso.fstab_file, Path::new("/etc/fstab"));
     assert_eq!(
         config.volume,
         VolumeSettings {

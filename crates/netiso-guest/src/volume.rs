@@ -4,9 +4,10 @@
 //! (`e2fsck -p`); then it is mounted on the mount point with `mount_options`.
 //!
 //! Nothing is changed on a device that fails a check: a missing device, a device with a
-//! filesystem of another type, or a device mounted elsewhere is refused as it is. Unlike
-//! Trove, `/etc/fstab` is not written (the agent mounts the volume before starting the
-//! database).
+//! filesystem of another type, or a device mounted elsewhere is refused as it is. After a
+//! mount, the volume gets a line in the fstab (Trove's `write_to_fstab`), so that a reboot
+//! mounts it before dockerd restarts the database: without it the container would start on
+//! an empty folder of the root disk and initialise a new, empty database there.
 
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
@@ -61,6 +62,14 @@ pub enum VolumeError {
         /// The tool's output or the error.
         message: String,
     },
+    /// The fstab could not be updated.
+    #[error("cannot record the data volume in {}: {message}", fstab.display())]
+    Fstab {
+        /// The fstab file.
+        fstab: PathBuf,
+        /// The error.
+        message: String,
+    },
     /// The mount itself failed.
     #[error("data volume {}: Could not mount on {}: {message}", device.display(), mount_point.display())]
     Mount {
@@ -84,8 +93,21 @@ pub enum VolumeOutcome {
     FormattedAndMounted,
 }
 
-/// Mounts `device` on `mount_point`, formatting it first only when it is blank.
+/// Mounts `device` on `mount_point`, formatting it first only when it is blank, and
+/// records the mount in `fstab` (Trove: `/etc/fstab`) unless a line for `mount_point` is
+/// there already.
 pub async fn prepare(
+    device: &Path,
+    mount_point: &Path,
+    settings: &VolumeSettings,
+    fstab: &Path,
+) -> Result<VolumeOutcome, VolumeError> {
+    let outcome = mount_volume(device, mount_point, settings).await?;
+    record_in_fstab(fstab, device, mount_point, settings)?;
+    Ok(outcome)
+}
+
+async fn mount_volume(
     device: &Path,
     mount_point: &Path,
     settings: &VolumeSettings,
@@ -137,6 +159,66 @@ pub async fn prepare(
     } else {
         VolumeOutcome::Mounted
     })
+}
+
+/// Appends `device mount_point fstype options 0 0` (Trove's line) to `fstab`, through a
+/// temporary file and a rename, unless a line already mounts something on `mount_point`.
+fn record_in_fstab(
+    fstab: &Path,
+    device: &Path,
+    mount_point: &Path,
+    settings: &VolumeSettings,
+) -> Result<(), VolumeError> {
+    let failed = |message: String| VolumeError::Fstab {
+        fstab: fstab.to_owned(),
+        message,
+    };
+    let current = match std::fs::read_to_string(fstab) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(failed(e.to_string())),
+    };
+    let target = mount_point.to_string_lossy();
+    let present = current.lines().any(|line| {
+        let line = line.trim();
+        !line.starts_with('#')
+            && line
+                .split_whitespace()
+                .nth(1)
+                .is_some_and(|t| unescape_mount_field(t) == target)
+    });
+    if present {
+        return Ok(());
+    }
+    let escape = |p: &Path| {
+        p.to_string_lossy()
+            .replace('\\', "\\134")
+            .replace(' ', "\\040")
+            .replace('\t', "\\011")
+    };
+    let mut text = current;
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str(&format!(
+        "{}\t{}\t{}\t{}\t0\t0\n",
+        escape(device),
+        escape(mount_point),
+        settings.fstype,
+        settings.mount_options
+    ));
+    let temporary = fstab.with_extension("netiso-tmp");
+    std::fs::write(&temporary, text)
+        .and_then(|()| {
+            std::fs::set_permissions(
+                &temporary,
+                std::os::unix::fs::PermissionsExt::from_mode(0o644),
+            )
+        })
+        .and_then(|()| std::fs::rename(&temporary, fstab))
+        .map_err(|e| failed(e.to_string()))?;
+    info!(fstab = %fstab.display(), mount_point = %target, "data volume recorded in fstab");
+    Ok(())
 }
 
 fn canonical_device(device: &Path) -> Result<PathBuf, VolumeError> {
@@ -359,15 +441,33 @@ mod tests {
         };
         let dir = tempfile::tempdir().expect("tempdir");
         let missing = dir.path().join("vdb");
-        let error = prepare(&missing, &dir.path().join("mnt"), &settings)
+        let fstab = dir.path().join("fstab");
+        let error = prepare(&missing, &dir.path().join("mnt"), &settings, &fstab)
             .await
             .expect_err("missing");
         assert!(error.to_string().contains("No such file"), "{error}");
         std::fs::write(&missing, b"not a disk").expect("write");
-        let error = prepare(&missing, &dir.path().join("mnt"), &settings)
+        let error = prepare(&missing, &dir.path().join("mnt"), &settings, &fstab)
             .await
             .expect_err("regular file");
         assert!(error.to_string().contains("not a block device"), "{error}");
         assert!(!dir.path().join("mnt").exists(), "nothing was created");
+        assert!(!fstab.exists(), "nothing was recorded");
+    }
+
+    #[test]
+    fn the_fstab_gets_trove_s_line_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fstab = dir.path().join("fstab");
+        std::fs::write(&fstab, "# static\nUUID=1 / ext4 defaults 0 1").expect("write");
+        let settings = VolumeSettings::default();
+        let mount_point = Path::new("/var/lib/my sql");
+        record_in_fstab(&fstab, Path::new("/dev/vdb"), mount_point, &settings).expect("add");
+        record_in_fstab(&fstab, Path::new("/dev/vdc"), mount_point, &settings).expect("kept");
+        assert_eq!(
+            std::fs::read_to_string(&fstab).expect("read"),
+            "# static\nUUID=1 / ext4 defaults 0 1\n\
+             /dev/vdb\t/var/lib/my\\040sql\text4\tdefaults,noatime\t0\t0\n"
+        );
     }
 }

@@ -28,6 +28,9 @@ use serde_json::{Value, json};
 
 const NAMESPACE: &str = "netiso-guest-mysql-test";
 const PASSWORD: &str = "cd-app-s3cr3t";
+/// `prepare`'s `root_password`: root is enabled from anywhere with it (Trove's
+/// `enable_root_on_prepare`).
+const ROOT_PASSWORD: &str = "cd-root-s3cr3t";
 
 fn env_or(name: &str, default: &str) -> String {
     std::env::var(name)
@@ -101,10 +104,11 @@ impl Drop for ContainerdContainerGuard {
     }
 }
 
-/// SQL as `appuser` from the client namespace to the container's tenant address.
-fn sql_from_the_tenant_network(
+/// SQL as `user` from the client namespace to the container's tenant address.
+fn sql_as(
     client: &TestNamespace,
     address: Ipv4Addr,
+    (user, password): (&str, &str),
     sql: &str,
 ) -> Result<String, String> {
     let output = std::process::Command::new("ip")
@@ -113,11 +117,11 @@ fn sql_from_the_tenant_network(
             "-h",
             &address.to_string(),
             "-u",
-            "appuser",
+            user,
             "--connect-timeout=5",
         ])
         .args(["-N", "-B", "app", "-e", sql])
-        .env("MYSQL_PWD", PASSWORD)
+        .env("MYSQL_PWD", password)
         .stdin(Stdio::null())
         .output()
         .map_err(|e| format!("cannot run the mariadb client: {e} ({PROVISION_HINT})"))?;
@@ -224,6 +228,7 @@ fn containerd_prepare_runs_mariadb_with_the_tenant_nic_and_the_user_logs_in() {
             state_change_wait_time: Duration::from_secs(180),
             state_dir: dir.path().join("state"),
             volume: VolumeSettings::default(),
+            fstab: dir.path().join("fstab"),
             mysql: Some(MysqlSettings {
                 manager: "mariadb".into(),
                 layout: layout.clone(),
@@ -245,6 +250,7 @@ fn containerd_prepare_runs_mariadb_with_the_tenant_nic_and_the_user_logs_in() {
                 "_databases": [{"_name": "app"}]}]),
             ),
             config_contents: Some("[mysqld]\nmax_connections = 199\n".into()),
+            root_password: Some(netiso_config::Secret::new(ROOT_PASSWORD)),
             mount_point: Some(layout.mount_point.clone()),
             ..PrepareRequest::default()
         };
@@ -268,7 +274,9 @@ fn containerd_prepare_runs_mariadb_with_the_tenant_nic_and_the_user_logs_in() {
         );
 
         let address = nic.ipv4.as_ref().expect("v4").address;
-        let (client, sql) = (&client, sql_from_the_tenant_network);
+        let client = &client;
+        let sql =
+            |client, address, query: &str| sql_as(client, address, ("appuser", PASSWORD), query);
         let answer = sql(
             client,
             address,
@@ -284,6 +292,17 @@ fn containerd_prepare_runs_mariadb_with_the_tenant_nic_and_the_user_logs_in() {
         assert_eq!(
             sql(client, address, "SELECT @@global.max_connections").expect("variable"),
             "199"
+        );
+
+        assert_eq!(
+            sql_as(
+                client,
+                address,
+                ("root", ROOT_PASSWORD),
+                "SELECT CURRENT_USER()"
+            )
+            .expect("root logs in from the tenant network with prepare's root_password"),
+            "root@%"
         );
 
         service.restart().await.expect("restart");

@@ -193,6 +193,7 @@ impl Guest {
             state_change_wait_time: Duration::from_secs(180),
             state_dir: dir.path().join("state"),
             volume: VolumeSettings::default(),
+            fstab: dir.path().join("fstab"),
             mysql: Some(MysqlSettings {
                 manager: "mariadb".into(),
                 layout,
@@ -256,6 +257,16 @@ impl Guest {
     }
 }
 
+/// A request context with a notification, so that a failure reaches the sink's
+/// `notify_exc_info` with its message.
+fn context() -> Context {
+    let mut context = Context::fresh();
+    context
+        .0
+        .insert("trove_notification".into(), json!({"request_id": "req-1"}));
+    context
+}
+
 async fn query_one(conn: &mut mysql_async::Conn, query: &str) -> String {
     conn.query_first::<String, _>(query)
         .await
@@ -275,13 +286,13 @@ async fn prepare_mounts_the_volume_creates_the_user_who_logs_in_and_restarts_kee
     let started = Instant::now();
     guest
         .service
-        .prepare(&Context::fresh(), guest.request(Some(&disk.device)))
+        .prepare(&context(), guest.request(Some(&disk.device)))
         .await;
     let took = started.elapsed();
     let events = guest.sink.events();
     assert_eq!(
         events,
-        ["heartbeat building", "heartbeat healthy"],
+        ["heartbeat building", "heartbeat healthy", "notify_end"],
         "prepare succeeded"
     );
     eprintln!("prepare (pull, format, mount, init, users) took {took:?}");
@@ -385,14 +396,40 @@ async fn prepare_mounts_the_volume_creates_the_user_who_logs_in_and_restarts_kee
     );
     drop(conn);
 
+    // Configuration groups: applied to the running server, and written for the next start.
+    guest
+        .service
+        .apply_overrides(Some(json!({"max_connections": 333})))
+        .await
+        .expect("apply_overrides");
+    let mut conn = guest.login("appuser", PASSWORD).await;
+    assert_eq!(
+        query_one(&mut conn, "SELECT @@global.max_connections").await,
+        "333"
+    );
+    drop(conn);
+    guest
+        .service
+        .update_overrides(Some(json!({"max_connections": 444})), false)
+        .await
+        .expect("update_overrides");
+    guest.service.restart().await.expect("restart");
+    let mut conn = guest.login("appuser", PASSWORD).await;
+    assert_eq!(
+        query_one(&mut conn, "SELECT @@global.max_connections").await,
+        "444",
+        "the user override wins over my.cnf after a restart"
+    );
+    drop(conn);
+
     // A second prepare (a retried cast) converges: same volume, same users.
     guest
         .service
-        .prepare(&Context::fresh(), guest.request(Some(&disk.device)))
+        .prepare(&context(), guest.request(Some(&disk.device)))
         .await;
     assert_eq!(
         guest.sink.events().last().map(String::as_str),
-        Some("heartbeat healthy")
+        Some("notify_end")
     );
     let docker = connect_docker().await;
     docker
@@ -406,13 +443,6 @@ async fn prepare_mounts_the_volume_creates_the_user_who_logs_in_and_restarts_kee
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_fails_to_spawn_and_leaves_the_volume_as_it_was() {
     require_root();
-    let context = || {
-        let mut context = Context::fresh();
-        context
-            .0
-            .insert("trove_notification".into(), json!({"request_id": "req-1"}));
-        context
-    };
     let last_exc = |guest: &Guest| {
         guest
             .sink
@@ -454,6 +484,23 @@ async fn bad_input_fails_to_spawn_and_leaves_the_volume_as_it_was() {
 
     assert_eq!(disk.filesystem(), None, "the disk is still blank");
 
+    // A configuration the server refuses: it exits, the restart policy restarts it, and
+    // prepare fails at once instead of waiting for state_change_wait_time.
+    let guest = Guest::new("badcnf", &mariadb_image()).await;
+    let mut request = guest.request(None);
+    request.config_contents = Some("[mysqld]\nno_such_option_netiso = 1\n".into());
+    let started = Instant::now();
+    guest.service.prepare(&context(), request).await;
+    let message = last_exc(&guest);
+    assert!(
+        message.contains("stopped while starting") && message.contains(guest.container.name()),
+        "{message}"
+    );
+    eprintln!(
+        "refused configuration reported after {:?}: {message}",
+        started.elapsed()
+    );
+
     // A blank device that cannot be written: mkfs fails, nothing is mounted or created.
     let read_only = LoopDisk::create(64, true);
     let guest = Guest::new("badin", &mariadb_image()).await;
@@ -487,21 +534,31 @@ async fn a_blank_disk_is_formatted_once_and_a_foreign_filesystem_is_left_alone()
     require_root();
     let dir = tempfile::tempdir().expect("tempdir");
     let settings = VolumeSettings::default();
+    let fstab = dir.path().join("fstab");
     let disk = LoopDisk::create(64, false);
     let mount_point = dir.path().join("mnt");
     disk.will_mount_on(&mount_point);
     assert_eq!(
-        volume::prepare(&disk.device, &mount_point, &settings).await,
+        volume::prepare(&disk.device, &mount_point, &settings, &fstab).await,
         Ok(VolumeOutcome::FormattedAndMounted)
     );
     std::fs::write(mount_point.join("marker"), b"data").expect("write on the volume");
+    let recorded = std::fs::read_to_string(&fstab).expect("fstab written");
     assert_eq!(
-        volume::prepare(&disk.device, &mount_point, &settings).await,
+        recorded,
+        format!(
+            "{}\t{}\text4\tdefaults,noatime\t0\t0\n",
+            disk.device.display(),
+            mount_point.display()
+        )
+    );
+    assert_eq!(
+        volume::prepare(&disk.device, &mount_point, &settings, &fstab).await,
         Ok(VolumeOutcome::AlreadyMounted)
     );
     run_command("umount", &[&mount_point.to_string_lossy()]).expect("umount");
     assert_eq!(
-        volume::prepare(&disk.device, &mount_point, &settings).await,
+        volume::prepare(&disk.device, &mount_point, &settings, &fstab).await,
         Ok(VolumeOutcome::Mounted),
         "an ext4 volume is mounted, not formatted again"
     );
@@ -510,7 +567,7 @@ async fn a_blank_disk_is_formatted_once_and_a_foreign_filesystem_is_left_alone()
         b"data"
     );
     let elsewhere = dir.path().join("other");
-    let error = volume::prepare(&disk.device, &elsewhere, &settings)
+    let error = volume::prepare(&disk.device, &elsewhere, &settings, &fstab)
         .await
         .expect_err("mounted elsewhere");
     assert!(error.to_string().contains("is mounted on"), "{error}");
@@ -518,9 +575,14 @@ async fn a_blank_disk_is_formatted_once_and_a_foreign_filesystem_is_left_alone()
 
     let swap = LoopDisk::create(64, false);
     run_command("mkswap", &[&swap.device.to_string_lossy()]).expect("mkswap");
-    let error = volume::prepare(&swap.device, &dir.path().join("swap"), &settings)
+    let error = volume::prepare(&swap.device, &dir.path().join("swap"), &settings, &fstab)
         .await
         .expect_err("swap");
     assert!(error.to_string().contains("`swap`"), "{error}");
+    assert_eq!(
+        std::fs::read_to_string(&fstab).expect("fstab"),
+        recorded,
+        "refused volumes are not recorded"
+    );
     assert_eq!(swap.filesystem().as_deref(), Some("swap"), "left as it was");
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use netiso_config::tenant_nic::{TenantIpv4, TenantNic};
 use netiso_config::{IsolationMode, PublishedPort};
+use netiso_guest::mysql::{Layout, MysqlSettings};
 use netiso_guest::rpc::{
     CONFIG_CONTENTS_FILE, DatabaseSettings, GuestService, PREPARE_END_FILE, PortProbe,
     PrepareRequest, ProbeTarget, StatusSink, status_of,
@@ -303,6 +304,7 @@ impl Fixture {
             state_change_wait_time: Duration::from_secs(3),
             state_dir: self.state.path().join("state"),
             volume: Default::default(),
+            fstab: self.state.path().join("fstab"),
             // A plain container: readiness is the scripted port probe.
             mysql: None,
         }
@@ -440,6 +442,74 @@ async fn prepare_after_failed_isolation_starts_nothing_and_reports_failed_to_spa
     assert!(refused.to_string().contains("not started on this VM"));
     // Stopping stays possible.
     service.stop_db().await.expect("stop_db");
+}
+
+#[tokio::test]
+async fn mysql_prepare_refuses_bad_users_and_databases_before_touching_anything() {
+    let fx = Fixture::new();
+    let mut settings = fx.settings(false);
+    settings.mysql = Some(MysqlSettings {
+        manager: "mysql".into(),
+        layout: Layout {
+            config_dir: fx.state.path().join("etc-mysql"),
+            socket_dir: fx.state.path().join("mysqld"),
+            mount_point: fx.state.path().join("volume"),
+            uid: 1001,
+            gid: 1001,
+        },
+    });
+    let service = GuestService::new(
+        settings,
+        fx.runtime.clone(),
+        fx.sink.clone(),
+        fx.probe.clone(),
+        None,
+    );
+    let cases = [
+        (
+            json!({"users": [{"_name": "nopass", "_host": "%"}]}),
+            "Cannot create user 'nopass': the user has no password",
+        ),
+        (
+            json!({"databases": [{"_name": "a;b"}]}),
+            "Cannot create database: 'a;b' is not a valid schema name",
+        ),
+        (
+            json!({"users": [{"_name": "u", "_password": "pw", "_host": "db.example"}]}),
+            "'db.example' is not a valid hostname",
+        ),
+        (
+            json!({"overrides": {"a\n[client]": 1}}),
+            "cannot be written to my.cnf",
+        ),
+    ];
+    for (args, expected) in cases {
+        let request = PrepareRequest {
+            databases: args.get("databases").cloned(),
+            users: args.get("users").cloned(),
+            overrides: args.get("overrides").cloned(),
+            device_path: Some(PathBuf::from("/dev/never-touched")),
+            ..PrepareRequest::default()
+        };
+        service.prepare(&context_with_notification(), request).await;
+        let events = fx.sink.events();
+        let last = events.last().expect("an event");
+        assert!(
+            last.starts_with("notify_exc_info invalid request: ") && last.contains(expected),
+            "{args}: {events:?}"
+        );
+        assert_eq!(
+            events[events.len() - 2],
+            "heartbeat failed to spawn",
+            "{events:?}"
+        );
+    }
+    assert!(fx.runtime.calls().is_empty(), "{:?}", fx.runtime.calls());
+    assert!(
+        !fx.state.path().join("etc-mysql").exists(),
+        "no file written"
+    );
+    assert!(!service.is_prepared());
 }
 
 #[tokio::test]

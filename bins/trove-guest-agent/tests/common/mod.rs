@@ -367,7 +367,7 @@ impl AgentSetup {
              [{}]\ndocker_image={}\ntcp_ports={}\nmount_point={}\n\n\
              [netiso]\ndocker_socket={}\ndocker_exec_root={}\nstate_dir={}\n\
              tenant_nic_file={}\ndatabase_container={}\n\
-             mysql_config_dir={}\nmysql_socket_dir={}\n",
+             mysql_config_dir={}\nmysql_socket_dir={}\nfstab_file={}\n",
             guest_url().replace("amqp://", "rabbit://"),
             self.exchange,
             self.conductor_queue,
@@ -384,6 +384,7 @@ impl AgentSetup {
             self.container_name,
             dir.join("etc-mysql").display(),
             dir.join("mysqld").display(),
+            dir.join("fstab").display(),
         );
         std::fs::write(conf.join("trove-guestagent.conf"), agent).expect("agent conf");
         conf

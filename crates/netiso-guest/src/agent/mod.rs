@@ -294,6 +294,7 @@ fn database_settings(config: &AgentConfig, tenant_nic: Option<TenantNic>) -> Dat
         state_change_wait_time: guest.state_change_wait_time,
         state_dir: guest.netiso.state_dir.clone(),
         volume: guest.volume.clone(),
+        fstab: guest.netiso.fstab_file.clone(),
         mysql: guest
             .datastore
             .as_ref()

@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 use netiso_config::Secret;
 use serde_json::Value;
 
+use super::models::InvalidInput;
+
 /// `/etc/mysql` in the container.
 pub const CONTAINER_CONFIG_DIR: &str = "/etc/mysql";
 /// `/var/run/mysqld` in the container.
@@ -156,6 +158,21 @@ impl Layout {
         self.write_readable(&path, &contents)
     }
 
+    /// The options of Trove's user override file, in order (none when absent).
+    pub fn read_user_overrides(&self) -> Result<Vec<(String, String)>, FileError> {
+        let path = self.config_dir.join("conf.d").join(USER_OVERRIDE_FILE);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(failed("read", &path)(e)),
+        };
+        Ok(text
+            .lines()
+            .filter_map(|line| line.split_once('='))
+            .map(|(key, value)| (key.trim().to_owned(), value.trim().to_owned()))
+            .collect())
+    }
+
     /// The password saved for `file` ([`ROOT_CNF`], [`ADMIN_CNF`]), `None` when absent.
     pub fn saved_password(&self, file: &str) -> Result<Option<Secret>, FileError> {
         let path = self.secrets_dir().join(file);
@@ -240,11 +257,14 @@ fn client_password(text: &str) -> Option<Secret> {
 /// `prepare`'s `overrides` (a JSON object of option → value) as `my.cnf` lines; values
 /// are written as MySQL reads them (`true`/`false` as `1`/`0`). Keys and values must not
 /// break the file: newlines, `[` and `=` in keys are refused.
-pub fn overrides_from_trove(value: Option<&Value>) -> Result<Vec<(String, String)>, String> {
+pub fn overrides_from_trove(value: Option<&Value>) -> Result<Vec<(String, String)>, InvalidInput> {
     let Some(object) = value.and_then(Value::as_object) else {
         return match value {
             None | Some(Value::Null) => Ok(Vec::new()),
-            Some(_) => Err("overrides is not an object".to_owned()),
+            Some(_) => Err(InvalidInput::Malformed {
+                what: "overrides".to_owned(),
+                problem: "it is not an object".to_owned(),
+            }),
         };
     };
     object
@@ -254,14 +274,22 @@ pub fn overrides_from_trove(value: Option<&Value>) -> Result<Vec<(String, String
                 Value::String(s) => s.clone(),
                 Value::Bool(b) => u8::from(*b).to_string(),
                 Value::Number(n) => n.to_string(),
-                other => return Err(format!("override `{key}` is not a scalar: {other}")),
+                other => {
+                    return Err(InvalidInput::Override {
+                        name: key.clone(),
+                        problem: format!("{other} is not a scalar"),
+                    });
+                }
             };
             let key_ok = !key.is_empty()
                 && key
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
             if !key_ok || text.contains(['\n', '\r']) {
-                return Err(format!("override `{key}` cannot be written to my.cnf"));
+                return Err(InvalidInput::Override {
+                    name: key.clone(),
+                    problem: "cannot be written to my.cnf".to_owned(),
+                });
             }
             Ok((key.clone(), text))
         })
@@ -341,6 +369,7 @@ mod tests {
         })))
         .expect("valid");
         layout.write_user_overrides(&overrides).expect("write");
+        assert_eq!(layout.read_user_overrides().expect("read"), overrides);
         let path = layout.config_dir.join("conf.d/20-user-001-common.cnf");
         assert_eq!(
             std::fs::read_to_string(&path).expect("read"),

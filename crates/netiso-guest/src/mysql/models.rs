@@ -72,6 +72,14 @@ pub enum InvalidInput {
         /// The host.
         host: String,
     },
+    /// A configuration option that cannot be written to `my.cnf` or set on the server.
+    #[error("configuration option `{name}`: {problem}")]
+    Override {
+        /// The option.
+        name: String,
+        /// What is wrong.
+        problem: String,
+    },
     /// A user without a password, or with one MySQL's quoting rules refuse.
     #[error("Cannot create user '{user}': {problem}")]
     Password {

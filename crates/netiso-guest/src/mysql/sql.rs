@@ -8,7 +8,7 @@ use std::fmt;
 
 use netiso_config::Secret;
 
-use super::models::{Schema, User};
+use super::models::{InvalidInput, Schema, User};
 
 /// Trove's administrative user, created on `prepare` with every privilege.
 pub const ADMIN_USER: &str = "os_admin";
@@ -163,6 +163,51 @@ pub fn insecure_accounts_query(keep_remote_root: bool) -> Statement {
     Statement::plain(text)
 }
 
+/// Trove's `SetServerVariable` (`apply_overrides`): `SET GLOBAL name=value`, booleans as
+/// 1/0, numbers as they are, sizes such as `16M` as bytes (Trove's `to_bytes`), other strings
+/// quoted; a name that is not a plain identifier is refused.
+pub fn set_global(name: &str, value: &serde_json::Value) -> Result<Statement, InvalidInput> {
+    use serde_json::Value;
+    let refuse = |problem: String| InvalidInput::Override {
+        name: name.to_owned(),
+        problem,
+    };
+    let variable = name.replace('-', "_");
+    if variable.is_empty()
+        || !variable
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_')
+    {
+        return Err(refuse("not a server variable name".to_owned()));
+    }
+    let value = match value {
+        Value::Bool(b) => u8::from(*b).to_string(),
+        Value::Number(n) => n.to_string(),
+        Value::String(text) => match size_in_bytes(text) {
+            Some(bytes) => bytes.to_string(),
+            None => string(text),
+        },
+        other => return Err(refuse(format!("{other} is not a scalar"))),
+    };
+    Ok(Statement::plain(format!("SET GLOBAL {variable}={value}")))
+}
+
+/// `16M` → 16777216 (K, M, G, T as powers of 1024), as Trove's `to_bytes`.
+fn size_in_bytes(text: &str) -> Option<u64> {
+    let unit = match text.chars().last()? {
+        'K' => 1u64 << 10,
+        'M' => 1 << 20,
+        'G' => 1 << 30,
+        'T' => 1 << 40,
+        _ => return None,
+    };
+    let digits = &text[..text.len() - 1];
+    if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse::<u64>().ok()?.checked_mul(unit)
+}
+
 /// `DROP USER IF EXISTS 'user'@'host'`.
 pub fn drop_user(name: &str, host: &str) -> Statement {
     Statement::plain(format!("DROP USER IF EXISTS {}", account(name, host)))
@@ -275,5 +320,33 @@ mod tests {
             "SELECT User, Host FROM mysql.user WHERE User = ''"
         );
         assert_eq!(drop_user("", "%").text(), "DROP USER IF EXISTS ''@'%'");
+    }
+
+    #[test]
+    fn server_variables_are_set_as_trove_sets_them() {
+        use serde_json::json;
+        let text = |name: &str, value: serde_json::Value| {
+            set_global(name, &value).map(|s| s.text().to_owned())
+        };
+        assert_eq!(
+            text("max_connections", json!(300)),
+            Ok("SET GLOBAL max_connections=300".into())
+        );
+        assert_eq!(
+            text("local-infile", json!(false)),
+            Ok("SET GLOBAL local_infile=0".into())
+        );
+        assert_eq!(
+            text("max_allowed_packet", json!("16M")),
+            Ok("SET GLOBAL max_allowed_packet=16777216".into())
+        );
+        assert_eq!(
+            text("sql_mode", json!("STRICT_ALL_TABLES")),
+            Ok("SET GLOBAL sql_mode='STRICT_ALL_TABLES'".into())
+        );
+        assert!(text("a=1;DROP", json!(1)).is_err());
+        assert!(text("x", json!([1])).is_err());
+        assert_eq!(size_in_bytes("M"), None);
+        assert_eq!(size_in_bytes("2T"), Some(2 << 40));
     }
 }

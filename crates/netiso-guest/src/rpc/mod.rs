@@ -1,7 +1,8 @@
 //! The Trove guest API (`guestagent.<guest_id>`, version 1.3) as [`Dispatcher`] handlers.
 //!
 //! Implemented for real: `rpc_ping`, `prepare` (cast), `restart`, `stop_db`,
-//! `start_db_with_conf_changes` and `get_filesystem_stats`; the logic is in
+//! `start_db_with_conf_changes`, `update_overrides`, `apply_overrides` (MySQL/MariaDB) and
+//! `get_filesystem_stats`; the logic is in
 //! [`GuestService`], with the MySQL/MariaDB datastore layer in [`crate::mysql`]. Every other method of Trove's `guestagent/api.py` answers a clear
 //! `NotSupported` failure (or, for a cast, reports it to the conductor when the request
 //! carries a notification), never a silent success. `get_hwinfo`, `get_diagnostics` and
@@ -59,8 +60,6 @@ pub const UNSUPPORTED_METHODS: &[(&str, bool)] = &[
     ("mount_volume", false),
     ("unmount_volume", false),
     ("resize_fs", false),
-    ("update_overrides", false),
-    ("apply_overrides", false),
     ("backup_required_for_replication", false),
     ("get_replication_snapshot", false),
     ("attach_replication_slave", true),
@@ -207,8 +206,7 @@ pub fn dispatcher(service: Arc<GuestService>, in_flight: &InFlight) -> Dispatche
                     return Ok(Value::Null);
                 }
             };
-            // packages, memory_mb, backup_info, cluster_config, snapshot and modules are
-            // not acted on.
+            // packages, memory_mb and modules are not acted on.
             drop(args);
             svc.prepare(&ctx, request).await;
             Ok(Value::Null)
@@ -255,6 +253,35 @@ pub fn dispatcher(service: Arc<GuestService>, in_flight: &InFlight) -> Dispatche
     );
     register(
         d,
+        "update_overrides",
+        &service,
+        in_flight,
+        |svc, _, mut args| async move {
+            let overrides: Option<Value> = args.take_opt("overrides")?;
+            let remove: Option<bool> = args.take_opt("remove")?;
+            args.finish()?;
+            svc.update_overrides(overrides, remove.unwrap_or(false))
+                .await
+                .map_err(to_handler_error)?;
+            Ok(Value::Null)
+        },
+    );
+    register(
+        d,
+        "apply_overrides",
+        &service,
+        in_flight,
+        |svc, _, mut args| async move {
+            let overrides: Option<Value> = args.take_opt("overrides")?;
+            args.finish()?;
+            svc.apply_overrides(overrides)
+                .await
+                .map_err(to_handler_error)?;
+            Ok(Value::Null)
+        },
+    );
+    register(
+        d,
         "get_filesystem_stats",
         &service,
         in_flight,
@@ -285,8 +312,24 @@ pub fn dispatcher(service: Arc<GuestService>, in_flight: &InFlight) -> Dispatche
     dispatcher
 }
 
+/// `prepare` arguments that ask for what this agent cannot do; a request carrying one is
+/// refused rather than answered with an empty database.
+const UNSUPPORTED_PREPARE_ARGUMENTS: &[(&str, &str)] = &[
+    ("backup_info", "restoring from a backup"),
+    ("snapshot", "starting as a replica"),
+    ("cluster_config", "clusters"),
+];
+
 /// `prepare`'s arguments as the service takes them.
 fn prepare_request(args: &mut Args) -> Result<PrepareRequest, HandlerError> {
+    for (name, what) in UNSUPPORTED_PREPARE_ARGUMENTS {
+        let value: Option<Value> = args.take_opt(name)?;
+        if value.is_some_and(|v| !v.is_null()) {
+            return Err(HandlerError::new(format!(
+                "`{name}` is set, but {what} is not supported by this agent"
+            )));
+        }
+    }
     let path = |text: Option<String>| text.filter(|t| !t.is_empty()).map(PathBuf::from);
     Ok(PrepareRequest {
         ds_version: args.take_opt("ds_version")?,
@@ -305,4 +348,54 @@ fn prepare_request(args: &mut Args) -> Result<PrepareRequest, HandlerError> {
 
 fn to_handler_error(error: DatabaseError) -> HandlerError {
     HandlerError::new(error.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn args(value: Value) -> Args {
+        match value {
+            Value::Object(map) => Args::new("prepare", map),
+            other => unreachable!("test arguments are an object: {other}"),
+        }
+    }
+
+    #[test]
+    fn prepare_arguments_as_trove_sends_them() {
+        let mut sent = args(json!({
+            "packages": null, "databases": [{"_name": "app"}], "memory_mb": 2048,
+            "users": [], "device_path": "/dev/vdb", "mount_point": "/var/lib/mysql",
+            "backup_info": null, "config_contents": "[mysqld]\n", "root_password": "",
+            "overrides": {}, "cluster_config": null, "snapshot": null, "modules": null,
+            "ds_version": "10.11"
+        }));
+        let request = prepare_request(&mut sent).expect("valid");
+        assert_eq!(request.ds_version.as_deref(), Some("10.11"));
+        assert_eq!(request.device_path, Some(PathBuf::from("/dev/vdb")));
+        assert_eq!(request.mount_point, Some(PathBuf::from("/var/lib/mysql")));
+        assert_eq!(
+            request.root_password, None,
+            "an empty root password is none"
+        );
+        assert_eq!(request.config_contents.as_deref(), Some("[mysqld]\n"));
+    }
+
+    #[test]
+    fn a_restore_a_replica_or_a_cluster_is_refused() {
+        for (name, value) in [
+            ("backup_info", json!({"id": "b1", "location": "swift://x"})),
+            ("snapshot", json!({"config": {}})),
+            ("cluster_config", json!({"id": "c1"})),
+        ] {
+            let mut sent = args(json!({ name: value, "ds_version": "10.11" }));
+            let error = prepare_request(&mut sent).expect_err(name);
+            assert!(
+                error.message.contains(name) && error.message.contains("not supported"),
+                "{}",
+                error.message
+            );
+        }
+    }
 }

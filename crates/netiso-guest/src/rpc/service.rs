@@ -185,6 +185,8 @@ pub struct DatabaseSettings {
     pub state_dir: PathBuf,
     /// How `prepare` formats and mounts the data volume.
     pub volume: VolumeSettings,
+    /// Where the data volume's mount is recorded (`/etc/fstab`).
+    pub fstab: PathBuf,
     /// The MySQL/MariaDB layer when `datastore_manager` is `mysql` or `mariadb`: root
     /// password, configuration files, databases and users, and readiness through the
     /// server's socket. `None` runs any other image as a plain container whose readiness
@@ -277,8 +279,8 @@ pub enum DatabaseError {
         state: String,
     },
     /// The request asks for something invalid (a bad name, a user without a password).
-    #[error("invalid prepare request: {0}")]
-    Input(String),
+    #[error("invalid request: {0}")]
+    Input(#[from] crate::mysql::InvalidInput),
     /// The data volume could not be mounted; it is left as it was.
     #[error(transparent)]
     Volume(#[from] crate::volume::VolumeError),

@@ -16,13 +16,14 @@ use std::time::Instant;
 use netiso_config::Secret;
 use netiso_messaging::ServiceStatus;
 use netiso_runtime::{ContainerStatus, RuntimeError};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::{DatabaseError, GuestService, PrepareRequest, READY_POLL_INTERVAL, status_of};
 use crate::mysql::files::{ADMIN_CNF, ROOT_CNF};
 use crate::mysql::models::{schemas_from_trove, users_from_trove};
 use crate::mysql::{
-    Layout, MysqlSettings, Provisioning, client, files::overrides_from_trove, generate_password,
+    InvalidInput, Layout, MysqlSettings, Provisioning, client, files::overrides_from_trove,
+    generate_password,
 };
 use crate::volume;
 
@@ -32,15 +33,12 @@ impl GuestService {
         mysql: &MysqlSettings,
         request: PrepareRequest,
     ) -> Result<(), DatabaseError> {
-        let input = |e: String| DatabaseError::Input(e);
         let plan = Provisioning {
-            databases: schemas_from_trove(request.databases.as_ref(), &mysql.manager)
-                .map_err(|e| input(e.to_string()))?,
-            users: users_from_trove(request.users.as_ref(), &mysql.manager)
-                .map_err(|e| input(e.to_string()))?,
+            databases: schemas_from_trove(request.databases.as_ref(), &mysql.manager)?,
+            users: users_from_trove(request.users.as_ref(), &mysql.manager)?,
             remote_root: request.root_password.clone(),
         };
-        let overrides = overrides_from_trove(request.overrides.as_ref()).map_err(input)?;
+        let overrides = overrides_from_trove(request.overrides.as_ref())?;
         let mut layout = mysql.layout.clone();
         if let Some(mount_point) = request.mount_point.clone() {
             layout.mount_point = mount_point;
@@ -53,8 +51,13 @@ impl GuestService {
         }
 
         if let Some(device) = &request.device_path {
-            let outcome =
-                volume::prepare(device, &layout.mount_point, &self.settings.volume).await?;
+            let outcome = volume::prepare(
+                device,
+                &layout.mount_point,
+                &self.settings.volume,
+                &self.settings.fstab,
+            )
+            .await?;
             info!(device = %device.display(), mount_point = %layout.mount_point.display(), ?outcome, "data volume ready");
         }
         layout.ensure_directories()?;
@@ -96,6 +99,81 @@ impl GuestService {
         Ok(())
     }
 
+    /// `update_overrides`: Trove's user override file gets `overrides` merged in (after
+    /// removing the old ones when `remove`); the server reads it at its next start.
+    pub async fn update_overrides(
+        &self,
+        overrides: Option<serde_json::Value>,
+        remove: bool,
+    ) -> Result<(), DatabaseError> {
+        let mysql = self.require_mysql("update_overrides")?;
+        let _lifecycle = self.lifecycle.lock().await;
+        let new = overrides_from_trove(overrides.as_ref())?;
+        let mut merged = if remove {
+            Vec::new()
+        } else {
+            mysql.layout.read_user_overrides()?
+        };
+        for (key, value) in new {
+            match merged.iter_mut().find(|(k, _)| *k == key) {
+                Some(existing) => existing.1 = value,
+                None => merged.push((key, value)),
+            }
+        }
+        mysql.layout.write_user_overrides(&merged)?;
+        info!(options = merged.len(), "configuration overrides written");
+        Ok(())
+    }
+
+    /// `apply_overrides`: `SET GLOBAL` for each option, as `os_admin` through the socket. As
+    /// in Trove, an option the server refuses is logged and the others are still applied.
+    pub async fn apply_overrides(
+        &self,
+        overrides: Option<serde_json::Value>,
+    ) -> Result<(), DatabaseError> {
+        let mysql = self.require_mysql("apply_overrides")?;
+        let _lifecycle = self.lifecycle.lock().await;
+        let Some(serde_json::Value::Object(options)) = overrides else {
+            return Err(InvalidInput::Malformed {
+                what: "overrides".to_owned(),
+                problem: "it is not an object".to_owned(),
+            }
+            .into());
+        };
+        let statements = options
+            .iter()
+            .map(|(key, value)| crate::mysql::sql::set_global(key, value))
+            .collect::<Result<Vec<_>, _>>()?;
+        let password = mysql.layout.saved_password(ADMIN_CNF)?.ok_or_else(|| {
+            DatabaseError::Config("no os_admin password: prepare has not run".into())
+        })?;
+        let mut session = client::connect(
+            &mysql.layout.socket(),
+            crate::mysql::sql::ADMIN_USER,
+            &password,
+        )
+        .await?;
+        for statement in &statements {
+            if let Err(e) = session.execute(statement).await {
+                error!(error = %e, "configuration override not applied");
+            }
+        }
+        session.close().await;
+        info!(
+            options = statements.len(),
+            "configuration overrides applied to the running server"
+        );
+        Ok(())
+    }
+
+    fn require_mysql(&self, method: &str) -> Result<&MysqlSettings, DatabaseError> {
+        self.settings.mysql.as_ref().ok_or_else(|| {
+            DatabaseError::Config(format!(
+                "{method} needs a MySQL or MariaDB datastore (datastore_manager)"
+            ))
+        })
+    }
+
     /// The root password `prepare` kept; its absence means `prepare` never ran here.
     pub(super) fn saved_root_password(&self, layout: &Layout) -> Result<Secret, DatabaseError> {
         layout.saved_password(ROOT_CNF)?.ok_or_else(|| {
@@ -107,7 +185,7 @@ impl GuestService {
     }
 
     /// Waits, at most `state_change_wait_time`, until `root` logs in through the socket
-    /// and the real server answers; fails early when the container stops.
+    /// and the real server answers; fails early when the container stops or is restarted.
     pub(super) async fn wait_mysql_ready(
         &self,
         layout: &Layout,
@@ -117,16 +195,26 @@ impl GuestService {
         let wait = self.settings.state_change_wait_time;
         let socket = layout.socket();
         let started = Instant::now();
+        let mut restarts: Option<u64> = None;
         loop {
             let info = self
                 .runtime
                 .inspect(name)
                 .await?
                 .ok_or_else(|| RuntimeError::ContainerNotFound(name.clone()))?;
-            if matches!(info.status, ContainerStatus::Exited | ContainerStatus::Dead) {
+            // A server that exits is restarted by the restart policy: that is a crash (a
+            // configuration it refuses, a data directory it cannot use), not a slow start.
+            let first_count = *restarts.get_or_insert(info.restart_count);
+            if matches!(info.status, ContainerStatus::Exited | ContainerStatus::Dead)
+                || info.restart_count > first_count
+            {
                 return Err(DatabaseError::Stopped {
                     container: name.clone(),
-                    state: info.describe_state(),
+                    state: format!(
+                        "{} after {} restart(s) by the restart policy; see the container's log",
+                        info.describe_state(),
+                        info.restart_count - first_count
+                    ),
                 });
             }
             let last_error = if info.status == ContainerStatus::Running {
