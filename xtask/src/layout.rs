@@ -51,6 +51,12 @@ pub const DOCKER_DATA_ROOT: &str = "/var/lib/trove-netiso/docker";
 /// Standalone containerd's gRPC socket (the daemon runs in [`GUEST_NETNS`]).
 pub const CONTAINERD_SOCKET: &str = "/run/trove-netiso/containerd/containerd.sock";
 
+/// Repository of the MariaDB image provision builds (`docs/mariadb-image.md`), in the
+/// registry at [`REGISTRY_PORT`].
+pub const MARIADB_REPOSITORY: &str = "trove-netiso/mariadb";
+/// Its tag: the Debian 12 MariaDB series.
+pub const MARIADB_TAG: &str = "10.11";
+
 /// Environment variables that tell tests and tools where everything is.
 pub fn test_environment() -> Vec<(&'static str, String)> {
     vec![

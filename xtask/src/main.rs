@@ -33,7 +33,7 @@ enum Task {
     /// Provision, then measure every performance claim against its reference (Trove's Python
     /// plugin and oslo.messaging, `ip` commands, Docker's NAT) and rewrite `docs/benchmarks.md`.
     Bench {
-        /// Run only these parts (plugin, container, datapath, rpc, isolation, micro) and print
+        /// Run only these parts (plugin, container, datapath, rpc, isolation, micro, prepare) and print
         /// the report instead of rewriting `docs/benchmarks.md`.
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,

@@ -14,6 +14,8 @@ use netiso_messaging::{
 use serde_json::{Map, Value, json};
 use tokio::sync::Notify;
 
+use crate::sql::TenantLogin;
+
 /// What the guest told the conductor.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ConductorEvent {
@@ -233,13 +235,21 @@ fn request_context() -> Context {
     context
 }
 
-/// Trove's `prepare` arguments (the datastore ones empty), for the test image's tag.
-pub fn prepare_args(ds_version: &str, mount_point: &str) -> Value {
+/// Trove's `prepare` arguments for a MariaDB instance: the tenant's database and user,
+/// `config_contents` as the taskmanager renders it, no volume device (the data folder is a
+/// plain directory), a root password for the guest to generate.
+pub fn prepare_args(
+    ds_version: &str,
+    mount_point: &str,
+    login: &TenantLogin,
+    config_contents: &str,
+) -> Value {
     json!({
-        "packages": [], "databases": [], "memory_mb": 512, "users": [],
-        "device_path": null, "mount_point": mount_point, "backup_info": null,
-        "config_contents": "", "root_password": null, "overrides": null,
-        "cluster_config": null, "snapshot": null, "modules": null, "ds_version": ds_version,
+        "packages": [], "databases": login.prepare_databases(), "memory_mb": 512,
+        "users": login.prepare_users(), "device_path": null, "mount_point": mount_point,
+        "backup_info": null, "config_contents": config_contents, "root_password": null,
+        "overrides": {}, "cluster_config": null, "snapshot": null, "modules": null,
+        "ds_version": ds_version,
     })
 }
 

@@ -17,6 +17,7 @@ use crate::guest_files::{GuestFiles, GuestSpec, RuntimeKind};
 use crate::net::TenantNetwork;
 use crate::processes::GuestProcess;
 use crate::settings::{DATABASE_CONTAINER, DATABASE_NETWORK, Settings};
+use crate::sql::TenantLogin;
 
 /// Bound of each cleanup operation on the runtime.
 const CLEANUP_LIMIT: Duration = Duration::from_secs(60);
@@ -37,9 +38,9 @@ pub struct GuestPlan {
     pub isolated: bool,
     /// Write `eth1.json` with a MAC no NIC has (isolation impossible).
     pub absent_mac: bool,
-    /// The test image: repository without registry, and tag.
+    /// The database image: repository without registry, and tag.
     pub image_repository: String,
-    /// The test image's tag.
+    /// The database image's tag (the datastore version).
     pub image_tag: String,
 }
 
@@ -131,6 +132,8 @@ pub struct Guest {
     plugin: Option<GuestProcess>,
     /// The tenant network.
     pub tenant: Option<TenantNetwork>,
+    /// The tenant's database login, which `prepare` creates.
+    pub login: TenantLogin,
     /// The injected files.
     pub files: GuestFiles,
     /// What was injected.
@@ -178,6 +181,7 @@ impl Guest {
             image_tag: plan.image_tag.clone(),
         };
         let files = GuestFiles::write(settings, &plan.scenario, &spec)?;
+        let login = TenantLogin::create(&files.root)?;
         let database = DatabaseCleanup {
             settings: settings.clone(),
             kind: plan.runtime,
@@ -203,6 +207,7 @@ impl Guest {
             database: Some(database),
             plugin,
             tenant: Some(tenant),
+            login,
             files,
             spec,
             runtime,

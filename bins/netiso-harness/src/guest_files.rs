@@ -17,8 +17,8 @@ use crate::net::{
 };
 use crate::settings::Settings;
 
-/// The datastore the harness declares (its port is the test image's echo port).
-pub const DATASTORE: &str = "mysql";
+/// The datastore the harness declares: the provisioned image is MariaDB.
+pub const DATASTORE: &str = "mariadb";
 /// The datastore's port, published in bridged mode.
 pub const DATABASE_PORT: u16 = 3306;
 
@@ -58,9 +58,9 @@ pub struct GuestSpec {
     pub runtime: RuntimeKind,
     /// The MAC written to `eth1.json` (`None`: no file, as Trove in bridged mode).
     pub tenant_mac: Option<MacAddr>,
-    /// The test image's repository (without registry) and tag.
+    /// The database image's repository (without registry).
     pub image_repository: String,
-    /// The test image's tag (the datastore version).
+    /// The database image's tag (the datastore version).
     pub image_tag: String,
 }
 
@@ -118,9 +118,10 @@ impl GuestFiles {
             datastore_manager: DATASTORE.to_owned(),
             datastore_version: spec.image_tag.clone(),
             tenant_id: "netiso-harness".to_owned(),
-            manager_class: "trove.guestagent.datastore.mysql.manager.Manager".to_owned(),
+            manager_class: "trove.guestagent.datastore.mariadb.manager.Manager".to_owned(),
             replication_strategy:
-                "trove.guestagent.strategies.replication.mysql_gtid.MysqlGTIDReplication".to_owned(),
+                "trove.guestagent.strategies.replication.mariadb_gtid.MariaDBGTIDReplication"
+                    .to_owned(),
             ssl_mode: None,
             instance_rpc_encr_key: Some(Secret::new(spec.key.clone())),
         };
@@ -153,7 +154,7 @@ impl GuestFiles {
              transport_url = rabbit://guest:guest@{broker}/\n\
              control_exchange = {exchange}\n\
              conductor_queue = {conductor}\n\
-             state_change_wait_time = 10\n\
+             state_change_wait_time = 180\n\
              \n\
              [guest_agent]\n\
              container_registry = {registry}\n\
@@ -174,7 +175,9 @@ impl GuestFiles {
              state_dir = {root}/state\n\
              tenant_nic_file = {root}/eth1.json\n\
              docker_daemon_config = {root}/daemon.json\n\
-             database_container = {container}\n",
+             database_container = {container}\n\
+             mysql_config_dir = {root}/etc-mysql\n\
+             mysql_socket_dir = {root}/mysqld\n",
             broker = settings.guest_broker,
             exchange = spec.control_exchange,
             conductor = spec.conductor_queue,

@@ -14,6 +14,7 @@ mod processes;
 mod report;
 mod scenarios;
 mod settings;
+mod sql;
 
 use std::process::ExitCode;
 

@@ -3,7 +3,7 @@
 //! default route, a host route and an IPv6 address), plus the probes the checks use: TCP
 //! connects and listeners inside a namespace, interface counters and TCP tables.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::Command;
@@ -176,24 +176,38 @@ pub fn listen_in(namespace: &Namespace, at: SocketAddr) -> Result<TcpListener> {
         .with_context(|| format!("listening on {at} in {}", namespace.path().display()))
 }
 
-/// Sends a line to the echo database and expects it back.
-pub fn echo_round_trip(stream: &mut TcpStream, line: &str) -> Result<()> {
+/// Reads the greeting a MariaDB server sends first on every connection (a protocol 10
+/// handshake packet) and returns the server version it announces: proof that the database
+/// itself answered, without logging in.
+pub fn mariadb_greeting(stream: &mut TcpStream) -> Result<String> {
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    stream.write_all(format!("{line}\n").as_bytes())?;
-    let mut answer = Vec::new();
-    let mut byte = [0u8; 1];
-    while answer.len() < 256 {
-        match stream.read(&mut byte)? {
-            0 => break,
-            _ if byte[0] == b'\n' => break,
-            _ => answer.push(byte[0]),
+    let mut head = [0u8; 4];
+    stream.read_exact(&mut head)?;
+    let length = usize::from(head[0]) | usize::from(head[1]) << 8 | usize::from(head[2]) << 16;
+    if !(2..=1024).contains(&length) {
+        bail!("a {length}-byte first packet is no MariaDB greeting");
+    }
+    let mut packet = vec![0u8; length];
+    stream.read_exact(&mut packet)?;
+    parse_greeting(&packet)
+}
+
+/// The server version of a handshake packet's payload.
+fn parse_greeting(packet: &[u8]) -> Result<String> {
+    match packet.split_first() {
+        Some((10, rest)) => {
+            let end = rest
+                .iter()
+                .position(|b| *b == 0)
+                .ok_or_else(|| anyhow!("the greeting's server version is not terminated"))?;
+            Ok(String::from_utf8_lossy(&rest[..end]).into_owned())
         }
+        Some((0xff, rest)) => bail!(
+            "the server refused the connection: {}",
+            String::from_utf8_lossy(rest.get(2..).unwrap_or_default())
+        ),
+        _ => bail!("not a protocol 10 greeting: {packet:02x?}"),
     }
-    let answer = String::from_utf8_lossy(&answer);
-    if answer != line {
-        bail!("sent {line:?}, the database answered {answer:?}");
-    }
-    Ok(())
 }
 
 /// Expects a connect to fail with a network error (no route, unreachable, timeout); a
@@ -352,6 +366,22 @@ pub fn link_of_address(links: &[Link], addresses: &[Address], address: IpAddr) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_greeting_names_the_server_and_an_error_packet_says_why() {
+        let mut greeting = vec![10];
+        greeting.extend_from_slice(b"10.11.19-MariaDB-0+deb12u1\0");
+        greeting.extend_from_slice(&[1, 0, 0, 0]);
+        assert_eq!(
+            parse_greeting(&greeting).expect("greeting"),
+            "10.11.19-MariaDB-0+deb12u1"
+        );
+        let refusal = [&[0xff, 0x69, 0x04][..], b"Host is blocked"].concat();
+        let error = parse_greeting(&refusal).expect_err("refusal");
+        assert!(error.to_string().contains("Host is blocked"), "{error}");
+        assert!(parse_greeting(b"netiso").is_err());
+        assert!(parse_greeting(&[10, b'x']).is_err());
+    }
 
     #[test]
     fn net_dev_counters_are_parsed() {

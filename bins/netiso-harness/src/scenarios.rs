@@ -15,14 +15,15 @@ use crate::guest::{Guest, GuestPlan};
 use crate::guest_files::{DATABASE_PORT, RuntimeKind};
 use crate::image::ScenarioImage;
 use crate::net::{
-    CLIENT_ADDR, Counters, GUEST_TENANT_ADDR, connect_in, counters, echo_round_trip,
-    established_in, established_of_pid, expect_unreachable, link_of_address, links_and_addresses,
-    listen_in,
+    CLIENT_ADDR, Counters, GUEST_TENANT_ADDR, connect_in, counters, established_in,
+    established_of_pid, expect_unreachable, link_of_address, links_and_addresses, listen_in,
+    mariadb_greeting,
 };
 use crate::probes::{GuestView, container_links, container_netns, image_bytes};
 use crate::processes::{DockerdCommand, DockerdGuard, RabbitGuard, dockerd_answers, wait_for};
 use crate::report::{Report, ScenarioReport};
 use crate::settings::{DATABASE_CONTAINER, ScenarioName, Settings};
+use crate::sql::mariadb_config;
 
 /// How long a database may take to become healthy after `prepare` (pull, create, start).
 const PREPARE_LIMIT: Duration = Duration::from_secs(180);
@@ -32,20 +33,26 @@ const AGENT_START_LIMIT: Duration = Duration::from_secs(60);
 const UNREACHABLE_PROBE: Duration = Duration::from_millis(1500);
 /// The management gateway (RabbitMQ and the registry as the guest reaches them).
 const MGMT_GATEWAY: [u8; 4] = [10, 251, 0, 1];
+/// How long the tenant may wait for its first login once the database reported healthy.
+const LOGIN_LIMIT: Duration = Duration::from_secs(60);
+/// `server_id` in the rendered config.
+const SERVER_ID: u32 = 1;
+/// `max_connections` of the config `prepare` sends (Trove's template for 512 MB).
+const PREPARED_MAX_CONNECTIONS: u32 = 100;
+/// `max_connections` of the config `start_db_with_conf_changes` sends.
+const CHANGED_MAX_CONNECTIONS: u32 = 123;
 
-/// The test image one scenario pulls.
+/// The database image one scenario pulls.
 struct TestImage {
-    _published: ScenarioImage,
+    published: ScenarioImage,
     repository: String,
     tag: String,
-    bytes: u64,
 }
 
 async fn publish_image(settings: &Settings, serial: u32) -> Result<(TestImage, String)> {
     let tag = format!("h{}-{serial}", std::process::id());
     let docker_host = format!("unix://{}", settings.docker_socket.display());
-    let published =
-        ScenarioImage::publish(&docker_host, &settings.guest_registry, &tag, DATABASE_PORT).await?;
+    let published = ScenarioImage::publish(&docker_host, &settings.guest_registry, &tag).await?;
     let reference = published.reference().clone();
     let repository = reference
         .name()
@@ -53,13 +60,15 @@ async fn publish_image(settings: &Settings, serial: u32) -> Result<(TestImage, S
         .unwrap_or(reference.name())
         .to_owned();
     let bytes = image_bytes(&settings.host_registry, &repository, &tag)?;
-    let detail = format!("{reference} pushed (a layer of its own), {bytes} bytes in the registry");
+    let detail = format!(
+        "{reference} pushed (MariaDB plus a layer of its own, {} bytes), {bytes} bytes in the registry",
+        published.unique_layer_bytes()
+    );
     Ok((
         TestImage {
-            _published: published,
+            published,
             repository,
             tag,
-            bytes,
         },
         detail,
     ))
@@ -136,11 +145,21 @@ fn plan(scenario: &str, serial: u32, runtime: RuntimeKind, isolated: bool) -> Gu
     }
 }
 
+/// The SQL checks of a scenario whose database runs.
+const SQL_CHECKS: &[&str] = &[
+    "sql-round-trip-as-prepared-user",
+    "restart-keeps-the-row",
+    "conf-changes-visible-to-client",
+];
+
 const ISOLATED_CHECKS: &[&str] = &[
     "agent-answers-rpc_ping",
     "startup-isolation",
     "prepare-healthy",
     "client-reaches-database-direct",
+    "sql-round-trip-as-prepared-user",
+    "restart-keeps-the-row",
+    "conf-changes-visible-to-client",
     "guest-has-no-tenant-nic",
     "guest-has-no-tenant-address",
     "guest-has-no-tenant-route",
@@ -158,6 +177,9 @@ const BRIDGED_CHECKS: &[&str] = &[
     "agent-answers-rpc_ping",
     "prepare-healthy",
     "client-reaches-database-via-dnat",
+    "sql-round-trip-as-prepared-user",
+    "restart-keeps-the-row",
+    "conf-changes-visible-to-client",
     "container-has-no-tenant-nic",
     "guest-keeps-tenant-nic",
     "image-pull-via-mgmt0",
@@ -195,10 +217,8 @@ async fn standard(
             .await;
     }
     let before = traffic_counters(settings, &guest).ok();
-    let prepared = s
-        .check("prepare-healthy", prepare(&guest, &image))
-        .await
-        .is_some();
+    let cast = s.check("prepare-healthy", prepare(&guest, &image)).await;
+    let prepared = cast.is_some();
     let after = traffic_counters(settings, &guest).ok();
     const NO_DATABASE: &str = "no database: prepare did not end healthy";
     if isolated {
@@ -213,6 +233,7 @@ async fn standard(
         {
             s.flow(flow);
         }
+        sql_checks(settings, s, &guest, &image, cast.as_ref()).await;
         isolation_checks(settings, s, &guest, prepared).await;
     } else {
         if !prepared {
@@ -227,6 +248,7 @@ async fn standard(
         {
             s.flow(flow);
         }
+        sql_checks(settings, s, &guest, &image, cast.as_ref()).await;
         if prepared {
             s.check(
                 "container-has-no-tenant-nic",
@@ -247,7 +269,7 @@ async fn standard(
         );
     } else if let Some(flow) = s
         .check("image-pull-via-mgmt0", async {
-            image_pull_via_mgmt(before, after, image.bytes)
+            image_pull_via_mgmt(before, after, image.published.unique_layer_bytes())
         })
         .await
     {
@@ -322,13 +344,31 @@ async fn startup_isolation(settings: &Settings, guest: &Guest) -> Result<((), St
     ))
 }
 
+/// `prepare` as the taskmanager casts it for this guest: the tenant's database and user, the
+/// rendered config, the scenario's image tag as the datastore version.
+fn trove_prepare(guest: &Guest, image: &TestImage) -> serde_json::Value {
+    let mount_point = guest.files.root.join("data").display().to_string();
+    prepare_args(
+        &image.tag,
+        &mount_point,
+        &guest.login,
+        &mariadb_config(SERVER_ID, PREPARED_MAX_CONNECTIONS),
+    )
+}
+
+/// When `prepare` was cast, and how long the guest took to report `healthy`.
+struct PrepareCast {
+    at: Instant,
+    healthy_after: Duration,
+}
+
 /// Casts `prepare` and waits for the `healthy` heartbeat.
-async fn prepare(guest: &Guest, image: &TestImage) -> Result<((), String)> {
+async fn prepare(guest: &Guest, image: &TestImage) -> Result<(PrepareCast, String)> {
     let controller = guest.controller();
     let mark = controller.mark();
-    let mount_point = guest.files.root.join("data").display().to_string();
+    let at = Instant::now();
     controller
-        .cast("prepare", prepare_args(&image.tag, &mount_point))
+        .cast("prepare", trove_prepare(guest, image))
         .await?;
     let outcome = controller
         .wait_event(mark, PREPARE_LIMIT, |e| {
@@ -336,6 +376,7 @@ async fn prepare(guest: &Guest, image: &TestImage) -> Result<((), String)> {
         })
         .await
         .map_err(|e| e.context(format!("agent log: {}", guest.agent_log_tail())))?;
+    let healthy_after = at.elapsed();
     let events = controller.events_since(mark);
     if outcome != ConductorEvent::Heartbeat("healthy".into()) {
         // The reason follows the status as `notify_exc_info`.
@@ -350,10 +391,13 @@ async fn prepare(guest: &Guest, image: &TestImage) -> Result<((), String)> {
             guest.agent_log_tail()
         );
     }
-    Ok(((), format!("conductor got {events:?}")))
+    Ok((
+        PrepareCast { at, healthy_after },
+        format!("conductor got {events:?}"),
+    ))
 }
 
-/// The client connects to the tenant address and gets its line echoed; the container's own
+/// The client connects to the tenant address and gets MariaDB's greeting; the container's own
 /// socket table tells whether it came directly (isolated) or through DNAT (bridged).
 async fn client_reaches_database(guest: &Guest, direct: bool) -> Result<(String, String)> {
     let client = guest.tenant().client()?;
@@ -376,7 +420,7 @@ async fn client_reaches_database(guest: &Guest, direct: bool) -> Result<(String,
     })
     .await;
     let mut stream = stream.ok_or_else(|| anyhow!("client cannot connect to {target}: {last}"))?;
-    echo_round_trip(&mut stream, "netiso-harness ping")?;
+    let version = mariadb_greeting(&mut stream)?;
     let from = stream.local_addr()?;
     let namespace = container_netns(guest.runtime.as_ref(), DATABASE_CONTAINER).await?;
     let seen = established_in(&namespace)?
@@ -393,7 +437,10 @@ async fn client_reaches_database(guest: &Guest, direct: bool) -> Result<(String,
         );
         Ok((
             format!("client {from} -> {target} database container {ifname} (direct)"),
-            format!("echo ok; the container's socket {} on {ifname}", seen.local),
+            format!(
+                "greeting from {version}; the container's socket {} on {ifname}",
+                seen.local
+            ),
         ))
     } else {
         ensure!(
@@ -406,11 +453,230 @@ async fn client_reaches_database(guest: &Guest, direct: bool) -> Result<(String,
                 seen.local
             ),
             format!(
-                "echo ok; DNAT {target} -> {} on the container's {ifname}",
+                "greeting from {version}; DNAT {target} -> {} on the container's {ifname}",
                 seen.local
             ),
         ))
     }
+}
+
+/// Where the tenant's client reaches the database: the tenant address (the container's own
+/// in isolated mode, the VM's with the published port in bridged mode).
+fn database_address() -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(GUEST_TENANT_ADDR), DATABASE_PORT)
+}
+
+/// The tenant's application over the tenant network: a row written and read back as the
+/// user `prepare` created, the row still there after `restart`, and the `max_connections` of
+/// `start_db_with_conf_changes` seen by the client where `prepare`'s was before.
+async fn sql_checks(
+    settings: &Settings,
+    s: &mut ScenarioReport<'_>,
+    guest: &Guest,
+    image: &TestImage,
+    cast: Option<&PrepareCast>,
+) {
+    let Some(cast) = cast else {
+        mark_not_run(s, SQL_CHECKS, "no database: prepare did not end healthy");
+        return;
+    };
+    let marker = format!("netiso-harness {}", guest.spec.guest_id);
+    let Some((flow, login_after)) = s
+        .check(
+            "sql-round-trip-as-prepared-user",
+            sql_round_trip(guest, &marker, cast.at),
+        )
+        .await
+    else {
+        mark_not_run(s, &SQL_CHECKS[1..], "the tenant could not write its row");
+        return;
+    };
+    s.flow(flow);
+    if let Some(file) = &settings.measurements {
+        s.check("measurements", async {
+            let line = measure(guest, &image.tag, cast.healthy_after, login_after).await?;
+            append_line(file, &line)?;
+            Ok(((), line))
+        })
+        .await;
+    }
+    s.check("restart-keeps-the-row", restart_keeps_row(guest, &marker))
+        .await;
+    s.check(
+        "conf-changes-visible-to-client",
+        conf_changes_visible(guest, image, &marker),
+    )
+    .await;
+}
+
+/// The row the tenant wrote, read back by the tenant.
+fn read_row(guest: &Guest) -> Result<String> {
+    guest.login.run(
+        &guest.tenant().client_netns,
+        database_address(),
+        "SELECT note FROM notes WHERE id = 1",
+    )
+}
+
+/// Returns the flow and the time from the `prepare` cast to the first login.
+async fn sql_round_trip(
+    guest: &Guest,
+    marker: &str,
+    cast_at: Instant,
+) -> Result<((String, Duration), String)> {
+    let server = database_address();
+    let netns = &guest.tenant().client_netns;
+    let (waited, user) = guest
+        .login
+        .first_login(netns, server, LOGIN_LIMIT)
+        .map_err(|e| e.context(format!("agent log: {}", guest.agent_log_tail())))?;
+    let login_after = cast_at.elapsed();
+    guest.login.run(
+        netns,
+        server,
+        &format!(
+            "CREATE TABLE notes (id INT PRIMARY KEY, note VARCHAR(128)); \
+             INSERT INTO notes VALUES (1, '{marker}');"
+        ),
+    )?;
+    let read = read_row(guest)?;
+    ensure!(read == marker, "read back {read:?} instead of {marker:?}");
+    Ok((
+        (
+            format!(
+                "client {CLIENT_ADDR} -> {server} MariaDB as {user} (created by prepare): row written and read back"
+            ),
+            login_after,
+        ),
+        format!(
+            "`mariadb` in {netns}: first login as {user} {} ms after healthy ({} ms after the prepare cast); row written and read back",
+            waited.as_millis(),
+            login_after.as_millis()
+        ),
+    ))
+}
+
+/// One measurement line: the timings and the resident memory of the agent and of the
+/// database's main process (mariadbd) right after the first login.
+async fn measure(
+    guest: &Guest,
+    tag: &str,
+    healthy_after: Duration,
+    login_after: Duration,
+) -> Result<String> {
+    let agent = resident_kib(guest.agent_pid()?)?;
+    let database = guest
+        .runtime
+        .inspect(DATABASE_CONTAINER)
+        .await?
+        .and_then(|info| info.pid)
+        .ok_or_else(|| anyhow!("the database container has no running process"))?;
+    let line = json!({
+        "runtime": guest.spec.runtime.as_str(),
+        "isolated": guest.spec.isolated,
+        "image_tag": tag,
+        "prepare_to_healthy_ms": u64::try_from(healthy_after.as_millis())?,
+        "prepare_to_login_ms": u64::try_from(login_after.as_millis())?,
+        "agent_rss_kib": agent,
+        "database_rss_kib": resident_kib(database)?,
+    });
+    Ok(line.to_string())
+}
+
+/// `VmRSS` of a process, in KiB.
+fn resident_kib(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("reading /proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| anyhow!("no VmRSS in /proc/{pid}/status"))
+}
+
+fn append_line(file: &std::path::Path, line: &str) -> Result<()> {
+    use std::io::Write as _;
+    let mut out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(file)
+        .with_context(|| format!("opening {}", file.display()))?;
+    writeln!(out, "{line}").with_context(|| format!("writing {}", file.display()))
+}
+
+async fn restart_keeps_row(guest: &Guest, marker: &str) -> Result<((), String)> {
+    let started = Instant::now();
+    guest
+        .controller()
+        .call("restart", json!({}), PREPARE_LIMIT)
+        .await
+        .map_err(|e| e.context(format!("agent log: {}", guest.agent_log_tail())))?;
+    let answered = started.elapsed();
+    let (waited, _) = guest.login.first_login(
+        &guest.tenant().client_netns,
+        database_address(),
+        LOGIN_LIMIT,
+    )?;
+    let read = read_row(guest)?;
+    ensure!(read == marker, "after restart the row reads {read:?}");
+    Ok((
+        (),
+        format!(
+            "restart answered in {} ms; the tenant logged in again {} ms later and read its row",
+            answered.as_millis(),
+            waited.as_millis()
+        ),
+    ))
+}
+
+async fn conf_changes_visible(
+    guest: &Guest,
+    image: &TestImage,
+    marker: &str,
+) -> Result<((), String)> {
+    let netns = &guest.tenant().client_netns;
+    let server = database_address();
+    let show = "SHOW VARIABLES LIKE 'max_connections'";
+    let before = guest.login.run(netns, server, show)?;
+    ensure!(
+        before == format!("max_connections\t{PREPARED_MAX_CONNECTIONS}"),
+        "prepare's config_contents did not take effect: {before:?}"
+    );
+    let controller = guest.controller();
+    let started = Instant::now();
+    controller
+        .call("stop_db", json!({}), Duration::from_secs(60))
+        .await?;
+    controller
+        .call(
+            "start_db_with_conf_changes",
+            json!({
+                "config_contents": mariadb_config(SERVER_ID, CHANGED_MAX_CONNECTIONS),
+                "ds_version": image.tag,
+            }),
+            PREPARE_LIMIT,
+        )
+        .await
+        .map_err(|e| e.context(format!("agent log: {}", guest.agent_log_tail())))?;
+    guest.login.first_login(netns, server, LOGIN_LIMIT)?;
+    let after = guest.login.run(netns, server, show)?;
+    ensure!(
+        after == format!("max_connections\t{CHANGED_MAX_CONNECTIONS}"),
+        "after start_db_with_conf_changes the client sees {after:?}"
+    );
+    let read = read_row(guest)?;
+    ensure!(
+        read == marker,
+        "after the new config the row reads {read:?}"
+    );
+    Ok((
+        (),
+        format!(
+            "SHOW VARIABLES as the tenant: max_connections {PREPARED_MAX_CONNECTIONS} (prepare) -> {CHANGED_MAX_CONNECTIONS} after stop_db + start_db_with_conf_changes ({} ms); row kept",
+            started.elapsed().as_millis()
+        ),
+    ))
 }
 
 async fn isolation_checks(
@@ -544,10 +810,12 @@ fn traffic_counters(settings: &Settings, guest: &Guest) -> Result<(Counters, Cou
     Ok((mgmt, tenant))
 }
 
+/// `unique_bytes` is what only this scenario's image holds: the least a real pull downloads,
+/// whatever the runtime already had of the MariaDB layer below it.
 fn image_pull_via_mgmt(
     before: Option<(Counters, Counters)>,
     after: Option<(Counters, Counters)>,
-    image_bytes: u64,
+    unique_bytes: u64,
 ) -> Result<(String, String)> {
     let ((mgmt0, tenant0), (mgmt1, tenant1)) = before
         .zip(after)
@@ -556,19 +824,19 @@ fn image_pull_via_mgmt(
     let tenant_bytes =
         (tenant1.rx_bytes + tenant1.tx_bytes).saturating_sub(tenant0.rx_bytes + tenant0.tx_bytes);
     ensure!(
-        mgmt_rx >= image_bytes,
-        "mgmt0 received {mgmt_rx} bytes during prepare, less than the image's {image_bytes}: the pull did not come through the management NIC"
+        mgmt_rx >= unique_bytes,
+        "mgmt0 received {mgmt_rx} bytes during prepare, less than the scenario's own layer of {unique_bytes}: the pull did not come through the management NIC"
     );
     ensure!(
-        tenant_bytes < image_bytes / 4,
-        "the tenant link carried {tenant_bytes} bytes during prepare (image {image_bytes})"
+        tenant_bytes < unique_bytes / 4,
+        "the tenant link carried {tenant_bytes} bytes during prepare (the scenario's layer {unique_bytes})"
     );
     Ok((
         format!(
-            "guest mgmt0 <- 10.251.0.1:5000 registry: image pull, mgmt0 received {mgmt_rx} bytes (image {image_bytes} bytes), tenant link {tenant_bytes} bytes"
+            "guest mgmt0 <- 10.251.0.1:5000 registry: image pull, mgmt0 received {mgmt_rx} bytes (scenario layer {unique_bytes} bytes), tenant link {tenant_bytes} bytes"
         ),
         format!(
-            "mgmt0 rx +{mgmt_rx} bytes >= image {image_bytes} bytes; tenant link +{tenant_bytes} bytes"
+            "mgmt0 rx +{mgmt_rx} bytes >= the scenario's own layer {unique_bytes} bytes; tenant link +{tenant_bytes} bytes"
         ),
     ))
 }
@@ -707,10 +975,9 @@ async fn database_serves(guest: &Guest) -> Result<String> {
 
 async fn agent_killed_mid_prepare(guest: &mut Guest, image: &TestImage) -> Result<((), String)> {
     let mark = guest.controller().mark();
-    let mount_point = guest.files.root.join("data").display().to_string();
     guest
         .controller()
-        .cast("prepare", prepare_args(&image.tag, &mount_point))
+        .cast("prepare", trove_prepare(guest, image))
         .await?;
     guest
         .controller()
@@ -731,22 +998,31 @@ async fn agent_killed_mid_prepare(guest: &mut Guest, image: &TestImage) -> Resul
         .await
         .map_err(|e| e.context(format!("agent log: {}", guest.agent_log_tail())))?;
     let answered = killed.elapsed();
-    // Trove's taskmanager re-drives an instance whose prepare was lost with
-    // start_db_with_conf_changes; it must converge on one database.
+    // The prepare died with the agent before the root password was kept, so nothing can
+    // start the database but another prepare (the taskmanager's retry); it must converge on
+    // one database, reusing whatever the first attempt left.
+    let mark = guest.controller().mark();
     guest
         .controller()
-        .call(
-            "start_db_with_conf_changes",
-            json!({"config_contents": null, "ds_version": image.tag}),
-            PREPARE_LIMIT,
-        )
+        .cast("prepare", trove_prepare(guest, image))
+        .await?;
+    let outcome = guest
+        .controller()
+        .wait_event(mark, PREPARE_LIMIT, |e| {
+            matches!(e, ConductorEvent::Heartbeat(s) if s == "healthy" || s == "failed to spawn")
+        })
         .await
         .map_err(|e| e.context(format!("agent log: {}", guest.agent_log_tail())))?;
+    ensure!(
+        outcome == ConductorEvent::Heartbeat("healthy".into()),
+        "the second prepare ended {outcome:?}; agent log: {}",
+        guest.agent_log_tail()
+    );
     let id = database_serves(guest).await?;
     Ok((
         (),
         format!(
-            "SIGKILL after `building` (container {} then); new agent answered in {} ms; start_db_with_conf_changes converged on one container {}",
+            "SIGKILL after `building` (container {} then); new agent answered in {} ms; a second prepare converged on one container {}",
             if existed {
                 "created"
             } else {
@@ -827,7 +1103,10 @@ async fn rpc_lifecycle(guest: &Guest, image: &TestImage) -> Result<((), String)>
     controller
         .call(
             "start_db_with_conf_changes",
-            json!({"config_contents": "[mysqld]\n", "ds_version": image.tag}),
+            json!({
+                "config_contents": mariadb_config(SERVER_ID, PREPARED_MAX_CONNECTIONS),
+                "ds_version": image.tag,
+            }),
             PREPARE_LIMIT,
         )
         .await?;
@@ -1072,9 +1351,8 @@ async fn prepare_refused(
 ) -> Result<((), String)> {
     let controller = guest.controller();
     let mark = controller.mark();
-    let mount_point = guest.files.root.join("data").display().to_string();
     controller
-        .cast("prepare", prepare_args(&image.tag, &mount_point))
+        .cast("prepare", trove_prepare(guest, image))
         .await?;
     controller
         .wait_event(mark, Duration::from_secs(60), |e| {

@@ -73,6 +73,11 @@ pub struct Args {
     /// Keep the logs of the agent and the plugin (copied to `<work-dir>/logs-<pid>`).
     #[arg(long)]
     pub keep_logs: bool,
+    /// Append one JSON line per database the tenant logged in to: `prepare` cast to `healthy`
+    /// and to the first login, the agent's and the database's resident memory then (read by
+    /// `cargo xtask bench --only prepare`).
+    #[arg(long, value_name = "FILE")]
+    pub measurements: Option<PathBuf>,
 }
 
 /// Everything the scenarios need to know about the machine.
@@ -86,6 +91,8 @@ pub struct Settings {
     pub work_dir: PathBuf,
     /// Keep logs after the run.
     pub keep_logs: bool,
+    /// Where measurements go, if anywhere.
+    pub measurements: Option<PathBuf>,
     /// The broker as the harness (Trove's controller) reaches it: host loopback.
     pub controller_broker: String,
     /// The broker as the guest reaches it: through its management NIC.
@@ -143,6 +150,7 @@ impl Settings {
                 .unwrap_or_else(|| beside_this_program("docker-hostnic")),
             work_dir: args.work_dir.join(std::process::id().to_string()),
             keep_logs: args.keep_logs,
+            measurements: args.measurements.clone(),
             controller_broker: "127.0.0.1:5672".to_owned(),
             guest_broker: "10.251.0.1:5672".to_owned(),
             guest_registry: env_or("NETISO_GUEST_REGISTRY", "10.251.0.1:5000"),

@@ -16,6 +16,8 @@ pub struct ReleaseBinaries {
     pub plugin: PathBuf,
     /// The guest agent (`bins/trove-guest-agent`).
     pub agent: PathBuf,
+    /// The end-to-end harness (`bins/netiso-harness`), for the `prepare` part.
+    pub harness: PathBuf,
     /// The messaging example that times our RPC server against Python's.
     pub rpc_bench: PathBuf,
     /// `benches/benches/isolation.rs`.
@@ -27,7 +29,7 @@ pub struct ReleaseBinaries {
 /// The `cargo build` arguments; bench targets built this way use the release profile, which
 /// the bench profile inherits unchanged. The benches are named: `--benches` would also build
 /// every library and binary of the selected packages as a test harness.
-const BUILD_ARGS: [&str; 19] = [
+const BUILD_ARGS: [&str; 21] = [
     "build",
     "--release",
     "--locked",
@@ -36,6 +38,8 @@ const BUILD_ARGS: [&str; 19] = [
     "docker-hostnic",
     "-p",
     "trove-guest-agent",
+    "-p",
+    "netiso-harness",
     "-p",
     "netiso-messaging",
     "-p",
@@ -80,6 +84,7 @@ pub fn release_binaries() -> Result<ReleaseBinaries> {
     Ok(ReleaseBinaries {
         plugin: take("bin", "docker-hostnic")?,
         agent: take("bin", "trove-guest-agent")?,
+        harness: take("bin", "netiso-harness")?,
         rpc_bench: take("example", "rpc_bench")?,
         isolation_bench: take("bench", "isolation")?,
         micro_bench: take("bench", "micro")?,

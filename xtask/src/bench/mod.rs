@@ -5,7 +5,8 @@
 //! 2. container start with either plugin and in bridged mode ([`container`]);
 //! 3. the data path, Docker's NAT against the directly handed-over NIC ([`datapath`]);
 //! 4. RPC against Python oslo.messaging, and the agent's footprint ([`rpc`]);
-//! 5. the isolation step against `ip` commands, and 6. micro-benchmarks ([`cargo_benches`]).
+//! 5. the isolation step against `ip` commands, and 6. micro-benchmarks ([`cargo_benches`]);
+//! 7. `prepare` on the MariaDB image to the tenant's first login, per mode ([`prepare`]).
 //!
 //! A part that fails is reported as not measured, with its error, and the others still run;
 //! the task fails at the end if any part did, after the report is written.
@@ -17,6 +18,7 @@ mod datapath;
 mod guestvm;
 mod http;
 mod plugin;
+mod prepare;
 mod report;
 mod rpc;
 mod sys;
@@ -33,13 +35,14 @@ use std::time::Instant;
 const REPORT: &str = "docs/benchmarks.md";
 
 /// The parts, by the name `--only` takes.
-const PARTS: [&str; 6] = [
+const PARTS: [&str; 7] = [
     "plugin",
     "container",
     "datapath",
     "rpc",
     "isolation",
     "micro",
+    "prepare",
 ];
 
 /// Provision, build, measure every part (or the `only` ones), write the report (printed only
@@ -123,6 +126,11 @@ pub fn run(only: &[String]) -> Result<()> {
         "micro",
         "6. Micro-benchmarks of the hot pure functions",
         &mut || cargo_benches::micro(&binaries.micro_bench),
+    );
+    part(
+        "prepare",
+        "7. `prepare` on MariaDB: cast to the tenant's first login, memory after",
+        &mut || prepare::run(&binaries),
     );
 
     machine.load_end = load_average();

@@ -2,8 +2,9 @@
 //!
 //! Order matters: packages before tools and services; the namespaces before the daemons that
 //! run inside them; RabbitMQ and the registry before the forwarders that expose them on the
-//! management network.
+//! management network; dockerd and the registry before the database image.
 
+mod images;
 mod packages;
 mod python;
 mod services;
@@ -47,6 +48,8 @@ fn provision(with_ci_tools: bool) -> Result<()> {
     topology::ensure()?;
     say("== services");
     services::ensure_running()?;
+    say("== database image");
+    images::ensure_mariadb()?;
     say("provision: done");
     Ok(())
 }

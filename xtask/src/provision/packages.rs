@@ -26,6 +26,10 @@ const PACKAGES: &[&str] = &[
     // `openssl x509 -checkend` and `openssl verify`: whether the test certificates are still
     // good (provision/tls.rs).
     "openssl",
+    // Builds the MariaDB image's root from Debian packages (provision/images.rs).
+    "mmdebstrap",
+    // The tenant client of the SQL round trips (harness, demo, benchmarks).
+    "mariadb-client",
 ];
 
 /// Installs whatever is missing. Services are kept from starting on their own (a dockerd in
