@@ -1,5 +1,5 @@
 //! `cargo xtask demo`: the README's main command. Provisions, builds the agent, the plugin
-//! and the harness, then runs the harness on both network modes: its report shows every
+//! and the harness, then runs the harness on both network modes (and containerd): its report shows every
 //! check and the two traffic flows as observed (`client network => database container`,
 //! `management network => guest VM`). `cargo xtask ci` runs every scenario through
 //! [`run_harness`].
@@ -12,13 +12,16 @@ use std::path::PathBuf;
 /// The binaries the harness drives, built before it runs.
 const PACKAGES: [&str; 3] = ["trove-guest-agent", "docker-hostnic", "netiso-harness"];
 
-/// The scenarios of the demo: both modes with Docker.
-const DEMO_SCENARIOS: &str = "docker-isolated,docker-bridged";
+/// The scenarios of the demo: both modes with Docker, and isolated with containerd (each one a
+/// SQL round trip from the tenant network to the MariaDB that `prepare` set up).
+const DEMO_SCENARIOS: &str = "docker-isolated,docker-bridged,containerd-isolated";
 
 /// Provision, build, run the harness on both modes.
 pub fn run(all: bool) -> Result<()> {
     provision::run_without_ci_tools()?;
-    say("== demo: a simulated Trove guest, isolated then bridged");
+    say(
+        "== demo: a simulated Trove guest, isolated then bridged (Docker), then isolated (containerd)",
+    );
     run_harness(if all { None } else { Some(DEMO_SCENARIOS) })
 }
 

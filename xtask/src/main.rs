@@ -43,7 +43,8 @@ enum Task {
     /// Check Cargo.lock against the RustSec advisory snapshot beside the checkout (offline);
     /// part of `ci`.
     Advisories,
-    /// Provision, then run the harness on a simulated guest in both network modes and show
+    /// Provision, then run the harness on a simulated guest in both network modes (Docker, and
+    /// isolated with containerd), a SQL round trip from the tenant network in each, and show
     /// every check and the two traffic flows as observed.
     Demo {
         /// Run every harness scenario (faults, containerd), not only the two Docker modes.
