@@ -47,7 +47,7 @@ enum Task {
     /// isolated with containerd), a SQL round trip from the tenant network in each, and show
     /// every check and the two traffic flows as observed.
     Demo {
-        /// Run every harness scenario (faults, containerd), not only the two Docker modes.
+        /// Run every harness scenario (the faults too), not only the three modes.
         #[arg(long)]
         all: bool,
     },
