@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,50 +15,9 @@ use netiso_messaging::{
     Transport, TransportError,
 };
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 use tokio::sync::Mutex;
 
-use common::{KEY, amqp_url, connect, object, python, script, test_options, unique};
-
-/// A Python helper process, killed when dropped.
-struct PyProcess {
-    child: Child,
-    lines: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
-}
-
-impl PyProcess {
-    fn spawn(name: &str, args: &[&str]) -> Self {
-        let mut child = Command::new(python())
-            .arg(script(name))
-            .args(args)
-            .current_dir(script(""))
-            .env("PYTHONWARNINGS", "ignore")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|err| panic!("cannot run {name}: {err}. Run `cargo xtask provision`"));
-        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        Self { child, lines }
-    }
-
-    async fn line(&mut self, wait: Duration) -> String {
-        match tokio::time::timeout(wait, self.lines.next_line()).await {
-            Ok(Ok(Some(line))) => line,
-            other => panic!("python helper gave no line: {other:?}"),
-        }
-    }
-
-    async fn finish(mut self) -> std::process::ExitStatus {
-        drop(self.child.stdin.take());
-        tokio::time::timeout(Duration::from_secs(30), self.child.wait())
-            .await
-            .expect("python helper exits")
-            .unwrap()
-    }
-}
+use common::{KEY, PyProcess, amqp_url, connect, object, test_options, unique};
 
 fn guest_target(version: &str) -> Target {
     let id = uuid::Uuid::new_v4().to_string();

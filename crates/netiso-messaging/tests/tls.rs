@@ -9,7 +9,6 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,12 +24,10 @@ use rcgen::{
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpListener;
-use tokio::process::{Child, Command};
 use tokio::sync::Mutex;
 
-use common::{object, python, script, test_options, unique};
+use common::{PyProcess, object, test_options, unique};
 
 const TLS_DIR: &str = "/var/lib/trove-netiso/tls";
 const PROVISION: &str =
@@ -234,45 +231,6 @@ async fn tls_1_2_only_connects_too() {
     let (transport, _) = connect_tls(&format!("{}&ssl_version=TLSv1_2", amqps_url())).await;
     assert!(transport.is_connected());
     transport.close();
-}
-
-/// A Python oslo.messaging helper, killed when dropped.
-struct PyProcess {
-    child: Child,
-    lines: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
-}
-
-impl PyProcess {
-    fn spawn(name: &str, args: &[&str]) -> Self {
-        let mut child = Command::new(python())
-            .arg(script(name))
-            .args(args)
-            .current_dir(script(""))
-            .env("PYTHONWARNINGS", "ignore")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {name}: {e}. {PROVISION}"));
-        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        Self { child, lines }
-    }
-
-    async fn line(&mut self, wait: Duration) -> String {
-        match tokio::time::timeout(wait, self.lines.next_line()).await {
-            Ok(Ok(Some(line))) => line,
-            other => panic!("python helper gave no line: {other:?}"),
-        }
-    }
-
-    async fn finish(mut self) -> std::process::ExitStatus {
-        drop(self.child.stdin.take());
-        tokio::time::timeout(Duration::from_secs(30), self.child.wait())
-            .await
-            .expect("python helper exits")
-            .unwrap()
-    }
 }
 
 #[tokio::test]

@@ -104,3 +104,44 @@ pub fn init_tracing() {
         .unwrap_or_else(|| "netiso-messaging".into());
     netiso_messaging::test_support::init_file_tracing(env!("CARGO_TARGET_TMPDIR"), &suite);
 }
+
+/// A Python helper process (`tests/python/<name>`), killed when dropped; it speaks in lines.
+pub struct PyProcess {
+    pub child: tokio::process::Child,
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+}
+
+impl PyProcess {
+    pub fn spawn(name: &str, args: &[&str]) -> Self {
+        let mut child = tokio::process::Command::new(python())
+            .arg(script(name))
+            .args(args)
+            .current_dir(script(""))
+            .env("PYTHONWARNINGS", "ignore")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|err| panic!("cannot run {name}: {err}. Run `cargo xtask provision`"));
+        let lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(
+            child.stdout.take().unwrap(),
+        ));
+        Self { child, lines }
+    }
+
+    pub async fn line(&mut self, wait: Duration) -> String {
+        match tokio::time::timeout(wait, self.lines.next_line()).await {
+            Ok(Ok(Some(line))) => line,
+            other => panic!("python helper gave no line: {other:?}"),
+        }
+    }
+
+    pub async fn finish(mut self) -> std::process::ExitStatus {
+        drop(self.child.stdin.take());
+        tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("python helper exits")
+            .unwrap()
+    }
+}
