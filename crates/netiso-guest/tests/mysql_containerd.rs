@@ -8,23 +8,24 @@
 
 use std::net::Ipv4Addr;
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use ipnet::{IpNet, Ipv4Net};
 use netiso_config::tenant_nic::{MacAddress, TenantIpv4, TenantNic};
 use netiso_config::{IsolationMode, VolumeSettings};
 use netiso_guest::mysql::{Layout, MysqlSettings};
-use netiso_guest::rpc::{
-    DatabaseSettings, GuestService, PortProbe, PrepareRequest, ProbeTarget, StatusSink,
-};
-use netiso_messaging::{Context, ServiceStatus};
+use netiso_guest::rpc::{DatabaseSettings, GuestService, PrepareRequest};
+use netiso_messaging::Context;
 use netiso_netlink::Rtnetlink;
 use netiso_netlink::test_support::TestNamespace;
 use netiso_runtime::test_support::{PROVISION_HINT, block_on_cleanup, next_counter};
 use netiso_runtime::{ContainerRuntime, ContainerdConfig, ContainerdRuntime};
-use serde_json::{Value, json};
+use serde_json::json;
+
+mod common;
+
+use common::{NoPortProbe, RecordingSink};
 
 const NAMESPACE: &str = "netiso-guest-mysql-test";
 const PASSWORD: &str = "cd-app-s3cr3t";
@@ -37,49 +38,6 @@ fn env_or(name: &str, default: &str) -> String {
         .ok()
         .filter(|v| !v.is_empty())
         .unwrap_or_else(|| default.to_owned())
-}
-
-#[derive(Default)]
-struct RecordingSink {
-    events: Mutex<Vec<String>>,
-}
-
-#[async_trait]
-impl StatusSink for RecordingSink {
-    async fn heartbeat(&self, status: ServiceStatus) -> Result<(), String> {
-        self.events
-            .lock()
-            .expect("lock")
-            .push(format!("heartbeat {}", status.as_str()));
-        Ok(())
-    }
-
-    async fn notify_end(&self, _context: &Context, _notification: Value) -> Result<(), String> {
-        self.events.lock().expect("lock").push("notify_end".into());
-        Ok(())
-    }
-
-    async fn notify_exc_info(
-        &self,
-        _context: &Context,
-        _notification: Value,
-        message: &str,
-    ) -> Result<(), String> {
-        self.events
-            .lock()
-            .expect("lock")
-            .push(format!("notify_exc_info {message}"));
-        Ok(())
-    }
-}
-
-struct NoPortProbe;
-
-#[async_trait]
-impl PortProbe for NoPortProbe {
-    async fn answers(&self, target: &ProbeTarget) -> Result<(), String> {
-        panic!("a MySQL datastore was probed on a port: {target:?}")
-    }
 }
 
 /// Removes the container (which hands the NIC back) when dropped.

@@ -7,14 +7,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use mysql_async::prelude::Queryable;
 use netiso_config::isolation::BridgedReason;
 use netiso_config::{IsolationMode, PublishedPort, VolumeSettings};
 use netiso_guest::mysql::{Layout, MysqlSettings};
-use netiso_guest::rpc::{
-    DatabaseSettings, GuestService, PortProbe, PrepareRequest, ProbeTarget, StatusSink,
-};
+use netiso_guest::rpc::{DatabaseSettings, GuestService, PrepareRequest};
 use netiso_guest::volume::{self, VolumeOutcome};
 use netiso_messaging::{Context, ServiceStatus};
 use netiso_runtime::ContainerRuntime;
@@ -22,7 +19,11 @@ use netiso_runtime::test_support::{
     ContainerGuard, PROVISION_HINT, connect_docker, guest_registry, next_counter, require_root,
     run_command,
 };
-use serde_json::{Value, json};
+use serde_json::json;
+
+mod common;
+
+use common::{NoPortProbe, RecordingSink};
 
 const IMAGE_TAG: &str = "10.11";
 const PASSWORD: &str = "app-s3cr3t";
@@ -101,56 +102,6 @@ fn is_mounted(path: &Path) -> bool {
     mounts
         .lines()
         .any(|line| line.split(' ').nth(1) == Some(&*path.to_string_lossy()))
-}
-
-#[derive(Default)]
-struct RecordingSink {
-    events: Mutex<Vec<String>>,
-}
-
-impl RecordingSink {
-    fn events(&self) -> Vec<String> {
-        self.events.lock().expect("lock").clone()
-    }
-}
-
-#[async_trait]
-impl StatusSink for RecordingSink {
-    async fn heartbeat(&self, status: ServiceStatus) -> Result<(), String> {
-        self.events
-            .lock()
-            .expect("lock")
-            .push(format!("heartbeat {}", status.as_str()));
-        Ok(())
-    }
-
-    async fn notify_end(&self, _context: &Context, _notification: Value) -> Result<(), String> {
-        self.events.lock().expect("lock").push("notify_end".into());
-        Ok(())
-    }
-
-    async fn notify_exc_info(
-        &self,
-        _context: &Context,
-        _notification: Value,
-        message: &str,
-    ) -> Result<(), String> {
-        self.events
-            .lock()
-            .expect("lock")
-            .push(format!("notify_exc_info {message}"));
-        Ok(())
-    }
-}
-
-/// MySQL readiness goes through the socket; the port probe must never be asked.
-struct NoPortProbe;
-
-#[async_trait]
-impl PortProbe for NoPortProbe {
-    async fn answers(&self, target: &ProbeTarget) -> Result<(), String> {
-        panic!("a MySQL datastore was probed on a port: {target:?}")
-    }
 }
 
 /// One simulated guest's MySQL: its directories, settings and service.

@@ -228,6 +228,17 @@ impl StatusSink for RecordingSink {
     }
 }
 
+/// For MySQL datastores, whose readiness goes through the socket: the port probe must never
+/// be asked.
+pub struct NoPortProbe;
+
+#[async_trait]
+impl PortProbe for NoPortProbe {
+    async fn answers(&self, target: &ProbeTarget) -> Result<(), String> {
+        panic!("a MySQL datastore was probed on a port: {target:?}")
+    }
+}
+
 /// Answers after `failures` refused attempts, recording each target.
 #[derive(Default)]
 pub struct ScriptedProbe {
