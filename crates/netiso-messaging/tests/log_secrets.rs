@@ -8,6 +8,13 @@ use netiso_messaging::test_support::{known_secrets, log_files, scan_files};
 #[test]
 fn no_test_log_holds_a_known_secret() {
     let files = log_files(env!("CARGO_TARGET_TMPDIR")).expect("read the test-log folder");
+    // An empty folder would make the scan pass without looking at anything: the suites that
+    // run before this one (and every suite, when `cargo xtask ci` runs it last) write there.
+    assert!(
+        !files.is_empty(),
+        "no test log to scan in {}/test-logs: run the RPC test suites first",
+        env!("CARGO_TARGET_TMPDIR")
+    );
     let secrets = known_secrets();
     let findings = scan_files(&files, &secrets).expect("read the test logs");
     let lines: usize = files
