@@ -114,18 +114,7 @@ async fn a_flood_of_casts_keeps_memory_flat_and_heartbeats_on_time() {
 
     // The flood: a separate connection publishing rpc_ping casts, each a distinct request
     // (fresh `_unique_id`, context encrypted afresh) as Trove's API would send them.
-    let url = test_url();
-    let config = BrokerConfig::from_transport_url(&TransportUrl::from_str(&url).expect("URL"))
-        .expect("broker config");
-    let host = config.hosts[0].clone();
-    let args =
-        OpenConnectionArguments::new(&host.hostname, host.port, &host.username, &host.password)
-            .virtual_host(&config.virtual_host)
-            .finish();
-    let connection = Connection::open(&args)
-        .await
-        .unwrap_or_else(|e| panic!("RabbitMQ at {url}: {e}: {PROVISION_HINT}"));
-    let channel = connection.open_channel(None).await.expect("channel");
+    let (connection, channel) = raw_channel().await;
     let exchange = setup.exchange.clone();
     let topic = run.target.topic.clone();
     let publisher_channel = channel.clone();
