@@ -15,6 +15,7 @@ mod report;
 mod scenarios;
 mod settings;
 mod sql;
+mod vm;
 
 use std::process::ExitCode;
 

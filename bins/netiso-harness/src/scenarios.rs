@@ -24,6 +24,7 @@ use crate::processes::{DockerdCommand, DockerdGuard, RabbitGuard, dockerd_answer
 use crate::report::{Report, ScenarioReport};
 use crate::settings::{DATABASE_CONTAINER, ScenarioName, Settings};
 use crate::sql::mariadb_config;
+use crate::vm::{self, VmMode};
 
 /// How long a database may take to become healthy after `prepare` (pull, create, start).
 const PREPARE_LIMIT: Duration = Duration::from_secs(180);
@@ -92,6 +93,15 @@ pub async fn run_all(settings: &Settings, scenarios: &[ScenarioName], report: &m
             ScenarioName::ContainerdBridged => containerd_bridged(settings, &mut s, serial).await,
             ScenarioName::DockerFaults => faults(settings, &mut s, serial).await,
             ScenarioName::IsolationImpossible => impossible(settings, &mut s, serial).await,
+            ScenarioName::VmDockerIsolated => {
+                vm::run(settings, &mut s, name.as_str(), VmMode::DockerIsolated).await;
+            }
+            ScenarioName::VmDockerBridged => {
+                vm::run(settings, &mut s, name.as_str(), VmMode::DockerBridged).await;
+            }
+            ScenarioName::VmContainerdIsolated => {
+                vm::run(settings, &mut s, name.as_str(), VmMode::ContainerdIsolated).await;
+            }
         }
     }
 }

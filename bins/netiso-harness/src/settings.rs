@@ -26,10 +26,23 @@ pub enum ScenarioName {
     ContainerdIsolated,
     /// containerd, network_isolation = False.
     ContainerdBridged,
+    /// A real guest VM (`--vm-image`): Docker, isolated, with kill -9 and a reboot.
+    VmDockerIsolated,
+    /// A real guest VM: Docker, network_isolation = False.
+    VmDockerBridged,
+    /// A real guest VM: containerd, isolated.
+    VmContainerdIsolated,
 }
 
 impl ScenarioName {
-    /// Every scenario, in the order they run.
+    /// The scenarios on a real guest VM, in the order they run.
+    pub const VM: [Self; 3] = [
+        Self::VmDockerIsolated,
+        Self::VmDockerBridged,
+        Self::VmContainerdIsolated,
+    ];
+
+    /// Every scenario on the simulated guest, in the order they run.
     pub const ALL: [Self; 6] = [
         Self::DockerIsolated,
         Self::DockerBridged,
@@ -48,6 +61,9 @@ impl ScenarioName {
             Self::IsolationImpossible => "isolation-impossible",
             Self::ContainerdIsolated => "containerd-isolated",
             Self::ContainerdBridged => "containerd-bridged",
+            Self::VmDockerIsolated => "vm-docker-isolated",
+            Self::VmDockerBridged => "vm-docker-bridged",
+            Self::VmContainerdIsolated => "vm-containerd-isolated",
         }
     }
 }
@@ -78,6 +94,10 @@ pub struct Args {
     /// `cargo xtask bench --only prepare`).
     #[arg(long, value_name = "FILE")]
     pub measurements: Option<PathBuf>,
+    /// A guest image folder (`cargo xtask guest-image`): runs the VM scenarios on it (all of
+    /// them unless `--scenarios` names some).
+    #[arg(long, value_name = "DIR")]
+    pub vm_image: Option<PathBuf>,
 }
 
 /// Everything the scenarios need to know about the machine.
@@ -93,6 +113,8 @@ pub struct Settings {
     pub keep_logs: bool,
     /// Where measurements go, if anywhere.
     pub measurements: Option<PathBuf>,
+    /// The guest image of the VM scenarios.
+    pub vm_image: Option<PathBuf>,
     /// The broker as the harness (Trove's controller) reaches it: host loopback.
     pub controller_broker: String,
     /// The broker as the guest reaches it: through its management NIC.
@@ -151,6 +173,7 @@ impl Settings {
             work_dir: args.work_dir.join(std::process::id().to_string()),
             keep_logs: args.keep_logs,
             measurements: args.measurements.clone(),
+            vm_image: args.vm_image.clone(),
             controller_broker: "127.0.0.1:5672".to_owned(),
             guest_broker: "10.251.0.1:5672".to_owned(),
             guest_registry: env_or("NETISO_GUEST_REGISTRY", "10.251.0.1:5000"),
@@ -179,7 +202,9 @@ impl Settings {
 
     /// The scenarios to run.
     pub fn scenarios(args: &Args) -> Vec<ScenarioName> {
-        if args.scenarios.is_empty() {
+        if args.scenarios.is_empty() && args.vm_image.is_some() {
+            ScenarioName::VM.to_vec()
+        } else if args.scenarios.is_empty() {
             ScenarioName::ALL.to_vec()
         } else {
             args.scenarios.clone()

@@ -48,6 +48,11 @@ impl TenantLogin {
         })
     }
 
+    /// The tenant's password, for the checks that no log holds it.
+    pub fn password(&self) -> &str {
+        self.password.expose()
+    }
+
     /// `prepare`'s `databases`, as Trove serializes its `MySQLSchema`.
     pub fn prepare_databases(&self) -> Value {
         json!([{

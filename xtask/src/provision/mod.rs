@@ -38,6 +38,7 @@ fn provision(with_ci_tools: bool) -> Result<()> {
     }
     say("== packages");
     packages::ensure_installed()?;
+    packages::ensure_qemu()?;
     if with_ci_tools {
         say("== cargo tools");
         tools::ensure_installed()?;

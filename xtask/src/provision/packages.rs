@@ -30,7 +30,18 @@ const PACKAGES: &[&str] = &[
     "mmdebstrap",
     // The tenant client of the SQL round trips (harness, demo, benchmarks).
     "mariadb-client",
+    // The guest VM (`cargo xtask guest-image`, `cargo xtask vm`): diskimage-builder's
+    // debootstrap and sudo, the NoCloud seed's ISO image, DHCP on the VM's networks.
+    "debootstrap",
+    "sudo",
+    "genisoimage",
+    "dnsmasq-base",
 ];
+
+/// QEMU for the guest VM. Debian 12's `qemu-system-x86` wants `qemu-utils` of its own
+/// version, while this kind of machine comes with a newer one from backports: both are
+/// installed at the version of `qemu-system-x86` (a downgrade of `qemu-utils` when needed).
+const QEMU: &str = "qemu-system-x86";
 
 /// Installs whatever is missing. Services are kept from starting on their own (a dockerd in
 /// this machine's namespace would create `docker0` and iptables rules here); provision starts
@@ -53,6 +64,39 @@ pub fn ensure_installed() -> Result<()> {
     args.extend(missing.iter().copied());
     run_with_env("apt-get", &args, &env)?;
     Ok(())
+}
+
+/// QEMU, at one version with its utilities.
+pub fn ensure_qemu() -> Result<()> {
+    if is_installed(QEMU) {
+        say(&format!("  {QEMU} present"));
+        return Ok(());
+    }
+    let env = [("DEBIAN_FRONTEND", "noninteractive".to_string())];
+    run_with_env("apt-get", &["update", "-qq"], &env)?;
+    let candidate = output("apt-cache", &["policy", QEMU])?;
+    let version = candidate
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Candidate:"))
+        .map(str::trim)
+        .filter(|v| *v != "(none)")
+        .with_context(|| format!("apt knows no {QEMU}: {candidate}"))?
+        .to_owned();
+    let _guard = ServiceStartBlocker::install()?;
+    let utils = format!("qemu-utils={version}");
+    run_with_env(
+        "apt-get",
+        &[
+            "install",
+            "-y",
+            "-qq",
+            "--no-install-recommends",
+            "--allow-downgrades",
+            QEMU,
+            &utils,
+        ],
+        &env,
+    )
 }
 
 fn is_installed(package: &str) -> bool {

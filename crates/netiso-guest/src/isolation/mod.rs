@@ -20,6 +20,7 @@ mod apply;
 pub mod baseline;
 mod error;
 mod guard;
+pub mod ifupdown;
 mod plan;
 mod verify;
 

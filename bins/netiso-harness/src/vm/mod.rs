@@ -1,0 +1,868 @@
+//! The harness as a cloud around a real guest VM: it boots the guest image (`cargo xtask
+//! guest-image`) under QEMU with a management and a tenant network of its own, injects the
+//! files as Trove's taskmanager does (cloud-init `write_files`), plays the taskmanager and
+//! the conductor over RPC on the management side only, and checks from the tenant side and
+//! from inside the VM (through the QEMU guest agent) that the promises hold on a booted
+//! system: systemd, cloud-init, DHCP, reboots.
+
+mod net;
+mod qemu;
+mod qga;
+mod seed;
+mod window;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, anyhow, bail, ensure};
+use netiso_config::render::{FixedIp, GuestInfo, UserPort, render_daemon_json};
+use netiso_config::tenant_nic::MacAddress;
+use netiso_config::{ControlPlaneConfig, Secret};
+use serde_json::Value;
+
+use crate::controller::{ConductorEvent, Controller, prepare_args};
+use crate::guest_files::{DATABASE_PORT, DATASTORE, RuntimeKind};
+use crate::image::{MARIADB_REPOSITORY, MARIADB_TAG};
+use crate::report::ScenarioReport;
+use crate::settings::Settings;
+use crate::sql::{TenantLogin, mariadb_config};
+
+pub use qemu::GuestImage;
+
+use self::net::{MGMT_GATEWAY, TENANT_ROUTER, VM_TENANT_ADDR, VmNetwork};
+use self::qemu::{Vm, VmSpec};
+use self::qga::GuestAgent;
+use self::seed::InjectedFile;
+use self::window::TenantWatch;
+
+/// Power-on to the guest agent answering (TCG boots in about a minute; a loaded machine
+/// takes several).
+const BOOT_LIMIT: Duration = Duration::from_secs(420);
+/// Power-on to `rpc_ping` answered.
+const AGENT_LIMIT: Duration = Duration::from_secs(420);
+/// `prepare` cast to `healthy` (an image pull and a fresh MariaDB data directory in TCG).
+const PREPARE_LIMIT: Duration = Duration::from_secs(900);
+/// A login from the tenant network once the guest said `healthy`.
+const LOGIN_LIMIT: Duration = Duration::from_secs(180);
+/// The units the packages install and the image enables.
+const UNITS: [&str; 4] = [
+    "docker-hostnic.socket",
+    "docker.service",
+    "containerd.service",
+    "trove-guest-agent.service",
+];
+/// The VM's memory.
+const MEMORY_MIB: u32 = 2048;
+/// Where the database's data lives in the VM (Trove's `[mysql] mount_point`).
+const MOUNT_POINT: &str = "/var/lib/mysql";
+/// MariaDB's `server_id` in the rendered configuration.
+const SERVER_ID: u32 = 7;
+/// `max_connections` in the rendered configuration.
+const MAX_CONNECTIONS: u32 = 120;
+
+/// Which VM scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VmMode {
+    /// Docker, isolated: boot, prepare, window, kill -9, reboot.
+    DockerIsolated,
+    /// Docker, bridged: the client reaches the database through the VM's address.
+    DockerBridged,
+    /// containerd, isolated.
+    ContainerdIsolated,
+}
+
+impl VmMode {
+    fn runtime(self) -> RuntimeKind {
+        match self {
+            Self::DockerIsolated | Self::DockerBridged => RuntimeKind::Docker,
+            Self::ContainerdIsolated => RuntimeKind::Containerd,
+        }
+    }
+
+    fn isolated(self) -> bool {
+        !matches!(self, Self::DockerBridged)
+    }
+}
+
+/// One VM scenario, every check recorded in `s`.
+pub async fn run(settings: &Settings, s: &mut ScenarioReport<'_>, name: &str, mode: VmMode) {
+    let Some(image_dir) = settings.vm_image.as_deref() else {
+        s.not_run(
+            "boot",
+            "no guest image given (`--vm-image`, built by `cargo xtask guest-image`)",
+        );
+        return;
+    };
+    let Some(mut run) = s
+        .check("setup", async {
+            let run = VmRun::boot(settings, image_dir, name, mode).await?;
+            let detail = format!(
+                "image {}, namespaces {} and {}",
+                image_dir.display(),
+                run.network.vm_netns,
+                run.network.client_netns
+            );
+            Ok((run, detail))
+        })
+        .await
+    else {
+        return;
+    };
+    run.checks(s).await;
+    if settings.keep_logs {
+        eprintln!("VM logs kept in {}", run.dir.path.display());
+    }
+    run.finish(settings.keep_logs).await;
+}
+
+/// The per-run directory, removed on drop unless kept.
+struct RunDir {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        if self.keep {
+            // Only the logs: the disk is large and the seed holds the instance key.
+            for file in ["disk.qcow2", "seed.iso"] {
+                let _ = std::fs::remove_file(self.path.join(file));
+            }
+            return;
+        }
+        if let Err(e) = std::fs::remove_dir_all(&self.path) {
+            eprintln!("cleanup: removing {}: {e}", self.path.display());
+        }
+    }
+}
+
+/// Everything of one VM run. Field order is drop order: the VM stops before its network
+/// goes, and the controller last.
+struct VmRun {
+    vm: Vm,
+    watch: TenantWatch,
+    network: VmNetwork,
+    controller: Option<Controller>,
+    login: TenantLogin,
+    mode: VmMode,
+    secrets: Vec<String>,
+    dir: RunDir,
+}
+
+impl VmRun {
+    async fn boot(settings: &Settings, image_dir: &Path, name: &str, mode: VmMode) -> Result<Self> {
+        let image = GuestImage::open(image_dir)?;
+        let path = settings.work_dir.join(name);
+        if path.exists() {
+            std::fs::remove_dir_all(&path)
+                .with_context(|| format!("removing the old {}", path.display()))?;
+        }
+        std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
+        let dir = RunDir {
+            path,
+            keep: settings.keep_logs,
+        };
+        let network = VmNetwork::create(&dir.path, |port| {
+            PathBuf::from(format!("/run/trove-netiso/fwd-{port}.sock"))
+        })?;
+        let guest_id = uuid::Uuid::new_v4().to_string();
+        let key = uuid::Uuid::new_v4().simple().to_string();
+        let exchange = format!("netiso-vm-{}", &guest_id[..8]);
+        let conductor_queue = format!("netiso-vm-conductor-{}", &guest_id[..8]);
+        let controller = Controller::start(
+            &settings.controller_broker,
+            &exchange,
+            &conductor_queue,
+            &guest_id,
+            &key,
+        )
+        .await?;
+        let login = TenantLogin::create(&dir.path)?;
+        let files = injected_files(
+            mode,
+            &guest_id,
+            &key,
+            &exchange,
+            &conductor_queue,
+            network.tenant_mac,
+        )?;
+        let user_data = seed::user_data(&files);
+        let network_config =
+            seed::network_config(&[("ens3", network.mgmt_mac), ("ens4", network.tenant_mac)]);
+        let seed_image = seed::write_seed(&dir.path, &guest_id, &user_data, &network_config)?;
+        let spec = VmSpec {
+            netns: network.vm_netns.clone(),
+            mgmt_mac: network.mgmt_mac,
+            tenant_mac: network.tenant_mac,
+            seed: seed_image,
+            memory_mib: MEMORY_MIB,
+        };
+        let powered_on = Instant::now();
+        let watch = TenantWatch::start(
+            &network.client_netns,
+            SocketAddr::new(IpAddr::V4(VM_TENANT_ADDR), window::KNOCK_PORT),
+            powered_on,
+        )?;
+        let vm = Vm::start(&image, &spec, &dir.path)?;
+        Ok(Self {
+            vm,
+            watch,
+            network,
+            controller: Some(controller),
+            login,
+            mode,
+            secrets: vec![key],
+            dir,
+        })
+    }
+
+    fn controller(&self) -> Result<&Controller> {
+        self.controller
+            .as_ref()
+            .ok_or_else(|| anyhow!("the controller is stopped"))
+    }
+
+    fn qga(&self) -> &GuestAgent {
+        &self.vm.agent
+    }
+
+    async fn checks(&mut self, s: &mut ScenarioReport<'_>) {
+        if s.check("boots", self.wait_booted()).await.is_none() {
+            return;
+        }
+        s.check("units-active", self.units_active()).await;
+        s.check("agent-answers-rpc", self.agent_answers()).await;
+        if self.mode.isolated() {
+            s.check("vm-isolated", self.vm_isolated()).await;
+            s.check("tenant-window", self.window_before_prepare()).await;
+        }
+        let Some(()) = s.check("prepare", self.prepare()).await else {
+            return;
+        };
+        s.check("client-reaches-database", self.client_reaches_database())
+            .await;
+        if self.mode.isolated() {
+            s.check("vm-cannot-reach-tenant", self.vm_cannot_reach_tenant())
+                .await;
+        }
+        s.check("heartbeats-healthy", self.heartbeat_healthy())
+            .await;
+        if self.mode == VmMode::DockerIsolated {
+            for unit in ["trove-guest-agent.service", "docker-hostnic.service"] {
+                s.check(&format!("kill-9-{unit}"), self.kill_hard(unit))
+                    .await;
+            }
+            s.check("reboot", self.reboot()).await;
+            s.check("units-verify", self.units_verify()).await;
+        }
+        s.check("journal", self.journal()).await;
+    }
+
+    async fn wait_booted(&self) -> Result<((), String)> {
+        let agent = self.qga().clone();
+        let answered = tokio::task::spawn_blocking(move || {
+            poll_until(BOOT_LIMIT, Duration::from_secs(2), || agent.answers())
+        })
+        .await?;
+        if answered.is_none() {
+            bail!(
+                "the guest agent did not answer within {} s; console: {}",
+                BOOT_LIMIT.as_secs(),
+                self.vm.console_tail(25)
+            );
+        }
+        Ok((
+            (),
+            format!(
+                "power-on to guest agent: {:.1} s",
+                self.vm.powered_on.elapsed().as_secs_f64()
+            ),
+        ))
+    }
+
+    async fn units_active(&self) -> Result<((), String)> {
+        let agent = self.qga().clone();
+        let script = format!("systemctl is-active {}", UNITS.join(" "));
+        let outcome = tokio::task::spawn_blocking(move || {
+            let mut last = String::new();
+            let active = poll_until(Duration::from_secs(240), Duration::from_secs(2), || {
+                match agent.sh(&script, Duration::from_secs(20)) {
+                    Ok(run) => {
+                        // `is-active` exits 0 when any one unit is active: read each state.
+                        let states: Vec<&str> = run.stdout.split_whitespace().collect();
+                        last = states.join(" ");
+                        states.len() == UNITS.len() && states.iter().all(|s| *s == "active")
+                    }
+                    Err(e) => {
+                        last = format!("{e:#}");
+                        false
+                    }
+                }
+            });
+            (active, last)
+        })
+        .await?;
+        match outcome {
+            (Some(()), states) => Ok((
+                (),
+                format!(
+                    "{}: {states}, {:.1} s after power-on",
+                    UNITS.join(" "),
+                    self.vm.powered_on.elapsed().as_secs_f64()
+                ),
+            )),
+            (None, states) => bail!("{}: {states}", UNITS.join(" ")),
+        }
+    }
+
+    async fn agent_answers(&self) -> Result<((), String)> {
+        self.controller()?
+            .ping_until_answered(AGENT_LIMIT)
+            .await
+            .map_err(|e| {
+                e.context(format!(
+                    "agent journal: {}",
+                    self.unit_log("trove-guest-agent")
+                ))
+            })?;
+        Ok((
+            (),
+            format!(
+                "power-on to rpc_ping answered over the management network: {:.1} s",
+                self.vm.powered_on.elapsed().as_secs_f64()
+            ),
+        ))
+    }
+
+    fn unit_log(&self, unit: &str) -> String {
+        self.qga()
+            .sh(
+                &format!("journalctl -u {unit} -n 15 --no-pager -o cat"),
+                Duration::from_secs(20),
+            )
+            .map(|run| run.stdout)
+            .unwrap_or_else(|e| format!("(unreadable: {e:#})"))
+    }
+
+    /// The VM's view of its tenant NIC: name, addresses and routes through it.
+    fn tenant_nic_state(&self) -> Result<TenantNicState> {
+        let links: Value = serde_json::from_str(
+            &self
+                .qga()
+                .sh_ok("ip -j addr show", Duration::from_secs(20))?,
+        )
+        .context("`ip -j addr show` in the VM")?;
+        let mac = self.network.tenant_mac.to_string();
+        let link = links
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|l| l["address"].as_str() == Some(mac.as_str()))
+            .ok_or_else(|| anyhow!("no link with the tenant MAC {mac} in the VM"))?;
+        let name = link["ifname"].as_str().unwrap_or_default().to_owned();
+        let addresses: Vec<String> = link["addr_info"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|a| a["scope"].as_str() == Some("global"))
+            .map(|a| format!("{}/{}", a["local"].as_str().unwrap_or("?"), a["prefixlen"]))
+            .collect();
+        let routes: Value = serde_json::from_str(
+            &self
+                .qga()
+                .sh_ok("ip -j route show table all", Duration::from_secs(20))?,
+        )
+        .context("`ip -j route show table all` in the VM")?;
+        let routes: Vec<String> = routes
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|r| r["dev"].as_str() == Some(name.as_str()))
+            .filter(|r| r["table"].as_str() != Some("local"))
+            .map(|r| r["dst"].as_str().unwrap_or("?").to_owned())
+            .collect();
+        Ok(TenantNicState {
+            name,
+            up: link["flags"]
+                .as_array()
+                .is_some_and(|f| f.iter().any(|f| f == "UP")),
+            addresses,
+            routes,
+        })
+    }
+
+    async fn vm_isolated(&self) -> Result<((), String)> {
+        let state = self.tenant_nic_state()?;
+        ensure!(
+            state.addresses.is_empty() && state.routes.is_empty(),
+            "the VM holds {:?} and routes {:?} on its tenant NIC {}",
+            state.addresses,
+            state.routes,
+            state.name
+        );
+        let leases =
+            std::fs::read_to_string(VmNetwork::tenant_leases(&self.dir.path)).unwrap_or_default();
+        Ok((
+            (),
+            format!(
+                "tenant NIC {} ({}): no address, no route; tenant DHCP leases handed out: {}",
+                state.name,
+                if state.up { "up" } else { "down" },
+                leases.lines().count()
+            ),
+        ))
+    }
+
+    /// The first boot: cloud-init writes `eth1.json` after ifupdown's DHCP, so the VM may
+    /// hold the tenant address until the agent starts; the window must be closed by now.
+    async fn window_before_prepare(&self) -> Result<((), String)> {
+        let seen = self.watch.so_far();
+        let now = self.vm.powered_on.elapsed();
+        let recent = self
+            .watch
+            .between(now.saturating_sub(Duration::from_secs(3)), now);
+        let detail = format!(
+            "{} knocks on {VM_TENANT_ADDR} from power-on, {} answered{}; tenant DHCP requests: {}",
+            seen.knocks,
+            seen.answered,
+            match seen.first {
+                Some(first) => format!(
+                    " (first at {:.2} s, answering for {} ms)",
+                    first.as_secs_f64(),
+                    seen.span.as_millis()
+                ),
+                None => String::new(),
+            },
+            self.tenant_dhcp_requests()
+        );
+        ensure!(
+            recent.answered == 0,
+            "the VM still answers on the tenant network: {detail}"
+        );
+        Ok(((), detail))
+    }
+
+    /// DHCP requests from the tenant NIC the tenant network's DHCP server has seen.
+    fn tenant_dhcp_requests(&self) -> usize {
+        let log =
+            std::fs::read_to_string(self.dir.path.join("dhcp-vmcli0.log")).unwrap_or_default();
+        log.lines()
+            .filter(|l| l.contains("DHCPDISCOVER(vmcli0)") || l.contains("DHCPREQUEST(vmcli0)"))
+            .count()
+    }
+
+    async fn prepare(&self) -> Result<((), String)> {
+        let controller = self.controller()?;
+        let mark = controller.mark();
+        let at = Instant::now();
+        controller
+            .cast(
+                "prepare",
+                prepare_args(
+                    MARIADB_TAG,
+                    MOUNT_POINT,
+                    &self.login,
+                    &mariadb_config(SERVER_ID, MAX_CONNECTIONS),
+                ),
+            )
+            .await?;
+        let outcome = controller
+            .wait_event(mark, PREPARE_LIMIT, |e| {
+                matches!(e, ConductorEvent::Heartbeat(s) if s == "healthy" || s == "failed to spawn")
+            })
+            .await
+            .map_err(|e| e.context(format!("agent journal: {}", self.unit_log("trove-guest-agent"))))?;
+        ensure!(
+            outcome == ConductorEvent::Heartbeat("healthy".into()),
+            "the guest reported {:?}; agent journal: {}",
+            controller.events_since(mark),
+            self.unit_log("trove-guest-agent")
+        );
+        let healthy = at.elapsed();
+        let (login, user) = self.first_login()?;
+        Ok((
+            (),
+            format!(
+                "prepare cast to healthy {:.1} s, to the first tenant login {:.1} s (as {user})",
+                healthy.as_secs_f64(),
+                (healthy + login).as_secs_f64()
+            ),
+        ))
+    }
+
+    fn first_login(&self) -> Result<(Duration, String)> {
+        self.login.first_login(
+            &self.network.client_netns,
+            SocketAddr::new(IpAddr::V4(VM_TENANT_ADDR), DATABASE_PORT),
+            LOGIN_LIMIT,
+        )
+    }
+
+    async fn client_reaches_database(&self) -> Result<((), String)> {
+        let server = SocketAddr::new(IpAddr::V4(VM_TENANT_ADDR), DATABASE_PORT);
+        let rows = self.login.run(
+            &self.network.client_netns,
+            server,
+            "CREATE TABLE IF NOT EXISTS vm_probe (id INT PRIMARY KEY, note TEXT); \
+             REPLACE INTO vm_probe VALUES (1, 'from the tenant network'); \
+             SELECT note FROM vm_probe WHERE id = 1",
+        )?;
+        ensure!(
+            rows == "from the tenant network",
+            "the database answered {rows:?}"
+        );
+        let how = if self.mode.isolated() {
+            "the container's own interface"
+        } else {
+            "the VM's address (DNAT)"
+        };
+        Ok((
+            (),
+            format!("client network => database at {server} through {how}: wrote and read a row"),
+        ))
+    }
+
+    async fn vm_cannot_reach_tenant(&self) -> Result<((), String)> {
+        let script = format!(
+            "timeout 5 bash -c 'exec 3<>/dev/tcp/{TENANT_ROUTER}/3306' 2>&1; echo \"exit $?\""
+        );
+        let out = self.qga().sh_ok(&script, Duration::from_secs(20))?;
+        ensure!(
+            !out.contains("refused") && !out.contains("exit 0"),
+            "the VM reached the tenant router: {}",
+            out.trim()
+        );
+        Ok((
+            (),
+            format!(
+                "connect from the VM to {TENANT_ROUTER}: {}",
+                out.trim().replace('\n', "; ")
+            ),
+        ))
+    }
+
+    async fn heartbeat_healthy(&self) -> Result<((), String)> {
+        let controller = self.controller()?;
+        let mark = controller.mark();
+        controller
+            .wait_event(mark, Duration::from_secs(60), |e| {
+                *e == ConductorEvent::Heartbeat("healthy".into())
+            })
+            .await?;
+        Ok((
+            (),
+            "a fresh `healthy` heartbeat at the conductor".to_owned(),
+        ))
+    }
+
+    fn database_started_at(&self) -> Result<String> {
+        let script = match self.mode.runtime() {
+            RuntimeKind::Docker => "docker inspect -f '{{.State.StartedAt}}' database".to_owned(),
+            RuntimeKind::Containerd => "ctr -n trove task ls".to_owned(),
+        };
+        Ok(self
+            .qga()
+            .sh_ok(&script, Duration::from_secs(30))?
+            .trim()
+            .to_owned())
+    }
+
+    async fn kill_hard(&self, unit: &str) -> Result<((), String)> {
+        let unit_name = unit.to_owned();
+        let restarts = move |agent: &GuestAgent| -> Result<u64> {
+            let out = agent.sh_ok(
+                &format!("systemctl show -p NRestarts --value {unit_name}"),
+                Duration::from_secs(20),
+            )?;
+            out.trim()
+                .parse()
+                .with_context(|| format!("NRestarts of {unit_name}: {out:?}"))
+        };
+        let before = restarts(self.qga())?;
+        let started_at = self.database_started_at()?;
+        self.qga().sh_ok(
+            &format!("systemctl kill -s KILL {unit}"),
+            Duration::from_secs(20),
+        )?;
+        let killed = Instant::now();
+        let agent = self.qga().clone();
+        let unit_name = unit.to_owned();
+        let back = tokio::task::spawn_blocking(move || {
+            poll_until(Duration::from_secs(120), Duration::from_secs(1), || {
+                restarts(&agent).is_ok_and(|n| n > before)
+                    && agent
+                        .sh(
+                            &format!("systemctl is-active {unit_name}"),
+                            Duration::from_secs(20),
+                        )
+                        .is_ok_and(|run| run.succeeded())
+            })
+        })
+        .await?;
+        ensure!(
+            back.is_some(),
+            "systemd did not restart {unit} within 120 s"
+        );
+        let restarted = killed.elapsed();
+        if unit.starts_with("trove-guest-agent") {
+            self.controller()?
+                .ping_until_answered(Duration::from_secs(180))
+                .await?;
+        }
+        let answered = killed.elapsed();
+        let after = self.database_started_at()?;
+        ensure!(
+            after == started_at,
+            "the database container was restarted ({started_at} -> {after})"
+        );
+        self.first_login()?;
+        Ok((
+            (),
+            format!(
+                "systemd restarted {unit} after {:.1} s (answering after {:.1} s); the database untouched, the client logs in",
+                restarted.as_secs_f64(),
+                answered.as_secs_f64()
+            ),
+        ))
+    }
+
+    async fn reboot(&self) -> Result<((), String)> {
+        let controller = self.controller()?;
+        // The guest agent dies with the reboot: its answer may never come.
+        let _ = self.qga().sh("systemctl reboot", Duration::from_secs(5));
+        let rebooted = Instant::now();
+        let requests_before = self.tenant_dhcp_requests();
+        let agent = self.qga().clone();
+        let went = tokio::task::spawn_blocking(move || {
+            poll_until(Duration::from_secs(120), Duration::from_millis(500), || {
+                !agent.answers()
+            })
+        })
+        .await?;
+        ensure!(went.is_some(), "the VM did not go down within 120 s");
+        let mark = controller.mark();
+        let agent = self.qga().clone();
+        let back = tokio::task::spawn_blocking(move || {
+            poll_until(BOOT_LIMIT, Duration::from_secs(2), || agent.answers())
+        })
+        .await?;
+        ensure!(
+            back.is_some(),
+            "the VM did not come back within {} s; console: {}",
+            BOOT_LIMIT.as_secs(),
+            self.vm.console_tail(25)
+        );
+        let (_, user) = self.first_login().map_err(|e| {
+            e.context(format!(
+                "agent journal: {}",
+                self.unit_log("trove-guest-agent")
+            ))
+        })?;
+        let login_after = rebooted.elapsed();
+        let state = self.tenant_nic_state()?;
+        ensure!(
+            state.addresses.is_empty() && state.routes.is_empty(),
+            "after the reboot the VM holds {:?} and routes {:?} on {}",
+            state.addresses,
+            state.routes,
+            state.name
+        );
+        controller
+            .wait_event(mark, Duration::from_secs(120), |e| {
+                *e == ConductorEvent::Heartbeat("healthy".into())
+            })
+            .await
+            .context("no `healthy` heartbeat after the reboot")?;
+        let requests = self.tenant_dhcp_requests() - requests_before;
+        ensure!(
+            requests == 0,
+            "after the reboot the VM sent {requests} DHCP requests on the tenant network"
+        );
+        Ok((
+            (),
+            format!(
+                "reboot to the first tenant login {:.1} s (as {user}), no second prepare; the VM still isolated and sent no DHCP request on the tenant network; heartbeats `healthy` again",
+                login_after.as_secs_f64()
+            ),
+        ))
+    }
+
+    async fn units_verify(&self) -> Result<((), String)> {
+        let run = self.qga().sh(
+            "cd /lib/systemd/system && systemd-analyze verify trove-guest-agent.service docker-hostnic.service docker-hostnic.socket 2>&1",
+            Duration::from_secs(120),
+        )?;
+        let complaints: Vec<&str> = run
+            .stdout
+            .lines()
+            .filter(|line| line.contains("trove-guest-agent") || line.contains("docker-hostnic"))
+            .collect();
+        ensure!(
+            run.succeeded() && complaints.is_empty(),
+            "systemd-analyze verify exited {:?}: {}",
+            run.code,
+            run.stdout.trim()
+        );
+        Ok((
+            (),
+            "systemd-analyze verify: no complaint about our units".to_owned(),
+        ))
+    }
+
+    async fn journal(&self) -> Result<((), String)> {
+        let out = self.qga().sh_ok(
+            "journalctl -u trove-guest-agent -u docker-hostnic -o json --no-pager",
+            Duration::from_secs(60),
+        )?;
+        let mut lines = 0usize;
+        let mut priorities = std::collections::BTreeMap::<String, usize>::new();
+        for line in out.lines() {
+            let entry: Value = serde_json::from_str(line).context("a journal entry")?;
+            lines += 1;
+            let priority = entry["PRIORITY"].as_str().unwrap_or("?").to_owned();
+            *priorities.entry(priority).or_default() += 1;
+        }
+        ensure!(
+            lines > 0,
+            "the journal holds nothing of the agent or the plugin"
+        );
+        for secret in &self.secrets {
+            ensure!(
+                !out.contains(secret.as_str()),
+                "a secret (the instance key) is in the journal"
+            );
+        }
+        ensure!(
+            !out.contains(self.login.password()),
+            "the tenant's password is in the journal"
+        );
+        ensure!(
+            priorities.keys().any(|p| p != "6"),
+            "every entry has priority 6 (info): levels are not passed to the journal ({priorities:?})"
+        );
+        Ok((
+            (),
+            format!("{lines} entries by priority {priorities:?}; no secret in them"),
+        ))
+    }
+
+    async fn finish(mut self, keep_logs: bool) {
+        if keep_logs {
+            let _ = std::fs::write(
+                self.dir.path.join("agent-journal.log"),
+                self.unit_log("trove-guest-agent"),
+            );
+        }
+        if let Some(controller) = self.controller.take() {
+            controller.stop().await;
+        }
+    }
+}
+
+/// The tenant NIC as the VM sees it.
+struct TenantNicState {
+    name: String,
+    up: bool,
+    addresses: Vec<String>,
+    routes: Vec<String>,
+}
+
+/// The files Trove's taskmanager injects for this guest, at Trove's paths.
+fn injected_files(
+    mode: VmMode,
+    guest_id: &str,
+    key: &str,
+    exchange: &str,
+    conductor_queue: &str,
+    tenant_mac: netiso_netlink::MacAddr,
+) -> Result<Vec<InjectedFile>> {
+    let isolated = mode.isolated();
+    let guest_info = GuestInfo {
+        guest_id: guest_id.to_owned(),
+        datastore_manager: DATASTORE.to_owned(),
+        datastore_version: MARIADB_TAG.to_owned(),
+        tenant_id: "netiso-harness".to_owned(),
+        manager_class: "trove.guestagent.datastore.mariadb.manager.Manager".to_owned(),
+        replication_strategy:
+            "trove.guestagent.strategies.replication.mariadb_gtid.MariaDBGTIDReplication".to_owned(),
+        ssl_mode: None,
+        instance_rpc_encr_key: Some(Secret::new(key.to_owned())),
+    };
+    let registry = format!("{MGMT_GATEWAY}:5000");
+    let mut files = vec![
+        InjectedFile {
+            path: "/etc/trove/conf.d/guest_info.conf".into(),
+            content: guest_info.render(isolated),
+        },
+        InjectedFile {
+            path: "/etc/trove/conf.d/trove-guestagent.conf".into(),
+            content: format!(
+                "[DEFAULT]\n\
+                 transport_url = rabbit://guest:guest@{MGMT_GATEWAY}:5672/\n\
+                 control_exchange = {exchange}\n\
+                 conductor_queue = {conductor_queue}\n\
+                 report_interval = 10\n\
+                 state_change_wait_time = 600\n\
+                 \n\
+                 [guest_agent]\n\
+                 container_registry = {registry}\n\
+                 \n\
+                 [{DATASTORE}]\n\
+                 docker_image = {MARIADB_REPOSITORY}\n\
+                 tcp_ports = {DATABASE_PORT}\n\
+                 mount_point = {MOUNT_POINT}\n\
+                 \n\
+                 [netiso]\n\
+                 runtime = {runtime}\n",
+                runtime = mode.runtime().as_str(),
+            ),
+        },
+    ];
+    if isolated {
+        files.push(InjectedFile {
+            path: "/etc/trove/eth1.json".into(),
+            content: tenant_port(tenant_mac)?.render_eth1_json(),
+        });
+    }
+    let control = ControlPlaneConfig {
+        network_isolation: isolated,
+        docker_insecure_registries: vec![registry],
+        ..ControlPlaneConfig::default()
+    };
+    if let Some(daemon_json) = render_daemon_json(&control, isolated) {
+        files.push(InjectedFile {
+            path: "/etc/docker/daemon.json".into(),
+            content: daemon_json,
+        });
+    }
+    Ok(files)
+}
+
+/// The tenant port as Neutron describes it to the taskmanager.
+fn tenant_port(mac: netiso_netlink::MacAddr) -> Result<UserPort> {
+    Ok(UserPort {
+        mac_address: MacAddress(mac.octets()),
+        fixed_ips: vec![FixedIp {
+            ip_address: IpAddr::V4(VM_TENANT_ADDR),
+            cidr: net::TENANT_CIDR.parse()?,
+            gateway_ip: Some(IpAddr::V4(TENANT_ROUTER)),
+            host_routes: Vec::new(),
+            ipv6_ra_mode: None,
+        }],
+    })
+}
+
+/// Calls `probe` every `period` until it is true or `limit` passes.
+fn poll_until(limit: Duration, period: Duration, mut probe: impl FnMut() -> bool) -> Option<()> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if probe() {
+            return Some(());
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(period);
+    }
+}
