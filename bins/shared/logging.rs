@@ -5,17 +5,9 @@
 
 use std::io::IsTerminal as _;
 
-use clap::ValueEnum;
 use tracing_subscriber::EnvFilter;
 
-/// How log lines look.
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum LogFormat {
-    /// One readable line per event.
-    Human,
-    /// One JSON object per event, for log shippers.
-    Json,
-}
+use crate::log_format::LogFormat;
 
 /// Logs to stderr at `RUST_LOG`'s level (default `info`); colours only on a terminal, so
 /// journald and log files get plain text.

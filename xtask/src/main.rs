@@ -8,6 +8,9 @@ mod bench;
 mod ci;
 mod demo;
 mod layout;
+#[path = "../../bins/shared/log_format.rs"]
+mod log_format;
+mod package;
 mod provision;
 mod sh;
 
@@ -38,6 +41,10 @@ enum Task {
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
     },
+    /// Build the Debian packages of trove-guest-agent and docker-hostnic with cargo-deb
+    /// (release builds, man pages, completions, systemd units) under target/debian/, and
+    /// print their paths, one per line, last.
+    Package,
     /// Print the environment variables that tell tests where the provisioned services are.
     Env,
     /// Check Cargo.lock against the RustSec advisory snapshot beside the checkout (offline);
@@ -66,6 +73,7 @@ fn main() -> anyhow::Result<()> {
         Task::Bench { only } => bench::run(&only),
         Task::Demo { all } => demo::run(all),
         Task::Advisories => advisories::check(),
+        Task::Package => package::run_task(),
         Task::Env => {
             // Quoted for `eval`: the TLS URLs hold `?` and `&`.
             for (name, value) in layout::test_environment() {

@@ -2,61 +2,81 @@
 //! Trove database container. Discovered by dockerd through its socket in
 //! `/run/docker/plugins`; all behaviour lives in the `netiso-hostnic` crate.
 
+mod cli;
+#[allow(
+    dead_code,
+    reason = "one table for both daemons; the plugin has no dependency to reach"
+)]
+#[path = "../../shared/exit_code.rs"]
+mod exit_code;
+#[path = "../../shared/log_format.rs"]
+mod log_format;
 #[path = "../../shared/logging.rs"]
 mod logging;
 
-use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use clap::Parser;
-use logging::LogFormat;
-use netiso_config::tenant_nic::DEFAULT_TENANT_NIC_FILE;
-use netiso_hostnic::server::DEFAULT_SOCKET_PATH;
-use netiso_hostnic::state::DEFAULT_STATE_FILE;
+use clap::Parser as _;
+use cli::Args;
 use netiso_hostnic::{
     Driver, NetnsNicLocator, PluginSocket, StateStore, serve, termination_signal,
 };
 
-/// The command line.
-#[derive(Debug, Parser)]
-#[command(
-    version,
-    about = "libnetwork remote network driver that gives a container the VM's tenant NIC"
-)]
-struct Args {
-    /// Unix socket to create, unless systemd passes one (LISTEN_FDS/LISTEN_PID).
-    #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET_PATH)]
-    socket: PathBuf,
-    /// NetworkID -> tenant NIC map, in Trove's format.
-    #[arg(long, value_name = "PATH", default_value = DEFAULT_STATE_FILE)]
-    state_file: PathBuf,
-    /// Tenant NIC description injected by Trove (`eth1.json`: gateways, host routes).
-    #[arg(long, value_name = "PATH", default_value = DEFAULT_TENANT_NIC_FILE)]
-    tenant_nic_file: PathBuf,
-    /// Log line format on stderr; RUST_LOG overrides the level (default `info`).
-    #[arg(long, value_enum, default_value_t = LogFormat::Human)]
-    log_format: LogFormat,
+/// An error and the documented exit status (`exit_code`) of its kind.
+struct Failure {
+    status: u8,
+    error: anyhow::Error,
 }
 
-fn main() -> anyhow::Result<()> {
+/// Tags an error with its exit status.
+trait Status<T> {
+    fn status(self, status: u8) -> Result<T, Failure>;
+}
+
+impl<T, E: Into<anyhow::Error>> Status<T> for Result<T, E> {
+    fn status(self, status: u8) -> Result<T, Failure> {
+        self.map_err(|error| Failure {
+            status,
+            error: error.into(),
+        })
+    }
+}
+
+fn main() -> ExitCode {
     let args = Args::parse();
     logging::init(args.log_format);
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure { status, error }) => {
+            tracing::error!("{error:#}");
+            eprintln!("error: {error:#}");
+            ExitCode::from(status)
+        }
+    }
+}
+
+fn run(args: Args) -> Result<(), Failure> {
     // Before any other thread exists: this reads and clears LISTEN_FDS/LISTEN_PID.
-    let activated = PluginSocket::from_systemd()?;
+    let activated = PluginSocket::from_systemd().status(exit_code::CONFIG)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .context("cannot start the async runtime")?;
+        .context("cannot start the async runtime")
+        .status(exit_code::FAILURE)?;
     // Before the socket exists, so that a SIGTERM sent as soon as dockerd can connect is handled
     // gracefully rather than by the default action.
     let signal = {
         let _runtime = runtime.enter();
-        termination_signal().context("cannot install the SIGTERM/SIGINT handlers")?
+        termination_signal()
+            .context("cannot install the SIGTERM/SIGINT handlers")
+            .status(exit_code::FAILURE)?
     };
 
     let state = StateStore::open(&args.state_file)
-        .with_context(|| format!("cannot open the state file {}", args.state_file.display()))?;
+        .with_context(|| format!("cannot open the state file {}", args.state_file.display()))
+        .status(exit_code::CONFIG)?;
     if let Some(kept) = state.set_aside() {
         tracing::error!(
             state_file = %args.state_file.display(),
@@ -67,10 +87,11 @@ fn main() -> anyhow::Result<()> {
     }
     let networks = state.networks().len();
     let locator = NetnsNicLocator::new()
-        .context("cannot open an rtnetlink handle on this network namespace")?;
+        .context("cannot open an rtnetlink handle on this network namespace")
+        .status(exit_code::ISOLATION)?;
     let socket = match activated {
         Some(socket) => socket,
-        None => PluginSocket::bind(&args.socket)?,
+        None => PluginSocket::bind(&args.socket).status(exit_code::ISOLATION)?,
     };
     let socket_path = socket.path().unwrap_or_else(|| args.socket.clone());
     let driver = Arc::new(Driver::new(
@@ -90,7 +111,29 @@ fn main() -> anyhow::Result<()> {
             let name = signal.await;
             tracing::info!(signal = name, "shutting down");
         }))
-        .context("the plugin server failed")?;
+        .context("the plugin server failed")
+        .status(exit_code::FAILURE)?;
     tracing::info!("docker-hostnic stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cli_defaults_are_the_libraries() {
+        assert_eq!(
+            cli::DEFAULT_SOCKET_PATH,
+            netiso_hostnic::server::DEFAULT_SOCKET_PATH
+        );
+        assert_eq!(
+            cli::DEFAULT_STATE_FILE,
+            netiso_hostnic::state::DEFAULT_STATE_FILE
+        );
+        assert_eq!(
+            cli::DEFAULT_TENANT_NIC_FILE,
+            netiso_config::tenant_nic::DEFAULT_TENANT_NIC_FILE
+        );
+    }
 }

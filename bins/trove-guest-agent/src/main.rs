@@ -6,6 +6,11 @@
 //! Flags are oslo's: `trove-guest-agent --config-dir=/etc/trove/conf.d` (no subcommand)
 //! runs the agent, as Trove's `guest-agent` does.
 
+mod cli;
+#[path = "../../shared/exit_code.rs"]
+mod exit_code;
+#[path = "../../shared/log_format.rs"]
+mod log_format;
 #[path = "../../shared/logging.rs"]
 mod logging;
 
@@ -15,100 +20,13 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{Args as ClapArgs, Parser, Subcommand};
-use logging::LogFormat;
-use netiso_guest::agent::{self, AgentConfig, AgentOptions, RetryPolicy};
-use netiso_guest::isolation::{self, WhenAbsent};
+use clap::Parser as _;
+use cli::{Cli, Command, IsolateArgs, NetnsCommand, RunArgs};
+use netiso_config::{ConfigError, TenantNicError};
+use netiso_guest::agent::{self, AgentConfig, AgentError, AgentOptions, RetryPolicy};
+use netiso_guest::isolation::{self, IsolationError, WhenAbsent};
 use netiso_guest::netns_report::{self, NamespaceReport};
 use netiso_netlink::{NetlinkHandle, netns::CONTAINERD_ADAPTER_NETNS_DIR};
-
-/// The command line.
-#[derive(Debug, Parser)]
-#[command(
-    version,
-    about = "Trove guest agent: tenant NIC isolation, preflight, guest RPC and heartbeats"
-)]
-struct Cli {
-    /// A configuration file (oslo `--config-file`); repeatable, read first, in order.
-    #[arg(long, value_name = "FILE", global = true)]
-    config_file: Vec<PathBuf>,
-    /// A directory whose `*.conf` files are read in sorted order (oslo `--config-dir`);
-    /// repeatable. Default when neither flag is given: /etc/trove/conf.d.
-    #[arg(long, value_name = "DIR", global = true)]
-    config_dir: Vec<PathBuf>,
-    /// Log line format on stderr; RUST_LOG overrides the level (default `info`).
-    #[arg(long, value_enum, default_value_t = LogFormat::Human, global = true)]
-    log_format: LogFormat,
-    /// What to do; `run` when omitted (Trove's unit passes only `--config-dir`).
-    #[command(subcommand)]
-    command: Option<Command>,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Run the agent: isolate, preflight, serve RPC, guard, heartbeat (until SIGTERM).
-    Run(RunArgs),
-    /// The isolation step on its own.
-    Isolate(IsolateArgs),
-    /// Check that every transport_url host and the registry are reached through a
-    /// management interface and answer a TCP connect.
-    Preflight {
-        /// Per-endpoint timeout in seconds.
-        #[arg(long, default_value_t = 5)]
-        timeout: u64,
-    },
-    /// Container network namespaces: `ip netns` and `ip netns exec <id> ip a`, natively.
-    #[command(subcommand)]
-    Netns(NetnsCommand),
-}
-
-#[derive(Debug, ClapArgs)]
-struct RunArgs {
-    /// Per-endpoint preflight timeout in seconds.
-    #[arg(long, default_value_t = 5)]
-    preflight_timeout: u64,
-    /// How long SIGTERM waits for in-flight requests, in seconds.
-    #[arg(long, default_value_t = 60)]
-    shutdown_timeout: u64,
-    /// Seconds between status heartbeats once prepared (Trove: 60).
-    #[arg(long, default_value_t = 60)]
-    heartbeat_interval: u64,
-    /// Isolation attempts at start-up before the database is refused (the first included).
-    #[arg(long, default_value_t = RetryPolicy::default().max_attempts)]
-    isolation_attempts: u32,
-    /// Pause after the first failed isolation attempt, in milliseconds; doubled after each.
-    #[arg(long, default_value_t = 1000)]
-    isolation_retry_initial_ms: u64,
-    /// Longest pause between isolation attempts, in seconds.
-    #[arg(long, default_value_t = 60)]
-    isolation_retry_max_s: u64,
-}
-
-#[derive(Debug, ClapArgs)]
-#[group(required = true, multiple = false)]
-struct IsolateArgs {
-    /// Print what would change, change nothing.
-    #[arg(long)]
-    dry_run: bool,
-    /// Isolate the tenant NIC now (fails if it is not in this namespace).
-    #[arg(long)]
-    apply: bool,
-    /// Check every isolation invariant; exit status 1 if one fails.
-    #[arg(long)]
-    verify: bool,
-}
-
-#[derive(Debug, Subcommand)]
-enum NetnsCommand {
-    /// Every container sandbox, its interfaces, and which one holds the tenant NIC.
-    List,
-    /// One sandbox (by id or unique prefix, or by container name): interfaces, addresses,
-    /// routes.
-    Show {
-        /// Sandbox id, id prefix or container name.
-        target: String,
-    },
-}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -118,9 +36,31 @@ fn main() -> ExitCode {
         Err(e) => {
             tracing::error!("{e:#}");
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            ExitCode::from(exit_status(&e))
         }
     }
+}
+
+/// The documented exit status (`exit_code`) for the kind of failure `error` is.
+fn exit_status(error: &anyhow::Error) -> u8 {
+    for cause in error.chain() {
+        if cause.is::<ConfigError>() || cause.is::<TenantNicError>() {
+            return exit_code::CONFIG;
+        }
+        if cause.is::<IsolationError>() || cause.is::<netiso_netlink::NetlinkError>() {
+            return exit_code::ISOLATION;
+        }
+        if let Some(agent_error) = cause.downcast_ref::<AgentError>() {
+            return match agent_error {
+                AgentError::Config(_) | AgentError::TenantNic(_) | AgentError::Messaging(_) => {
+                    exit_code::CONFIG
+                }
+                AgentError::Runtime(_) => exit_code::UNAVAILABLE,
+                AgentError::Netlink(_) => exit_code::ISOLATION,
+            };
+        }
+    }
+    exit_code::FAILURE
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -147,16 +87,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             )
         })
     };
-    match cli.command.unwrap_or(Command::Run(RunArgs {
-        preflight_timeout: 5,
-        shutdown_timeout: 60,
-        heartbeat_interval: 60,
-        isolation_attempts: RetryPolicy::default().max_attempts,
-        isolation_retry_initial_ms: 1000,
-        isolation_retry_max_s: 60,
-    })) {
+    match cli
+        .command
+        .unwrap_or_else(|| Command::Run(RunArgs::default()))
+    {
         Command::Run(args) => {
-            let config = load()?;
+            let config = match load() {
+                Ok(config) => config,
+                Err(e) => {
+                    // Fail closed before exiting: systemd will not restart on EX_CONFIG.
+                    isolate_fail_closed(&sources);
+                    return Err(e);
+                }
+            };
             let options = AgentOptions {
                 preflight_timeout: Duration::from_secs(args.preflight_timeout),
                 shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
@@ -178,6 +121,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Isolate(args) if args.boot => isolate_at_boot(&sources),
         Command::Isolate(args) => isolate(&load()?, &args),
         Command::Preflight { timeout } => {
             let config = load()?;
@@ -205,6 +149,25 @@ fn print(text: &str) -> anyhow::Result<()> {
     out.write_all(text.as_bytes())
         .and_then(|()| out.flush())
         .context("cannot write to stdout")
+}
+
+/// Isolates what the tenant NIC file names, whatever the rest of the configuration says; logs
+/// the outcome (the agent is about to exit on its configuration error).
+fn isolate_fail_closed(sources: &netiso_config::ConfigSources) {
+    let outcome = NetlinkHandle::current()
+        .map_err(anyhow::Error::from)
+        .and_then(|rtnl| Ok(agent::isolate_without_configuration(&rtnl, sources)?));
+    match outcome {
+        Ok(done) => tracing::warn!("unusable configuration, failing closed: {done}"),
+        Err(e) => tracing::error!("unusable configuration, and failing closed failed: {e:#}"),
+    }
+}
+
+fn isolate_at_boot(sources: &netiso_config::ConfigSources) -> anyhow::Result<ExitCode> {
+    let rtnl = NetlinkHandle::current()?;
+    let done = agent::isolate_without_configuration(&rtnl, sources)?;
+    print(&format!("{done}\n"))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn isolate(config: &AgentConfig, args: &IsolateArgs) -> anyhow::Result<ExitCode> {
@@ -384,6 +347,14 @@ fn termination_signal() -> std::io::Result<impl std::future::Future<Output = &'s
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cli_default_attempts_are_the_retry_policys() {
+        assert_eq!(
+            cli::DEFAULT_ISOLATION_ATTEMPTS,
+            RetryPolicy::default().max_attempts
+        );
+    }
 
     #[test]
     fn oslo_flags_without_a_subcommand_mean_run() {

@@ -1,9 +1,12 @@
-//! The operator commands (`preflight`, `isolate`, `netns`) run as the binary inside throwaway
+//! The operator commands (`preflight`, `isolate`, `netns`) and the daemon's contract with
+//! systemd (exit statuses, `READY=1`, watchdog pings) run as the binary inside throwaway
 //! namespaces that stand for the VM, with a tenant link and a management link. Needs root.
 
 use std::net::TcpListener;
+use std::os::unix::net::{UnixDatagram, UnixListener};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use netiso_netlink::test_support::TestNamespace;
 use netiso_netlink::{MacAddr, RouteSpec, Rtnetlink};
@@ -11,16 +14,33 @@ use nix::mount::{MntFlags, MsFlags, mount, umount2};
 
 const BROKER: &str = "10.77.9.1";
 
-fn agent(guest: &TestNamespace, conf: &Path, args: &[&str]) -> Output {
-    Command::new("nsenter")
+fn agent_command(guest: &TestNamespace, conf: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new("nsenter");
+    command
         .arg(format!("--net=/run/netns/{}", guest.name()))
         .arg(env!("CARGO_BIN_EXE_trove-guest-agent"))
         .arg("--config-dir")
         .arg(conf)
         .args(args)
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", "warn");
+    command
+}
+
+fn agent(guest: &TestNamespace, conf: &Path, args: &[&str]) -> Output {
+    agent_command(guest, conf, args)
         .output()
         .expect("run nsenter + trove-guest-agent")
+}
+
+/// Whether the tenant link is down without addresses.
+fn isolated(ns: &TestNamespace, tenant_if: &str) -> bool {
+    let link = ns.handle().link_by_name(tenant_if).expect("tenant link");
+    !link.up
+        && ns
+            .handle()
+            .addresses(Some(link.index))
+            .expect("addresses")
+            .is_empty()
 }
 
 fn stdout(output: &Output) -> String {
@@ -349,4 +369,134 @@ fn netns_lists_sandboxes_and_names_the_one_holding_the_tenant_nic() {
             .contains("no sandbox or container matches \"nope\""),
         "{missing:?}"
     );
+}
+
+#[test]
+fn a_configuration_error_exits_78_after_isolating_the_tenant_nic() {
+    let vm = Vm::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Unusable: no such runtime. eth1.json is fine and names the tenant NIC.
+    let conf = write_config(
+        dir.path(),
+        mac_of(&vm.guest, &vm.tenant_if),
+        "runtime = podman\n",
+    );
+    let run = agent(&vm.guest, &conf, &[]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(78), "EX_CONFIG: {stderr}");
+    assert!(stderr.contains("cannot load the configuration"), "{stderr}");
+    assert!(
+        isolated(&vm.guest, &vm.tenant_if),
+        "fail closed: the tenant NIC is isolated before exiting"
+    );
+}
+
+#[test]
+fn isolate_boot_needs_only_eth1_json() {
+    let vm = Vm::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let conf = write_config(
+        dir.path(),
+        mac_of(&vm.guest, &vm.tenant_if),
+        "runtime = podman\n",
+    );
+    let nic_file = dir.path().join("eth1.json");
+    let nic = std::fs::read(&nic_file).expect("eth1.json");
+
+    // The first boot: cloud-init has not written eth1.json yet.
+    std::fs::remove_file(&nic_file).expect("remove eth1.json");
+    let early = agent(&vm.guest, &conf, &["isolate", "--boot"]);
+    assert!(early.status.success(), "{early:?}");
+    assert!(
+        stdout(&early).contains("nothing to isolate yet"),
+        "{}",
+        stdout(&early)
+    );
+    assert!(!isolated(&vm.guest, &vm.tenant_if));
+
+    // Later boots: isolated, although the rest of the configuration is unusable.
+    std::fs::write(&nic_file, nic).expect("eth1.json");
+    let boot = agent(&vm.guest, &conf, &["isolate", "--boot"]);
+    assert!(boot.status.success(), "{boot:?}");
+    assert!(isolated(&vm.guest, &vm.tenant_if), "{}", stdout(&boot));
+}
+
+#[test]
+fn an_unreachable_container_runtime_exits_69_with_the_nic_isolated() {
+    let vm = Vm::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    // write_config points docker_socket at a socket that does not exist.
+    let conf = write_config(dir.path(), mac_of(&vm.guest, &vm.tenant_if), "");
+    let run = agent(&vm.guest, &conf, &["run", "--preflight-timeout", "1"]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(69), "EX_UNAVAILABLE: {stderr}");
+    assert!(isolated(&vm.guest, &vm.tenant_if));
+}
+
+/// Kills the agent when the test ends, passed or not.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn ready_comes_once_isolated_and_watchdog_pings_follow() {
+    let vm = Vm::new();
+    vm.route_broker_via("10.77.1.1");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let conf = write_config(dir.path(), mac_of(&vm.guest, &vm.tenant_if), "");
+    // A dockerd that accepts and never answers, at the path write_config names: the agent
+    // keeps running after READY=1 instead of exiting on an unreachable runtime.
+    let _silent_dockerd = UnixListener::bind(dir.path().join("no-docker.sock")).expect("bind");
+    let notify_path = dir.path().join("notify");
+    let systemd = UnixDatagram::bind(&notify_path).expect("bind the notify socket");
+    systemd
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("timeout");
+    let log = dir.path().join("agent.log");
+    let mut agent = KillOnDrop(
+        agent_command(&vm.guest, &conf, &[])
+            .env("NOTIFY_SOCKET", &notify_path)
+            // WatchdogSec=200ms: a ping every 100 ms.
+            .env("WATCHDOG_USEC", "200000")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("start the agent"),
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut ready = false;
+    let mut pings_after_ready = 0;
+    let mut buffer = [0u8; 512];
+    while pings_after_ready < 3 {
+        let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(
+            Instant::now() < deadline,
+            "ready={ready}, {pings_after_ready} pings after READY within 30 s\n{}",
+            log_text()
+        );
+        if let Some(status) = agent.0.try_wait().expect("wait") {
+            panic!("the agent exited ({status}) early\n{}", log_text());
+        }
+        let Ok(n) = systemd.recv(&mut buffer) else {
+            continue;
+        };
+        let message = String::from_utf8_lossy(&buffer[..n]).into_owned();
+        if message.lines().any(|line| line == "READY=1") {
+            assert!(!ready, "READY=1 sent twice: {message}");
+            assert!(
+                isolated(&vm.guest, &vm.tenant_if),
+                "READY=1 before the tenant NIC was isolated: {message}"
+            );
+            ready = true;
+        }
+        if ready && message.lines().any(|line| line == "WATCHDOG=1") {
+            pings_after_ready += 1;
+        }
+    }
 }

@@ -12,6 +12,8 @@ mod tls;
 mod tools;
 mod topology;
 
+pub use tools::ensure_cargo_deb;
+
 use crate::layout::{LOG_DIR, RUN_DIR, STATE_DIR};
 use crate::sh::say;
 use anyhow::{Context, Result, ensure};

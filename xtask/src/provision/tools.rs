@@ -1,10 +1,16 @@
-//! Cargo subcommands CI needs (cargo-deny, cargo-fuzz), installed from crates.io when missing.
+//! Cargo subcommands CI needs (cargo-deny, cargo-fuzz, cargo-deb), installed from crates.io
+//! when missing.
 
-use crate::sh::{run, say, succeeds};
+use crate::sh::{output, run, say, succeeds};
 use anyhow::Result;
 
 /// (subcommand, crate) pairs.
 const TOOLS: &[(&str, &str)] = &[("deny", "cargo-deny"), ("fuzz", "cargo-fuzz")];
+
+/// cargo-deb, pinned: the packages' metadata and the maintainer scripts it writes are checked
+/// by `xtask/tests/package.rs` against this version's behaviour.
+const CARGO_DEB: &str = "cargo-deb";
+const CARGO_DEB_VERSION: &str = "3.8.0";
 
 /// Installs each missing tool with `cargo install --locked`.
 pub fn ensure_installed() -> Result<()> {
@@ -15,5 +21,24 @@ pub fn ensure_installed() -> Result<()> {
             run("cargo", &["install", "--locked", krate])?;
         }
     }
-    Ok(())
+    ensure_cargo_deb()
+}
+
+/// Installs cargo-deb at the pinned version unless that version is already there.
+pub fn ensure_cargo_deb() -> Result<()> {
+    let installed = output("cargo", &["deb", "--version"]).unwrap_or_default();
+    if installed.split_whitespace().nth(1) == Some(CARGO_DEB_VERSION) {
+        say(&format!("  {CARGO_DEB} {CARGO_DEB_VERSION} present"));
+        return Ok(());
+    }
+    run(
+        "cargo",
+        &[
+            "install",
+            "--locked",
+            CARGO_DEB,
+            "--version",
+            CARGO_DEB_VERSION,
+        ],
+    )
 }

@@ -8,11 +8,13 @@
 //! start-up and on `prepare`, with the reason in `notify_exc_info`). RPC stays up throughout
 //! so that operators can diagnose.
 
+mod fail_closed;
 mod isolation_retry;
 mod notify;
 
+pub use fail_closed::{FailClosed, isolate_without_configuration};
 pub use isolation_retry::RetryPolicy;
-pub use notify::{notify_socket, sd_notify};
+pub use notify::{notify_socket, sd_notify, watchdog_ping_interval};
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -281,6 +283,35 @@ fn start_isolation_retry(
     gate
 }
 
+/// Tells systemd `READY=1` once the isolation retry succeeds: readiness means isolated.
+fn notify_ready_once_isolated(gate: DatabaseGate) {
+    tokio::spawn(async move {
+        if gate.decided(Duration::MAX).await.is_none() {
+            notify("READY=1\nSTATUS=isolated after retrying");
+        }
+    });
+}
+
+/// Sends `WATCHDOG=1` at half systemd's `WatchdogSec=` for as long as the runtime runs: a
+/// hung event loop stops the pings and systemd restarts the agent.
+fn start_watchdog_pings() {
+    let Some(interval) = watchdog_ping_interval() else {
+        return;
+    };
+    info!(
+        interval_ms = interval.as_millis() as u64,
+        "systemd watchdog pings"
+    );
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            notify("WATCHDOG=1");
+        }
+    });
+}
+
 /// Tells the conductor `failed to spawn` if the isolation retry gives up.
 fn report_late_refusal(gate: DatabaseGate, service: Arc<GuestService>) {
     tokio::spawn(async move {
@@ -473,6 +504,7 @@ pub async fn run(
         shutdown.await;
         stop_tx.send_replace(true);
     });
+    start_watchdog_pings();
     let guest = &config.guest;
     let mode = guest.isolation_mode();
     info!(guest_id = %guest.guest_id, mode = %mode, setting = %guest.network_isolation_setting, "starting the guest agent");
@@ -530,6 +562,20 @@ pub async fn run(
     } else if let Some(reason) = unsupported_mode(guest) {
         error!(%reason, "no database will be started on this VM");
         refusal = Some(reason);
+    }
+    // Ready means isolated (or nothing to isolate): units ordered after the agent, and an
+    // operator's `systemctl start`, wait for that, not for the broker. A failed isolation
+    // being retried says READY=1 only once it succeeds.
+    match &pending {
+        None => notify(&format!(
+            "READY=1\nSTATUS={}; starting RPC",
+            match &refusal {
+                Some(reason) => format!("database refused: {reason}"),
+                None if mode.is_isolated() => "isolated".to_owned(),
+                None => "bridged".to_owned(),
+            }
+        )),
+        Some(gate) => notify_ready_once_isolated(gate.clone()),
     }
 
     // 2. Preflight: the control plane through a management interface.
@@ -611,15 +657,13 @@ pub async fn run(
     };
     if let Some(reason) = &refusal {
         service.heartbeat(ServiceStatus::FailedToSpawn).await;
-        notify(&format!(
-            "READY=1\nSTATUS=serving RPC; database refused: {reason}"
-        ));
+        notify(&format!("STATUS=serving RPC; database refused: {reason}"));
     } else if let Some(gate) = &pending {
-        notify("READY=1\nSTATUS=serving RPC; database waiting: isolation failed, retrying");
+        notify("STATUS=serving RPC; database waiting: isolation failed, retrying");
         report_late_refusal(gate.clone(), Arc::clone(&service));
     } else {
         notify(&format!(
-            "READY=1\nSTATUS=serving RPC ({})",
+            "STATUS=serving RPC ({})",
             if mode.is_isolated() {
                 "isolated"
             } else {

@@ -1,0 +1,94 @@
+//! `cargo xtask package`: the Debian packages of the two daemons, built by cargo-deb from the
+//! `[package.metadata.deb]` of `bins/trove-guest-agent` and `bins/docker-hostnic` (release
+//! builds). Their man pages and shell completions are rendered first, from the binaries' own
+//! clap definitions, into `target/package-assets/` (generated, never committed).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::CommandFactory as _;
+use clap_complete::Shell;
+
+use crate::provision;
+use crate::sh::{output, run, say};
+
+// The binaries' command lines, included as they are so the man pages cannot drift from them.
+// Only the definitions are used here, not the values they parse into.
+#[allow(
+    dead_code,
+    reason = "only the clap definitions are read, never the parsed values"
+)]
+#[path = "../../bins/trove-guest-agent/src/cli.rs"]
+mod agent_cli;
+#[allow(
+    dead_code,
+    reason = "only the clap definitions are read, never the parsed values"
+)]
+#[path = "../../bins/docker-hostnic/src/cli.rs"]
+mod hostnic_cli;
+
+/// The packaged binaries, each a workspace package of the same name.
+pub const PACKAGES: &[&str] = &["trove-guest-agent", "docker-hostnic"];
+/// Where the generated man pages and completions go; the packages' assets point here.
+const ASSETS_DIR: &str = "target/package-assets";
+
+/// Renders the docs, builds both packages and prints the `.deb` paths, one per line, last.
+pub fn run_task() -> Result<()> {
+    provision::ensure_cargo_deb()?;
+    render_docs(
+        agent_cli::Cli::command(),
+        &Path::new(ASSETS_DIR).join("trove-guest-agent"),
+    )?;
+    render_docs(
+        hostnic_cli::Args::command(),
+        &Path::new(ASSETS_DIR).join("docker-hostnic"),
+    )?;
+    let mut debs = Vec::new();
+    for package in PACKAGES {
+        say(&format!("== package {package}"));
+        // cargo-deb prints the path of the package it wrote as its last line.
+        let printed = output("cargo", &["deb", "--locked", "-p", package])?;
+        let deb = printed
+            .lines()
+            .map(str::trim)
+            .rfind(|line| line.ends_with(".deb"))
+            .map(PathBuf::from)
+            .with_context(|| format!("cargo deb -p {package} printed no .deb path: {printed}"))?;
+        if !deb.is_file() {
+            bail!(
+                "cargo deb -p {package} names {} but it does not exist",
+                deb.display()
+            );
+        }
+        debs.push(deb);
+    }
+    say("== packages built");
+    for deb in &debs {
+        say(&deb.display().to_string());
+    }
+    Ok(())
+}
+
+/// Writes `<name>.8.gz` and the bash, zsh and fish completions of `command` into `dir`.
+fn render_docs(mut command: clap::Command, dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let name = command.get_name().to_owned();
+    let page = dir.join(format!("{name}.8"));
+    let mut roff = Vec::new();
+    clap_mangen::Man::new(command.clone())
+        .section("8")
+        .render(&mut roff)
+        .context("cannot render the man page")?;
+    std::fs::write(&page, roff).with_context(|| format!("cannot write {}", page.display()))?;
+    // Debian ships man pages compressed; -n keeps the timestamp out, for reproducible packages.
+    run("gzip", &["-9nf", &page.display().to_string()])?;
+    for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+        clap_complete::generate_to(shell, &mut command, &name, dir)
+            .with_context(|| format!("cannot write the {shell} completion of {name}"))?;
+    }
+    say(&format!(
+        "  {name}: man page and completions in {}",
+        dir.display()
+    ));
+    Ok(())
+}
