@@ -46,7 +46,7 @@ pub fn run_harness(scenarios: Option<&str>) -> Result<()> {
 }
 
 /// Where cargo puts binaries: `CARGO_TARGET_DIR`, else the workspace's `target/`.
-fn target_dir() -> PathBuf {
+pub fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("target"))

@@ -7,12 +7,14 @@ mod advisories;
 mod bench;
 mod ci;
 mod demo;
+mod guest_image;
 mod layout;
 #[path = "../../bins/shared/log_format.rs"]
 mod log_format;
 mod package;
 mod provision;
 mod sh;
+mod vm;
 
 use clap::{Parser, Subcommand};
 
@@ -58,6 +60,22 @@ enum Task {
         #[arg(long)]
         all: bool,
     },
+    /// Build (or find in the cache) the bootable Debian 12 guest image: diskimage-builder with
+    /// the project's element and the Debian packages; prints the image's folder.
+    GuestImage {
+        /// Take the packages from this folder (one `trove-guest-agent_*.deb`, one
+        /// `docker-hostnic_*.deb`) instead of building them.
+        #[arg(long, value_name = "DIR")]
+        debs: Option<std::path::PathBuf>,
+    },
+    /// Provision, build the packages and the guest image (cached), then boot the project as a
+    /// real Trove guest VM under QEMU and run the harness's VM scenarios (docs/vm.md).
+    Vm {
+        /// Run only these VM scenarios (comma-separated: vm-docker-isolated,
+        /// vm-docker-bridged, vm-containerd-isolated).
+        #[arg(long)]
+        scenarios: Option<String>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -74,6 +92,16 @@ fn main() -> anyhow::Result<()> {
         Task::Demo { all } => demo::run(all),
         Task::Advisories => advisories::check(),
         Task::Package => package::run_task(),
+        Task::GuestImage { debs } => {
+            let debs = match debs {
+                Some(dir) => guest_image::debs_in(&dir)?,
+                None => package::build()?,
+            };
+            let image = guest_image::ensure(&debs)?;
+            sh::say(&image.display().to_string());
+            Ok(())
+        }
+        Task::Vm { scenarios } => vm::run(scenarios.as_deref()),
         Task::Env => {
             // Quoted for `eval`: the TLS URLs hold `?` and `&`.
             for (name, value) in layout::test_environment() {

@@ -34,6 +34,16 @@ const ASSETS_DIR: &str = "target/package-assets";
 
 /// Renders the docs, builds both packages and prints the `.deb` paths, one per line, last.
 pub fn run_task() -> Result<()> {
+    let debs = build()?;
+    say("== packages built");
+    for deb in &debs {
+        say(&deb.display().to_string());
+    }
+    Ok(())
+}
+
+/// Renders the docs and builds both packages; returns the `.deb` paths.
+pub fn build() -> Result<Vec<PathBuf>> {
     provision::ensure_cargo_deb()?;
     render_docs(
         agent_cli::Cli::command(),
@@ -62,11 +72,7 @@ pub fn run_task() -> Result<()> {
         }
         debs.push(deb);
     }
-    say("== packages built");
-    for deb in &debs {
-        say(&deb.display().to_string());
-    }
-    Ok(())
+    Ok(debs)
 }
 
 /// Writes `<name>.8.gz` and the bash, zsh and fish completions of `command` into `dir`.

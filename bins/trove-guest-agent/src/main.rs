@@ -26,7 +26,7 @@ use netiso_config::{ConfigError, TenantNicError};
 use netiso_guest::agent::{self, AgentConfig, AgentError, AgentOptions, RetryPolicy};
 use netiso_guest::isolation::{self, IsolationError, WhenAbsent};
 use netiso_guest::netns_report::{self, NamespaceReport};
-use netiso_netlink::{NetlinkHandle, netns::CONTAINERD_ADAPTER_NETNS_DIR};
+use netiso_netlink::{NetlinkHandle, Rtnetlink as _, netns::CONTAINERD_ADAPTER_NETNS_DIR};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -92,6 +92,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .unwrap_or_else(|| Command::Run(RunArgs::default()))
     {
         Command::Run(args) => {
+            restrict_injected_files(&sources);
             let config = match load() {
                 Ok(config) => config,
                 Err(e) => {
@@ -163,10 +164,49 @@ fn isolate_fail_closed(sources: &netiso_config::ConfigSources) {
     }
 }
 
+/// cloud-init writes Trove's injected files world-readable (the taskmanager gives no
+/// permissions), and they hold the instance key and the broker's password: owner only.
+fn restrict_injected_files(sources: &netiso_config::ConfigSources) {
+    // An unreadable source is reported by the configuration load that follows.
+    let Ok(files) = sources.files_in_load_order() else {
+        return;
+    };
+    match netiso_guest::injected::restrict_to_owner(&files) {
+        Ok(changed) => {
+            for (path, old_mode) in changed {
+                tracing::warn!(
+                    file = %path.display(),
+                    old_mode = format!("{old_mode:o}"),
+                    "configuration file was readable by others; now by its owner only"
+                );
+            }
+        }
+        Err(e) => tracing::error!("{e}"),
+    }
+}
+
 fn isolate_at_boot(sources: &netiso_config::ConfigSources) -> anyhow::Result<ExitCode> {
     let rtnl = NetlinkHandle::current()?;
     let done = agent::isolate_without_configuration(&rtnl, sources)?;
     print(&format!("{done}\n"))?;
+    // ifupdown would bring the isolated NIC up again by DHCP right after this unit: keep it
+    // off the NIC (the name is only known now, from the MAC).
+    if let agent::FailClosed::Isolated { file, .. } = &done {
+        let mac = netiso_config::TenantNic::mac_of_refused_file(file)
+            .with_context(|| format!("{} lost its MAC while isolating", file.display()))?;
+        if let Ok(link) = rtnl.link_by_mac(netiso_netlink::MacAddr::new(mac.0)) {
+            isolation::ifupdown::exclude_tenant_nic(
+                std::path::Path::new(isolation::ifupdown::NETWORKING_ENV),
+                std::path::Path::new(isolation::ifupdown::NETWORKING_DEFAULTS),
+                &link.name,
+            )?;
+            print(&format!(
+                "ifupdown keeps off {} ({})\n",
+                link.name,
+                isolation::ifupdown::NETWORKING_ENV
+            ))?;
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -5,6 +5,7 @@
 
 pub mod agent;
 pub mod gate;
+pub mod injected;
 pub mod isolation;
 pub mod mysql;
 pub mod netns_report;

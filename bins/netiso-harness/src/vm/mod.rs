@@ -233,6 +233,8 @@ impl VmRun {
         }
         s.check("units-active", self.units_active()).await;
         s.check("agent-answers-rpc", self.agent_answers()).await;
+        s.check("injected-files-private", self.injected_files_private())
+            .await;
         if self.mode.isolated() {
             s.check("vm-isolated", self.vm_isolated()).await;
             s.check("tenant-window", self.window_before_prepare()).await;
@@ -248,6 +250,7 @@ impl VmRun {
         }
         s.check("heartbeats-healthy", self.heartbeat_healthy())
             .await;
+        s.check("resident-memory", self.resident_memory()).await;
         if self.mode == VmMode::DockerIsolated {
             for unit in ["trove-guest-agent.service", "docker-hostnic.service"] {
                 s.check(&format!("kill-9-{unit}"), self.kill_hard(unit))
@@ -333,6 +336,21 @@ impl VmRun {
                 self.vm.powered_on.elapsed().as_secs_f64()
             ),
         ))
+    }
+
+    /// cloud-init writes the injected files 0644 (Trove gives no permissions); the agent
+    /// makes them private before reading the key and the broker password in them.
+    async fn injected_files_private(&self) -> Result<((), String)> {
+        let out = self.qga().sh_ok(
+            "stat -c '%a %U %n' /etc/trove/conf.d/*.conf",
+            Duration::from_secs(20),
+        )?;
+        let open: Vec<&str> = out
+            .lines()
+            .filter(|line| !line.starts_with("600 root ") && !line.starts_with("400 root "))
+            .collect();
+        ensure!(open.is_empty(), "readable by others: {open:?}");
+        Ok(((), out.trim().replace('\n', "; ")))
     }
 
     fn unit_log(&self, unit: &str) -> String {
@@ -554,6 +572,28 @@ impl VmRun {
             (),
             "a fresh `healthy` heartbeat at the conductor".to_owned(),
         ))
+    }
+
+    /// The agent's and the plugin's resident memory in the guest, as `ps` reads it.
+    async fn resident_memory(&self) -> Result<((), String)> {
+        let out = self.qga().sh_ok(
+            "ps -o rss=,comm= -C trove-guest-agent -C docker-hostnic",
+            Duration::from_secs(20),
+        )?;
+        let mut found = Vec::new();
+        for line in out.lines() {
+            let mut fields = line.split_whitespace();
+            let (Some(rss), Some(name)) = (fields.next(), fields.next()) else {
+                continue;
+            };
+            let kib: u64 = rss.parse().with_context(|| format!("ps: {line:?}"))?;
+            found.push(format!("{name} {:.1} MiB", kib as f64 / 1024.0));
+        }
+        ensure!(
+            found.iter().any(|f| f.starts_with("trove-guest-agent")),
+            "no trove-guest-agent process in the VM: {out:?}"
+        );
+        Ok(((), format!("resident: {}", found.join(", "))))
     }
 
     fn database_started_at(&self) -> Result<String> {
