@@ -43,11 +43,18 @@ pub fn run_task() -> Result<()> {
         hostnic_cli::Args::command(),
         &Path::new(ASSETS_DIR).join("docker-hostnic"),
     )?;
+    // One release build of both (one feature resolution, as cargo-deb would do per package),
+    // then cargo-deb packages what it built.
+    let mut build = vec!["build", "--release", "--locked"];
+    for package in PACKAGES {
+        build.extend(["-p", package]);
+    }
+    run("cargo", &build)?;
     let mut debs = Vec::new();
     for package in PACKAGES {
         say(&format!("== package {package}"));
         // cargo-deb prints the path of the package it wrote as its last line.
-        let printed = output("cargo", &["deb", "--locked", "-p", package])?;
+        let printed = output("cargo", &["deb", "--no-build", "--locked", "-p", package])?;
         let deb = printed
             .lines()
             .map(str::trim)
