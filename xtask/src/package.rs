@@ -1,7 +1,8 @@
 //! `cargo xtask package`: the Debian packages of the two daemons, built by cargo-deb from the
 //! `[package.metadata.deb]` of `bins/trove-guest-agent` and `bins/docker-hostnic` (release
 //! builds). Their man pages and shell completions are rendered first, from the binaries' own
-//! clap definitions, into `target/package-assets/` (generated, never committed).
+//! clap definitions, into `target/release/package-assets/` (generated, never committed;
+//! cargo-deb resolves `target/release/` asset paths to the real target folder).
 
 use std::path::{Path, PathBuf};
 
@@ -30,7 +31,7 @@ mod hostnic_cli;
 /// The packaged binaries, each a workspace package of the same name.
 pub const PACKAGES: &[&str] = &["trove-guest-agent", "docker-hostnic"];
 /// Where the generated man pages and completions go; the packages' assets point here.
-const ASSETS_DIR: &str = "target/package-assets";
+const ASSETS_DIR: &str = "target/release/package-assets";
 
 /// Renders the docs, builds both packages and prints the `.deb` paths, one per line, last.
 pub fn run_task() -> Result<()> {
