@@ -1,7 +1,8 @@
 //! `cargo xtask package`: the Debian packages of the two daemons, built by cargo-deb from the
 //! `[package.metadata.deb]` of `bins/trove-guest-agent` and `bins/docker-hostnic` (release
 //! builds). Their man pages and shell completions are rendered first, from the binaries' own
-//! clap definitions, into `target/package-assets/` (generated, never committed).
+//! clap definitions, into `target/release/package-assets/` (generated, never committed;
+//! cargo-deb resolves `target/release/` asset paths to the real target folder).
 
 use std::path::{Path, PathBuf};
 
@@ -30,7 +31,7 @@ mod hostnic_cli;
 /// The packaged binaries, each a workspace package of the same name.
 pub const PACKAGES: &[&str] = &["trove-guest-agent", "docker-hostnic"];
 /// Where the generated man pages and completions go; the packages' assets point here.
-const ASSETS_DIR: &str = "target/package-assets";
+const ASSETS_DIR: &str = "target/release/package-assets";
 
 /// Renders the docs, builds both packages and prints the `.deb` paths, one per line, last.
 pub fn run_task() -> Result<()> {
@@ -53,11 +54,18 @@ pub fn build() -> Result<Vec<PathBuf>> {
         hostnic_cli::Args::command(),
         &Path::new(ASSETS_DIR).join("docker-hostnic"),
     )?;
+    // One release build of both (one feature resolution, as cargo-deb would do per package),
+    // then cargo-deb packages what it built.
+    let mut build = vec!["build", "--release", "--locked"];
+    for package in PACKAGES {
+        build.extend(["-p", package]);
+    }
+    run("cargo", &build)?;
     let mut debs = Vec::new();
     for package in PACKAGES {
         say(&format!("== package {package}"));
         // cargo-deb prints the path of the package it wrote as its last line.
-        let printed = output("cargo", &["deb", "--locked", "-p", package])?;
+        let printed = output("cargo", &["deb", "--no-build", "--locked", "-p", package])?;
         let deb = printed
             .lines()
             .map(str::trim)
