@@ -28,6 +28,7 @@ use tokio_rustls::TlsConnector;
 
 /// Why the TLS settings cannot be honoured. Each message names the option and its file.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum TlsError {
     /// A configured file cannot be read.
     #[error("[oslo_messaging_rabbit] {option} = {}: cannot read the file: {source}", path.display())]
