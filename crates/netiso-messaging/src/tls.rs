@@ -5,7 +5,7 @@
 //! system trust store) and that it names the `transport_url` host (DNS name or IP address),
 //! and presents `ssl_cert_file`/`ssl_key_file` when they are set. A setting that cannot be
 //! honoured is an error here, at start-up, naming the option and its file; a handshake the
-//! broker's certificate fails is explained by [`TlsClient::take_failure`]. Private key bytes
+//! broker's certificate fails is explained by `TlsClient::take_failure`. Private key bytes
 //! never reach an error message.
 
 use std::fmt;
