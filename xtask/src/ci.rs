@@ -49,6 +49,16 @@ pub fn run() -> Result<()> {
         &["test", "--workspace", "--all-targets", "--locked"],
         &test_environment(),
     )?;
+    say("== doctests (each library crate's README example included)");
+    sh::run("cargo", &["test", "--doc", "--workspace", "--locked"])?;
+    say("== rustdoc, warnings denied (broken intra-doc links included)");
+    run_with_env(
+        "cargo",
+        &["doc", "--workspace", "--no-deps", "--locked"],
+        &[("RUSTDOCFLAGS", "-D warnings".to_string())],
+    )?;
+    say("== cargo package (every library crate, built from its packaged sources)");
+    package_libraries()?;
     say("== harness (every scenario on the simulated guest)");
     demo::run_harness(None)?;
     say("== test logs hold no secret (every suite's log, scanned after all of them ran)");
@@ -72,6 +82,34 @@ pub fn run() -> Result<()> {
     }
     say("ci: all checks passed");
     Ok(())
+}
+
+/// `cargo package` of every crate in `crates/` at once: nothing is on crates.io, so cargo
+/// resolves the crates' dependencies on each other from the packages it has just made (a
+/// local overlay registry), then builds each package from its `.crate` sources. `--allow-dirty`
+/// because the check is that the packages build, not that the tree is committed.
+fn package_libraries() -> Result<()> {
+    let mut args = vec!["package", "--locked", "--allow-dirty"];
+    let names = library_crates()?;
+    for name in &names {
+        args.extend(["-p", name.as_str()]);
+    }
+    sh::run("cargo", &args)
+}
+
+/// The package names of the publishable crates: every folder of `crates/` with a manifest.
+fn library_crates() -> Result<Vec<String>> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir("crates").context("run xtask from the workspace root")? {
+        let dir = entry?.path();
+        if dir.join("Cargo.toml").exists()
+            && let Some(name) = dir.file_name().and_then(|n| n.to_str())
+        {
+            names.push(name.to_owned());
+        }
+    }
+    names.sort();
+    Ok(names)
 }
 
 /// Every `crates/*/fuzz` folder holding a cargo-fuzz project.

@@ -87,20 +87,19 @@ impl Controller {
         }
         let server = RpcServer::start(
             &transport,
-            ServerConfig {
-                exchange: exchange.to_owned(),
-                target: Target {
+            ServerConfig::new(
+                exchange.to_owned(),
+                Target {
                     topic: conductor_queue.to_owned(),
                     server: None,
                     version: "1.0".to_owned(),
                 },
-                serializer: Serializer::Conductor {
+                Serializer::Conductor {
                     key,
                     instance_id: guest_id.to_owned(),
                 },
-                max_concurrency: 4,
-                max_message_bytes: netiso_messaging::server::DEFAULT_MAX_MESSAGE_BYTES,
-            },
+            )
+            .with_max_concurrency(4),
             dispatcher,
         )
         .await

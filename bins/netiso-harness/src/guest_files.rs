@@ -136,11 +136,9 @@ impl GuestFiles {
         if let Some(mac) = spec.tenant_mac {
             write(&this.tenant_nic_file(), &user_port(mac)?.render_eth1_json())?;
         }
-        let control = ControlPlaneConfig {
-            network_isolation: spec.isolated,
-            docker_insecure_registries: vec![settings.guest_registry.clone()],
-            ..ControlPlaneConfig::default()
-        };
+        let mut control = ControlPlaneConfig::default();
+        control.network_isolation = spec.isolated;
+        control.docker_insecure_registries = vec![settings.guest_registry.clone()];
         if let Some(daemon_json) = render_daemon_json(&control, spec.tenant_mac.is_some()) {
             write(&this.daemon_json(), &daemon_json)?;
         }

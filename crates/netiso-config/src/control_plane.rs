@@ -10,6 +10,7 @@ use crate::value::{self, ValueError};
 
 /// What the taskmanager knows when it builds a guest's injected files.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ControlPlaneConfig {
     /// `[DEFAULT] management_networks` (deprecated name `default_neutron_networks`).
     /// Trove uses only the **last** entry.

@@ -11,6 +11,7 @@ use crate::value::ValueError;
 
 /// Why configuration could not be loaded. Messages never contain secret values.
 #[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConfigError {
     /// A malformed INI file (names file and line).
     #[error(transparent)]

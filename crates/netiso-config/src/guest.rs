@@ -47,6 +47,7 @@ impl ContainerRuntime {
 
 /// Our own settings, in the `[netiso]` section (Trove ignores unknown sections).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct NetisoSettings {
     /// `runtime`: `docker` (default) or `containerd`.
     pub runtime: ContainerRuntime,
@@ -305,10 +306,11 @@ mod tests {
 }
 
 /// The `[oslo_messaging_rabbit]` options that change queue and exchange declarations
-/// (rpc-wire-protocol §3.3). A declaration that differs from the controller's is refused
+/// (docs/compatibility.md, "RPC"). A declaration that differs from the controller's is refused
 /// by RabbitMQ, so these must be read exactly. `transport_url` query parameters override
 /// them, as oslo.messaging's `ConfigOptsProxy` does.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RabbitQueueOptions {
     /// Durable topic exchange and topic queues.
     pub amqp_durable_queues: bool,
@@ -414,6 +416,7 @@ impl RabbitQueueOptions {
 
 /// The running datastore's section (`[mysql]`, `[mariadb]`, `[postgresql]`, …).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct DatastoreSettings {
     /// `datastore_manager`, which is also the section name.
     pub manager: String,
@@ -576,6 +579,7 @@ impl fmt::Display for IsolationSetting {
 
 /// The guest agent's configuration. `Debug` redacts the RPC key and broker passwords.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct GuestConfig {
     /// `[DEFAULT] guest_id` (required): the instance UUID, part of every queue name.
     pub guest_id: String,

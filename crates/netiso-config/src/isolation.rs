@@ -41,8 +41,9 @@ pub enum IsolationMode {
 }
 
 impl IsolationMode {
-    /// Trove's rule (guest behaviour §8): isolated exactly when `network_isolation` is true
-    /// **and** the tenant NIC file exists; otherwise bridged with every `tcp_ports` port.
+    /// Trove's rule (docs/compatibility.md, "Which mode"): isolated exactly when
+    /// `network_isolation` is true **and** the tenant NIC file exists; otherwise bridged with
+    /// every `tcp_ports` port.
     pub fn decide(
         network_isolation: bool,
         tenant_nic_file: &Path,

@@ -1,3 +1,4 @@
+#![doc = include_str!("../README.md")]
 //! Configuration for trove-netiso, read and written exactly as OpenStack Trove does.
 //!
 //! # Reading a guest's configuration

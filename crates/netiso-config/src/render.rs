@@ -127,8 +127,8 @@ impl UserPort {
     }
 }
 
-/// `/etc/docker/daemon.json` by Trove's rules (guest behaviour §7); `None` when Trove
-/// writes no file.
+/// `/etc/docker/daemon.json` by Trove's rules (docs/compatibility.md, "daemon.json"); `None`
+/// when Trove writes no file.
 pub fn render_daemon_json(
     control: &ControlPlaneConfig,
     tenant_nic_written: bool,

@@ -117,6 +117,7 @@ pub struct TenantNicError {
 
 /// What is wrong with an `eth1.json`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum TenantNicProblem {
     /// The file cannot be read.
     #[error("cannot read: {0}")]

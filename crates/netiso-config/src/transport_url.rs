@@ -55,6 +55,7 @@ pub struct TransportHost {
 
 /// Why a `transport_url` was rejected. Messages name the host, never its password.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum TransportUrlError {
     /// The URL does not start with `scheme:`.
     #[error("transport URL has no scheme (expected e.g. `rabbit://user:pass@host:5672/`)")]

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 /// Why a string is not a valid value of an oslo type. The caller adds file, line, section
 /// and option.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ValueError {
     /// Not one of oslo's boolean words.
     #[error("`{0}` is not a boolean (expected true/false, yes/no, on/off or 1/0, any case)")]

@@ -143,14 +143,12 @@ fn eth1_json_keeps_python_dict_insertion_order_and_last_ip_wins() {
 
 #[test]
 fn daemon_json_rules() {
-    let mut control = ControlPlaneConfig {
-        docker_insecure_registries: vec![
-            "192.168.10.5:4000".to_owned(),
-            "reg.example:5000".to_owned(),
-        ],
-        docker_bridge_network_ip: Some("172.30.0.1/16".to_owned()),
-        ..ControlPlaneConfig::default()
-    };
+    let mut control = ControlPlaneConfig::default();
+    control.docker_insecure_registries = vec![
+        "192.168.10.5:4000".to_owned(),
+        "reg.example:5000".to_owned(),
+    ];
+    control.docker_bridge_network_ip = Some("172.30.0.1/16".to_owned());
     assert_eq!(
         render_daemon_json(&control, true).as_deref(),
         Some(
@@ -188,10 +186,8 @@ fn injected_file_set_follows_trove() {
         user_port: Some(port.clone()),
         guest_agent_conf: Some("[DEFAULT]\ncontrol_exchange = trove\n".to_owned()),
     };
-    let control = ControlPlaneConfig {
-        controller_address: Some("192.168.10.5".to_owned()),
-        ..ControlPlaneConfig::default()
-    };
+    let mut control = ControlPlaneConfig::default();
+    control.controller_address = Some("192.168.10.5".to_owned());
     let files = render_injected_files(&control, &instance);
     let paths: Vec<&Path> = files.iter().map(|f| f.path.as_path()).collect();
     assert_eq!(
@@ -208,10 +204,8 @@ fn injected_file_set_follows_trove() {
     assert_eq!(files[3].content, port.render_eth1_json());
 
     // Isolation off: no eth1.json, no daemon.json, guest_info says False.
-    let control = ControlPlaneConfig {
-        network_isolation: false,
-        ..ControlPlaneConfig::default()
-    };
+    let mut control = ControlPlaneConfig::default();
+    control.network_isolation = false;
     let instance = InstanceFacts {
         guest_agent_conf: None,
         ..instance

@@ -1,3 +1,4 @@
+#![doc = include_str!("../README.md")]
 //! Guest-side orchestration of trove-netiso.
 //!
 //! [`isolation`] takes the tenant NIC away from the VM at start-up, fail-closed, and keeps it

@@ -23,6 +23,7 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Why the volume could not be prepared; each names the device.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum VolumeError {
     /// `device_path` does not exist or is not a block device.
     #[error("data volume {}: {problem}", device.display())]

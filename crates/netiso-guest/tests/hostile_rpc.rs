@@ -233,11 +233,9 @@ fn check_failure(reply: &Reply, secrets: &[String]) -> RemoteFailure {
 async fn a_sender_without_the_instance_key_gets_nothing_done_and_nothing_leaked() {
     let log = init_file_tracing(env!("CARGO_TARGET_TMPDIR"), "netiso-guest-hostile_rpc")
         .expect("the test log is this process's first subscriber");
-    let options = RabbitOptions {
-        kombu_missing_consumer_retry_timeout: Duration::from_secs(2),
-        publish_timeout: Duration::from_secs(20),
-        ..RabbitOptions::default()
-    };
+    let mut options = RabbitOptions::default();
+    options.kombu_missing_consumer_retry_timeout = Duration::from_secs(2);
+    options.publish_timeout = Duration::from_secs(20);
     let transport = Transport::connect(broker_config(), options, Duration::from_secs(10))
         .await
         .unwrap_or_else(|e| {
@@ -263,13 +261,9 @@ async fn a_sender_without_the_instance_key_gets_nothing_done_and_nothing_leaked(
     };
     let server = RpcServer::start(
         &transport,
-        ServerConfig {
-            exchange: exchange.clone(),
-            target: target.clone(),
-            serializer: secure.clone(),
-            max_concurrency: 8,
-            max_message_bytes: MAX_MESSAGE_BYTES,
-        },
+        ServerConfig::new(exchange.clone(), target.clone(), secure.clone())
+            .with_max_concurrency(8)
+            .with_max_message_bytes(MAX_MESSAGE_BYTES),
         rpc::dispatcher(Arc::clone(&service), &in_flight),
     )
     .await

@@ -336,9 +336,8 @@ fn guard_strips_addresses_and_routes_added_without_a_link_event() {
     let handle = Arc::new(NetlinkHandle::in_namespace(vm.vm.namespace()).unwrap());
     isolate(&*handle, &vm.target(), WhenAbsent::Error).unwrap();
     // A recheck far beyond the bound below: only events can make the guard react in time.
-    let options = GuardOptions {
-        recheck_interval: Duration::from_secs(3600),
-    };
+    let mut options = GuardOptions::default();
+    options.recheck_interval = Duration::from_secs(3600);
     let guard = rt
         .block_on(async { Guard::start(Arc::clone(&handle), vm.target(), options) })
         .unwrap();

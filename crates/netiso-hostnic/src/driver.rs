@@ -45,6 +45,7 @@ pub const DST_PREFIX: &str = "eth";
 
 /// Failures of a driver call; each says what to fix.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum DriverError {
     /// The network is not in the state file.
     #[error(

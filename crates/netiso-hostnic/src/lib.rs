@@ -1,3 +1,4 @@
+#![doc = include_str!("../README.md")]
 //! The `docker-hostnic` libnetwork remote network driver.
 //!
 //! With network isolation, the Trove database container gets the VM's tenant NIC itself: the

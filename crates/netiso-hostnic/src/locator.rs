@@ -28,6 +28,7 @@ pub trait NicLocator: Send + Sync {
 
 /// Lookup failures.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum LocateError {
     /// Several links carry the MAC (e.g. VLAN children); moving the wrong one would be worse than
     /// failing.

@@ -314,6 +314,7 @@ impl Request {
 /// Messages do not repeat the endpoint: dockerd prefixes plugin errors with the method name
 /// itself (`NetworkDriver.Join: <Err>`), and request logs carry it as a field.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ProtocolError {
     /// Not a libnetwork network-driver path (answered with 404 so Docker treats it as optional).
     #[error("{path:?} is not a docker-hostnic endpoint; this plugin implements NetworkDriver only")]

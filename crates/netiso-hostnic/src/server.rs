@@ -35,6 +35,7 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Bounds that keep slow or stuck clients from holding the plugin: dockerd sends each request
 /// at once, so anything slower is a broken or hostile client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ServeLimits {
     /// Time to receive a request's headers, counted from when the server starts waiting for
     /// them (an idle keep-alive connection is closed after it too).
@@ -58,6 +59,7 @@ impl Default for ServeLimits {
 
 /// Failures to set up or run the listener.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ServerError {
     /// Creating the socket failed.
     #[error("cannot create the plugin socket {path}: {source}")]

@@ -91,6 +91,7 @@ pub struct SetAsideFile {
 
 /// State file failures; each names the file.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StateError {
     /// Reading the file failed (other than "does not exist").
     #[error("cannot read the state file {path}: {source}")]

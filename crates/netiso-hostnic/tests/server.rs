@@ -383,11 +383,10 @@ async fn slow_clients_are_cut_off_and_cannot_exhaust_the_server() {
     use tokio::io::AsyncWriteExt;
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("eth1.json"), ETH1).unwrap();
-    let limits = netiso_hostnic::ServeLimits {
-        header_read_timeout: std::time::Duration::from_millis(500),
-        body_read_timeout: std::time::Duration::from_millis(500),
-        max_connections: 2,
-    };
+    let mut limits = netiso_hostnic::ServeLimits::default();
+    limits.header_read_timeout = std::time::Duration::from_millis(500);
+    limits.body_read_timeout = std::time::Duration::from_millis(500);
+    limits.max_connections = 2;
     let server = TestServer::start_with_limits(
         &dir.path().join("plugins/docker-hostnic.sock"),
         &dir.path().join("etc/hostnic.json"),

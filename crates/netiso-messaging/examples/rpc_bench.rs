@@ -68,17 +68,16 @@ async fn serve(exchange: &str, topic: &str, server: &str, url: &str) -> AnyResul
     });
     let rpc = RpcServer::start(
         &transport,
-        ServerConfig {
-            exchange: exchange.to_owned(),
-            target: Target {
+        ServerConfig::new(
+            exchange.to_owned(),
+            Target {
                 topic: topic.to_owned(),
                 server: Some(server.to_owned()),
                 version: "1.3".into(),
             },
-            serializer: Serializer::Secure(InstanceKey::new(KEY)?),
-            max_concurrency: 64,
-            max_message_bytes: netiso_messaging::server::DEFAULT_MAX_MESSAGE_BYTES,
-        },
+            Serializer::Secure(InstanceKey::new(KEY)?),
+        )
+        .with_max_concurrency(64),
         dispatcher,
     )
     .await?;

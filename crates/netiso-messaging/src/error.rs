@@ -4,6 +4,7 @@ use thiserror::Error;
 
 /// Why an incoming body could not be turned into an oslo.messaging message.
 #[derive(Debug, Error, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum EnvelopeError {
     /// The body is not UTF-8 JSON.
     #[error("message body is not valid JSON: {0}")]
@@ -29,6 +30,7 @@ pub enum EnvelopeError {
 
 /// Why a Trove ciphertext could not be produced or read.
 #[derive(Debug, Error, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CryptoError {
     /// The instance key is not the 32 alphanumeric characters Trove generates.
     #[error("instance_rpc_encr_key must be 32 ASCII alphanumeric characters")]
@@ -52,6 +54,7 @@ pub enum CryptoError {
 
 /// Why a message could not be (de)serialized through Trove's serializers.
 #[derive(Debug, Error, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SerializerError {
     /// The encrypted context key is missing although a key is configured.
     #[error("message has no {0:?} key although secure RPC is on")]
@@ -69,6 +72,7 @@ pub enum SerializerError {
 
 /// Errors of the AMQP transport: connecting, declaring, publishing with confirms.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum TransportError {
     /// The transport configuration is unusable (no hosts, bad URL ...).
     #[error("invalid transport configuration: {0}")]
@@ -152,6 +156,7 @@ impl TransportError {
 
 /// Errors seen by an RPC caller.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum CallError {
     /// The request could not be published or the reply queue not set up.
     #[error(transparent)]

@@ -1,3 +1,4 @@
+#![doc = include_str!("../README.md")]
 //! oslo.messaging-compatible RPC over RabbitMQ for the Trove guest, with Trove's serializers.
 //!
 //! Layers, bottom up: [`netiso_config::pyjson`] (Python's `json.dumps`, shared with the

@@ -8,6 +8,7 @@ use netiso_config::{RabbitTlsOptions, SslVersion};
 
 /// `[oslo_messaging_rabbit]` options relevant to declarations, publishing and reconnection.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct RabbitOptions {
     /// `amqp_durable_queues`: durable topic exchange and topic queues.
     pub amqp_durable_queues: bool,

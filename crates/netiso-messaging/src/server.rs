@@ -40,6 +40,8 @@ pub const REPLY_RETRY_SLOTS: usize = 16;
 /// by default in 3.x, 16 MiB in 4.x), so one message cannot make the agent parse and decrypt
 /// megabytes of JSON.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 << 20;
+/// Default requests in flight at once: oslo's `executor_thread_pool_size`.
+pub const DEFAULT_MAX_CONCURRENCY: usize = 64;
 /// Failure class of refused requests (module `trove_guest`: Trove's API shows the message).
 pub const REFUSED_CLASS: &str = "MessageDecodeError";
 /// Refusals logged one by one per [`REFUSAL_LOG_PERIOD`]; beyond that they are counted and
@@ -47,8 +49,10 @@ pub const REFUSED_CLASS: &str = "MessageDecodeError";
 const REFUSALS_LOGGED_PER_PERIOD: u32 = 20;
 const REFUSAL_LOG_PERIOD: Duration = Duration::from_secs(10);
 
-/// What an RPC server serves.
+/// What an RPC server serves. Built with [`ServerConfig::new`] (oslo's defaults for the
+/// limits), so that a later limit does not break callers.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ServerConfig {
     /// The control exchange (`[DEFAULT] control_exchange`, `trove` for guests).
     pub exchange: String,
@@ -61,6 +65,34 @@ pub struct ServerConfig {
     pub max_concurrency: usize,
     /// Largest body read; larger ones are refused unread ([`DEFAULT_MAX_MESSAGE_BYTES`]).
     pub max_message_bytes: usize,
+}
+
+impl ServerConfig {
+    /// Serves `target` on `exchange` with `serializer`, at most [`DEFAULT_MAX_CONCURRENCY`]
+    /// requests at once and bodies up to [`DEFAULT_MAX_MESSAGE_BYTES`].
+    pub fn new(exchange: impl Into<String>, target: Target, serializer: Serializer) -> Self {
+        Self {
+            exchange: exchange.into(),
+            target,
+            serializer,
+            max_concurrency: DEFAULT_MAX_CONCURRENCY,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+        }
+    }
+
+    /// The same, with another number of requests in flight at once (at least 1 is served).
+    #[must_use]
+    pub fn with_max_concurrency(mut self, max_concurrency: usize) -> Self {
+        self.max_concurrency = max_concurrency;
+        self
+    }
+
+    /// The same, with another largest body read.
+    #[must_use]
+    pub fn with_max_message_bytes(mut self, max_message_bytes: usize) -> Self {
+        self.max_message_bytes = max_message_bytes;
+        self
+    }
 }
 
 /// A running RPC server.

@@ -5,7 +5,7 @@
 //! system trust store) and that it names the `transport_url` host (DNS name or IP address),
 //! and presents `ssl_cert_file`/`ssl_key_file` when they are set. A setting that cannot be
 //! honoured is an error here, at start-up, naming the option and its file; a handshake the
-//! broker's certificate fails is explained by [`TlsClient::take_failure`]. Private key bytes
+//! broker's certificate fails is explained by `TlsClient::take_failure`. Private key bytes
 //! never reach an error message.
 
 use std::fmt;
@@ -28,6 +28,7 @@ use tokio_rustls::TlsConnector;
 
 /// Why the TLS settings cannot be honoured. Each message names the option and its file.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum TlsError {
     /// A configured file cannot be read.
     #[error("[oslo_messaging_rabbit] {option} = {}: cannot read the file: {source}", path.display())]

@@ -78,13 +78,8 @@ async fn start(options: RabbitOptions, max_concurrency: usize, dispatcher: Dispa
     };
     let server = RpcServer::start(
         &transport,
-        ServerConfig {
-            exchange: exchange.clone(),
-            target: target.clone(),
-            serializer: Serializer::Plain,
-            max_concurrency,
-            max_message_bytes: netiso_messaging::server::DEFAULT_MAX_MESSAGE_BYTES,
-        },
+        ServerConfig::new(exchange.clone(), target.clone(), Serializer::Plain)
+            .with_max_concurrency(max_concurrency),
         dispatcher,
     )
     .await
@@ -192,10 +187,8 @@ async fn in_flight_work_and_unacked_deliveries_stay_bounded() {
 async fn a_reply_to_a_missing_queue_frees_its_permit_at_once() {
     // One permit, and a missing reply queue retried for 30 s: if the retry held the permit,
     // the next call would wait 30 s.
-    let options = RabbitOptions {
-        kombu_missing_consumer_retry_timeout: Duration::from_secs(30),
-        ..test_options()
-    };
+    let mut options = test_options();
+    options.kombu_missing_consumer_retry_timeout = Duration::from_secs(30);
     let fx = start(options, 1, ping_dispatcher()).await;
     let exchange_spec = Topology::new(fx.transport.options()).topic_exchange(&fx.exchange);
     let routing_key = fx.target.routing_key();

@@ -13,8 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use netiso_messaging::{
-    Args, Context, Dispatcher, RabbitOptions, RpcClient, RpcServer, Serializer, ServerConfig,
-    Target,
+    Args, Context, Dispatcher, RpcClient, RpcServer, Serializer, ServerConfig, Target,
 };
 use serde_json::{Value, json};
 use tokio::time::{Instant, sleep, timeout};
@@ -64,10 +63,8 @@ async fn server_and_client_survive_a_broker_restart() {
     if let Err(err) = rabbitmqctl("status") {
         panic!("rabbitmqctl cannot reach the broker node ({err}). Run `cargo xtask provision`");
     }
-    let options = RabbitOptions {
-        amqp_durable_queues: true,
-        ..test_options()
-    };
+    let mut options = test_options();
+    options.amqp_durable_queues = true;
     let server_transport = connect(options.clone()).await;
     let client_transport = connect(options).await;
     let exchange = unique("ex");
@@ -99,13 +96,8 @@ async fn server_and_client_survive_a_broker_restart() {
     });
     let server = RpcServer::start(
         &server_transport,
-        ServerConfig {
-            exchange: exchange.clone(),
-            target: target.clone(),
-            serializer: Serializer::Plain,
-            max_concurrency: 8,
-            max_message_bytes: netiso_messaging::server::DEFAULT_MAX_MESSAGE_BYTES,
-        },
+        ServerConfig::new(exchange.clone(), target.clone(), Serializer::Plain)
+            .with_max_concurrency(8),
         dispatcher,
     )
     .await

@@ -67,13 +67,7 @@ async fn python_calls_our_server(key: Option<&str>) {
     });
     let server = RpcServer::start(
         &transport,
-        ServerConfig {
-            exchange: exchange.clone(),
-            target: target.clone(),
-            serializer,
-            max_concurrency: 8,
-            max_message_bytes: netiso_messaging::server::DEFAULT_MAX_MESSAGE_BYTES,
-        },
+        ServerConfig::new(exchange.clone(), target.clone(), serializer).with_max_concurrency(8),
         dispatcher,
     )
     .await
@@ -374,13 +368,8 @@ async fn start_declaring_server(
 ) -> Result<RpcServer, TransportError> {
     RpcServer::start(
         transport,
-        ServerConfig {
-            exchange: exchange.to_owned(),
-            target: target.clone(),
-            serializer: Serializer::Plain,
-            max_concurrency: 1,
-            max_message_bytes: netiso_messaging::server::DEFAULT_MAX_MESSAGE_BYTES,
-        },
+        ServerConfig::new(exchange.to_owned(), target.clone(), Serializer::Plain)
+            .with_max_concurrency(1),
         Dispatcher::new("1.3").unwrap(),
     )
     .await
@@ -445,11 +434,9 @@ async fn declarations_match_python_with_default_options() {
 
 #[tokio::test]
 async fn declarations_match_python_with_quorum_queues() {
-    let options = RabbitOptions {
-        rabbit_quorum_queue: true,
-        rabbit_quorum_delivery_limit: 3,
-        ..test_options()
-    };
+    let mut options = test_options();
+    options.rabbit_quorum_queue = true;
+    options.rabbit_quorum_delivery_limit = 3;
     declarations_match(
         options,
         "rabbit_quorum_queue=true,rabbit_quorum_delivery_limit=3",
@@ -459,13 +446,11 @@ async fn declarations_match_python_with_quorum_queues() {
 
 #[tokio::test]
 async fn declarations_match_python_with_durable_auto_delete_ha_and_ttl() {
-    let options = RabbitOptions {
-        amqp_durable_queues: true,
-        amqp_auto_delete: true,
-        rabbit_ha_queues: true,
-        rabbit_transient_queues_ttl: 60,
-        ..test_options()
-    };
+    let mut options = test_options();
+    options.amqp_durable_queues = true;
+    options.amqp_auto_delete = true;
+    options.rabbit_ha_queues = true;
+    options.rabbit_transient_queues_ttl = 60;
     declarations_match(
         options,
         "amqp_durable_queues=true,amqp_auto_delete=true,rabbit_ha_queues=true,rabbit_transient_queues_ttl=60",
@@ -475,10 +460,8 @@ async fn declarations_match_python_with_durable_auto_delete_ha_and_ttl() {
 
 #[tokio::test]
 async fn declarations_match_python_with_transient_quorum_queues() {
-    let options = RabbitOptions {
-        rabbit_transient_quorum_queue: true,
-        ..test_options()
-    };
+    let mut options = test_options();
+    options.rabbit_transient_quorum_queue = true;
     declarations_match(options, "rabbit_transient_quorum_queue=true").await;
 }
 
@@ -498,10 +481,8 @@ async fn a_different_declaration_is_refused_by_the_broker() {
         }
     };
     let first = start(test_options()).await.unwrap();
-    let quorum = RabbitOptions {
-        rabbit_quorum_queue: true,
-        ..test_options()
-    };
+    let mut quorum = test_options();
+    quorum.rabbit_quorum_queue = true;
     let err = start(quorum)
         .await
         .err()

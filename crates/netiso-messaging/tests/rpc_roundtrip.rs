@@ -74,13 +74,7 @@ async fn start(serializer: Serializer) -> Fixture {
     let pings = Arc::new(AtomicUsize::new(0));
     let server = RpcServer::start(
         &transport,
-        ServerConfig {
-            exchange: exchange.clone(),
-            target: target.clone(),
-            serializer,
-            max_concurrency: 16,
-            max_message_bytes: netiso_messaging::server::DEFAULT_MAX_MESSAGE_BYTES,
-        },
+        ServerConfig::new(exchange.clone(), target.clone(), serializer).with_max_concurrency(16),
         dispatcher(tx, Arc::clone(&pings)),
     )
     .await

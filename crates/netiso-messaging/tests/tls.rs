@@ -155,13 +155,8 @@ async fn our_client_calls_our_server(url: &str, client_cert: bool) {
     let (dispatcher, casts) = dispatcher();
     let server = RpcServer::start(
         &server_transport,
-        ServerConfig {
-            exchange: exchange.clone(),
-            target: target.clone(),
-            serializer: Serializer::Plain,
-            max_concurrency: 4,
-            max_message_bytes: netiso_messaging::server::DEFAULT_MAX_MESSAGE_BYTES,
-        },
+        ServerConfig::new(exchange.clone(), target.clone(), Serializer::Plain)
+            .with_max_concurrency(4),
         dispatcher,
     )
     .await
@@ -247,13 +242,8 @@ async fn python_client_calls_our_server_over_tls() {
     });
     let server = RpcServer::start(
         &transport,
-        ServerConfig {
-            exchange: exchange.clone(),
-            target: target.clone(),
-            serializer: Serializer::Plain,
-            max_concurrency: 4,
-            max_message_bytes: netiso_messaging::server::DEFAULT_MAX_MESSAGE_BYTES,
-        },
+        ServerConfig::new(exchange.clone(), target.clone(), Serializer::Plain)
+            .with_max_concurrency(4),
         dispatcher,
     )
     .await

@@ -168,8 +168,7 @@ impl Drop for FreezableProxy {
 #[tokio::test]
 async fn a_silent_broker_is_detected_by_heartbeat_and_the_server_resumes() {
     use netiso_messaging::{
-        Args, Context, Dispatcher, RabbitOptions, RpcClient, RpcServer, Serializer, ServerConfig,
-        Target,
+        Args, Context, Dispatcher, RpcClient, RpcServer, Serializer, ServerConfig, Target,
     };
     use serde_json::json;
 
@@ -180,10 +179,8 @@ async fn a_silent_broker_is_detected_by_heartbeat_and_the_server_resumes() {
     let mut via_proxy = real.clone();
     via_proxy.hosts[0].hostname = "127.0.0.1".into();
     via_proxy.hosts[0].port = proxy.port;
-    let options = RabbitOptions {
-        heartbeat_timeout_threshold: 2,
-        ..test_options()
-    };
+    let mut options = test_options();
+    options.heartbeat_timeout_threshold = 2;
     let server_transport = Transport::connect(via_proxy, options, Duration::from_secs(10))
         .await
         .unwrap_or_else(|err| {
@@ -205,13 +202,8 @@ async fn a_silent_broker_is_detected_by_heartbeat_and_the_server_resumes() {
     });
     let server = RpcServer::start(
         &server_transport,
-        ServerConfig {
-            exchange: exchange.clone(),
-            target: target.clone(),
-            serializer: Serializer::Plain,
-            max_concurrency: 4,
-            max_message_bytes: netiso_messaging::server::DEFAULT_MAX_MESSAGE_BYTES,
-        },
+        ServerConfig::new(exchange.clone(), target.clone(), Serializer::Plain)
+            .with_max_concurrency(4),
         dispatcher,
     )
     .await

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 /// What went wrong talking to the kernel or handling a namespace.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum NetlinkError {
     /// The object (link, address, route, namespace) does not exist (ENOENT, ENODEV, ESRCH).
     #[error("{operation}: not found{}", detail(.message))]

@@ -1,3 +1,4 @@
+#![doc = include_str!("../README.md")]
 //! rtnetlink and network namespaces for trove-netiso, on `neli`.
 //!
 //! Everything trove-netiso does to a guest's network (find the tenant NIC by MAC, take it away

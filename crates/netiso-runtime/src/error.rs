@@ -6,6 +6,7 @@ pub type BackendError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Why a runtime operation failed; each variant names what it was acting on.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum RuntimeError {
     /// The daemon cannot be reached (socket missing, refused, or not a Docker daemon).
     #[error("cannot reach the container runtime at {endpoint}: {source}")]

@@ -56,13 +56,12 @@ fn broker_config() -> BrokerConfig {
 }
 
 fn options() -> RabbitOptions {
-    RabbitOptions {
-        rabbit_retry_interval: Duration::from_millis(200),
-        rabbit_interval_max: Duration::from_secs(2),
-        publish_timeout: Duration::from_secs(20),
-        kombu_missing_consumer_retry_timeout: Duration::from_secs(5),
-        ..RabbitOptions::default()
-    }
+    let mut options = RabbitOptions::default();
+    options.rabbit_retry_interval = Duration::from_millis(200);
+    options.rabbit_interval_max = Duration::from_secs(2);
+    options.publish_timeout = Duration::from_secs(20);
+    options.kombu_missing_consumer_retry_timeout = Duration::from_secs(5);
+    options
 }
 
 /// Connects to the broker or fails the test with instructions.
@@ -165,18 +164,17 @@ impl TestConductor {
         };
         let server = RpcServer::start(
             transport,
-            ServerConfig {
-                exchange: exchange.to_owned(),
-                target: Target {
+            ServerConfig::new(
+                exchange.to_owned(),
+                Target {
                     topic: queue.to_owned(),
                     server: None,
                     version: "1.0".into(),
                 },
                 serializer,
-                // One at a time: events arrive in the order the agent sent them.
-                max_concurrency: 1,
-                max_message_bytes: netiso_messaging::server::DEFAULT_MAX_MESSAGE_BYTES,
-            },
+            )
+            // One at a time: events arrive in the order the agent sent them.
+            .with_max_concurrency(1),
             dispatcher,
         )
         .await

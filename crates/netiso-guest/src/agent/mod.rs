@@ -52,6 +52,7 @@ const RPC_RETRY_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Why the agent could not run.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum AgentError {
     /// The configuration is unusable.
     #[error(transparent)]
@@ -127,25 +128,24 @@ impl Default for AgentOptions {
 pub fn rabbit_options(config: &GuestConfig) -> RabbitOptions {
     let r = &config.rabbit;
     let small = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
-    RabbitOptions {
-        amqp_durable_queues: r.amqp_durable_queues,
-        amqp_auto_delete: r.amqp_auto_delete,
-        rabbit_quorum_queue: r.rabbit_quorum_queue,
-        rabbit_transient_quorum_queue: r.rabbit_transient_quorum_queue,
-        rabbit_quorum_delivery_limit: small(r.rabbit_quorum_delivery_limit),
-        rabbit_quorum_max_memory_length: small(r.rabbit_quorum_max_memory_length),
-        rabbit_quorum_max_memory_bytes: small(r.rabbit_quorum_max_memory_bytes),
-        rabbit_ha_queues: r.rabbit_ha_queues,
-        rabbit_transient_queues_ttl: small(r.rabbit_transient_queues_ttl),
-        enable_cancel_on_failover: r.enable_cancel_on_failover,
-        direct_mandatory_flag: r.direct_mandatory_flag,
-        kombu_missing_consumer_retry_timeout: Duration::from_secs(
-            r.kombu_missing_consumer_retry_timeout,
-        ),
-        rabbit_qos_prefetch_count: u16::try_from(r.rabbit_qos_prefetch_count).unwrap_or(u16::MAX),
-        tls: config.rabbit_tls.clone(),
-        ..RabbitOptions::default()
-    }
+    let mut options = RabbitOptions::default();
+    options.amqp_durable_queues = r.amqp_durable_queues;
+    options.amqp_auto_delete = r.amqp_auto_delete;
+    options.rabbit_quorum_queue = r.rabbit_quorum_queue;
+    options.rabbit_transient_quorum_queue = r.rabbit_transient_quorum_queue;
+    options.rabbit_quorum_delivery_limit = small(r.rabbit_quorum_delivery_limit);
+    options.rabbit_quorum_max_memory_length = small(r.rabbit_quorum_max_memory_length);
+    options.rabbit_quorum_max_memory_bytes = small(r.rabbit_quorum_max_memory_bytes);
+    options.rabbit_ha_queues = r.rabbit_ha_queues;
+    options.rabbit_transient_queues_ttl = small(r.rabbit_transient_queues_ttl);
+    options.enable_cancel_on_failover = r.enable_cancel_on_failover;
+    options.direct_mandatory_flag = r.direct_mandatory_flag;
+    options.kombu_missing_consumer_retry_timeout =
+        Duration::from_secs(r.kombu_missing_consumer_retry_timeout);
+    options.rabbit_qos_prefetch_count =
+        u16::try_from(r.rabbit_qos_prefetch_count).unwrap_or(u16::MAX);
+    options.tls = config.rabbit_tls.clone();
+    options
 }
 
 /// Connects to the configured runtime (`[netiso] runtime`).
@@ -632,21 +632,21 @@ pub async fn run(
     }
     let service = Arc::new(service);
     let in_flight = InFlight::default();
-    let server_config = ServerConfig {
-        exchange: guest.control_exchange.clone(),
-        target: Target {
+    let server_config = ServerConfig::new(
+        guest.control_exchange.clone(),
+        Target {
             topic: format!("guestagent.{}", guest.guest_id),
             server: Some(guest.guest_id.clone()),
             version: rpc::GUEST_API_VERSION.to_owned(),
         },
-        serializer: key.map_or(Serializer::Plain, Serializer::Secure),
-        max_concurrency: MAX_CONCURRENT_REQUESTS,
-        max_message_bytes: guest
-            .netiso
-            .rpc_max_message_bytes
-            .map_or(netiso_messaging::server::DEFAULT_MAX_MESSAGE_BYTES, |n| {
-                usize::try_from(n).unwrap_or(usize::MAX)
-            }),
+        key.map_or(Serializer::Plain, Serializer::Secure),
+    )
+    .with_max_concurrency(MAX_CONCURRENT_REQUESTS);
+    let server_config = match guest.netiso.rpc_max_message_bytes {
+        Some(limit) => {
+            server_config.with_max_message_bytes(usize::try_from(limit).unwrap_or(usize::MAX))
+        }
+        None => server_config,
     };
     let make_dispatcher = || rpc::dispatcher(Arc::clone(&service), &in_flight);
     let Some(server) =

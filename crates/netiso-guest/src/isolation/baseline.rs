@@ -36,6 +36,7 @@ pub struct RecordedBaseline {
 
 /// Why the recorded baseline cannot be written or used.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum BaselineError {
     /// Writing the file failed; the previous one (if any) is unchanged.
     #[error("cannot record the isolation baseline in {}: {source}", path.display())]

@@ -8,6 +8,7 @@ use super::VerifyReport;
 
 /// Why the tenant NIC could not be isolated. Any of these means: do not start the database.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum IsolationError {
     /// No link in the VM's namespace has the tenant MAC.
     #[error(

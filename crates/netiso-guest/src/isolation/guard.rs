@@ -12,6 +12,7 @@ use super::{ApplyReport, IsolationError, IsolationTarget, WhenAbsent, apply, pla
 
 /// How the guard behaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct GuardOptions {
     /// Re-check even without events, in case a notification was lost.
     pub recheck_interval: Duration,

@@ -20,6 +20,7 @@ const STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why talking to the server failed. Messages never hold a password.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum SqlError {
     /// No connection (no socket yet, refused, access denied, timeout).
     #[error("cannot log in as {user} through {}: {message}", socket.display())]

@@ -198,7 +198,7 @@ pub struct DatabaseSettings {
     pub mysql: Option<MysqlSettings>,
 }
 
-/// The arguments of `prepare` (rpc-wire-protocol §15.1) the agent acts on. `Debug` shows
+/// The arguments of `prepare` (Trove's guest API) the agent acts on. `Debug` shows
 /// counts only: users carry passwords.
 #[derive(Clone, Default)]
 pub struct PrepareRequest {
@@ -250,6 +250,7 @@ impl std::fmt::Debug for PrepareRequest {
 
 /// Why a database operation failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum DatabaseError {
     /// Start-up checks failed (isolation or preflight): fail closed.
     #[error("the database is not started on this VM: {0}")]
@@ -304,8 +305,8 @@ pub enum DatabaseError {
     },
 }
 
-/// The service status Trove's Python guest derives from the container (rpc-wire-protocol
-/// §14): healthy (or running without a health check) → `healthy`, starting → `running`,
+/// The service status Trove's Python guest derives from the container (its
+/// status task): healthy (or running without a health check) → `healthy`, starting → `running`,
 /// absent → `shutdown`, stopped → `shutdown`, unhealthy → `crashed`, else `unknown`.
 pub fn status_of(info: Option<&ContainerInfo>) -> ServiceStatus {
     let Some(info) = info else {

@@ -40,15 +40,13 @@ fuzz_target!(|data: &[u8]| {
         parts.next().unwrap_or_default(),
     );
     let paths = [write("ca", ca), write("cert", cert), write("key", key)];
-    let options = RabbitOptions {
-        tls: RabbitTlsOptions {
-            ssl: true,
-            ssl_version: SslVersion::Negotiate,
-            ssl_ca_file: Some(paths[0].clone()),
-            ssl_cert_file: Some(paths[1].clone()),
-            ssl_key_file: Some(paths[2].clone()),
-        },
-        ..RabbitOptions::default()
+    let mut options = RabbitOptions::default();
+    options.tls = RabbitTlsOptions {
+        ssl: true,
+        ssl_version: SslVersion::Negotiate,
+        ssl_ca_file: Some(paths[0].clone()),
+        ssl_cert_file: Some(paths[1].clone()),
+        ssl_key_file: Some(paths[2].clone()),
     };
     let config = BrokerConfig {
         hosts: vec![BrokerHost {

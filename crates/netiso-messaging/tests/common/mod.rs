@@ -30,13 +30,12 @@ pub fn broker_config() -> BrokerConfig {
 
 /// Options for tests: quick reconnection so failures show fast.
 pub fn test_options() -> RabbitOptions {
-    RabbitOptions {
-        rabbit_retry_interval: Duration::from_millis(200),
-        rabbit_interval_max: Duration::from_secs(2),
-        publish_timeout: Duration::from_secs(20),
-        kombu_missing_consumer_retry_timeout: Duration::from_secs(5),
-        ..RabbitOptions::default()
-    }
+    let mut options = RabbitOptions::default();
+    options.rabbit_retry_interval = Duration::from_millis(200);
+    options.rabbit_interval_max = Duration::from_secs(2);
+    options.publish_timeout = Duration::from_secs(20);
+    options.kombu_missing_consumer_retry_timeout = Duration::from_secs(5);
+    options
 }
 
 /// Connects or fails the test with instructions.

@@ -104,6 +104,7 @@ const SIGKILL: u32 = 9;
 
 /// How to reach containerd and where containers and their networks live.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ContainerdConfig {
     /// containerd's gRPC socket.
     pub socket: PathBuf,

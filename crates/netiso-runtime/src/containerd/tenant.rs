@@ -29,6 +29,7 @@ pub const CONTAINER_IFNAME: &str = "eth0";
 
 /// Why the tenant NIC could not be handed over or taken back.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum TenantNetworkError {
     /// No link with the tenant MAC in the VM namespace nor in the container's.
     #[error(

@@ -61,7 +61,7 @@ pub struct TenantLink {
 
 impl TenantLink {
     /// Creates the client namespace `nti-cli-<pid>-<n>` and the veth pair, picking a
-    /// 10.252.<n>.0/24 that has no route in the guest namespace yet. Panics naming the fix
+    /// `10.252.<n>.0/24` that has no route in the guest namespace yet. Panics naming the fix
     /// when the guest namespace is missing.
     pub fn create() -> Self {
         let guest = guest_netns();
