@@ -19,28 +19,33 @@
 //! ```text
 //! sweep method=rpc_ping guests=100 answered=100 refused=0 timed_out=0 failed=0 sweep_ms=85.1 p50_ms=1.62 p99_ms=3.90
 //! ```
-//! The exit status is 1 when some guest did not answer.
+//! The exit status is 1 when some guest did not answer. `--delete-queues` then deletes every
+//! guest's topic queues (`guestagent.<id>` and `guestagent.<id>.<id>`), as Trove's taskmanager
+//! does when it deletes an instance; it may be given without methods.
 
 #![allow(clippy::print_stdout)] // a command-line tool: its output is the point
 
 use std::error::Error;
 use std::num::NonZeroUsize;
-use std::os::unix::fs::PermissionsExt;
 use std::process::ExitCode;
 use std::str::FromStr;
 use std::time::Duration;
 
 use netiso_config::TransportUrl;
 use netiso_messaging::{
-    BrokerConfig, Context, FleetClient, Guest, InstanceKey, Outcome, RabbitOptions, Sweep,
-    SweepOptions, Transport,
+    BrokerConfig, Context, FleetClient, Outcome, RabbitOptions, Sweep, SweepOptions, Target,
+    Transport,
 };
 use serde_json::{Map, Value};
 
 type AnyResult<T> = Result<T, Box<dyn Error + Send + Sync>>;
 
+#[path = "common/guests.rs"]
+mod guests;
+
 const USAGE: &str = "usage: fleet_sweep [--url URL] [--exchange NAME] [--concurrency N] \
-                     [--timeout-ms MS] [--quiet] GUESTS_FILE METHOD[=JSON_ARGS]...";
+                     [--timeout-ms MS] [--quiet] [--delete-queues] GUESTS_FILE \
+                     METHOD[=JSON_ARGS]...";
 
 /// The command line.
 struct Cli {
@@ -48,6 +53,7 @@ struct Cli {
     exchange: String,
     options: SweepOptions,
     quiet: bool,
+    delete_queues: bool,
     guests_file: String,
     methods: Vec<(String, Map<String, Value>)>,
 }
@@ -59,6 +65,7 @@ fn parse_cli() -> AnyResult<Cli> {
         exchange: "trove".to_owned(),
         options: SweepOptions::default(),
         quiet: false,
+        delete_queues: false,
         guests_file: String::new(),
         methods: Vec::new(),
     };
@@ -78,6 +85,7 @@ fn parse_cli() -> AnyResult<Cli> {
                 cli.options.timeout = Duration::from_millis(u64::from_str(&value()?)?)
             }
             "--quiet" => cli.quiet = true,
+            "--delete-queues" => cli.delete_queues = true,
             "--help" | "-h" => return Err(USAGE.into()),
             _ => positional.push(word),
         }
@@ -85,7 +93,7 @@ fn parse_cli() -> AnyResult<Cli> {
     let mut positional = positional.into_iter();
     cli.guests_file = positional.next().ok_or(USAGE)?;
     cli.methods = positional.map(method_call).collect::<AnyResult<_>>()?;
-    if cli.methods.is_empty() {
+    if cli.methods.is_empty() && !cli.delete_queues {
         return Err(USAGE.into());
     }
     Ok(cli)
@@ -100,38 +108,6 @@ fn method_call(word: String) -> AnyResult<(String, Map<String, Value>)> {
         Value::Object(map) => Ok((name.to_owned(), map)),
         _ => Err(format!("the arguments of {name} must be a JSON object\n{USAGE}").into()),
     }
-}
-
-/// Reads `GUEST_ID KEY` lines; refuses a file others could read, since it holds keys.
-fn read_guests(path: &str) -> AnyResult<Vec<Guest>> {
-    let mode = std::fs::metadata(path)?.permissions().mode();
-    if mode & 0o077 != 0 {
-        return Err(format!(
-            "{path} holds instance keys but is readable by others (mode {:o}): chmod 600 it",
-            mode & 0o777
-        )
-        .into());
-    }
-    let text = std::fs::read_to_string(path)?;
-    let mut guests = Vec::new();
-    for (number, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let (id, key) = line
-            .split_once(char::is_whitespace)
-            .ok_or_else(|| format!("{path}:{}: expected `GUEST_ID KEY`", number + 1))?;
-        let key = match key.trim() {
-            "-" => None,
-            // The error names the line, never the key.
-            text => Some(
-                InstanceKey::new(text).map_err(|err| format!("{path}:{}: {err}", number + 1))?,
-            ),
-        };
-        guests.push(Guest::new(id, key));
-    }
-    Ok(guests)
 }
 
 fn ms(duration: Option<Duration>) -> f64 {
@@ -168,7 +144,7 @@ fn report(method: &str, sweep: &Sweep, quiet: bool) {
 }
 
 async fn run(cli: Cli) -> AnyResult<bool> {
-    let guests = read_guests(&cli.guests_file)?;
+    let guests = guests::read(&cli.guests_file)?;
     let parsed = TransportUrl::from_str(&cli.url)?;
     let mut options = RabbitOptions::default();
     options.apply_url_query(&parsed.query)?;
@@ -189,6 +165,14 @@ async fn run(cli: Cli) -> AnyResult<bool> {
         report(method, &sweep, cli.quiet);
     }
     fleet.close().await;
+    if cli.delete_queues {
+        for guest in &guests {
+            let target = Target::guest_agent(&guest.id);
+            for queue in [target.topic.clone(), target.routing_key()] {
+                transport.delete_queue(&queue).await?;
+            }
+        }
+    }
     transport.close();
     Ok(all_answered)
 }
