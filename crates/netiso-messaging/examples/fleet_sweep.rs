@@ -17,7 +17,7 @@
 //! broker). For each method, one line per guest unless `--quiet`, then a summary line:
 //!
 //! ```text
-//! sweep method=rpc_ping guests=100 answered=100 refused=0 timed_out=0 failed=0 sweep_ms=85.1 p50_ms=1.62 p99_ms=3.90
+//! sweep method=rpc_ping guests=N answered=A refused=R timed_out=T failed=F sweep_ms=MS p50_ms=MS p99_ms=MS
 //! ```
 //! The exit status is 1 when some guest did not answer. `--delete-queues` then deletes every
 //! guest's topic queues (`guestagent.<id>` and `guestagent.<id>.<id>`), as Trove's taskmanager
