@@ -38,10 +38,30 @@ enum Task {
     /// Provision, then measure every performance claim against its reference (Trove's Python
     /// plugin and oslo.messaging, `ip` commands, Docker's NAT) and rewrite `docs/benchmarks.md`.
     Bench {
-        /// Run only these parts (plugin, container, datapath, rpc, isolation, micro, prepare) and print
-        /// the report instead of rewriting `docs/benchmarks.md`.
+        /// Run only these parts (plugin, container, datapath, rpc, isolation, micro, prepare,
+        /// fleet) and print the report instead of rewriting `docs/benchmarks.md`.
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
+        /// The same as `--only`: `cargo xtask bench fleet` runs the fleet part alone.
+        parts: Vec<String>,
+        /// Fleet part: the numbers of guests, in order.
+        #[arg(long, value_delimiter = ',', default_values_t = [10, 100, 500, 1000])]
+        sizes: Vec<usize>,
+        /// Fleet part: at most this many Python stand-ins (about 60 MiB each).
+        #[arg(long, default_value_t = 100)]
+        python_cap: usize,
+        /// Fleet part: the agents' heartbeat interval in seconds (Trove: 60).
+        #[arg(long, default_value_t = 60)]
+        heartbeat_interval: u64,
+        /// Fleet part: seconds of idling over which CPU and heartbeats are read.
+        #[arg(long, default_value_t = 65)]
+        idle_seconds: u64,
+        /// Fleet part: calls in flight during a sweep.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Fleet part: sizes not started within this many minutes are skipped.
+        #[arg(long, default_value_t = 15)]
+        budget_minutes: u64,
     },
     /// Build the Debian packages of trove-guest-agent and docker-hostnic with cargo-deb
     /// (release builds, man pages, completions, systemd units) under target/debian/, and
@@ -88,7 +108,27 @@ fn main() -> anyhow::Result<()> {
     match cli.task {
         Task::Provision => provision::run(),
         Task::Ci => ci::run(),
-        Task::Bench { only } => bench::run(&only),
+        Task::Bench {
+            mut only,
+            parts,
+            sizes,
+            python_cap,
+            heartbeat_interval,
+            idle_seconds,
+            concurrency,
+            budget_minutes,
+        } => {
+            only.extend(parts);
+            let fleet = bench::FleetOptions {
+                sizes,
+                python_cap,
+                heartbeat_interval,
+                idle_seconds,
+                concurrency: concurrency.max(1),
+                budget: std::time::Duration::from_secs(budget_minutes * 60),
+            };
+            bench::run(&only, &fleet)
+        }
         Task::Demo { all } => demo::run(all),
         Task::Advisories => advisories::check(),
         Task::Package => package::run_task(),

@@ -4,6 +4,9 @@
 //! Reports round-trip p50/p99 and calls/s, sequential and with 8 concurrent callers, plus the
 //! server process's CPU time per call (from /proc, USER_HZ = 100) and its resident memory, and
 //! the client's CPU per call. The two servers run side by side and take turns, block by block.
+//! A third server, the floor, takes turns with them: a minimal responder on the same broker
+//! and the same client (ack, read `_msg_id` and `_reply_q`, publish a fixed encrypted `true`:
+//! no decryption, no dispatch), the round trip any server pays.
 //! A second table compares our client and server over TLS with the same pair in plaintext
 //! (two servers of ours, taking turns likewise).
 //!
@@ -23,6 +26,9 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use netiso_config::TransportUrl;
+use netiso_messaging::envelope::{self, Reply};
+use netiso_messaging::topology::Topology;
+use netiso_messaging::transport::Outgoing;
 use netiso_messaging::{
     Args, BrokerConfig, Context, Dispatcher, InstanceKey, RabbitOptions, RpcClient, RpcServer,
     Serializer, ServerConfig, Target, Transport,
@@ -85,6 +91,66 @@ async fn serve(exchange: &str, topic: &str, server: &str, url: &str) -> AnyResul
     let mut sink = Vec::new();
     tokio::io::stdin().read_to_end(&mut sink).await?;
     rpc.stop().await;
+    Ok(())
+}
+
+/// `rpc_bench floor EXCHANGE TOPIC SERVER URL`: the minimal responder, until stdin closes.
+/// It consumes the `topic.server` queue our client calls, acks, reads the envelope for
+/// `_msg_id` and `_reply_q`, and publishes one precomputed encrypted `true` to the reply
+/// queue as our server does (default exchange, confirmed), without decrypting the request
+/// or dispatching it.
+async fn floor(exchange: &str, topic: &str, server: &str, url: &str) -> AnyResult<()> {
+    let transport = transport(url).await?;
+    let target = Target {
+        topic: topic.to_owned(),
+        server: Some(server.to_owned()),
+        version: "1.3".into(),
+    };
+    let spec = Topology::new(transport.options()).topic_consumer(exchange, &target.routing_key());
+    let mut consumer = transport.consume(vec![spec], Vec::new()).await?;
+    let result = serde_json::Value::String(InstanceKey::new(KEY)?.encrypt_value(&json!(true)));
+    println!("READY");
+    let mut stdin = tokio::io::stdin();
+    let mut sink = Vec::new();
+    loop {
+        let delivery = tokio::select! {
+            delivery = consumer.deliveries.recv() => delivery,
+            _ = stdin.read_to_end(&mut sink) => break,
+        };
+        let Some(delivery) = delivery else { break };
+        delivery.ack().await?;
+        let message = envelope::unwrap(&delivery.body)?;
+        let (Some(msg_id), Some(reply_q)) = (
+            message.get("_msg_id").and_then(serde_json::Value::as_str),
+            message.get("_reply_q").and_then(serde_json::Value::as_str),
+        ) else {
+            continue;
+        };
+        let reply = Reply {
+            result: result.clone(),
+            failure: None,
+            ending: true,
+            msg_id: msg_id.to_owned(),
+            unique_id: uuid::Uuid::new_v4().simple().to_string(),
+        };
+        let body = envelope::wrap(&reply.to_message());
+        let reply_q = reply_q.to_owned();
+        let transport = transport.clone();
+        // Confirmed off the loop, as our server's replies are: calls in flight overlap.
+        tokio::spawn(async move {
+            let _ = transport
+                .publish(&Outgoing {
+                    exchange: "",
+                    declare: None,
+                    routing_key: &reply_q,
+                    body: &body,
+                    mandatory: transport.options().direct_mandatory_flag,
+                    expiration_ms: None,
+                })
+                .await;
+        });
+    }
+    consumer.stop().await;
     Ok(())
 }
 
@@ -218,7 +284,8 @@ async fn wait_ready(child: &mut Child) -> AnyResult<()> {
     Ok(())
 }
 
-/// Starts server `name`: `python`, or ours (any other name) connected to `url`.
+/// Starts server `name`: `python`, `floor` (the minimal responder), or ours (any other name)
+/// connected to `url`.
 async fn spawn_server(name: &'static str, exchange: &str, url: &str) -> AnyResult<ServerProcess> {
     let id = uuid::Uuid::new_v4().to_string();
     let target = Target {
@@ -227,8 +294,9 @@ async fn spawn_server(name: &'static str, exchange: &str, url: &str) -> AnyResul
         version: "1.0".into(),
     };
     let mut command = if name != "python" {
+        let mode = if name == "floor" { "floor" } else { "serve" };
         let mut c = Command::new(std::env::current_exe()?);
-        c.args(["serve", exchange, &target.topic, &id, url]);
+        c.args([mode, exchange, &target.topic, &id, url]);
         c
     } else {
         let venv =
@@ -382,7 +450,7 @@ async fn bench(calls: usize) -> AnyResult<()> {
     let exchange = format!("netiso-bench-{}", uuid::Uuid::new_v4().simple());
     let client = secure_client(&transport, &exchange)?;
     let mut legs = Vec::new();
-    for name in ["rust", "python"] {
+    for name in ["rust", "python", "floor"] {
         legs.push(leg(name, &exchange, &plain_url, client.clone()).await?);
     }
     let (client_cpu_before, _) = process_usage(std::process::id())?;
@@ -397,7 +465,12 @@ async fn bench(calls: usize) -> AnyResult<()> {
     );
     print_table(&report);
     println!("client CPU per call (the same for both servers): {client_cpu_per_call_us:.1} us");
-    if let [(_, rs, rc, rcpu, rrss), (_, ps, pc, pcpu, prss)] = report.as_slice() {
+    if let [
+        (_, rs, rc, rcpu, rrss),
+        (_, ps, pc, pcpu, prss),
+        (_, fs, _, _, _),
+    ] = report.as_slice()
+    {
         println!(
             "ratios rust/python: seq p50 {:.2} (target <= 0.5), 8x p50 {:.2}, seq throughput {:.2}x, 8x throughput {:.2}x (target >= 3), CPU/call {:.3} (target <= 0.1), RSS {:.3} (target <= 0.2)",
             rs.p50_ms / ps.p50_ms,
@@ -406,6 +479,11 @@ async fn bench(calls: usize) -> AnyResult<()> {
             rc.per_second / pc.per_second,
             rcpu / pcpu,
             *rrss as f64 / *prss as f64
+        );
+        println!(
+            "against the floor (minimal responder, same broker and client): seq p50 rust/floor {:.2} (target <= 1.15), python/floor {:.2}",
+            rs.p50_ms / fs.p50_ms,
+            ps.p50_ms / fs.p50_ms
         );
     }
     tls_against_plaintext(&transport, &exchange, calls).await?;
@@ -463,11 +541,17 @@ fn main() -> AnyResult<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    if args.get(1).map(String::as_str) == Some("serve") {
+    if let Some(mode @ ("serve" | "floor")) = args.get(1).map(String::as_str) {
         let [_, _, exchange, topic, server, url] = args.as_slice() else {
-            return Err("usage: rpc_bench serve EXCHANGE TOPIC SERVER URL".into());
+            return Err(format!("usage: rpc_bench {mode} EXCHANGE TOPIC SERVER URL").into());
         };
-        return runtime.block_on(serve(exchange, topic, server, url));
+        return runtime.block_on(async {
+            if mode == "floor" {
+                floor(exchange, topic, server, url).await
+            } else {
+                serve(exchange, topic, server, url).await
+            }
+        });
     }
     let calls = args.get(1).map(|c| c.parse()).transpose()?.unwrap_or(2000);
     runtime.block_on(bench(calls))

@@ -69,6 +69,28 @@ impl RpcClient {
         context: &Context,
         timeout: Duration,
     ) -> Result<Value, CallError> {
+        self.call_with(
+            &self.inner.serializer,
+            target,
+            method,
+            args,
+            context,
+            timeout,
+        )
+        .await
+    }
+
+    /// [`call`](Self::call) with another serializer than the client's: a caller of many
+    /// guests, each with its own instance key, shares one client and one reply queue.
+    pub async fn call_with(
+        &self,
+        serializer: &Serializer,
+        target: &Target,
+        method: &str,
+        args: Map<String, Value>,
+        context: &Context,
+        timeout: Duration,
+    ) -> Result<Value, CallError> {
         let listener = self
             .inner
             .replies
@@ -80,7 +102,7 @@ impl RpcClient {
         let msg_id = uuid4_hex();
         let (tx, rx) = oneshot::channel();
         lock(&listener.pending).insert(msg_id.clone(), tx);
-        let mut request = self.request(target, method, args, context);
+        let mut request = Self::request(serializer, target, method, args, context);
         request.msg_id = Some(msg_id.clone());
         request.reply_q = Some(listener.queue.clone());
         let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
@@ -123,7 +145,7 @@ impl RpcClient {
                 message: failure.message,
             });
         }
-        Ok(self.inner.serializer.deserialize_entity(reply.result)?)
+        Ok(serializer.deserialize_entity(reply.result)?)
     }
 
     /// The reply queue, once the first call created it.
@@ -157,7 +179,7 @@ impl RpcClient {
         args: Map<String, Value>,
         context: &Context,
     ) -> Result<(), CallError> {
-        let request = self.request(target, method, args, context);
+        let request = Self::request(&self.inner.serializer, target, method, args, context);
         self.publish_topic(target, &request, None).await?;
         Ok(())
     }
@@ -170,7 +192,7 @@ impl RpcClient {
         args: Map<String, Value>,
         context: &Context,
     ) -> Result<(), CallError> {
-        let request = self.request(target, method, args, context);
+        let request = Self::request(&self.inner.serializer, target, method, args, context);
         let body = envelope::wrap(&request.to_message());
         let exchange = Topology::new(self.inner.transport.options()).fanout_exchange(&target.topic);
         self.inner
@@ -188,13 +210,12 @@ impl RpcClient {
     }
 
     fn request(
-        &self,
+        serializer: &Serializer,
         target: &Target,
         method: &str,
         args: Map<String, Value>,
         context: &Context,
     ) -> Request {
-        let serializer = &self.inner.serializer;
         Request {
             method: method.to_owned(),
             args: args

@@ -20,6 +20,10 @@ pub struct ReleaseBinaries {
     pub harness: PathBuf,
     /// The messaging example that times our RPC server against Python's.
     pub rpc_bench: PathBuf,
+    /// The messaging crate's fleet client as a tool (part 8's sweep).
+    pub fleet_sweep: PathBuf,
+    /// The stand-in conductor recording heartbeats (part 8).
+    pub fleet_conductor: PathBuf,
     /// `benches/benches/isolation.rs`.
     pub isolation_bench: PathBuf,
     /// `benches/benches/micro.rs` (criterion).
@@ -29,7 +33,7 @@ pub struct ReleaseBinaries {
 /// The `cargo build` arguments; bench targets built this way use the release profile, which
 /// the bench profile inherits unchanged. The benches are named: `--benches` would also build
 /// every library and binary of the selected packages as a test harness.
-const BUILD_ARGS: [&str; 21] = [
+const BUILD_ARGS: [&str; 25] = [
     "build",
     "--release",
     "--locked",
@@ -51,6 +55,10 @@ const BUILD_ARGS: [&str; 21] = [
     "micro",
     "--example",
     "rpc_bench",
+    "--example",
+    "fleet_sweep",
+    "--example",
+    "fleet_conductor",
 ];
 
 /// Builds everything in one invocation and returns where each executable is.
@@ -86,6 +94,8 @@ pub fn release_binaries() -> Result<ReleaseBinaries> {
         agent: take("bin", "trove-guest-agent")?,
         harness: take("bin", "netiso-harness")?,
         rpc_bench: take("example", "rpc_bench")?,
+        fleet_sweep: take("example", "fleet_sweep")?,
+        fleet_conductor: take("example", "fleet_conductor")?,
         isolation_bench: take("bench", "isolation")?,
         micro_bench: take("bench", "micro")?,
     })

@@ -6,7 +6,8 @@
 //! 3. the data path, Docker's NAT against the directly handed-over NIC ([`datapath`]);
 //! 4. RPC against Python oslo.messaging, and the agent's footprint ([`rpc`]);
 //! 5. the isolation step against `ip` commands, and 6. micro-benchmarks ([`cargo_benches`]);
-//! 7. `prepare` on the MariaDB image to the tenant's first login, per mode ([`prepare`]).
+//! 7. `prepare` on the MariaDB image to the tenant's first login, per mode ([`prepare`]);
+//! 8. a fleet of agents and of Python stand-ins on one broker ([`fleet`]).
 //!
 //! A part that fails is reported as not measured, with its error, and the others still run;
 //! the task fails at the end if any part did, after the report is written.
@@ -15,6 +16,7 @@ mod build;
 mod cargo_benches;
 mod container;
 mod datapath;
+mod fleet;
 mod guestvm;
 mod http;
 mod plugin;
@@ -31,11 +33,13 @@ use report::{Machine, Section};
 use std::cell::RefCell;
 use std::time::Instant;
 
+pub use fleet::FleetOptions;
+
 /// Where the report goes.
 const REPORT: &str = "docs/benchmarks.md";
 
 /// The parts, by the name `--only` takes.
-const PARTS: [&str; 7] = [
+const PARTS: [&str; 8] = [
     "plugin",
     "container",
     "datapath",
@@ -43,11 +47,12 @@ const PARTS: [&str; 7] = [
     "isolation",
     "micro",
     "prepare",
+    "fleet",
 ];
 
 /// Provision, build, measure every part (or the `only` ones), write the report (printed only
 /// when some parts were left out, so `docs/benchmarks.md` always describes a full run).
-pub fn run(only: &[String]) -> Result<()> {
+pub fn run(only: &[String], fleet_options: &FleetOptions) -> Result<()> {
     let started = Instant::now();
     if let Some(unknown) = only.iter().find(|p| !PARTS.contains(&p.as_str())) {
         bail!(
@@ -132,6 +137,9 @@ pub fn run(only: &[String]) -> Result<()> {
         "7. `prepare` on MariaDB: cast to the tenant's first login, memory after",
         &mut || prepare::run(&binaries),
     );
+    part("fleet", "8. Fleet: N guests on one broker", &mut || {
+        fleet::run(&binaries, fleet_options)
+    });
 
     machine.load_end = load_average();
     let text = report::render(&machine, &sections, started.elapsed().as_secs_f64());

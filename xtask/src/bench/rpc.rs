@@ -66,6 +66,12 @@ pub fn run(binaries: &ReleaseBinaries) -> Result<Section> {
              untimed. CPU per call and RSS are the server process's (`/proc`). Targets are the \
              messaging \
              crate's: p50 ≤ 1/2, throughput ≥ 3×, CPU per call ≤ 1/10, RSS ≤ 1/5 of Python's. \
+             A third server takes turns with them, the floor: a minimal responder of the same \
+             example on the same broker, called by the same client, that acks, reads \
+             `_msg_id` and `_reply_q` from the envelope and publishes a precomputed encrypted \
+             `true` to the reply queue (confirmed, as our server does), without decrypting or \
+             dispatching: the round trip any server pays (issue 17's target: our sequential \
+             p50 within 1.15× of it). \
              Then the same calls to two servers of ours taking turns, one over TLS (RabbitMQ's \
              5671 listener, TLS 1.3, client and server connections both TLS) and one in \
              plaintext: the \"over TLS\" figures, with plaintext as their reference."
@@ -94,13 +100,26 @@ pub fn run(binaries: &ReleaseBinaries) -> Result<Section> {
             .find(|l| l.split_whitespace().next() == Some(name))
             .and_then(parse_row)
     };
-    let (Some(ours), Some(python)) = (row("rust"), row("python")) else {
+    let (Some(ours), Some(python), Some(floor)) = (row("rust"), row("python"), row("floor")) else {
         bail!("rpc_bench printed no table:\n{stdout}");
     };
     let figures = [
         Figure::cost("round trip p50, sequential", "ms", ours.seq_p50)
             .against(python.seq_p50)
             .target(Target::RatioAtMost(0.5)),
+        Figure::cost(
+            "round trip p50, sequential, against the floor (minimal responder)",
+            "ms",
+            ours.seq_p50,
+        )
+        .against(floor.seq_p50)
+        .target(Target::RatioAtMost(1.15)),
+        Figure::cost(
+            "Python's round trip p50, sequential, against the floor",
+            "ms",
+            python.seq_p50,
+        )
+        .against(floor.seq_p50),
         Figure::cost("round trip p99, sequential", "ms", ours.seq_p99).against(python.seq_p99),
         Figure::rate("calls/s, sequential", "calls/s", ours.seq_rate)
             .against(python.seq_rate)

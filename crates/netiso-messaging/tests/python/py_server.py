@@ -1,8 +1,9 @@
-"""A Python oslo.messaging RPC server (rpc_ping, echo, fail); prints READY, serves until
-stdin closes.
+"""A Python oslo.messaging RPC server (rpc_ping, echo, fail, get_filesystem_stats); prints
+READY, serves until stdin closes.
 
 usage: py_server.py URL EXCHANGE TOPIC SERVER KEY|-
 """
+import os
 import sys
 
 import oslo_messaging as messaging
@@ -21,6 +22,22 @@ class Endpoint:
 
     def fail(self, ctxt, message):
         raise ValueError(message)
+
+    def get_filesystem_stats(self, ctxt, fs_path):
+        # As Trove's guest computes it (guestagent/common/operating_system.py), on the
+        # folder the server runs in: the bench's fleet sweep calls it on every stand-in.
+        stats = os.statvfs(".")
+        total = stats.f_blocks * stats.f_bsize
+        free = stats.f_bfree * stats.f_bsize
+        to_gb = lambda n: round(n / 1024.0 / 1024.0 / 1024.0, 2)
+        return {
+            "block_size": stats.f_bsize,
+            "total_blocks": stats.f_blocks,
+            "free_blocks": stats.f_bfree,
+            "total": to_gb(total),
+            "free": free,
+            "used": to_gb(total - free),
+        }
 
 
 def main():
