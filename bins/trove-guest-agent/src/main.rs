@@ -57,6 +57,7 @@ fn exit_status(error: &anyhow::Error) -> u8 {
                 }
                 AgentError::Runtime(_) => exit_code::UNAVAILABLE,
                 AgentError::Netlink(_) => exit_code::ISOLATION,
+                _ => exit_code::FAILURE,
             };
         }
     }

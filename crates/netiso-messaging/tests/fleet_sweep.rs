@@ -78,13 +78,12 @@ async fn guest(
     });
     let server = RpcServer::start(
         transport,
-        ServerConfig {
-            exchange: exchange.to_owned(),
-            target: Target::guest_agent(&id),
-            serializer: Serializer::Secure(key.clone()),
-            max_concurrency: 4,
-            max_message_bytes: netiso_messaging::server::DEFAULT_MAX_MESSAGE_BYTES,
-        },
+        ServerConfig::new(
+            exchange,
+            Target::guest_agent(&id),
+            Serializer::Secure(key.clone()),
+        )
+        .with_max_concurrency(4),
         dispatcher,
     )
     .await

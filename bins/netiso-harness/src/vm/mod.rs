@@ -865,11 +865,9 @@ fn injected_files(
             content: tenant_port(tenant_mac)?.render_eth1_json(),
         });
     }
-    let control = ControlPlaneConfig {
-        network_isolation: isolated,
-        docker_insecure_registries: vec![registry],
-        ..ControlPlaneConfig::default()
-    };
+    let mut control = ControlPlaneConfig::default();
+    control.network_isolation = isolated;
+    control.docker_insecure_registries = vec![registry];
     if let Some(daemon_json) = render_daemon_json(&control, isolated) {
         files.push(InjectedFile {
             path: "/etc/docker/daemon.json".into(),
