@@ -168,8 +168,22 @@ fn the_installed_units_verify_cleanly() {
         );
         assert!(unpacked.status.success(), "{unpacked:?}");
     }
+    // The packages' units name systemd's own (sysinit.target, network-pre.target, ...):
+    // give the root this machine's unit folder underneath, without replacing ours.
+    let system_units = root.join("usr/lib/systemd/system");
+    std::fs::create_dir_all(&system_units).expect("create the root's unit folder");
+    let copied = run(
+        "cp",
+        &[
+            "-rn",
+            "/lib/systemd/system/.",
+            &system_units.display().to_string(),
+        ],
+    );
+    assert!(copied.status.success(), "{copied:?}");
     let units = [
         "trove-guest-agent.service",
+        "trove-netiso-isolate.path",
         "trove-netiso-isolate.service",
         "docker-hostnic.service",
         "docker-hostnic.socket",
