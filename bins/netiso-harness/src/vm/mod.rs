@@ -589,8 +589,9 @@ impl VmRun {
             let kib: u64 = rss.parse().with_context(|| format!("ps: {line:?}"))?;
             found.push(format!("{name} {:.1} MiB", kib as f64 / 1024.0));
         }
+        // `ps` shows the kernel's command name, cut at 15 characters: "trove-guest-age".
         ensure!(
-            found.iter().any(|f| f.starts_with("trove-guest-agent")),
+            found.iter().any(|f| f.starts_with("trove-guest-age")),
             "no trove-guest-agent process in the VM: {out:?}"
         );
         Ok(((), format!("resident: {}", found.join(", "))))
