@@ -731,7 +731,7 @@ impl VmRun {
 
     async fn units_verify(&self) -> Result<((), String)> {
         let run = self.qga().sh(
-            "cd /lib/systemd/system && systemd-analyze verify trove-guest-agent.service docker-hostnic.service docker-hostnic.socket 2>&1",
+            "cd /lib/systemd/system && systemd-analyze verify --man=no trove-guest-agent.service docker-hostnic.service docker-hostnic.socket 2>&1",
             Duration::from_secs(120),
         )?;
         let complaints: Vec<&str> = run
