@@ -217,7 +217,7 @@ fn does_not_fit(guests: usize, connections: usize, kib: u64) -> Option<String> {
             return Some(format!(
                 "the broker allows {limit} sockets and {used} are in use; {guests} guests need \
                  {} more (its limit comes from the file descriptor limit it was started with: \
-                 `cargo xtask provision` starts it with 65536 since this part exists)",
+                 `cargo xtask provision` starts it with up to 65536, capped by the hard limit)",
                 guests * connections
             ));
         }

@@ -57,7 +57,74 @@ fn write_if_changed(path: &str, text: &str) -> Result<bool> {
 }
 
 /// RabbitMQ's file descriptor limit (its socket limit is about 90% of it).
-const RABBIT_NOFILE: u32 = 65536;
+/// The rabbitmq user's home, where its Erlang cookie lives (rabbitmqctl reads it from there).
+const RABBIT_HOME: &str = "/var/lib/rabbitmq";
+
+/// The file descriptor limit the broker asks for: enough sockets for a thousand-guest fleet.
+const RABBIT_NOFILE_WANTED: u64 = 65536;
+
+/// The broker's file descriptor limit: what it wants, capped by the hard limit this process
+/// may grant (a container's hard limit can be lower, and raising it needs a privilege CI lacks).
+fn rabbit_nofile() -> Result<u64> {
+    let limits =
+        std::fs::read_to_string("/proc/self/limits").context("cannot read /proc/self/limits")?;
+    let hard = hard_nofile_limit(&limits)
+        .context("/proc/self/limits has no readable \"Max open files\" line")?;
+    Ok(hard.map_or(RABBIT_NOFILE_WANTED, |hard| hard.min(RABBIT_NOFILE_WANTED)))
+}
+
+/// [`rabbit_nofile`], or what the broker wants when the limit cannot be read.
+fn rabbit_nofile_or_wanted() -> u64 {
+    rabbit_nofile().unwrap_or(RABBIT_NOFILE_WANTED)
+}
+
+/// The soft file limit of the running broker of this project (the `beam.smp` started with
+/// our node name), when one runs and its limits can be read.
+fn running_broker_nofile() -> Option<u64> {
+    let wanted_env = format!("RABBITMQ_NODENAME={RABBIT_NODE}");
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let dir = entry.path();
+            let comm = std::fs::read_to_string(dir.join("comm")).ok()?;
+            if comm.trim() != "beam.smp" {
+                return None;
+            }
+            let environ = std::fs::read(dir.join("environ")).ok()?;
+            let ours = environ
+                .split(|byte| *byte == 0)
+                .any(|entry| entry == wanted_env.as_bytes());
+            if !ours {
+                return None;
+            }
+            soft_nofile_limit(&std::fs::read_to_string(dir.join("limits")).ok()?)
+        })
+}
+
+/// The soft "Max open files" limit in a `/proc/<pid>/limits` text (`u64::MAX` when unlimited).
+fn soft_nofile_limit(limits: &str) -> Option<u64> {
+    let line = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))?;
+    match line["Max open files".len()..].split_whitespace().next()? {
+        "unlimited" => Some(u64::MAX),
+        soft => soft.parse().ok(),
+    }
+}
+
+/// The hard "Max open files" limit in a `/proc/<pid>/limits` text; `Some(None)` when unlimited.
+fn hard_nofile_limit(limits: &str) -> Option<Option<u64>> {
+    let line = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))?;
+    let mut fields = line["Max open files".len()..].split_whitespace();
+    let _soft = fields.next()?;
+    match fields.next()? {
+        "unlimited" => Some(None),
+        hard => hard.parse().ok().map(Some),
+    }
+}
 
 fn ensure_rabbitmq() -> Result<()> {
     let certificates = tls::ensure()?;
@@ -74,6 +141,8 @@ fn ensure_rabbitmq() -> Result<()> {
             Some("its TLS certificate was made again")
         } else if config_changed {
             Some("its configuration changed")
+        } else if running_broker_nofile().is_some_and(|soft| soft < rabbit_nofile_or_wanted()) {
+            Some("its file descriptor limit is below what the fleet benchmark needs")
         } else {
             None
         };
@@ -87,12 +156,15 @@ fn ensure_rabbitmq() -> Result<()> {
             !tcp_answers(&plain)
         })?;
     }
-    // Debian's wrapper switches to the rabbitmq user and keeps these variables.
+    // The broker reads these variables (the node name, its address, the configuration).
     let env = [
         ("RABBITMQ_NODENAME", RABBIT_NODE.to_string()),
         ("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1".to_string()),
         ("RABBITMQ_CONFIG_FILE", config_path),
         ("ERL_EPMD_ADDRESS", "127.0.0.1".to_string()),
+        ("HOME", RABBIT_HOME.to_string()),
+        ("USER", "rabbitmq".to_string()),
+        ("LOGNAME", "rabbitmq".to_string()),
         (
             "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS",
             "-kernel inet_dist_use_interface {127,0,0,1}".to_string(),
@@ -100,11 +172,27 @@ fn ensure_rabbitmq() -> Result<()> {
     ];
     // The broker's socket limit comes from its file descriptor limit at start-up (1024 here
     // gives 832 sockets): a fleet of a thousand guests, one connection each, needs more.
+    let nofile = rabbit_nofile()?;
+    if nofile < RABBIT_NOFILE_WANTED {
+        say(&format!(
+            "  note: rabbitmq gets the hard file limit, {nofile}, not {RABBIT_NOFILE_WANTED}"
+        ));
+    }
+    // Debian's /usr/sbin/rabbitmq-server switches user through `su`, whose PAM session
+    // (pam_limits) puts the soft limit back to 1024; setpriv switches without PAM, and the
+    // broker starts where Debian's wrapper would start it, in the rabbitmq user's home.
+    let nofile_arg = format!("--nofile={nofile}:{nofile}");
     spawn_daemon(
         "prlimit",
         &[
-            &format!("--nofile={RABBIT_NOFILE}:{RABBIT_NOFILE}"),
-            "/usr/sbin/rabbitmq-server",
+            &nofile_arg,
+            "setpriv",
+            "--reuid=rabbitmq",
+            "--regid=rabbitmq",
+            "--init-groups",
+            "env",
+            &format!("--chdir={RABBIT_HOME}"),
+            "/usr/lib/rabbitmq/bin/rabbitmq-server",
         ],
         &env,
         &format!("{LOG_DIR}/rabbitmq.log"),
@@ -248,4 +336,37 @@ fn ensure_containerd() -> Result<()> {
         &format!("{LOG_DIR}/containerd.log"),
     )?;
     wait_until("containerd", Duration::from_secs(60), containerd_answers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{hard_nofile_limit, soft_nofile_limit};
+
+    const LIMITS: &str = "Limit                     Soft Limit           Hard Limit           Units     \n\
+Max cpu time              unlimited            unlimited            seconds   \n\
+Max open files            1024                 20000                files     \n";
+
+    #[test]
+    fn reads_the_hard_open_files_limit() {
+        assert_eq!(hard_nofile_limit(LIMITS), Some(Some(20000)));
+    }
+
+    #[test]
+    fn reads_the_soft_open_files_limit() {
+        assert_eq!(soft_nofile_limit(LIMITS), Some(1024));
+    }
+
+    #[test]
+    fn an_unlimited_hard_limit_reads_as_none() {
+        let unlimited = LIMITS.replace("20000", "unlimited");
+        assert_eq!(hard_nofile_limit(&unlimited), Some(None));
+    }
+
+    #[test]
+    fn a_text_without_the_line_is_not_read() {
+        assert_eq!(
+            hard_nofile_limit("Max cpu time  unlimited  unlimited  seconds\n"),
+            None
+        );
+    }
 }
