@@ -100,6 +100,8 @@ fn the_agent_package_holds_binary_units_docs_and_enables_its_units() {
             "/usr/bin/trove-guest-agent",
             "/usr/lib/systemd/system/trove-guest-agent.service",
             "/usr/lib/systemd/system/trove-netiso-isolate.service",
+            "/usr/lib/systemd/system/ifupdown-wait-online.service.d/trove-netiso.conf",
+            "/usr/lib/trove-netiso/ifupdown-wait-online",
             "/etc/trove/conf.d/README",
             "/usr/share/man/man8/trove-guest-agent.8.gz",
             "/usr/share/bash-completion/completions/trove-guest-agent",
