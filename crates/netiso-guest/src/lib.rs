@@ -5,6 +5,7 @@
 //! away ([`isolation::Guard`]) when the OS or Docker brings it back.
 
 pub mod agent;
+mod atomic_file;
 pub mod gate;
 pub mod injected;
 pub mod isolation;

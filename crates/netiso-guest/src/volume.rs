@@ -208,15 +208,7 @@ fn record_in_fstab(
         settings.fstype,
         settings.mount_options
     ));
-    let temporary = fstab.with_extension("netiso-tmp");
-    std::fs::write(&temporary, text)
-        .and_then(|()| {
-            std::fs::set_permissions(
-                &temporary,
-                std::os::unix::fs::PermissionsExt::from_mode(0o644),
-            )
-        })
-        .and_then(|()| std::fs::rename(&temporary, fstab))
+    crate::atomic_file::replace(fstab, text.as_bytes(), 0o644)
         .map_err(|e| failed(e.to_string()))?;
     info!(fstab = %fstab.display(), mount_point = %target, "data volume recorded in fstab");
     Ok(())

@@ -5,8 +5,6 @@
 //! One small JSON file in the agent's state directory: links, addresses and routes of the
 //! management side (no secrets), written atomically (temporary file, fsync, rename), mode 0644.
 
-use std::io::Write as _;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -86,25 +84,7 @@ pub fn record(
         .map_err(std::io::Error::other)
         .map_err(error)?;
     contents.push(b'\n');
-    std::fs::create_dir_all(state_dir).map_err(error)?;
-    let temporary = state_dir.join(format!(".{BASELINE_FILE}.{}.tmp", std::process::id()));
-    let written = (|| {
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(BASELINE_MODE)
-            .open(&temporary)?;
-        file.set_permissions(std::fs::Permissions::from_mode(BASELINE_MODE))?;
-        file.write_all(&contents)?;
-        file.sync_all()?;
-        std::fs::rename(&temporary, &path)?;
-        std::fs::File::open(state_dir)?.sync_all()
-    })();
-    if let Err(source) = written {
-        let _ = std::fs::remove_file(&temporary);
-        return Err(error(source));
-    }
+    crate::atomic_file::replace(&path, &contents, BASELINE_MODE).map_err(error)?;
     Ok(path)
 }
 
@@ -172,6 +152,7 @@ pub fn verify_recorded(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt as _;
 
     fn target(mac: &str) -> IsolationTarget {
         IsolationTarget::new(mac.parse().unwrap(), "/etc/trove/eth1.json")

@@ -9,7 +9,6 @@
 //! the tenant NIC's name there. The VM then never asks for, nor holds, the tenant address on
 //! a reboot.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 /// The environment file the `networking.service` drop-in of the package reads.
@@ -73,7 +72,13 @@ pub fn exclude_tenant_nic(
          EXCLUDE_INTERFACES=\"{}\"\n",
         names.join(" ")
     );
-    write_atomically(env_file, &content)
+    crate::atomic_file::replace(env_file, content.as_bytes(), 0o644).map_err(|source| {
+        IfupdownError::Io {
+            action: "writing",
+            path: env_file.to_owned(),
+            source,
+        }
+    })
 }
 
 /// The names in `EXCLUDE_INTERFACES=...` of an ifupdown defaults file (last assignment wins,
@@ -94,26 +99,6 @@ fn operator_exclusions(text: &str) -> Vec<String> {
         })
         .map(str::to_owned)
         .collect()
-}
-
-fn write_atomically(path: &Path, content: &str) -> Result<(), IfupdownError> {
-    let io = |action: &'static str, path: &Path| {
-        let path = path.to_owned();
-        move |source| IfupdownError::Io {
-            action,
-            path,
-            source,
-        }
-    };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(io("creating the folder of", path))?;
-    }
-    let temporary = path.with_extension("new");
-    let mut file = std::fs::File::create(&temporary).map_err(io("creating", &temporary))?;
-    file.write_all(content.as_bytes())
-        .and_then(|()| file.sync_all())
-        .map_err(io("writing", &temporary))?;
-    std::fs::rename(&temporary, path).map_err(io("replacing", path))
 }
 
 #[cfg(test)]

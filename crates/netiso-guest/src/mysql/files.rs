@@ -9,8 +9,7 @@
 //! | `<mount_point>/data` | `/var/lib/mysql/data` | the data directory |
 //! | `<mount_point>/conf.d/root.cnf`, `os_admin.cnf` | (root only, 0600) | passwords, `[client]` INI as Trove writes them |
 
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use netiso_config::Secret;
@@ -191,32 +190,21 @@ impl Layout {
         password: &Secret,
     ) -> Result<(), FileError> {
         let path = self.secrets_dir().join(file);
-        let temporary = path.with_extension("tmp");
         let contents = format!(
             "[client]\nuser = {user}\npassword = {}\nhost = localhost\n",
             password.expose()
         );
-        let _ = std::fs::remove_file(&temporary);
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&temporary)
-            .map_err(failed("create", &temporary))?;
-        file.write_all(contents.as_bytes())
-            .and_then(|()| file.sync_all())
-            .map_err(failed("write", &temporary))?;
-        std::fs::rename(&temporary, &path).map_err(failed("rename", &path))
+        crate::atomic_file::replace(&path, contents.as_bytes(), 0o600)
+            .map_err(failed("write", &path))
     }
 
     fn write_readable(&self, path: &Path, contents: &str) -> Result<(), FileError> {
-        let temporary = path.with_extension("tmp");
-        std::fs::write(&temporary, contents).map_err(failed("write", &temporary))?;
-        std::fs::set_permissions(&temporary, std::fs::Permissions::from_mode(0o644))
-            .map_err(failed("chmod", &temporary))?;
-        std::os::unix::fs::chown(&temporary, Some(self.uid), Some(self.gid))
-            .map_err(failed("chown", &temporary))?;
-        std::fs::rename(&temporary, path).map_err(failed("rename", path))
+        let owner = crate::atomic_file::Owner {
+            uid: self.uid,
+            gid: self.gid,
+        };
+        crate::atomic_file::replace_owned(path, contents.as_bytes(), 0o644, Some(owner))
+            .map_err(failed("write", path))
     }
 }
 

@@ -799,20 +799,10 @@ impl GuestService {
     }
 }
 
-/// Writes a file through a temporary file and a rename, so a crash leaves the old or the new
-/// content, never a torn one.
+/// Replaces a state file of the agent (a crash leaves the old or the new content).
 fn write_atomically(path: &std::path::Path, contents: &[u8]) -> Result<(), DatabaseError> {
-    let failed = |error: std::io::Error| DatabaseError::State {
+    crate::atomic_file::replace(path, contents, 0o600).map_err(|error| DatabaseError::State {
         path: path.to_owned(),
         error: error.to_string(),
-    };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(failed)?;
-    }
-    let temporary = path.with_extension("tmp");
-    std::fs::write(&temporary, contents).map_err(failed)?;
-    std::fs::File::open(&temporary)
-        .and_then(|f| f.sync_all())
-        .map_err(failed)?;
-    std::fs::rename(&temporary, path).map_err(failed)
+    })
 }
