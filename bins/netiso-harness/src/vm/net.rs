@@ -15,11 +15,11 @@
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use anyhow::{Context as _, Result, bail};
 use netiso_netlink::{MacAddr, Namespace};
 
+use crate::net::run_ip;
 use crate::processes::GuestProcess;
 
 /// The VM's management subnet: the control plane at `.1`, the VM at `.10`.
@@ -76,16 +76,16 @@ impl VmNetwork {
         let vm = this.vm_netns.clone();
         let client = this.client_netns.clone();
         for tap in [MGMT_TAP, TENANT_TAP] {
-            ip(&["-n", &vm, "tuntap", "add", "dev", tap, "mode", "tap"])?;
+            run_ip(&["-n", &vm, "tuntap", "add", "dev", tap, "mode", "tap"])?;
         }
-        ip(&["-n", &vm, "link", "add", "vmbr-t", "type", "bridge"])?;
-        ip(&[
+        run_ip(&["-n", &vm, "link", "add", "vmbr-t", "type", "bridge"])?;
+        run_ip(&[
             "-n", &vm, "link", "add", "vmbrp-t", "type", "veth", "peer", "name", "vmcli0", "netns",
             &client,
         ])?;
-        ip(&["-n", &vm, "link", "set", TENANT_TAP, "master", "vmbr-t"])?;
-        ip(&["-n", &vm, "link", "set", "vmbrp-t", "master", "vmbr-t"])?;
-        ip(&[
+        run_ip(&["-n", &vm, "link", "set", TENANT_TAP, "master", "vmbr-t"])?;
+        run_ip(&["-n", &vm, "link", "set", "vmbrp-t", "master", "vmbr-t"])?;
+        run_ip(&[
             "-n",
             &vm,
             "addr",
@@ -94,7 +94,7 @@ impl VmNetwork {
             "dev",
             MGMT_TAP,
         ])?;
-        ip(&[
+        run_ip(&[
             "-n",
             &client,
             "addr",
@@ -104,10 +104,10 @@ impl VmNetwork {
             "vmcli0",
         ])?;
         for link in ["lo", MGMT_TAP, TENANT_TAP, "vmbr-t", "vmbrp-t"] {
-            ip(&["-n", &vm, "link", "set", link, "up"])?;
+            run_ip(&["-n", &vm, "link", "set", link, "up"])?;
         }
         for link in ["lo", "vmcli0"] {
-            ip(&["-n", &client, "link", "set", link, "up"])?;
+            run_ip(&["-n", &client, "link", "set", link, "up"])?;
         }
         this.services.push(dhcp_server(
             "management DHCP",
@@ -203,19 +203,4 @@ fn dhcp_server(
         ],
         &run_dir.join(format!("dhcp-{interface}.log")),
     )
-}
-
-fn ip(args: &[&str]) -> Result<()> {
-    let output = Command::new("ip")
-        .args(args)
-        .output()
-        .context("running ip (iproute2)")?;
-    if !output.status.success() {
-        bail!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-    }
-    Ok(())
 }
