@@ -264,11 +264,9 @@ impl VmRun {
 
     async fn wait_booted(&self) -> Result<((), String)> {
         let agent = self.qga().clone();
-        let answered = tokio::task::spawn_blocking(move || {
-            poll_until(BOOT_LIMIT, Duration::from_secs(2), || agent.answers())
-        })
-        .await?;
-        if answered.is_none() {
+        let answered =
+            poll_off_runtime(BOOT_LIMIT, Duration::from_secs(2), move || agent.answers()).await?;
+        if !answered {
             bail!(
                 "the guest agent did not answer within {} s; console: {}",
                 BOOT_LIMIT.as_secs(),
@@ -654,8 +652,10 @@ impl VmRun {
         let killed = Instant::now();
         let agent = self.qga().clone();
         let unit_name = unit.to_owned();
-        let back = tokio::task::spawn_blocking(move || {
-            poll_until(Duration::from_secs(120), Duration::from_secs(1), || {
+        let back = poll_off_runtime(
+            Duration::from_secs(120),
+            Duration::from_secs(1),
+            move || {
                 restarts(&agent).is_ok_and(|n| n > before)
                     && agent
                         .sh(
@@ -663,13 +663,10 @@ impl VmRun {
                             Duration::from_secs(20),
                         )
                         .is_ok_and(|run| run.succeeded())
-            })
-        })
+            },
+        )
         .await?;
-        ensure!(
-            back.is_some(),
-            "systemd did not restart {unit} within 120 s"
-        );
+        ensure!(back, "systemd did not restart {unit} within 120 s");
         let restarted = killed.elapsed();
         if unit.starts_with("trove-guest-agent") {
             self.controller()?
@@ -700,21 +697,19 @@ impl VmRun {
         let rebooted = Instant::now();
         let requests_before = self.tenant_dhcp_requests();
         let agent = self.qga().clone();
-        let went = tokio::task::spawn_blocking(move || {
-            poll_until(Duration::from_secs(120), Duration::from_millis(500), || {
-                !agent.answers()
-            })
-        })
+        let went = poll_off_runtime(
+            Duration::from_secs(120),
+            Duration::from_millis(500),
+            move || !agent.answers(),
+        )
         .await?;
-        ensure!(went.is_some(), "the VM did not go down within 120 s");
+        ensure!(went, "the VM did not go down within 120 s");
         let mark = controller.mark();
         let agent = self.qga().clone();
-        let back = tokio::task::spawn_blocking(move || {
-            poll_until(BOOT_LIMIT, Duration::from_secs(2), || agent.answers())
-        })
-        .await?;
+        let back =
+            poll_off_runtime(BOOT_LIMIT, Duration::from_secs(2), move || agent.answers()).await?;
         ensure!(
-            back.is_some(),
+            back,
             "the VM did not come back within {} s; console: {}",
             BOOT_LIMIT.as_secs(),
             self.vm.console_tail(25)
@@ -930,6 +925,17 @@ fn tenant_port(mac: netiso_netlink::MacAddr) -> Result<UserPort> {
             ipv6_ra_mode: None,
         }],
     })
+}
+
+/// [`poll_until`] on a blocking thread (the probes talk to the QEMU guest agent synchronously):
+/// whether `probe` held before `limit`.
+async fn poll_off_runtime(
+    limit: Duration,
+    period: Duration,
+    mut probe: impl FnMut() -> bool + Send + 'static,
+) -> Result<bool> {
+    let held = tokio::task::spawn_blocking(move || poll_until(limit, period, &mut probe)).await?;
+    Ok(held.is_some())
 }
 
 /// Calls `probe` every `period` until it is true or `limit` passes.
