@@ -97,12 +97,17 @@ fn package_libraries() -> Result<()> {
     sh::run("cargo", &args)
 }
 
-/// The package names of the publishable crates: every folder of `crates/` with a manifest.
+/// The package names of the publishable crates: every folder of `crates/` with a manifest
+/// that does not take the workspace's `publish = false` (as `netiso-daemon` does).
 fn library_crates() -> Result<Vec<String>> {
     let mut names = Vec::new();
     for entry in std::fs::read_dir("crates").context("run xtask from the workspace root")? {
         let dir = entry?.path();
-        if dir.join("Cargo.toml").exists()
+        let manifest = dir.join("Cargo.toml");
+        let Ok(text) = std::fs::read_to_string(&manifest) else {
+            continue;
+        };
+        if is_publishable(&text)
             && let Some(name) = dir.file_name().and_then(|n| n.to_str())
         {
             names.push(name.to_owned());
@@ -110,6 +115,15 @@ fn library_crates() -> Result<Vec<String>> {
     }
     names.sort();
     Ok(names)
+}
+
+/// Whether a crate manifest leaves publishing on: no `publish = false` of its own and no
+/// `publish.workspace = true` (the workspace's default is `false`).
+fn is_publishable(manifest: &str) -> bool {
+    !manifest.lines().map(str::trim).any(|line| {
+        let line: String = line.chars().filter(|c| !c.is_whitespace()).collect();
+        line == "publish=false" || line == "publish.workspace=true"
+    })
 }
 
 /// Every `crates/*/fuzz` folder holding a cargo-fuzz project.
@@ -151,4 +165,18 @@ fn fuzz_smoke(fuzz_dir: &Path) -> Result<()> {
         )?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_publishable;
+
+    #[test]
+    fn a_crate_taking_the_workspaces_publish_false_is_not_packaged() {
+        assert!(!is_publishable(
+            "[package]\nname = \"x\"\npublish.workspace = true\n"
+        ));
+        assert!(!is_publishable("[package]\npublish = false\n"));
+        assert!(is_publishable("[package]\nname = \"netiso-config\"\n"));
+    }
 }

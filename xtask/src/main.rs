@@ -9,8 +9,6 @@ mod ci;
 mod demo;
 mod guest_image;
 mod layout;
-#[path = "../../bins/shared/log_format.rs"]
-mod log_format;
 mod package;
 mod provision;
 mod sh;

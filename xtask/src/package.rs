@@ -13,21 +13,6 @@ use clap_complete::Shell;
 use crate::provision;
 use crate::sh::{output, run, say};
 
-// The binaries' command lines, included as they are so the man pages cannot drift from them.
-// Only the definitions are used here, not the values they parse into.
-#[allow(
-    dead_code,
-    reason = "only the clap definitions are read, never the parsed values"
-)]
-#[path = "../../bins/trove-guest-agent/src/cli.rs"]
-mod agent_cli;
-#[allow(
-    dead_code,
-    reason = "only the clap definitions are read, never the parsed values"
-)]
-#[path = "../../bins/docker-hostnic/src/cli.rs"]
-mod hostnic_cli;
-
 /// The packaged binaries, each a workspace package of the same name.
 pub const PACKAGES: &[&str] = &["trove-guest-agent", "docker-hostnic"];
 /// Where the generated man pages and completions go; the packages' assets point here.
@@ -47,11 +32,11 @@ pub fn run_task() -> Result<()> {
 pub fn build() -> Result<Vec<PathBuf>> {
     provision::ensure_cargo_deb()?;
     render_docs(
-        agent_cli::Cli::command(),
+        netiso_daemon::cli::agent::Cli::command(),
         &Path::new(ASSETS_DIR).join("trove-guest-agent"),
     )?;
     render_docs(
-        hostnic_cli::Args::command(),
+        netiso_daemon::cli::hostnic::Args::command(),
         &Path::new(ASSETS_DIR).join("docker-hostnic"),
     )?;
     // One release build of both (one feature resolution, as cargo-deb would do per package),

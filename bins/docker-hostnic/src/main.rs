@@ -2,24 +2,13 @@
 //! Trove database container. Discovered by dockerd through its socket in
 //! `/run/docker/plugins`; all behaviour lives in the `netiso-hostnic` crate.
 
-mod cli;
-#[allow(
-    dead_code,
-    reason = "one table for both daemons; the plugin has no dependency to reach"
-)]
-#[path = "../../shared/exit_code.rs"]
-mod exit_code;
-#[path = "../../shared/log_format.rs"]
-mod log_format;
-#[path = "../../shared/logging.rs"]
-mod logging;
-
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Parser as _;
-use cli::Args;
+use netiso_daemon::cli::hostnic::Args;
+use netiso_daemon::{exit_code, logging};
 use netiso_hostnic::{
     Driver, NetnsNicLocator, PluginSocket, StateStore, serve, termination_signal,
 };
@@ -119,20 +108,18 @@ fn run(args: Args) -> Result<(), Failure> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
     #[test]
     fn the_cli_defaults_are_the_libraries() {
         assert_eq!(
-            cli::DEFAULT_SOCKET_PATH,
+            netiso_daemon::cli::hostnic::DEFAULT_SOCKET_PATH,
             netiso_hostnic::server::DEFAULT_SOCKET_PATH
         );
         assert_eq!(
-            cli::DEFAULT_STATE_FILE,
+            netiso_daemon::cli::hostnic::DEFAULT_STATE_FILE,
             netiso_hostnic::state::DEFAULT_STATE_FILE
         );
         assert_eq!(
-            cli::DEFAULT_TENANT_NIC_FILE,
+            netiso_daemon::cli::hostnic::DEFAULT_TENANT_NIC_FILE,
             netiso_config::tenant_nic::DEFAULT_TENANT_NIC_FILE
         );
     }

@@ -6,14 +6,6 @@
 //! Flags are oslo's: `trove-guest-agent --config-dir=/etc/trove/conf.d` (no subcommand)
 //! runs the agent, as Trove's `guest-agent` does.
 
-mod cli;
-#[path = "../../shared/exit_code.rs"]
-mod exit_code;
-#[path = "../../shared/log_format.rs"]
-mod log_format;
-#[path = "../../shared/logging.rs"]
-mod logging;
-
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -21,8 +13,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser as _;
-use cli::{Cli, Command, IsolateArgs, NetnsCommand, RunArgs};
 use netiso_config::{ConfigError, TenantNicError};
+use netiso_daemon::cli::agent::{Cli, Command, IsolateArgs, NetnsCommand, RunArgs};
+use netiso_daemon::{exit_code, logging};
 use netiso_guest::agent::{self, AgentConfig, AgentError, AgentOptions, RetryPolicy};
 use netiso_guest::isolation::{self, IsolationError, WhenAbsent};
 use netiso_guest::netns_report::{self, NamespaceReport};
@@ -392,7 +385,7 @@ mod tests {
     #[test]
     fn the_cli_default_attempts_are_the_retry_policys() {
         assert_eq!(
-            cli::DEFAULT_ISOLATION_ATTEMPTS,
+            netiso_daemon::cli::agent::DEFAULT_ISOLATION_ATTEMPTS,
             RetryPolicy::default().max_attempts
         );
     }

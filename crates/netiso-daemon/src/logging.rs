@@ -1,13 +1,20 @@
-//! Logging set-up shared by the daemons (`trove-guest-agent`, `docker-hostnic`), included by
-//! each binary with `#[path]`: both must log the same way for operators (journald or a log
-//! file, one format flag, `RUST_LOG` for the level), and a library crate for one enum and one
-//! function would be heavier than the thing it shares.
+//! Logging set-up shared by the daemons (`trove-guest-agent`, `docker-hostnic`): both must log
+//! the same way for operators (journald or a log file, one format flag, `RUST_LOG` for the
+//! level).
 
 use std::io::IsTerminal as _;
 
+use clap::ValueEnum;
 use tracing_subscriber::EnvFilter;
 
-use crate::log_format::LogFormat;
+/// How log lines look (`--log-format`).
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    /// One readable line per event.
+    Human,
+    /// One JSON object per event, for log shippers.
+    Json,
+}
 
 /// Logs to stderr at `RUST_LOG`'s level (default `info`); colours only on a terminal, so
 /// journald and log files get plain text.

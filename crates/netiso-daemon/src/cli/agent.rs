@@ -1,12 +1,12 @@
 //! The command line of `trove-guest-agent`. Self-contained (clap and the shared log format
-//! only): `cargo xtask package` includes this file to render the man page and the shell
+//! only): `cargo xtask package` renders the man page and the shell
 //! completions from the same definitions the binary parses with.
 
 use std::path::PathBuf;
 
 use clap::{Args as ClapArgs, Parser, Subcommand};
 
-use crate::log_format::LogFormat;
+use crate::logging::LogFormat;
 
 /// Isolation attempts at start-up by default (`netiso_guest::agent::RetryPolicy`'s; a unit
 /// test of the binary checks they agree).

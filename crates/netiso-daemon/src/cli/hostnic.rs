@@ -1,12 +1,12 @@
 //! The command line of `docker-hostnic`. Self-contained (clap, the shared log format and the
-//! default paths): `cargo xtask package` includes this file to render the man page and the
+//! default paths): `cargo xtask package` renders the man page and the
 //! shell completions from the same definitions the binary parses with.
 
 use std::path::PathBuf;
 
 use clap::Parser;
 
-use crate::log_format::LogFormat;
+use crate::logging::LogFormat;
 
 /// Where dockerd looks for plugin sockets (`netiso_hostnic::server::DEFAULT_SOCKET_PATH`; a
 /// unit test of the binary checks they agree).
