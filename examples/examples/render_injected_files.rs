@@ -58,9 +58,7 @@ fn instance() -> Result<InstanceFacts, Box<dyn Error>> {
             instance_rpc_encr_key: Some(Secret::new("q7Zr2LmX9pKd4Tn8Vw1Bc6Hf3Js5Gy0A")),
         },
         user_port: Some(UserPort {
-            mac_address: "fa:16:3e:12:34:56"
-                .parse()
-                .map_err(|()| "example MAC is not a MAC address")?,
+            mac_address: "fa:16:3e:12:34:56".parse()?,
             fixed_ips: vec![
                 FixedIp {
                     ip_address: "10.0.0.15".parse()?,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, anyhow, bail};
-use netiso_netlink::MacAddr;
+use netiso_netlink::MacAddress;
 use netiso_runtime::test_support::block_on_cleanup;
 use netiso_runtime::{ContainerRuntime, ContainerdConfig, ContainerdRuntime, DockerRuntime};
 
@@ -160,7 +160,7 @@ impl Guest {
         let tenant_mac = match (plan.isolated, plan.absent_mac) {
             (false, _) => None,
             (true, false) => Some(tenant.mac),
-            (true, true) => Some(MacAddr::new([
+            (true, true) => Some(MacAddress::new([
                 0xfa,
                 0x16,
                 0x3e,

@@ -10,7 +10,6 @@ use anyhow::{Context as _, Result};
 use netiso_config::render::{FixedIp, GuestInfo, UserPort, render_daemon_json};
 use netiso_config::tenant_nic::{HostRoute, MacAddress};
 use netiso_config::{ControlPlaneConfig, Secret};
-use netiso_netlink::MacAddr;
 
 use crate::net::{
     CLIENT_ADDR, GUEST_TENANT_ADDR, GUEST_TENANT_ADDR6, HOST_ROUTE, TENANT_CIDR, TENANT_CIDR6,
@@ -57,7 +56,7 @@ pub struct GuestSpec {
     /// The runtime.
     pub runtime: RuntimeKind,
     /// The MAC written to `eth1.json` (`None`: no file, as Trove in bridged mode).
-    pub tenant_mac: Option<MacAddr>,
+    pub tenant_mac: Option<MacAddress>,
     /// The database image's repository (without registry).
     pub image_repository: String,
     /// The database image's tag (the datastore version).
@@ -204,9 +203,9 @@ fn write(path: &Path, content: &str) -> Result<()> {
 }
 
 /// The tenant port as Neutron would describe it: dual stack, a gateway, one host route.
-fn user_port(mac: MacAddr) -> Result<UserPort> {
+fn user_port(mac: MacAddress) -> Result<UserPort> {
     Ok(UserPort {
-        mac_address: MacAddress(mac.octets()),
+        mac_address: mac,
         fixed_ips: vec![
             FixedIp {
                 ip_address: IpAddr::V4(GUEST_TENANT_ADDR),
@@ -235,7 +234,7 @@ mod tests {
 
     #[test]
     fn the_tenant_port_renders_as_trove_writes_it() {
-        let port = user_port(MacAddr::new([0xfa, 0x16, 0x3e, 1, 2, 3])).expect("port");
+        let port = user_port(MacAddress::new([0xfa, 0x16, 0x3e, 1, 2, 3])).expect("port");
         assert_eq!(
             port.render_eth1_json(),
             "{\"mac_address\": \"fa:16:3e:01:02:03\", \"ipv4_address\": \"10.252.0.10\", \

@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, anyhow, bail};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use netiso_netlink::{
-    Address, Link, MacAddr, Namespace, NetlinkHandle, RouteSpec, Rtnetlink, VethSpec,
+    Address, Link, MacAddress, Namespace, NetlinkHandle, RouteSpec, Rtnetlink, VethSpec,
 };
 
 /// The tenant subnet: the guest (later the container) is `.10`, the client `.1` (the
@@ -40,7 +40,7 @@ pub struct TenantNetwork {
     /// The guest end's name when created.
     pub guest_if: String,
     /// The guest end's MAC (what `eth1.json` names).
-    pub mac: MacAddr,
+    pub mac: MacAddress,
     guest_netns: String,
 }
 
@@ -57,7 +57,7 @@ impl TenantNetwork {
         }
         let client = Namespace::create(&client_netns)
             .with_context(|| format!("creating the client namespace {client_netns}"))?;
-        let mac = MacAddr::new([0xfa, 0x16, 0x3e, (pid >> 8) as u8, pid as u8, serial as u8]);
+        let mac = MacAddress::new([0xfa, 0x16, 0x3e, (pid >> 8) as u8, pid as u8, serial as u8]);
         let this = Self {
             client_netns,
             guest_if: format!("ntht{}", pid % 100_000),

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, anyhow, bail};
 use ipnet::IpNet;
 use netiso_netlink::{
-    Address, Link, MacAddr, Namespace, NetlinkHandle, Route, Rtnetlink, TABLE_LOCAL,
+    Address, Link, MacAddress, Namespace, NetlinkHandle, Route, Rtnetlink, TABLE_LOCAL,
 };
 use netiso_runtime::ContainerRuntime;
 
@@ -66,7 +66,7 @@ impl GuestView {
     }
 
     /// The link with `mac`, whatever its name.
-    pub fn link_with_mac(&self, mac: MacAddr) -> Option<&Link> {
+    pub fn link_with_mac(&self, mac: MacAddress) -> Option<&Link> {
         self.links.iter().find(|l| l.mac == Some(mac))
     }
 

@@ -188,7 +188,7 @@ fn isolate_at_boot(sources: &netiso_config::ConfigSources) -> anyhow::Result<Exi
     if let agent::FailClosed::Isolated { file, .. } = &done {
         let mac = netiso_config::TenantNic::mac_of_refused_file(file)
             .with_context(|| format!("{} lost its MAC while isolating", file.display()))?;
-        if let Ok(link) = rtnl.link_by_mac(netiso_netlink::MacAddr::new(mac.0)) {
+        if let Ok(link) = rtnl.link_by_mac(mac) {
             isolation::ifupdown::exclude_tenant_nic(
                 std::path::Path::new(isolation::ifupdown::NETWORKING_ENV),
                 std::path::Path::new(isolation::ifupdown::NETWORKING_DEFAULTS),
@@ -342,7 +342,7 @@ async fn netns(
 }
 
 fn tenant_summary(
-    tenant_mac: Option<netiso_netlink::MacAddr>,
+    tenant_mac: Option<netiso_netlink::MacAddress>,
     vm: &NamespaceReport,
     reports: &[NamespaceReport],
 ) -> String {
@@ -433,7 +433,7 @@ mod tests {
         };
         let text = tenant_summary(None, &vm, &[]);
         assert_eq!(text, "tenant NIC: unknown (no tenant NIC file)\n");
-        let mac = netiso_netlink::MacAddr::new([0xfa, 0x16, 0x3e, 0, 0, 1]);
+        let mac = netiso_netlink::MacAddress::new([0xfa, 0x16, 0x3e, 0, 0, 1]);
         assert_eq!(
             tenant_summary(Some(mac), &vm, &[]),
             "tenant NIC fa:16:3e:00:00:01: not found in the VM or any sandbox\n"

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use netiso_netlink::test_support::TestNamespace;
-use netiso_netlink::{MacAddr, RouteSpec, Rtnetlink};
+use netiso_netlink::{MacAddress, RouteSpec, Rtnetlink};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 
 const BROKER: &str = "10.77.9.1";
@@ -56,7 +56,7 @@ fn up_with_address(ns: &TestNamespace, name: &str, cidr: &str) -> u32 {
     link.index
 }
 
-fn mac_of(ns: &TestNamespace, name: &str) -> MacAddr {
+fn mac_of(ns: &TestNamespace, name: &str) -> MacAddress {
     ns.handle()
         .link_by_name(name)
         .expect("link")
@@ -65,7 +65,7 @@ fn mac_of(ns: &TestNamespace, name: &str) -> MacAddr {
 }
 
 /// Writes a guest configuration whose tenant NIC is `mac`; returns the conf.d directory.
-fn write_config(dir: &Path, mac: MacAddr, extra_netiso: &str) -> PathBuf {
+fn write_config(dir: &Path, mac: MacAddress, extra_netiso: &str) -> PathBuf {
     let conf = dir.join("conf.d");
     std::fs::create_dir_all(&conf).expect("conf.d");
     let nic = dir.join("eth1.json");

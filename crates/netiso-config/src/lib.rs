@@ -81,6 +81,7 @@ pub mod error;
 pub mod guest;
 pub mod ini;
 pub mod isolation;
+pub mod mac;
 pub mod pyjson;
 pub mod rabbit_tls;
 pub mod render;
@@ -97,6 +98,7 @@ pub use guest::{
     VolumeSettings,
 };
 pub use isolation::{IsolationMode, PublishedPort};
+pub use mac::{MacAddress, MacParseError};
 pub use rabbit_tls::{RabbitTlsOptions, SslVersion};
 pub use secret::Secret;
 pub use source::{ConfigSources, Origin, OsloConfig};

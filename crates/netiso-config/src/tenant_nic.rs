@@ -18,37 +18,7 @@ use crate::pyjson;
 /// Where Trove writes the file on the guest.
 pub const DEFAULT_TENANT_NIC_FILE: &str = "/etc/trove/eth1.json";
 
-/// A 48-bit Ethernet address, shown lowercase as `aa:bb:cc:dd:ee:ff` (Neutron's form).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct MacAddress(pub [u8; 6]);
-
-impl FromStr for MacAddress {
-    type Err = ();
-
-    /// Six colon-separated pairs of hex digits, any case.
-    fn from_str(text: &str) -> Result<Self, ()> {
-        let mut octets = [0u8; 6];
-        let mut parts = text.split(':');
-        for octet in &mut octets {
-            let part = parts.next().ok_or(())?;
-            if part.len() != 2 || !part.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(());
-            }
-            *octet = u8::from_str_radix(part, 16).map_err(|_| ())?;
-        }
-        if parts.next().is_some() {
-            return Err(());
-        }
-        Ok(Self(octets))
-    }
-}
-
-impl fmt::Display for MacAddress {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let [a, b, c, d, e, g] = self.0;
-        write!(f, "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{g:02x}")
-    }
-}
+pub use crate::mac::MacAddress;
 
 /// A Neutron subnet host route (`{"destination": cidr, "nexthop": ip}`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -438,7 +408,7 @@ impl TenantNic {
             .ok_or(TenantNicProblem::MissingKey("mac_address"))?;
         let mac_address = mac_text
             .parse()
-            .map_err(|()| TenantNicProblem::Mac(mac_text.to_owned()))?;
+            .map_err(|_: crate::MacParseError| TenantNicProblem::Mac(mac_text.to_owned()))?;
 
         let ipv4 = match family::<V4>(&object)? {
             Some(keys) => Some(TenantIpv4 {

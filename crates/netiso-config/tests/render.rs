@@ -356,7 +356,7 @@ proptest! {
         octets in any::<[u8; 6]>(),
         fixed_ips in proptest::collection::vec(fixed_ip(), 0..4),
     ) {
-        let port = UserPort { mac_address: MacAddress(octets), fixed_ips };
+        let port = UserPort { mac_address: MacAddress::new(octets), fixed_ips };
         let text = port.render_eth1_json();
         let parsed = TenantNic::parse(Path::new("eth1.json"), &text).map_err(|e| TestCaseError::fail(e.to_string()))?;
         prop_assert_eq!(&parsed, &expected_nic(&port));

@@ -23,7 +23,7 @@ fn dual_stack_slaac_fixture() {
     let nic = TenantNic::read(&fixture("dual_stack_slaac.json")).expect("valid");
     assert_eq!(
         nic.mac_address,
-        MacAddress([0xfa, 0x16, 0x3e, 0x12, 0x34, 0x56])
+        MacAddress::new([0xfa, 0x16, 0x3e, 0x12, 0x34, 0x56])
     );
     let v4 = nic.ipv4.as_ref().expect("IPv4");
     assert_eq!(v4.address, Ipv4Addr::new(10, 0, 0, 15));

@@ -14,7 +14,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use netiso_netlink::{
-    Address, Link, MacAddr, Namespace, NetlinkHandle, Route, Rtnetlink, Scope, TABLE_LOCAL, netns,
+    Address, Link, MacAddress, Namespace, NetlinkHandle, Route, Rtnetlink, Scope, TABLE_LOCAL,
+    netns,
 };
 use netiso_runtime::{ContainerRuntime, RuntimeError};
 
@@ -58,7 +59,7 @@ pub fn read_namespace(
     rtnl: &dyn Rtnetlink,
     id: &str,
     path: &Path,
-    tenant_mac: Option<MacAddr>,
+    tenant_mac: Option<MacAddress>,
 ) -> NamespaceReport {
     let mut report = NamespaceReport {
         id: id.to_owned(),
@@ -97,7 +98,7 @@ pub fn read_namespace(
 }
 
 /// Opens the namespace file at `path` and reads it.
-pub fn read_namespace_at(id: &str, path: &Path, tenant_mac: Option<MacAddr>) -> NamespaceReport {
+pub fn read_namespace_at(id: &str, path: &Path, tenant_mac: Option<MacAddress>) -> NamespaceReport {
     let opened = Namespace::open_path(path).and_then(|ns| NetlinkHandle::in_namespace(&ns));
     match opened {
         Ok(handle) => read_namespace(&handle, id, path, tenant_mac),
@@ -153,7 +154,7 @@ pub async fn container_sandboxes(
 pub fn list(
     dirs: &[PathBuf],
     containers: &[ContainerSandbox],
-    tenant_mac: Option<MacAddr>,
+    tenant_mac: Option<MacAddress>,
 ) -> Vec<NamespaceReport> {
     // Namespace identity (device, inode) -> (id, path, container names).
     let mut found: BTreeMap<(u64, u64), (String, PathBuf, Vec<String>)> = BTreeMap::new();

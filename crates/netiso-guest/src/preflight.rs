@@ -13,7 +13,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use netiso_config::GuestConfig;
-use netiso_netlink::{MacAddr, RouteType, Rtnetlink};
+use netiso_netlink::{MacAddress, RouteType, Rtnetlink};
 use netiso_runtime::ImageReference;
 use netiso_runtime::image::DEFAULT_REGISTRY;
 
@@ -106,7 +106,7 @@ pub enum PreflightFailure {
         /// The tenant interface's name.
         interface: String,
         /// The tenant NIC's MAC.
-        mac: MacAddr,
+        mac: MacAddress,
     },
     /// The route is a blackhole, unreachable or prohibit route, or names no interface.
     #[error("{requirement}: the route to {endpoint} ({address}) does not lead anywhere: {route}")]
@@ -326,7 +326,7 @@ fn route_verdict(
     rtnl: &dyn Rtnetlink,
     endpoint: &Endpoint,
     address: IpAddr,
-    tenant_mac: Option<MacAddr>,
+    tenant_mac: Option<MacAddress>,
 ) -> Result<String, PreflightFailure> {
     let route = rtnl
         .route_to(address)
@@ -402,7 +402,7 @@ async fn connect(
 pub async fn run(
     rtnl: &dyn Rtnetlink,
     endpoints: &[Endpoint],
-    tenant_mac: Option<MacAddr>,
+    tenant_mac: Option<MacAddress>,
     timeout: Duration,
 ) -> PreflightReport {
     let mut verdicts = Vec::with_capacity(endpoints.len());

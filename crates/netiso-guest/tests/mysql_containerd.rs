@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ipnet::{IpNet, Ipv4Net};
-use netiso_config::tenant_nic::{MacAddress, TenantIpv4, TenantNic};
+use netiso_config::tenant_nic::{TenantIpv4, TenantNic};
 use netiso_config::{IsolationMode, VolumeSettings};
 use netiso_guest::mysql::{Layout, MysqlSettings};
 use netiso_guest::rpc::{DatabaseSettings, GuestService, PrepareRequest};
@@ -129,7 +129,7 @@ fn containerd_prepare_runs_mariadb_with_the_tenant_nic_and_the_user_logs_in() {
         .set_link_up(peer.index, true)
         .expect("client up");
     let nic = TenantNic {
-        mac_address: MacAddress(mac.octets()),
+        mac_address: mac,
         ipv4: Some(TenantIpv4 {
             address: Ipv4Addr::new(10, 78, third, 5),
             cidr: Ipv4Net::new(Ipv4Addr::new(10, 78, third, 0), 24).expect("cidr"),
@@ -226,7 +226,7 @@ fn containerd_prepare_runs_mariadb_with_the_tenant_nic_and_the_user_logs_in() {
         );
         assert!(
             vm.handle()
-                .link_by_mac(netiso_netlink::MacAddr::new(mac.octets()))
+                .link_by_mac(netiso_netlink::MacAddress::new(mac.octets()))
                 .is_err(),
             "the tenant NIC left the VM"
         );

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use netiso_guest::preflight::{self, Endpoint, PreflightFailure, PreflightReport, Requirement};
 use netiso_netlink::test_support::TestNamespace;
-use netiso_netlink::{MacAddr, RouteSpec, Rtnetlink};
+use netiso_netlink::{MacAddress, RouteSpec, Rtnetlink};
 
 const BROKER: &str = "10.77.9.1";
 const AMQP_PORT: u16 = 5672;
@@ -25,7 +25,7 @@ struct Topology {
     _tenant: TestNamespace,
     mgmt_if: String,
     tenant_if: String,
-    tenant_mac: MacAddr,
+    tenant_mac: MacAddress,
     _listeners: Vec<TcpListener>,
 }
 

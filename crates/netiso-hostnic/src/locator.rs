@@ -185,7 +185,7 @@ fn links_with_mac(handle: &NetlinkHandle, mac: MacAddress) -> Result<Vec<String>
     Ok(handle
         .links()?
         .into_iter()
-        .filter(|link| link.mac.map(|link_mac| link_mac.octets()) == Some(mac.0))
+        .filter(|link| link.mac == Some(mac))
         .map(|link| link.name)
         .collect())
 }

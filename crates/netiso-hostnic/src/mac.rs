@@ -24,11 +24,11 @@ pub fn parse_nic_mac(input: &str) -> Result<MacAddress, MacParseError> {
     };
     let mac: MacAddress = input
         .parse()
-        .map_err(|()| error("expected 6 colon-separated octets of two hex digits each"))?;
-    if mac.0 == [0; 6] {
+        .map_err(|_| error("expected 6 colon-separated octets of two hex digits each"))?;
+    if mac.octets() == [0; 6] {
         return Err(error("the all-zero address names no NIC"));
     }
-    if mac.0[0] & 1 == 1 {
+    if mac.octets()[0] & 1 == 1 {
         return Err(error("a multicast address names no NIC"));
     }
     Ok(mac)
@@ -68,7 +68,7 @@ mod tests {
         assert_eq!(upper, lower);
         assert_eq!(mixed, lower);
         assert_eq!(upper.to_string(), "fa:16:3e:12:34:5b");
-        assert_eq!(upper.0, [0xfa, 0x16, 0x3e, 0x12, 0x34, 0x5b]);
+        assert_eq!(upper.octets(), [0xfa, 0x16, 0x3e, 0x12, 0x34, 0x5b]);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use crate::{Address, Link, MacAddr, NamespaceTarget, Result, Route, RouteSpec, VethSpec};
+use crate::{Address, Link, MacAddress, NamespaceTarget, Result, Route, RouteSpec, VethSpec};
 
 /// rtnetlink operations on one network namespace.
 pub trait Rtnetlink: Send + Sync {
@@ -17,7 +17,7 @@ pub trait Rtnetlink: Send + Sync {
     /// The link with index `index`, or `NotFound`.
     fn link_by_index(&self, index: u32) -> Result<Link>;
     /// The link whose hardware address is `mac` whatever its name, or `NotFound`.
-    fn link_by_mac(&self, mac: MacAddr) -> Result<Link> {
+    fn link_by_mac(&self, mac: MacAddress) -> Result<Link> {
         self.links()?
             .into_iter()
             .find(|link| link.mac == Some(mac))

@@ -12,7 +12,7 @@ use std::{
 use ipnet::IpNet;
 
 use crate::{
-    Address, Link, MacAddr, NamespaceTarget, NetlinkError, Result, Route, RouteSpec, RouteType,
+    Address, Link, MacAddress, NamespaceTarget, NetlinkError, Result, Route, RouteSpec, RouteType,
     Rtnetlink, Scope, VethSpec, model::PROTOCOL_BOOT,
 };
 
@@ -116,7 +116,7 @@ impl RecordingRtnetlink {
     }
 
     /// Adds a link and returns its index; non-loopback links get `accept_ra = 1`.
-    pub fn add_link(&self, name: &str, mac: Option<MacAddr>, up: bool) -> u32 {
+    pub fn add_link(&self, name: &str, mac: Option<MacAddress>, up: bool) -> u32 {
         let mut state = self.lock();
         let index = state.next_index;
         state.next_index += 1;

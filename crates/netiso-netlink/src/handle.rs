@@ -27,7 +27,7 @@ use neli::{
 };
 
 use crate::{
-    Address, Link, MacAddr, Namespace, NamespaceTarget, Route, RouteSpec, RouteType, Rtnetlink,
+    Address, Link, MacAddress, Namespace, NamespaceTarget, Route, RouteSpec, RouteType, Rtnetlink,
     Scope, VethSpec,
     error::{NetlinkError, Result},
     events::LinkEvents,
@@ -147,7 +147,7 @@ pub(crate) fn parse_link(msg: &Ifinfomsg) -> Link {
         let payload = attribute.rta_payload().as_ref();
         match attribute.rta_type() {
             Ifla::Ifname => link.name = string_from(payload),
-            Ifla::Address => link.mac = MacAddr::from_slice(payload),
+            Ifla::Address => link.mac = MacAddress::from_slice(payload),
             Ifla::Mtu => link.mtu = u32_from(payload).unwrap_or_default(),
             Ifla::Ifalias => link.alias = Some(string_from(payload)).filter(|a| !a.is_empty()),
             Ifla::Linkinfo => {

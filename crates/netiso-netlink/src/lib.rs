@@ -16,7 +16,6 @@ mod api;
 mod error;
 mod events;
 mod handle;
-mod mac;
 mod model;
 pub mod netns;
 mod wire;
@@ -30,9 +29,10 @@ pub use api::Rtnetlink;
 pub use error::{NetlinkError, Result};
 pub use events::LinkEvents;
 pub use handle::{MAX_IFNAME_LEN, NetlinkHandle};
-pub use mac::{MacAddr, MacParseError};
 pub use model::{
     Address, Link, LinkEvent, NamespaceTarget, PROTOCOL_BOOT, PROTOCOL_KERNEL, PROTOCOL_RA, Route,
     RouteSpec, RouteType, Scope, TABLE_LOCAL, TABLE_MAIN, VethSpec,
 };
+/// The MAC type of the whole project (netiso-config), re-exported because links are found by it.
+pub use netiso_config::{MacAddress, MacParseError};
 pub use netns::{Namespace, Sandbox};

@@ -6,7 +6,7 @@ use std::{fmt, net::IpAddr};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use crate::MacAddr;
+use crate::MacAddress;
 
 /// A network interface as the kernel reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -16,7 +16,7 @@ pub struct Link {
     /// Current name; may change under us (Docker returns NICs renamed or as `dev%d`).
     pub name: String,
     /// Hardware address, when the link type has a 6-byte one.
-    pub mac: Option<MacAddr>,
+    pub mac: Option<MacAddress>,
     /// Administratively up (`IFF_UP`).
     pub up: bool,
     /// Carrier / operationally running (`IFF_RUNNING`).

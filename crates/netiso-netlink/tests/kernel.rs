@@ -14,7 +14,7 @@ use std::{
 use futures::StreamExt;
 use ipnet::IpNet;
 use netiso_netlink::{
-    LinkEvent, MacAddr, Namespace, NamespaceTarget, NetlinkError, NetlinkHandle, RouteSpec,
+    LinkEvent, MacAddress, Namespace, NamespaceTarget, NetlinkError, NetlinkHandle, RouteSpec,
     Rtnetlink, TABLE_MAIN, netns,
     test_support::{TestNamespace, require_root, unique_link_name},
 };
@@ -665,7 +665,7 @@ fn mac_of_a_real_link_round_trips_through_text() {
     let mac = ns.handle().link_by_name(&a).unwrap().mac.unwrap();
     let text = mac.to_string();
     assert_eq!(text, text.to_lowercase());
-    assert_eq!(text.parse::<MacAddr>().unwrap(), mac);
+    assert_eq!(text.parse::<MacAddress>().unwrap(), mac);
 }
 
 #[test]

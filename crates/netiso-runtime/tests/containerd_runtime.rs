@@ -369,7 +369,7 @@ impl TenantLink {
             .expect("client v6 address");
         handle.set_link_up(peer.index, true).expect("client end up");
         let nic = TenantNic {
-            mac_address: MacAddress(mac.octets()),
+            mac_address: mac,
             ipv4: Some(TenantIpv4 {
                 address: Ipv4Addr::new(10, 77, third, 5),
                 cidr,
@@ -443,7 +443,7 @@ impl TenantLink {
     fn assert_home(&self) {
         let handle = self.vm.handle();
         let link = handle
-            .link_by_mac(netiso_netlink::MacAddr::new(self.nic.mac_address.0))
+            .link_by_mac(self.nic.mac_address)
             .expect("the tenant NIC is back in the VM namespace");
         assert_eq!(link.name, self.vm_if, "returned under its original name");
         assert!(!link.up, "returned down");
@@ -545,7 +545,7 @@ fn assert_container_network(netns: &str, link: &TenantLink) {
     let eth0 = inside
         .link_by_name("eth0")
         .expect("eth0 in the container namespace");
-    assert_eq!(eth0.mac.map(|m| m.octets()), Some(link.nic.mac_address.0));
+    assert_eq!(eth0.mac, Some(link.nic.mac_address));
     assert!(eth0.up, "eth0 up");
     let addresses: Vec<IpAddr> = inside
         .addresses(Some(eth0.index))
@@ -588,10 +588,7 @@ fn assert_container_network(netns: &str, link: &TenantLink) {
 }
 
 fn assert_not_in_vm(link: &TenantLink) {
-    let gone = link
-        .vm
-        .handle()
-        .link_by_mac(netiso_netlink::MacAddr::new(link.nic.mac_address.0));
+    let gone = link.vm.handle().link_by_mac(link.nic.mac_address);
     assert!(
         matches!(&gone, Err(e) if e.is_not_found()),
         "the VM namespace must not have the tenant NIC while the container has it: {gone:?}"
@@ -1196,7 +1193,7 @@ fn containerd_missing_tenant_nic_leaves_nothing_behind() {
     require_root();
     runtime().block_on(async {
         let mut link = TenantLink::new();
-        link.nic.mac_address = MacAddress([0x02, 0x6e, 0x65, 0x74, 0x69, 0x73]);
+        link.nic.mac_address = MacAddress::new([0x02, 0x6e, 0x65, 0x74, 0x69, 0x73]);
         let bed = TestBed::with_link(link);
         let (runtime, image) = bed.ready().await;
         let link = &bed.link;

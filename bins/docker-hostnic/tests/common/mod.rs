@@ -108,7 +108,7 @@ impl TenantPort {
         let vm_if = format!("nthv{tag}");
         let client_if = format!("nthc{tag}");
         assert!(vm_if.len() <= 15, "interface name too long: {vm_if}");
-        let mac = MacAddress([
+        let mac = MacAddress::new([
             0xfa,
             0x16,
             0x3e,

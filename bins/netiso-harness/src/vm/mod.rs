@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, anyhow, bail, ensure};
 use netiso_config::render::{FixedIp, GuestInfo, UserPort, render_daemon_json};
-use netiso_config::tenant_nic::MacAddress;
 use netiso_config::{ControlPlaneConfig, Secret};
 use serde_json::Value;
 
@@ -851,7 +850,7 @@ fn injected_files(
     key: &str,
     exchange: &str,
     conductor_queue: &str,
-    tenant_mac: netiso_netlink::MacAddr,
+    tenant_mac: netiso_netlink::MacAddress,
 ) -> Result<Vec<InjectedFile>> {
     let isolated = mode.isolated();
     let guest_info = GuestInfo {
@@ -914,9 +913,9 @@ fn injected_files(
 }
 
 /// The tenant port as Neutron describes it to the taskmanager.
-fn tenant_port(mac: netiso_netlink::MacAddr) -> Result<UserPort> {
+fn tenant_port(mac: netiso_netlink::MacAddress) -> Result<UserPort> {
     Ok(UserPort {
-        mac_address: MacAddress(mac.octets()),
+        mac_address: mac,
         fixed_ips: vec![FixedIp {
             ip_address: IpAddr::V4(VM_TENANT_ADDR),
             cidr: net::TENANT_CIDR.parse()?,

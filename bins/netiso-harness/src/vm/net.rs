@@ -17,7 +17,7 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, bail};
-use netiso_netlink::{MacAddr, Namespace};
+use netiso_netlink::{MacAddress, Namespace};
 
 use crate::net::run_ip;
 use crate::processes::GuestProcess;
@@ -47,9 +47,9 @@ pub struct VmNetwork {
     /// The tenant client's namespace.
     pub client_netns: String,
     /// The management NIC's MAC.
-    pub mgmt_mac: MacAddr,
+    pub mgmt_mac: MacAddress,
     /// The tenant NIC's MAC (what `eth1.json` names).
-    pub tenant_mac: MacAddr,
+    pub tenant_mac: MacAddress,
     services: Vec<GuestProcess>,
 }
 
@@ -62,8 +62,8 @@ impl VmNetwork {
         let mut this = Self {
             vm_netns: format!("nvm-{pid}"),
             client_netns: format!("nvm-cli-{pid}"),
-            mgmt_mac: MacAddr::new([0x52, 0x54, 0x00, 0x25, (pid >> 8) as u8, pid as u8]),
-            tenant_mac: MacAddr::new([0xfa, 0x16, 0x3e, 0x25, (pid >> 8) as u8, pid as u8]),
+            mgmt_mac: MacAddress::new([0x52, 0x54, 0x00, 0x25, (pid >> 8) as u8, pid as u8]),
+            tenant_mac: MacAddress::new([0xfa, 0x16, 0x3e, 0x25, (pid >> 8) as u8, pid as u8]),
             services: Vec::new(),
         };
         for netns in [&this.vm_netns, &this.client_netns] {
@@ -171,7 +171,7 @@ fn dhcp_server(
     name: &str,
     netns: &str,
     interface: &str,
-    mac: MacAddr,
+    mac: MacAddress,
     addr: Ipv4Addr,
     router: Ipv4Addr,
     run_dir: &Path,

@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{Context as _, Result, bail};
-use netiso_netlink::MacAddr;
+use netiso_netlink::MacAddress;
 
 use crate::processes::GuestProcess;
 use crate::vm::net::{MGMT_TAP, TENANT_TAP};
@@ -58,9 +58,9 @@ pub struct VmSpec {
     /// The namespace holding the taps (QEMU runs there).
     pub netns: String,
     /// The management NIC's MAC.
-    pub mgmt_mac: MacAddr,
+    pub mgmt_mac: MacAddress,
     /// The tenant NIC's MAC.
-    pub tenant_mac: MacAddr,
+    pub tenant_mac: MacAddress,
     /// The NoCloud seed image.
     pub seed: PathBuf,
     /// Memory in MiB.

@@ -9,7 +9,7 @@ use std::process::Command;
 
 use anyhow::{Context as _, Result, bail};
 use base64::Engine as _;
-use netiso_netlink::MacAddr;
+use netiso_netlink::MacAddress;
 use serde_json::{Value, json};
 
 /// The owner Trove writes on injected files (`injected_config_owner` and
@@ -44,7 +44,7 @@ pub fn user_data(files: &[InjectedFile]) -> String {
 
 /// Both NICs by DHCP, named as the guest's udev names them (`ens3`, `ens4`: the PCI slots
 /// QEMU is given), found by MAC.
-pub fn network_config(nics: &[(&str, MacAddr)]) -> String {
+pub fn network_config(nics: &[(&str, MacAddress)]) -> String {
     let config: Vec<Value> = nics
         .iter()
         .map(|(name, mac)| {
@@ -131,7 +131,7 @@ mod tests {
 
     #[test]
     fn each_nic_is_found_by_mac_and_configured_by_dhcp() {
-        let mac = MacAddr::new([0xfa, 0x16, 0x3e, 1, 2, 3]);
+        let mac = MacAddress::new([0xfa, 0x16, 0x3e, 1, 2, 3]);
         let parsed: Value = serde_json::from_str(&network_config(&[("ens4", mac)])).expect("JSON");
         assert_eq!(parsed["version"], 1);
         assert_eq!(parsed["config"][0]["name"], "ens4");

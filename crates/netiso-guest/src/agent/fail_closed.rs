@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use netiso_config::tenant_nic::DEFAULT_TENANT_NIC_FILE;
 use netiso_config::{ConfigSources, GuestConfig, IsolationMode, OsloConfig, TenantNic};
-use netiso_netlink::{MacAddr, NetlinkHandle};
+use netiso_netlink::NetlinkHandle;
 
 use crate::isolation::{self, ApplyReport, IsolationError, IsolationTarget, WhenAbsent};
 
@@ -95,7 +95,7 @@ fn isolate_named_nic(rtnl: &NetlinkHandle, file: &Path) -> Result<FailClosed, Is
     let Some(mac) = TenantNic::mac_of_refused_file(file) else {
         return Ok(FailClosed::Unidentified(file.to_owned()));
     };
-    let target = IsolationTarget::new(MacAddr::new(mac.0), file.to_owned());
+    let target = IsolationTarget::new(mac, file.to_owned());
     let report = isolation::isolate(rtnl, &target, WhenAbsent::Isolated)?;
     Ok(FailClosed::Isolated {
         file: file.to_owned(),

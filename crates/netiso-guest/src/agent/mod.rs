@@ -27,7 +27,7 @@ use netiso_messaging::{
     BrokerConfig, ConductorClient, InstanceKey, RabbitOptions, RpcServer, Serializer, ServerConfig,
     ServiceStatus, Target, Transport,
 };
-use netiso_netlink::{MacAddr, Namespace, NetlinkHandle, Rtnetlink};
+use netiso_netlink::{MacAddress, Namespace, NetlinkHandle, Rtnetlink};
 use netiso_runtime::{
     ContainerRuntime, ContainerdConfig, ContainerdRuntime, DockerRuntime, RegistryCredentials,
     RuntimeError,
@@ -92,10 +92,8 @@ impl AgentConfig {
         let Some(nic) = self.guest.tenant_nic()? else {
             return Ok(None);
         };
-        let target = IsolationTarget::new(
-            MacAddr::new(nic.mac_address.0),
-            self.guest.netiso.tenant_nic_file.clone(),
-        );
+        let target =
+            IsolationTarget::new(nic.mac_address, self.guest.netiso.tenant_nic_file.clone());
         Ok(Some((nic, target)))
     }
 }
@@ -197,7 +195,7 @@ pub enum IsolationOutcome {
 }
 
 /// Whether the database container (asked through a fresh runtime connection) holds `mac`.
-async fn held_by_database(config: &AgentConfig, name: &str, mac: MacAddr) -> bool {
+async fn held_by_database(config: &AgentConfig, name: &str, mac: MacAddress) -> bool {
     match connect_runtime(config).await {
         Ok(runtime) => container_holds(&*runtime, name, mac).await,
         Err(e) => {
@@ -208,7 +206,7 @@ async fn held_by_database(config: &AgentConfig, name: &str, mac: MacAddr) -> boo
 }
 
 /// Whether the namespace of container `name` holds a link with `mac`.
-async fn container_holds(runtime: &dyn ContainerRuntime, name: &str, mac: MacAddr) -> bool {
+async fn container_holds(runtime: &dyn ContainerRuntime, name: &str, mac: MacAddress) -> bool {
     let Ok(Some(info)) = runtime.inspect(name).await else {
         return false;
     };
@@ -343,7 +341,7 @@ pub async fn isolate_refused_tenant_file(
         error!(file = %file.display(), "the tenant NIC cannot be identified from the file: nothing can be isolated");
         return None;
     };
-    let target = IsolationTarget::new(MacAddr::new(mac.0), file);
+    let target = IsolationTarget::new(mac, file);
     let for_thread = (Arc::clone(&rtnl), target.clone());
     let applied = tokio::task::spawn_blocking(move || {
         isolation::isolate(&*for_thread.0, &for_thread.1, WhenAbsent::Isolated)
@@ -374,7 +372,7 @@ pub async fn isolate_refused_tenant_file(
 pub async fn run_preflight(
     config: &AgentConfig,
     rtnl: &dyn Rtnetlink,
-    tenant_mac: Option<MacAddr>,
+    tenant_mac: Option<MacAddress>,
     timeout: Duration,
 ) -> PreflightReport {
     let endpoints = preflight::endpoints(&config.guest);

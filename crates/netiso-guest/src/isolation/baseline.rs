@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use netiso_netlink::{MacAddr, Rtnetlink};
+use netiso_netlink::{MacAddress, Rtnetlink};
 use serde::{Deserialize, Serialize};
 
 use super::{
@@ -25,7 +25,7 @@ const BASELINE_MODE: u32 = 0o644;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecordedBaseline {
     /// The tenant NIC the baseline was taken around.
-    pub tenant_mac: MacAddr,
+    pub tenant_mac: MacAddress,
     /// When it was taken (seconds since the Unix epoch).
     pub recorded_at: u64,
     /// The management side before isolation.

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use netiso_netlink::{MacAddr, NetlinkError};
+use netiso_netlink::{MacAddress, NetlinkError};
 
 use super::VerifyReport;
 
@@ -17,7 +17,7 @@ pub enum IsolationError {
     )]
     NicNotFound {
         /// The MAC that was looked for.
-        mac: MacAddr,
+        mac: MacAddress,
         /// The file it came from.
         file: PathBuf,
     },
@@ -25,7 +25,7 @@ pub enum IsolationError {
     #[error("isolating tenant NIC {mac} (from {}): {step}: {error}", file.display())]
     Netlink {
         /// The tenant MAC.
-        mac: MacAddr,
+        mac: MacAddress,
         /// The file it came from.
         file: PathBuf,
         /// What was being done.
@@ -38,7 +38,7 @@ pub enum IsolationError {
     #[error("tenant NIC {mac} (from {}) is not isolated after apply:\n{report}", file.display())]
     NotIsolated {
         /// The tenant MAC.
-        mac: MacAddr,
+        mac: MacAddress,
         /// The file it came from.
         file: PathBuf,
         /// The failed verification.

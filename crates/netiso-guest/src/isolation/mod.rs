@@ -35,21 +35,21 @@ pub use verify::{Check, Invariant, VerifyReport, verify};
 
 use std::path::PathBuf;
 
-use netiso_netlink::MacAddr;
+use netiso_netlink::MacAddress;
 
 /// Which NIC to isolate: its MAC and the file the MAC came from (`/etc/trove/eth1.json`), so
 /// that every error can name both.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IsolationTarget {
     /// The tenant NIC's MAC address.
-    pub mac: MacAddr,
+    pub mac: MacAddress,
     /// The file the MAC was read from.
     pub source: PathBuf,
 }
 
 impl IsolationTarget {
     /// A target for `mac`, read from `source`.
-    pub fn new(mac: MacAddr, source: impl Into<PathBuf>) -> Self {
+    pub fn new(mac: MacAddress, source: impl Into<PathBuf>) -> Self {
         Self {
             mac,
             source: source.into(),

@@ -3,7 +3,7 @@
 use std::{sync::Arc, time::Duration};
 
 use netiso_netlink::{
-    LinkEvent, MacAddr, NetlinkError, Rtnetlink,
+    LinkEvent, MacAddress, NetlinkError, Rtnetlink,
     fake::{Call, CallKind, RecordingRtnetlink, route},
 };
 
@@ -276,7 +276,7 @@ async fn guard_reisolates_when_the_nic_comes_back_up() {
     fake.seed_route(route("0.0.0.0/0", Some("10.0.0.1"), tenant, Some(50)));
     let link = fake.link_by_index(tenant).unwrap();
     // An unrelated event first, then the tenant's.
-    let other: MacAddr = "fa:16:3e:00:00:01".parse().unwrap();
+    let other: MacAddress = "fa:16:3e:00:00:01".parse().unwrap();
     let mut unrelated = link.clone();
     unrelated.mac = Some(other);
     tx.unbounded_send(Ok(LinkEvent::Changed(unrelated)))

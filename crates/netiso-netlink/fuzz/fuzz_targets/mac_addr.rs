@@ -3,15 +3,15 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use netiso_netlink::MacAddr;
+use netiso_netlink::MacAddress;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data)
-        && let Ok(mac) = text.parse::<MacAddr>()
+        && let Ok(mac) = text.parse::<MacAddress>()
     {
         let shown = mac.to_string();
         assert_eq!(shown.len(), 17);
         assert_eq!(shown, shown.to_lowercase());
-        assert_eq!(shown.parse::<MacAddr>().ok(), Some(mac));
+        assert_eq!(shown.parse::<MacAddress>().ok(), Some(mac));
     }
 });

@@ -20,7 +20,7 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use netiso_config::tenant_nic::{Ipv6Gateway, MacAddress, TenantNic};
 use netiso_netlink::netns::NAMED_NETNS_DIR;
 use netiso_netlink::{
-    MacAddr, Namespace, NamespaceTarget, NetlinkError, NetlinkHandle, RouteSpec, Rtnetlink,
+    Namespace, NamespaceTarget, NetlinkError, NetlinkHandle, RouteSpec, Rtnetlink,
 };
 use tracing::{info, warn};
 
@@ -87,8 +87,8 @@ pub fn netns_path(name: &str) -> PathBuf {
     Path::new(NAMED_NETNS_DIR).join(name)
 }
 
-fn mac_of(nic: &TenantNic) -> MacAddr {
-    MacAddr::new(nic.mac_address.0)
+fn mac_of(nic: &TenantNic) -> MacAddress {
+    nic.mac_address
 }
 
 /// Opens the named namespace, or creates it; the flag says whether it was created.
@@ -295,7 +295,6 @@ pub fn release(
     mac: Option<MacAddress>,
     fallback_name: Option<&str>,
 ) -> Result<Released, TenantNetworkError> {
-    let mac = mac.map(|m| MacAddr::new(m.0));
     let home = NetlinkHandle::in_namespace(vm).map_err(step("open netlink in the VM namespace"))?;
     let namespace = if netns_path(netns).exists() {
         match Namespace::open(netns) {
@@ -358,7 +357,7 @@ pub fn release(
     if netns_path(netns).exists() {
         Namespace::delete(netns).map_err(step(format!("delete namespace {netns}")))?;
     }
-    let wanted: Vec<MacAddr> = match mac {
+    let wanted: Vec<MacAddress> = match mac {
         Some(mac) => vec![mac],
         None => moved.clone(),
     };
