@@ -29,7 +29,7 @@ pub use error::RuntimeError;
 pub use image::{ImageReference, ImageStatus, PullPolicy, PullProgress, RegistryCredentials};
 pub use runtime::{
     ContainerInfo, ContainerRuntime, ContainerStatus, ContainerSummary, EndpointInfo, HealthStatus,
-    NetworkStatus,
+    NetworkNamespace, NetworkStatus,
 };
 pub use spec::{
     Bind, ContainerSpec, HealthCheck, HostnicNetworkSpec, IpamPool, NetworkAttachment,

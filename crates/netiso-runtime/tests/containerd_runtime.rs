@@ -37,8 +37,8 @@ use netiso_runtime::test_support::image::{
 use netiso_runtime::test_support::{PROVISION_HINT, block_on_cleanup, next_counter, require_root};
 use netiso_runtime::{
     ContainerRuntime, ContainerSpec, ContainerStatus, HealthCheck, HealthStatus,
-    HostnicNetworkSpec, ImageReference, ImageStatus, NetworkAttachment, PullPolicy, PullProgress,
-    RuntimeError,
+    HostnicNetworkSpec, ImageReference, ImageStatus, NetworkAttachment, NetworkNamespace,
+    PullPolicy, PullProgress, RuntimeError,
 };
 use oci_client::client::{ClientConfig, ClientProtocol, Config, ImageLayer};
 use oci_client::secrets::RegistryAuth;
@@ -968,6 +968,83 @@ fn containerd_isolated_end_to_end() {
             link.assert_home();
             assert_nothing_left(bed.namespace(), &name).await;
         }
+    });
+}
+
+#[test]
+fn containerd_network_namespace_is_the_prepared_one_while_the_container_exists() {
+    require_root();
+    runtime().block_on(async {
+        let bed = TestBed::new();
+        let (runtime, image) = bed.ready().await;
+        let name = format!("db-{}-netns", next_counter());
+        let prepared = PathBuf::from(format!("/run/netns/{}", runtime.netns_name(&name)));
+        let tenant_mac = netiso_netlink::MacAddr::new(bed.link.nic.mac_address.0);
+        let holds_tenant_nic = |namespace: &NetworkNamespace| {
+            Namespace::open_path(namespace.path())
+                .and_then(|ns| NetlinkHandle::in_namespace(&ns))
+                .and_then(|handle| handle.link_by_mac(tenant_mac))
+                .is_ok()
+        };
+        assert_eq!(
+            runtime.network_namespace(&name).await.expect("ask"),
+            None,
+            "no container yet"
+        );
+
+        runtime
+            .create_container(&database_spec(&name, &image, &bed.link.nic))
+            .await
+            .expect("create");
+        let created = runtime
+            .network_namespace(&name)
+            .await
+            .expect("ask")
+            .expect("prepared at create");
+        assert_eq!(created, NetworkNamespace::Mounted(prepared.clone()));
+        assert!(holds_tenant_nic(&created), "the NIC is in it before start");
+
+        runtime.start(&name).await.expect("start");
+        let info = runtime
+            .wait_healthy(&name, Duration::from_secs(30))
+            .await
+            .expect("running");
+        let running = runtime
+            .network_namespace(&name)
+            .await
+            .expect("ask")
+            .expect("running");
+        assert_eq!(running, NetworkNamespace::Mounted(prepared.clone()));
+        let pid = info.pid.expect("a running task has a pid");
+        assert_eq!(
+            Namespace::open_path(running.path())
+                .and_then(|ns| ns.id())
+                .expect("prepared namespace"),
+            Namespace::open_path(format!("/proc/{pid}/ns/net"))
+                .and_then(|ns| ns.id())
+                .expect("task namespace"),
+            "the task runs in the prepared namespace"
+        );
+
+        runtime
+            .stop(&name, Duration::from_secs(1))
+            .await
+            .expect("stop");
+        let stopped = runtime
+            .network_namespace(&name)
+            .await
+            .expect("ask")
+            .expect("kept while the container exists");
+        assert_eq!(stopped, NetworkNamespace::Mounted(prepared));
+        assert!(
+            holds_tenant_nic(&stopped),
+            "a stopped container keeps the NIC"
+        );
+
+        assert!(runtime.remove(&name, true).await.expect("remove"));
+        assert_eq!(runtime.network_namespace(&name).await.expect("ask"), None);
+        bed.link.assert_home();
+        assert_nothing_left(bed.namespace(), &name).await;
     });
 }
 
