@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use netiso_netlink::{Link, Namespace, NetlinkHandle, Rtnetlink};
 
-use crate::error::RuntimeError;
+use crate::error::{BackendError, RuntimeError};
 use crate::image::{ImageReference, ImageStatus, PullPolicy, PullProgress, RegistryCredentials};
 use crate::spec::{ContainerSpec, HostnicNetworkSpec};
 
@@ -22,13 +23,15 @@ const HEALTH_POLL_INTERVAL: Duration = Duration::from_millis(250);
 /// ([`ensure_image`](Self::ensure_image)), run the database with a network attachment
 /// ([`ensure_hostnic_network`](Self::ensure_hostnic_network) then [`run`](Self::run)), and
 /// say where the database's network namespace is
-/// ([`network_namespace`](Self::network_namespace)); the rest manages the container's
-/// life. Each runtime answers in its own way, so that no caller derives one answer from
+/// ([`network_namespace`](Self::network_namespace), and from it which NICs the database
+/// holds, [`network_interfaces`](Self::network_interfaces)); the rest manages the
+/// container's life. Each runtime answers in its own way, so that no caller derives one answer from
 /// another runtime's records.
 ///
 /// Containers are addressed by name (or id). Every method is one bounded daemon call
-/// except the provided ones, which build on the others: `run` creates and starts, and
-/// `wait_healthy` polls with a deadline.
+/// except the provided ones, which build on the others: `run` creates and starts,
+/// `wait_healthy` polls with a deadline, and `network_interfaces` reads the namespace that
+/// `network_namespace` names.
 #[async_trait]
 pub trait ContainerRuntime: Send + Sync {
     /// Makes `image` available locally, pulling per `policy` (with `credentials` when they
@@ -81,6 +84,31 @@ pub trait ContainerRuntime: Send + Sync {
     /// `None` when the container does not exist or has no namespace now.
     async fn network_namespace(&self, name: &str)
     -> Result<Option<NetworkNamespace>, RuntimeError>;
+
+    /// The network interfaces in container `name`'s namespace, so that the guest can tell
+    /// whether the database holds the tenant NIC; `None` when it has no namespace now.
+    /// Read through rtnetlink on a blocking thread, the agent's own threads never entering
+    /// the namespace.
+    async fn network_interfaces(&self, name: &str) -> Result<Option<Vec<Link>>, RuntimeError> {
+        let Some(namespace) = self.network_namespace(name).await? else {
+            return Ok(None);
+        };
+        let path = namespace.path();
+        let unreadable = |source: BackendError| RuntimeError::Backend {
+            operation: "read the network interfaces of container",
+            target: name.to_owned(),
+            source,
+        };
+        tokio::task::spawn_blocking(move || {
+            Namespace::open_path(&path)
+                .and_then(|ns| NetlinkHandle::in_namespace(&ns))
+                .and_then(|handle| handle.links())
+        })
+        .await
+        .map_err(|e| unreadable(Box::new(e)))?
+        .map(Some)
+        .map_err(|e| unreadable(Box::new(e)))
+    }
 
     /// Creates and starts the container.
     async fn run(&self, spec: &ContainerSpec) -> Result<String, RuntimeError> {
