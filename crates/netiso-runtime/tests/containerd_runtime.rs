@@ -971,21 +971,24 @@ fn containerd_isolated_end_to_end() {
     });
 }
 
+/// Whether the runtime finds the tenant NIC among container `name`'s interfaces.
+async fn holds_nic(runtime: &ContainerdRuntime, name: &str, nic: &TenantNic) -> bool {
+    let mac = netiso_netlink::MacAddr::new(nic.mac_address.0);
+    runtime
+        .network_interfaces(name)
+        .await
+        .expect("read the container's interfaces")
+        .is_some_and(|links| links.iter().any(|link| link.mac == Some(mac)))
+}
+
 #[test]
-fn containerd_network_namespace_is_the_prepared_one_while_the_container_exists() {
+fn containerd_network_namespace_and_interfaces_follow_the_container_record() {
     require_root();
     runtime().block_on(async {
         let bed = TestBed::new();
         let (runtime, image) = bed.ready().await;
         let name = format!("db-{}-netns", next_counter());
         let prepared = PathBuf::from(format!("/run/netns/{}", runtime.netns_name(&name)));
-        let tenant_mac = netiso_netlink::MacAddr::new(bed.link.nic.mac_address.0);
-        let holds_tenant_nic = |namespace: &NetworkNamespace| {
-            Namespace::open_path(namespace.path())
-                .and_then(|ns| NetlinkHandle::in_namespace(&ns))
-                .and_then(|handle| handle.link_by_mac(tenant_mac))
-                .is_ok()
-        };
         assert_eq!(
             runtime.network_namespace(&name).await.expect("ask"),
             None,
@@ -1002,7 +1005,10 @@ fn containerd_network_namespace_is_the_prepared_one_while_the_container_exists()
             .expect("ask")
             .expect("prepared at create");
         assert_eq!(created, NetworkNamespace::Mounted(prepared.clone()));
-        assert!(holds_tenant_nic(&created), "the NIC is in it before start");
+        assert!(
+            holds_nic(&runtime, &name, &bed.link.nic).await,
+            "the NIC is in it before start"
+        );
 
         runtime.start(&name).await.expect("start");
         let info = runtime
@@ -1037,12 +1043,16 @@ fn containerd_network_namespace_is_the_prepared_one_while_the_container_exists()
             .expect("kept while the container exists");
         assert_eq!(stopped, NetworkNamespace::Mounted(prepared));
         assert!(
-            holds_tenant_nic(&stopped),
+            holds_nic(&runtime, &name, &bed.link.nic).await,
             "a stopped container keeps the NIC"
         );
 
         assert!(runtime.remove(&name, true).await.expect("remove"));
         assert_eq!(runtime.network_namespace(&name).await.expect("ask"), None);
+        assert!(
+            !holds_nic(&runtime, &name, &bed.link.nic).await,
+            "no container, no NIC"
+        );
         bed.link.assert_home();
         assert_nothing_left(bed.namespace(), &name).await;
     });

@@ -315,7 +315,7 @@ async fn stop_kills_after_the_timeout_and_is_idempotent() {
 }
 
 #[tokio::test]
-async fn network_namespace_is_the_sandbox_while_the_container_runs() {
+async fn network_namespace_and_interfaces_are_the_sandbox_while_the_container_runs() {
     let docker = setup().await;
     let (_image, guard) = running_container(&docker, "nti-netns").await;
     let info = docker
@@ -340,6 +340,16 @@ async fn network_namespace_is_the_sandbox_while_the_container_runs() {
             .expect("process namespace"),
         "the sandbox is the process's namespace"
     );
+    let links = docker
+        .network_interfaces(guard.name())
+        .await
+        .expect("read the container's interfaces")
+        .expect("a running container has interfaces");
+    let names: Vec<&str> = links.iter().map(|l| l.name.as_str()).collect();
+    assert!(
+        names.contains(&"lo") && names.contains(&"eth0"),
+        "bridged: lo and eth0, got {names:?}"
+    );
 
     docker
         .stop(guard.name(), Duration::from_secs(1))
@@ -349,6 +359,10 @@ async fn network_namespace_is_the_sandbox_while_the_container_runs() {
         docker.network_namespace(guard.name()).await.expect("ask"),
         None,
         "dockerd tears the sandbox down with the process"
+    );
+    assert_eq!(
+        docker.network_interfaces(guard.name()).await.expect("ask"),
+        None
     );
     assert_eq!(
         docker
