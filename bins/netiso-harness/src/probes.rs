@@ -3,7 +3,6 @@
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, anyhow, bail};
@@ -131,32 +130,33 @@ impl GuestView {
     }
 }
 
-/// The network namespace of container `name`, from its sandbox key or its pid.
+/// The network namespace of container `name`, where its runtime says it is.
 pub async fn container_netns(runtime: &dyn ContainerRuntime, name: &str) -> Result<Namespace> {
-    let info = runtime
-        .inspect(name)
-        .await?
-        .ok_or_else(|| anyhow!("no container named `{name}`"))?;
-    let path = info
-        .sandbox_key
-        .filter(|p| !p.as_os_str().is_empty())
-        .or_else(|| {
-            info.pid
-                .map(|pid| PathBuf::from(format!("/proc/{pid}/ns/net")))
-        })
-        .ok_or_else(|| {
-            anyhow!(
-                "container `{name}` has no network namespace ({:?})",
-                info.status
-            )
-        })?;
+    let Some(namespace) = runtime.network_namespace(name).await? else {
+        return Err(no_namespace(runtime, name).await);
+    };
+    let path = namespace.path();
     Namespace::open_path(&path).with_context(|| format!("opening {}", path.display()))
 }
 
 /// The links of container `name`.
 pub async fn container_links(runtime: &dyn ContainerRuntime, name: &str) -> Result<Vec<Link>> {
-    let namespace = container_netns(runtime, name).await?;
-    Ok(NetlinkHandle::in_namespace(&namespace)?.links()?)
+    match runtime.network_interfaces(name).await? {
+        Some(links) => Ok(links),
+        None => Err(no_namespace(runtime, name).await),
+    }
+}
+
+/// Why container `name` has no network namespace: it does not exist, or its state.
+async fn no_namespace(runtime: &dyn ContainerRuntime, name: &str) -> anyhow::Error {
+    match runtime.inspect(name).await {
+        Ok(None) => anyhow!("no container named `{name}`"),
+        Ok(Some(info)) => anyhow!(
+            "container `{name}` has no network namespace ({})",
+            info.describe_state()
+        ),
+        Err(e) => anyhow!("container `{name}` has no network namespace (inspect: {e})"),
+    }
 }
 
 /// Bytes of the image's layers and config in the registry (what a pull must download).

@@ -118,7 +118,7 @@ pub fn read_namespace_at(id: &str, path: &Path, tenant_mac: Option<MacAddress>) 
 pub struct ContainerSandbox {
     /// Container name.
     pub name: String,
-    /// Its namespace file: the sandbox key, else `/proc/<pid>/ns/net`.
+    /// Its namespace file, as the runtime's `network_namespace` gives it.
     pub path: PathBuf,
 }
 
@@ -128,21 +128,13 @@ pub async fn container_sandboxes(
 ) -> Result<Vec<ContainerSandbox>, RuntimeError> {
     let mut sandboxes = Vec::new();
     for summary in runtime.list().await? {
-        let Some(info) = runtime.inspect(&summary.id).await? else {
+        let Some(namespace) = runtime.network_namespace(&summary.id).await? else {
             continue;
         };
-        let path = info
-            .sandbox_key
-            .clone()
-            .filter(|p| !p.as_os_str().is_empty())
-            .or_else(|| {
-                info.pid
-                    .map(|pid| PathBuf::from(format!("/proc/{pid}/ns/net")))
-            });
-        if let Some(path) = path {
+        if let Some(info) = runtime.inspect(&summary.id).await? {
             sandboxes.push(ContainerSandbox {
                 name: info.name,
-                path,
+                path: namespace.path(),
             });
         }
     }

@@ -8,7 +8,7 @@ pub type BackendError = Box<dyn std::error::Error + Send + Sync>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RuntimeError {
-    /// The daemon cannot be reached (socket missing, refused, or not a Docker daemon).
+    /// The daemon cannot be reached (socket missing, refused, or not the runtime expected).
     #[error("cannot reach the container runtime at {endpoint}: {source}")]
     Unreachable {
         /// Socket or URL tried.

@@ -1,8 +1,11 @@
 #![doc = include_str!("../README.md")]
-//! Container runtimes for the Trove guest: one async trait, [`ContainerRuntime`], and its
-//! Docker adapter, [`DockerRuntime`].
+//! Container runtimes for the Trove guest: one async trait, [`ContainerRuntime`], with a
+//! Docker adapter, [`DockerRuntime`] (feature `docker`), and a containerd adapter,
+//! `ContainerdRuntime` (feature `containerd`).
 //!
-//! The guest drives the database container only through the trait (the example above).
+//! The guest drives the database container only through the trait (the example above),
+//! and finds the database's network namespace with [`ContainerRuntime::network_namespace`]
+//! whichever runtime runs it.
 //!
 //! Isolated mode first calls [`ContainerRuntime::ensure_hostnic_network`] with
 //! [`HostnicNetworkSpec::for_tenant_nic`], then runs the container with
@@ -29,7 +32,7 @@ pub use error::RuntimeError;
 pub use image::{ImageReference, ImageStatus, PullPolicy, PullProgress, RegistryCredentials};
 pub use runtime::{
     ContainerInfo, ContainerRuntime, ContainerStatus, ContainerSummary, EndpointInfo, HealthStatus,
-    NetworkStatus,
+    NetworkNamespace, NetworkStatus,
 };
 pub use spec::{
     Bind, ContainerSpec, HealthCheck, HostnicNetworkSpec, IpamPool, NetworkAttachment,

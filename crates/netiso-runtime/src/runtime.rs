@@ -3,12 +3,13 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use netiso_netlink::{Link, Namespace, NetlinkHandle, Rtnetlink};
 
-use crate::error::RuntimeError;
+use crate::error::{BackendError, RuntimeError};
 use crate::image::{ImageReference, ImageStatus, PullPolicy, PullProgress, RegistryCredentials};
 use crate::spec::{ContainerSpec, HostnicNetworkSpec};
 
@@ -18,8 +19,19 @@ const HEALTH_POLL_INTERVAL: Duration = Duration::from_millis(250);
 /// The container operations the guest needs, the same for Docker and containerd, so that
 /// orchestration code and its tests never see a client library.
 ///
+/// The guest asks three things of a runtime: make the datastore image available
+/// ([`ensure_image`](Self::ensure_image)), run the database with a network attachment
+/// ([`ensure_hostnic_network`](Self::ensure_hostnic_network) then [`run`](Self::run)), and
+/// say where the database's network namespace is
+/// ([`network_namespace`](Self::network_namespace), and from it which NICs the database
+/// holds, [`network_interfaces`](Self::network_interfaces)); the rest manages the
+/// container's life. Each runtime answers in its own way, so that no caller derives one answer from
+/// another runtime's records.
+///
 /// Containers are addressed by name (or id). Every method is one bounded daemon call
-/// except the provided ones, which poll with a deadline.
+/// except the provided ones, which build on the others: `run` creates and starts,
+/// `wait_healthy` polls with a deadline, and `network_interfaces` reads the namespace that
+/// `network_namespace` names.
 #[async_trait]
 pub trait ContainerRuntime: Send + Sync {
     /// Makes `image` available locally, pulling per `policy` (with `credentials` when they
@@ -66,6 +78,37 @@ pub trait ContainerRuntime: Send + Sync {
 
     /// All containers, running or not.
     async fn list(&self) -> Result<Vec<ContainerSummary>, RuntimeError>;
+
+    /// Where container `name`'s network namespace is, so that the guest can look inside
+    /// (the tenant NIC, the database's port) without knowing how the runtime keeps it;
+    /// `None` when the container does not exist or has no namespace now.
+    async fn network_namespace(&self, name: &str)
+    -> Result<Option<NetworkNamespace>, RuntimeError>;
+
+    /// The network interfaces in container `name`'s namespace, so that the guest can tell
+    /// whether the database holds the tenant NIC; `None` when it has no namespace now.
+    /// Read through rtnetlink on a blocking thread, the agent's own threads never entering
+    /// the namespace.
+    async fn network_interfaces(&self, name: &str) -> Result<Option<Vec<Link>>, RuntimeError> {
+        let Some(namespace) = self.network_namespace(name).await? else {
+            return Ok(None);
+        };
+        let path = namespace.path();
+        let unreadable = |source: BackendError| RuntimeError::Backend {
+            operation: "read the network interfaces of container",
+            target: name.to_owned(),
+            source,
+        };
+        tokio::task::spawn_blocking(move || {
+            Namespace::open_path(&path)
+                .and_then(|ns| NetlinkHandle::in_namespace(&ns))
+                .and_then(|handle| handle.links())
+        })
+        .await
+        .map_err(|e| unreadable(Box::new(e)))?
+        .map(Some)
+        .map_err(|e| unreadable(Box::new(e)))
+    }
 
     /// Creates and starts the container.
     async fn run(&self, spec: &ContainerSpec) -> Result<String, RuntimeError> {
@@ -133,6 +176,34 @@ impl NetworkStatus {
     pub fn id(&self) -> &str {
         match self {
             Self::Created { id } | Self::Reused { id } | Self::Recreated { id, .. } => id,
+        }
+    }
+}
+
+/// Where a container's network namespace is, and what keeps it alive, so that a caller
+/// knows whether the path outlives the container's process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NetworkNamespace {
+    /// A namespace file the runtime mounted for the container: Docker's sandbox key under
+    /// its exec root, or the named namespace the containerd adapter prepares with the tenant
+    /// NIC inside. It lasts as long as the runtime keeps the container's sandbox.
+    Mounted(PathBuf),
+    /// The namespace of the container's main process (`/proc/<pid>/ns/net`), for a
+    /// container whose runtime keeps no file of its own for it; valid only while that
+    /// process runs.
+    Process(u32),
+}
+
+impl NetworkNamespace {
+    /// The file to open (`setns`, rtnetlink) to enter the namespace.
+    pub fn path(&self) -> PathBuf {
+        match self {
+            Self::Mounted(path) => path.clone(),
+            Self::Process(pid) => Path::new("/proc")
+                .join(pid.to_string())
+                .join("ns")
+                .join("net"),
         }
     }
 }
@@ -222,7 +293,10 @@ pub struct ContainerInfo {
     pub health: Option<HealthStatus>,
     /// The main process's pid on the VM, while it runs.
     pub pid: Option<u32>,
-    /// The network namespace path (`SandboxKey`), while it runs.
+    /// The namespace file the runtime keeps for the container, as it reports it (Docker's
+    /// `SandboxKey` while the container runs, the containerd adapter's named namespace
+    /// while it exists). To enter the container's namespace, ask
+    /// [`ContainerRuntime::network_namespace`], which also covers containers without one.
     pub sandbox_key: Option<PathBuf>,
     /// How often the daemon restarted it.
     pub restart_count: u64,

@@ -37,8 +37,8 @@ use netiso_runtime::test_support::image::{
 use netiso_runtime::test_support::{PROVISION_HINT, block_on_cleanup, next_counter, require_root};
 use netiso_runtime::{
     ContainerRuntime, ContainerSpec, ContainerStatus, HealthCheck, HealthStatus,
-    HostnicNetworkSpec, ImageReference, ImageStatus, NetworkAttachment, PullPolicy, PullProgress,
-    RuntimeError,
+    HostnicNetworkSpec, ImageReference, ImageStatus, NetworkAttachment, NetworkNamespace,
+    PullPolicy, PullProgress, RuntimeError,
 };
 use oci_client::client::{ClientConfig, ClientProtocol, Config, ImageLayer};
 use oci_client::secrets::RegistryAuth;
@@ -965,6 +965,93 @@ fn containerd_isolated_end_to_end() {
             link.assert_home();
             assert_nothing_left(bed.namespace(), &name).await;
         }
+    });
+}
+
+/// Whether the runtime finds the tenant NIC among container `name`'s interfaces.
+async fn holds_nic(runtime: &ContainerdRuntime, name: &str, nic: &TenantNic) -> bool {
+    let mac = nic.mac_address;
+    runtime
+        .network_interfaces(name)
+        .await
+        .expect("read the container's interfaces")
+        .is_some_and(|links| links.iter().any(|link| link.mac == Some(mac)))
+}
+
+#[test]
+fn containerd_network_namespace_and_interfaces_follow_the_container_record() {
+    require_root();
+    runtime().block_on(async {
+        let bed = TestBed::new();
+        let (runtime, image) = bed.ready().await;
+        let name = format!("db-{}-netns", next_counter());
+        let prepared = PathBuf::from(format!("/run/netns/{}", runtime.netns_name(&name)));
+        assert_eq!(
+            runtime.network_namespace(&name).await.expect("ask"),
+            None,
+            "no container yet"
+        );
+
+        runtime
+            .create_container(&database_spec(&name, &image, &bed.link.nic))
+            .await
+            .expect("create");
+        let created = runtime
+            .network_namespace(&name)
+            .await
+            .expect("ask")
+            .expect("prepared at create");
+        assert_eq!(created, NetworkNamespace::Mounted(prepared.clone()));
+        assert!(
+            holds_nic(&runtime, &name, &bed.link.nic).await,
+            "the NIC is in it before start"
+        );
+
+        runtime.start(&name).await.expect("start");
+        let info = runtime
+            .wait_healthy(&name, Duration::from_secs(30))
+            .await
+            .expect("running");
+        let running = runtime
+            .network_namespace(&name)
+            .await
+            .expect("ask")
+            .expect("running");
+        assert_eq!(running, NetworkNamespace::Mounted(prepared.clone()));
+        let pid = info.pid.expect("a running task has a pid");
+        assert_eq!(
+            Namespace::open_path(running.path())
+                .and_then(|ns| ns.id())
+                .expect("prepared namespace"),
+            Namespace::open_path(format!("/proc/{pid}/ns/net"))
+                .and_then(|ns| ns.id())
+                .expect("task namespace"),
+            "the task runs in the prepared namespace"
+        );
+
+        runtime
+            .stop(&name, Duration::from_secs(1))
+            .await
+            .expect("stop");
+        let stopped = runtime
+            .network_namespace(&name)
+            .await
+            .expect("ask")
+            .expect("kept while the container exists");
+        assert_eq!(stopped, NetworkNamespace::Mounted(prepared));
+        assert!(
+            holds_nic(&runtime, &name, &bed.link.nic).await,
+            "a stopped container keeps the NIC"
+        );
+
+        assert!(runtime.remove(&name, true).await.expect("remove"));
+        assert_eq!(runtime.network_namespace(&name).await.expect("ask"), None);
+        assert!(
+            !holds_nic(&runtime, &name, &bed.link.nic).await,
+            "no container, no NIC"
+        );
+        bed.link.assert_home();
+        assert_nothing_left(bed.namespace(), &name).await;
     });
 }
 

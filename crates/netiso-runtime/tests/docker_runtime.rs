@@ -4,14 +4,15 @@
 use std::time::{Duration, Instant};
 
 use netiso_config::secret::Secret;
+use netiso_netlink::Namespace;
 use netiso_runtime::test_support::image::{PublishedImage, echo_health_check};
 use netiso_runtime::test_support::{
     ContainerGuard, NetworkGuard, connect_docker, guest_registry, require_root, unique_name,
 };
 use netiso_runtime::{
     Bind, ContainerRuntime, ContainerSpec, ContainerStatus, DockerRuntime, HealthStatus,
-    HostnicNetworkSpec, ImageReference, ImageStatus, IpamPool, NetworkAttachment, NetworkStatus,
-    PullPolicy, PullProgress, RegistryCredentials, RestartPolicy, RuntimeError,
+    HostnicNetworkSpec, ImageReference, ImageStatus, IpamPool, NetworkAttachment, NetworkNamespace,
+    NetworkStatus, PullPolicy, PullProgress, RegistryCredentials, RestartPolicy, RuntimeError,
 };
 
 /// A host directory for a bind mount, removed on drop.
@@ -311,6 +312,65 @@ async fn stop_kills_after_the_timeout_and_is_idempotent() {
         .stop(guard.name(), Duration::from_secs(1))
         .await
         .expect("stopping a stopped container is not an error");
+}
+
+#[tokio::test]
+async fn network_namespace_and_interfaces_are_the_sandbox_while_the_container_runs() {
+    let docker = setup().await;
+    let (_image, guard) = running_container(&docker, "nti-netns").await;
+    let info = docker
+        .inspect(guard.name())
+        .await
+        .expect("inspect")
+        .expect("exists");
+    let namespace = docker
+        .network_namespace(guard.name())
+        .await
+        .expect("ask")
+        .expect("a running container has a namespace");
+    let sandbox = info.sandbox_key.expect("a running container has a sandbox");
+    assert_eq!(namespace, NetworkNamespace::Mounted(sandbox));
+    let pid = info.pid.expect("a running container has a pid");
+    assert_eq!(
+        Namespace::open_path(namespace.path())
+            .and_then(|ns| ns.id())
+            .expect("sandbox namespace"),
+        Namespace::open_path(format!("/proc/{pid}/ns/net"))
+            .and_then(|ns| ns.id())
+            .expect("process namespace"),
+        "the sandbox is the process's namespace"
+    );
+    let links = docker
+        .network_interfaces(guard.name())
+        .await
+        .expect("read the container's interfaces")
+        .expect("a running container has interfaces");
+    let names: Vec<&str> = links.iter().map(|l| l.name.as_str()).collect();
+    assert!(
+        names.contains(&"lo") && names.contains(&"eth0"),
+        "bridged: lo and eth0, got {names:?}"
+    );
+
+    docker
+        .stop(guard.name(), Duration::from_secs(1))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        docker.network_namespace(guard.name()).await.expect("ask"),
+        None,
+        "dockerd tears the sandbox down with the process"
+    );
+    assert_eq!(
+        docker.network_interfaces(guard.name()).await.expect("ask"),
+        None
+    );
+    assert_eq!(
+        docker
+            .network_namespace(&unique_name("nti-absent"))
+            .await
+            .expect("ask"),
+        None
+    );
 }
 
 #[tokio::test]

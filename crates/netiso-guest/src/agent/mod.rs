@@ -27,7 +27,7 @@ use netiso_messaging::{
     BrokerConfig, ConductorClient, InstanceKey, RabbitOptions, RpcServer, Serializer, ServerConfig,
     ServiceStatus, Target, Transport,
 };
-use netiso_netlink::{MacAddress, Namespace, NetlinkHandle, Rtnetlink};
+use netiso_netlink::{MacAddress, NetlinkHandle, Rtnetlink};
 use netiso_runtime::{
     ContainerRuntime, ContainerdConfig, ContainerdRuntime, DockerRuntime, RegistryCredentials,
     RuntimeError,
@@ -207,27 +207,10 @@ async fn held_by_database(config: &AgentConfig, name: &str, mac: MacAddress) -> 
 
 /// Whether the namespace of container `name` holds a link with `mac`.
 async fn container_holds(runtime: &dyn ContainerRuntime, name: &str, mac: MacAddress) -> bool {
-    let Ok(Some(info)) = runtime.inspect(name).await else {
-        return false;
-    };
-    let Some(path) = info
-        .sandbox_key
-        .filter(|p| !p.as_os_str().is_empty())
-        .or_else(|| {
-            info.pid
-                .map(|pid| PathBuf::from(format!("/proc/{pid}/ns/net")))
-        })
-    else {
-        return false;
-    };
-    tokio::task::spawn_blocking(move || {
-        Namespace::open_path(&path)
-            .and_then(|ns| NetlinkHandle::in_namespace(&ns))
-            .and_then(|handle| handle.link_by_mac(mac))
-            .is_ok()
-    })
-    .await
-    .unwrap_or(false)
+    match runtime.network_interfaces(name).await {
+        Ok(Some(links)) => links.iter().any(|link| link.mac == Some(mac)),
+        Ok(None) | Err(_) => false,
+    }
 }
 
 /// The start-up isolation step, fail closed: the NIC must be found in the VM and isolated,

@@ -88,7 +88,8 @@ pub enum ProbeTarget {
     /// Isolated mode: the container's tenant address, from inside the container's own
     /// network namespace (the VM has no route to it: that is the point of isolation).
     ContainerNamespace {
-        /// The container's namespace file (sandbox key or `/proc/<pid>/ns/net`).
+        /// The container's namespace file, as the runtime's
+        /// [`network_namespace`](netiso_runtime::ContainerRuntime::network_namespace) gives it.
         netns: PathBuf,
         /// The tenant address and the database port.
         address: SocketAddr,
@@ -702,17 +703,14 @@ impl GuestService {
                 let address = nic
                     .primary_address()
                     .ok_or("the tenant NIC file has no address")?;
-                let netns = info
-                    .sandbox_key
-                    .clone()
-                    .filter(|p| !p.as_os_str().is_empty())
-                    .or_else(|| {
-                        info.pid
-                            .map(|pid| PathBuf::from(format!("/proc/{pid}/ns/net")))
-                    })
+                let netns = self
+                    .runtime
+                    .network_namespace(&self.settings.container_name)
+                    .await
+                    .map_err(|e| e.to_string())?
                     .ok_or("the container has no network namespace yet")?;
                 Ok(ProbeTarget::ContainerNamespace {
-                    netns,
+                    netns: netns.path(),
                     address: SocketAddr::new(address, port),
                 })
             }

@@ -15,8 +15,8 @@ use netiso_guest::rpc::{DatabaseSettings, GuestService, PortProbe, ProbeTarget, 
 use netiso_messaging::{Context, ServiceStatus};
 use netiso_runtime::{
     ContainerInfo, ContainerRuntime, ContainerSpec, ContainerStatus, ContainerSummary,
-    HostnicNetworkSpec, ImageReference, ImageStatus, NetworkStatus, PullPolicy, PullProgress,
-    RegistryCredentials, RuntimeError,
+    HostnicNetworkSpec, ImageReference, ImageStatus, NetworkNamespace, NetworkStatus, PullPolicy,
+    PullProgress, RegistryCredentials, RuntimeError,
 };
 use serde_json::{Value, json};
 
@@ -181,6 +181,19 @@ impl ContainerRuntime for FakeRuntime {
 
     async fn list(&self) -> Result<Vec<ContainerSummary>, RuntimeError> {
         Ok(Vec::new())
+    }
+
+    async fn network_namespace(
+        &self,
+        name: &str,
+    ) -> Result<Option<NetworkNamespace>, RuntimeError> {
+        Ok(self
+            .containers
+            .lock()
+            .expect("lock")
+            .get(name)
+            .and_then(|c| c.sandbox_key.clone())
+            .map(NetworkNamespace::Mounted))
     }
 }
 

@@ -54,7 +54,7 @@ use crate::error::RuntimeError;
 use crate::image::{ImageReference, ImageStatus, PullPolicy, PullProgress, RegistryCredentials};
 use crate::runtime::{
     ContainerInfo, ContainerRuntime, ContainerStatus, ContainerSummary, EndpointInfo, HealthStatus,
-    NetworkStatus,
+    NetworkNamespace, NetworkStatus,
 };
 use crate::spec::{
     ContainerSpec, HealthCheck, HostnicNetworkSpec, NetworkAttachment, RestartPolicy,
@@ -842,6 +842,28 @@ fn status_of(
     }
 }
 
+/// The named namespace this adapter prepared for `container` (recorded in its labels),
+/// while it exists: a VM reboot removes it until the next `start` prepares it again.
+fn prepared_netns(container: &Container) -> Option<PathBuf> {
+    container
+        .labels
+        .get(LABEL_NETNS)
+        .map(|name| tenant::netns_path(name))
+        .filter(|path| path.exists())
+}
+
+/// The prepared namespace first: the task joins it, so it is the task's namespace too, and
+/// it outlives the task. A running task's own namespace only when the prepared one is gone
+/// (its mount removed under a running task).
+fn network_namespace_of(
+    prepared: Option<PathBuf>,
+    running_pid: Option<u32>,
+) -> Option<NetworkNamespace> {
+    prepared
+        .map(NetworkNamespace::Mounted)
+        .or(running_pid.map(NetworkNamespace::Process))
+}
+
 /// The restart monitor's policy for ours; `None` leaves the container alone.
 fn restart_policy_label(policy: RestartPolicy) -> Option<&'static str> {
     match policy {
@@ -1218,10 +1240,6 @@ impl ContainerRuntime for ContainerdRuntime {
             .as_ref()
             .filter(|t| t.status() == TaskStatus::Running)
             .map(|t| t.pid);
-        let netns = container
-            .labels
-            .get(LABEL_NETNS)
-            .map(|n| tenant::netns_path(n));
         let mut networks = BTreeMap::new();
         if let (Some(network), Some(nic)) = (
             container.labels.get(LABEL_NETWORK),
@@ -1247,7 +1265,7 @@ impl ContainerRuntime for ContainerdRuntime {
                 _ => None,
             },
             pid: running_pid,
-            sandbox_key: netns.filter(|p| p.exists()),
+            sandbox_key: prepared_netns(&container),
             restart_count: container
                 .labels
                 .get(RESTART_COUNT_LABEL)
@@ -1295,6 +1313,28 @@ impl ContainerRuntime for ContainerdRuntime {
                 }
             })
             .collect())
+    }
+
+    /// The named namespace prepared for the container, which holds the tenant NIC from
+    /// `create_container` to `remove` whether the task runs or not; else a running task's
+    /// own. Reads the record and the task only: no health probe, unlike `inspect`.
+    async fn network_namespace(
+        &self,
+        name: &str,
+    ) -> Result<Option<NetworkNamespace>, RuntimeError> {
+        let Some(container) = self.container(name).await? else {
+            return Ok(None);
+        };
+        let prepared = prepared_netns(&container);
+        let running_pid = match prepared {
+            Some(_) => None,
+            None => self
+                .task(name)
+                .await?
+                .filter(|t| t.status() == TaskStatus::Running)
+                .map(|t| t.pid),
+        };
+        Ok(network_namespace_of(prepared, running_pid))
     }
 }
 
@@ -1425,6 +1465,39 @@ mod tests {
             status_of(Some(&running), &labels),
             (ContainerStatus::Running, None)
         );
+    }
+
+    #[test]
+    fn network_namespace_prefers_the_prepared_one() {
+        let prepared = PathBuf::from("/run/netns/netiso-trove-database");
+        assert_eq!(
+            network_namespace_of(Some(prepared.clone()), Some(42)),
+            Some(NetworkNamespace::Mounted(prepared.clone()))
+        );
+        // A stopped container keeps the tenant NIC in its prepared namespace.
+        assert_eq!(
+            network_namespace_of(Some(prepared.clone()), None),
+            Some(NetworkNamespace::Mounted(prepared))
+        );
+        assert_eq!(
+            network_namespace_of(None, Some(42)),
+            Some(NetworkNamespace::Process(42))
+        );
+        assert_eq!(network_namespace_of(None, None), None);
+    }
+
+    #[test]
+    fn prepared_netns_needs_the_label_and_the_namespace() {
+        let mut container = Container {
+            id: "database".to_owned(),
+            ..Container::default()
+        };
+        assert_eq!(prepared_netns(&container), None);
+        container.labels.insert(
+            LABEL_NETNS.to_owned(),
+            format!("netiso-absent-{}", std::process::id()),
+        );
+        assert_eq!(prepared_netns(&container), None, "a namespace that is gone");
     }
 
     #[test]

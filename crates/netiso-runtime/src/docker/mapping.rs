@@ -9,11 +9,11 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use bollard::models::{
-    ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum,
+    ContainerCreateBody, ContainerInspectResponse, ContainerState, ContainerStateStatusEnum,
     ContainerSummary as DockerContainerSummary, ContainerSummaryStateEnum, CreateImageInfo,
     EndpointIpamConfig, EndpointSettings, HealthConfig, HealthStatusEnum, HostConfig, Ipam,
-    IpamConfig, NetworkCreateRequest, NetworkInspect, NetworkingConfig, PortBinding,
-    RestartPolicy as DockerRestartPolicy, RestartPolicyNameEnum,
+    IpamConfig, NetworkCreateRequest, NetworkInspect, NetworkSettings, NetworkingConfig,
+    PortBinding, RestartPolicy as DockerRestartPolicy, RestartPolicyNameEnum,
 };
 use ipnet::IpNet;
 use netiso_config::tenant_nic::MacAddress;
@@ -21,7 +21,7 @@ use netiso_config::tenant_nic::MacAddress;
 use crate::error::RuntimeError;
 use crate::image::PullProgress;
 use crate::runtime::{
-    ContainerInfo, ContainerStatus, ContainerSummary, EndpointInfo, HealthStatus,
+    ContainerInfo, ContainerStatus, ContainerSummary, EndpointInfo, HealthStatus, NetworkNamespace,
 };
 use crate::spec::{
     ContainerSpec, HOSTNIC_MAC_OPTION, HealthCheck, HostnicNetworkSpec, NetworkAttachment,
@@ -325,6 +325,8 @@ fn gateway_text(gateway: Option<IpAddr>) -> String {
 
 /// Our view of an inspect answer.
 pub fn container_info(inspect: ContainerInspectResponse) -> ContainerInfo {
+    let pid = running_pid(inspect.state.as_ref());
+    let sandbox_key = live_sandbox_key(inspect.network_settings.as_ref(), pid);
     let state = inspect.state.unwrap_or_default();
     let status = match state.status {
         Some(ContainerStateStatusEnum::CREATED) => ContainerStatus::Created,
@@ -359,16 +361,6 @@ pub fn container_info(inspect: ContainerInspectResponse) -> ContainerInfo {
             (name, info)
         })
         .collect::<BTreeMap<_, _>>();
-    let pid = state
-        .pid
-        .and_then(|p| u32::try_from(p).ok())
-        .filter(|p| *p != 0);
-    // dockerd 20.10 keeps reporting the SandboxKey of a stopped container, whose
-    // namespace is gone: only a container with a process has a namespace to enter.
-    let sandbox_key = settings
-        .sandbox_key
-        .filter(|k| !k.is_empty() && pid.is_some())
-        .map(PathBuf::from);
     ContainerInfo {
         id: inspect.id.unwrap_or_default(),
         name: strip_slash(inspect.name.unwrap_or_default()),
@@ -389,6 +381,38 @@ pub fn container_info(inspect: ContainerInspectResponse) -> ContainerInfo {
         error: state.error.filter(|e| !e.is_empty()),
         networks,
     }
+}
+
+/// Where the container's network namespace is, from an inspect answer: its sandbox key
+/// while it has a process, else that process's own namespace (a container that joins
+/// another's network, `container:<id>`, has no sandbox key of its own); `None` without a
+/// process, since dockerd tears the sandbox down when the container stops.
+pub fn network_namespace(inspect: &ContainerInspectResponse) -> Option<NetworkNamespace> {
+    let pid = running_pid(inspect.state.as_ref())?;
+    Some(
+        match live_sandbox_key(inspect.network_settings.as_ref(), Some(pid)) {
+            Some(key) => NetworkNamespace::Mounted(key),
+            None => NetworkNamespace::Process(pid),
+        },
+    )
+}
+
+/// The main process's pid while there is one (dockerd reports 0 for a stopped container).
+fn running_pid(state: Option<&ContainerState>) -> Option<u32> {
+    state
+        .and_then(|s| s.pid)
+        .and_then(|p| u32::try_from(p).ok())
+        .filter(|p| *p != 0)
+}
+
+/// The sandbox key of a container with a process: dockerd 20.10 keeps reporting the key of
+/// a stopped container, whose namespace is gone.
+fn live_sandbox_key(settings: Option<&NetworkSettings>, pid: Option<u32>) -> Option<PathBuf> {
+    pid?;
+    settings
+        .and_then(|s| s.sandbox_key.as_deref())
+        .filter(|k| !k.is_empty())
+        .map(PathBuf::from)
 }
 
 /// Our view of one `list` entry.
@@ -436,7 +460,7 @@ pub fn pull_progress(info: &CreateImageInfo) -> PullProgress {
 mod tests {
     use super::*;
     use crate::spec::{Bind, IpamPool};
-    use bollard::models::{ContainerState, Health, NetworkSettings};
+    use bollard::models::Health;
     use netiso_config::secret::Secret;
     use std::time::Duration;
 
@@ -800,6 +824,51 @@ mod tests {
         });
         assert_eq!((stopped.pid, stopped.sandbox_key.as_deref()), (None, None));
         assert_eq!(stopped.describe_state(), "exited (code 137)");
+    }
+
+    #[test]
+    fn network_namespace_is_the_sandbox_key_while_the_container_runs() {
+        let inspect: ContainerInspectResponse = serde_json::from_value(serde_json::json!({
+            "Id": "c0ffee",
+            "Name": "/database",
+            "State": {"Status": "running", "Running": true, "Pid": 4242},
+            "NetworkSettings": {"SandboxKey": "/run/docker/netns/0123456789ab"}
+        }))
+        .expect("inspect JSON");
+        assert_eq!(
+            network_namespace(&inspect),
+            Some(NetworkNamespace::Mounted(PathBuf::from(
+                "/run/docker/netns/0123456789ab"
+            )))
+        );
+    }
+
+    #[test]
+    fn network_namespace_without_sandbox_key_is_the_process_one() {
+        // A container on another's network (`container:<id>`) reports an empty key.
+        let inspect: ContainerInspectResponse = serde_json::from_value(serde_json::json!({
+            "State": {"Status": "running", "Running": true, "Pid": 4242},
+            "NetworkSettings": {"SandboxKey": ""}
+        }))
+        .expect("inspect JSON");
+        let namespace = network_namespace(&inspect).expect("a running container has one");
+        assert_eq!(namespace, NetworkNamespace::Process(4242));
+        assert_eq!(namespace.path(), PathBuf::from("/proc/4242/ns/net"));
+    }
+
+    #[test]
+    fn a_stopped_container_has_no_network_namespace() {
+        // dockerd 20.10 keeps the key of a stopped container; its namespace is gone.
+        let stopped: ContainerInspectResponse = serde_json::from_value(serde_json::json!({
+            "State": {"Status": "exited", "Running": false, "Pid": 0, "ExitCode": 137},
+            "NetworkSettings": {"SandboxKey": "/run/docker/netns/0123456789ab"}
+        }))
+        .expect("inspect JSON");
+        assert_eq!(network_namespace(&stopped), None);
+        assert_eq!(
+            network_namespace(&ContainerInspectResponse::default()),
+            None
+        );
     }
 
     #[test]

@@ -23,7 +23,9 @@ use tracing::{debug, info, warn};
 
 use crate::error::RuntimeError;
 use crate::image::{ImageReference, ImageStatus, PullPolicy, PullProgress, RegistryCredentials};
-use crate::runtime::{ContainerInfo, ContainerRuntime, ContainerSummary, NetworkStatus};
+use crate::runtime::{
+    ContainerInfo, ContainerRuntime, ContainerSummary, NetworkNamespace, NetworkStatus,
+};
 use crate::spec::{ContainerSpec, HostnicNetworkSpec};
 
 /// Extra time a stop or restart request may take beyond its kill timeout.
@@ -77,6 +79,22 @@ impl DockerRuntime {
             Ok(inspect) => Ok(inspect.id),
             Err(e) if status_of(&e) == Some(404) => Ok(None),
             Err(e) => Err(self.backend("inspect image", image, e)),
+        }
+    }
+
+    /// dockerd's inspect answer for a container, `None` when there is no such container.
+    async fn inspect_container(
+        &self,
+        name: &str,
+    ) -> Result<Option<bollard::models::ContainerInspectResponse>, RuntimeError> {
+        match self
+            .client
+            .inspect_container(name, None::<InspectContainerOptions>)
+            .await
+        {
+            Ok(inspect) => Ok(Some(inspect)),
+            Err(e) if status_of(&e) == Some(404) => Ok(None),
+            Err(e) => Err(self.backend("inspect container", name, e)),
         }
     }
 
@@ -411,15 +429,10 @@ impl ContainerRuntime for DockerRuntime {
     }
 
     async fn inspect(&self, name: &str) -> Result<Option<ContainerInfo>, RuntimeError> {
-        match self
-            .client
-            .inspect_container(name, None::<InspectContainerOptions>)
-            .await
-        {
-            Ok(inspect) => Ok(Some(mapping::container_info(inspect))),
-            Err(e) if status_of(&e) == Some(404) => Ok(None),
-            Err(e) => Err(self.backend("inspect container", name, e)),
-        }
+        Ok(self
+            .inspect_container(name)
+            .await?
+            .map(mapping::container_info))
     }
 
     async fn list(&self) -> Result<Vec<ContainerSummary>, RuntimeError> {
@@ -433,6 +446,19 @@ impl ContainerRuntime for DockerRuntime {
             .await
             .map_err(|e| self.backend("list containers", "all", e))?;
         Ok(listed.into_iter().map(mapping::container_summary).collect())
+    }
+
+    /// The sandbox key dockerd reports while the container runs, else its process's
+    /// namespace ([`mapping::network_namespace`]).
+    async fn network_namespace(
+        &self,
+        name: &str,
+    ) -> Result<Option<NetworkNamespace>, RuntimeError> {
+        Ok(self
+            .inspect_container(name)
+            .await?
+            .as_ref()
+            .and_then(mapping::network_namespace))
     }
 }
 
