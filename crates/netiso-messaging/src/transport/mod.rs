@@ -92,7 +92,7 @@ impl Transport {
     /// With `ssl` on, the TLS files are loaded here: a setting that cannot be honoured is
     /// [`TransportError::Tls`], never a plaintext connection.
     pub fn start(config: BrokerConfig, options: RabbitOptions) -> Result<Self, TransportError> {
-        options.validate().map_err(TransportError::Options)?;
+        options.validate()?;
         if config.hosts.is_empty() {
             return Err(TransportError::Config("no broker host configured".into()));
         }
