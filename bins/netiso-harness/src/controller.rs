@@ -74,7 +74,7 @@ impl Controller {
         let key = InstanceKey::new(key).map_err(|e| anyhow!("instance key: {e}"))?;
         let client = RpcClient::new(&transport, exchange, Serializer::Secure(key.clone()));
         let recorded = Arc::new(Recorded::default());
-        let mut dispatcher = Dispatcher::new("1.0").map_err(|e| anyhow!(e))?;
+        let mut dispatcher = Dispatcher::new("1.0")?;
         for method in ["heartbeat", "notify_end", "notify_exc_info"] {
             let recorded = Arc::clone(&recorded);
             dispatcher.register(method, move |_: Context, args: Args| {

@@ -23,8 +23,8 @@ pub use driver::{Driver, DriverError};
 pub use locator::{LocateError, NetnsNicLocator, NicLocator};
 pub use mac::{MacParseError, parse_nic_mac};
 pub use netiso_config::tenant_nic::MacAddress;
-pub use protocol::{ProtocolError, Request, Response, decode_request};
+pub use protocol::{DockerIdError, ProtocolError, Request, Response, decode_request};
 pub use server::{
     PluginSocket, ServeLimits, ServerError, serve, serve_with_limits, termination_signal,
 };
-pub use state::{StateError, StateStore};
+pub use state::{StateError, StateFileError, StateStore};

@@ -144,7 +144,7 @@ pub struct DockerId(String);
 
 impl DockerId {
     /// Validates `text` as a Docker ID; the error says what shape was expected.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, DockerIdError> {
         let local =
             text.len() == 64 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
         let swarm = text.len() == 25
@@ -154,10 +154,9 @@ impl DockerId {
         if local || swarm {
             Ok(Self(text.to_owned()))
         } else {
-            Err(format!(
-                "{:?} is not a Docker ID (64 lowercase hex digits, or 25 lowercase letters and digits for swarm)",
-                text.chars().take(80).collect::<String>()
-            ))
+            Err(DockerIdError::Malformed {
+                shown: text.chars().take(80).collect(),
+            })
         }
     }
 
@@ -165,6 +164,20 @@ impl DockerId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// Why a text is not a Docker ID.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DockerIdError {
+    /// Neither a local ID nor a swarm ID.
+    #[error(
+        "{shown:?} is not a Docker ID (64 lowercase hex digits, or 25 lowercase letters and digits for swarm)"
+    )]
+    Malformed {
+        /// The text received, cut to its first 80 characters (it comes from the request).
+        shown: String,
+    },
 }
 
 impl fmt::Display for DockerId {
@@ -636,13 +649,13 @@ impl Fields {
             None | Some("") => Ok(None),
             Some(text) => DockerId::parse(text)
                 .map(Some)
-                .map_err(|reason| self.invalid(key, reason)),
+                .map_err(|reason| self.invalid(key, reason.to_string())),
         }
     }
 
     fn required_id(&self, key: &str) -> Result<DockerId, ProtocolError> {
         let text = self.required_str(key, "send the Docker ID (64 lowercase hex digits)")?;
-        DockerId::parse(text).map_err(|reason| self.invalid(key, reason))
+        DockerId::parse(text).map_err(|reason| self.invalid(key, reason.to_string()))
     }
 
     fn endpoint_ref(&self) -> Result<EndpointRef, ProtocolError> {
@@ -1061,6 +1074,17 @@ mod tests {
         ] {
             assert!(DockerId::parse(bad).is_err(), "{bad}");
         }
+        let long = "x".repeat(200);
+        let Err(err) = DockerId::parse(&long) else {
+            panic!("not an ID");
+        };
+        assert_eq!(
+            err,
+            DockerIdError::Malformed {
+                shown: "x".repeat(80)
+            }
+        );
+        assert!(err.to_string().contains("is not a Docker ID"), "{err}");
     }
 
     #[test]

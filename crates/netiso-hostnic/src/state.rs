@@ -175,7 +175,8 @@ impl StateStore {
                     store.networks = parsed.networks;
                     store.rejected = parsed.rejected;
                 }
-                Err(reason) => {
+                Err(unusable) => {
+                    let reason = unusable.to_string();
                     let kept_as = set_aside(path, &reason)?;
                     store.set_aside = Some(SetAsideFile { kept_as, reason });
                     store.write(&Networks::new())?;
@@ -263,11 +264,24 @@ impl StateStore {
     }
 }
 
+/// Why a state file is unusable as a whole (single bad entries are [`RejectedEntry`]s).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StateFileError {
+    /// The bytes are not JSON, or not a JSON object of NetworkID to entry.
+    #[error("not a JSON object of NetworkID to entry: {source}")]
+    NotAnObjectOfNetworks {
+        /// The parser's complaint, with line and column.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
 /// Parses state file bytes entry by entry (pure; also the fuzz entry point). `Err` only when
 /// the whole file is unusable: not JSON, or not a JSON object.
-pub fn parse_networks(bytes: &[u8]) -> Result<ParsedState, String> {
+pub fn parse_networks(bytes: &[u8]) -> Result<ParsedState, StateFileError> {
     let entries = serde_json::from_slice::<EntriesInFileOrder>(bytes)
-        .map_err(|err| err.to_string())?
+        .map_err(|source| StateFileError::NotAnObjectOfNetworks { source })?
         .0;
     let mut parsed = ParsedState::default();
     // A NetworkID given twice: the last one counts, as with Python's `json.load`.
@@ -668,6 +682,24 @@ mod tests {
             reopened.rejected().keys().collect::<Vec<_>>(),
             vec!["not-an-object"]
         );
+    }
+
+    #[test]
+    fn a_file_that_is_not_an_object_of_networks_is_unusable_as_a_whole() {
+        for bytes in [&b"{\"half"[..], b"[]", b"null", b""] {
+            let Err(err) = parse_networks(bytes) else {
+                panic!("{bytes:?} is not a state file");
+            };
+            assert!(
+                matches!(err, StateFileError::NotAnObjectOfNetworks { .. }),
+                "{err}"
+            );
+            assert!(
+                err.to_string()
+                    .starts_with("not a JSON object of NetworkID to entry: "),
+                "{err}"
+            );
+        }
     }
 
     #[test]

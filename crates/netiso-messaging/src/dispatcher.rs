@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use crate::envelope::{RemoteFailure, printable};
+use crate::error::DispatcherError;
 use crate::serializer::Context;
 
 /// Module reported for oslo's own dispatcher errors.
@@ -209,9 +210,10 @@ pub(crate) enum Resolution {
 
 impl Dispatcher {
     /// An endpoint implementing `version` (e.g. `1.3`) in the default (null) namespace.
-    pub fn new(version: &str) -> Result<Self, String> {
-        let version =
-            Version::parse(version).ok_or_else(|| format!("bad endpoint version {version:?}"))?;
+    pub fn new(version: &str) -> Result<Self, DispatcherError> {
+        let version = Version::parse(version).ok_or_else(|| DispatcherError::BadVersion {
+            version: version.to_owned(),
+        })?;
         Ok(Self {
             version,
             namespace: None,
@@ -302,6 +304,23 @@ mod tests {
         }
         let failure = refused(d.resolve("rpc_ping", None, Some("other")));
         assert_eq!(failure.class, "UnsupportedVersion");
+    }
+
+    #[test]
+    fn endpoint_versions_must_be_numeric() {
+        for bad in ["", "1.x", "v1.3", "1.2.3.4"] {
+            let Err(err) = Dispatcher::new(bad) else {
+                panic!("{bad:?} is not a version");
+            };
+            assert_eq!(
+                err,
+                DispatcherError::BadVersion {
+                    version: bad.into()
+                }
+            );
+            assert!(err.to_string().contains(&format!("{bad:?}")), "{err}");
+        }
+        assert!(Dispatcher::new("2.0.1").is_ok());
     }
 
     #[test]

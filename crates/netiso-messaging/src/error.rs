@@ -138,7 +138,7 @@ pub enum TransportError {
     Closed,
     /// Invalid options for the declarations.
     #[error("invalid [oslo_messaging_rabbit] options: {0}")]
-    Options(String),
+    Options(#[from] OptionsError),
     /// The TLS settings cannot be honoured (the message names the option and its file).
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
@@ -152,6 +152,80 @@ impl TransportError {
             source,
         }
     }
+}
+
+/// Why `[oslo_messaging_rabbit]` options (or the `transport_url` query overriding them)
+/// cannot be used. Every message names the option; query values are quoted because they are
+/// never secrets (the password is in the URL's user part, not its query).
+#[derive(Debug, Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OptionsError {
+    /// Quorum queues (`rabbit_quorum_queue` or `rabbit_transient_quorum_queue`) and
+    /// `rabbit_ha_queues` are both on; oslo refuses the combination too.
+    #[error(
+        "{quorum_option} and rabbit_ha_queues both enabled: a queue is quorum or HA (mirrored), \
+         not both"
+    )]
+    QuorumWithHa {
+        /// The quorum option that is on (`rabbit_quorum_queue` when both are).
+        quorum_option: &'static str,
+    },
+    /// `rabbit_retry_interval` is zero: reconnection would spin.
+    #[error("rabbit_retry_interval must be positive")]
+    RetryIntervalNotPositive,
+    /// A query option that takes a boolean has another value.
+    #[error("transport_url option {option}={value:?} is not a boolean")]
+    NotABoolean {
+        /// The option's name.
+        option: String,
+        /// The value given.
+        value: String,
+    },
+    /// A query option that takes a count has another value.
+    #[error("transport_url option {option}={value:?} is not a whole number")]
+    NotAWholeNumber {
+        /// The option's name.
+        option: String,
+        /// The value given.
+        value: String,
+    },
+    /// A query option that takes seconds has another value (or a negative one).
+    #[error("transport_url option {option}={value:?} is not a number of seconds")]
+    NotSeconds {
+        /// The option's name.
+        option: String,
+        /// The value given.
+        value: String,
+    },
+    /// A count beyond what the option's AMQP field can carry.
+    #[error("transport_url option {option}={value:?} is too large")]
+    TooLarge {
+        /// The option's name.
+        option: String,
+        /// The value given.
+        value: String,
+    },
+    /// `ssl_version` names no version oslo accepts.
+    #[error("transport_url option {option}: {source}")]
+    BadValue {
+        /// The option's name.
+        option: String,
+        /// What is wrong with its value.
+        #[source]
+        source: netiso_config::value::ValueError,
+    },
+}
+
+/// Why a [`crate::Dispatcher`] cannot be made.
+#[derive(Debug, Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DispatcherError {
+    /// The endpoint version is not numeric `major.minor[.revision]`.
+    #[error("bad endpoint version {version:?} (expected major.minor[.revision], e.g. \"1.3\")")]
+    BadVersion {
+        /// The version given.
+        version: String,
+    },
 }
 
 /// Errors seen by an RPC caller.

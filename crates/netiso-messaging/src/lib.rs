@@ -28,7 +28,10 @@ pub use client::RpcClient;
 pub use conductor::{ConductorClient, ServiceStatus};
 pub use crypto::InstanceKey;
 pub use dispatcher::{Args, Dispatcher, HandlerError};
-pub use error::{CallError, CryptoError, EnvelopeError, SerializerError, TransportError};
+pub use error::{
+    CallError, CryptoError, DispatcherError, EnvelopeError, OptionsError, SerializerError,
+    TransportError,
+};
 pub use fleet::{FleetClient, Guest, GuestResult, Outcome, Sweep, SweepOptions};
 pub use options::RabbitOptions;
 pub use serializer::{Context, Serializer};

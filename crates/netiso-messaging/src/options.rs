@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use netiso_config::{RabbitTlsOptions, SslVersion};
 
+use crate::error::OptionsError;
+
 /// `[oslo_messaging_rabbit]` options relevant to declarations, publishing and reconnection.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
@@ -77,14 +79,27 @@ impl Default for RabbitOptions {
 impl RabbitOptions {
     /// Applies `transport_url` query parameters, which override `[oslo_messaging_rabbit]`
     /// options of the same name. Returns the names it does not know (oslo ignores them too).
-    pub fn apply_url_query(&mut self, query: &[(String, String)]) -> Result<Vec<String>, String> {
+    pub fn apply_url_query(
+        &mut self,
+        query: &[(String, String)],
+    ) -> Result<Vec<String>, OptionsError> {
         let mut ignored = Vec::new();
         for (name, value) in query {
             let flag = || parse_bool(name, value);
             let path = || Some(PathBuf::from(value)).filter(|_| !value.is_empty());
             let number = || {
-                value.trim().parse::<u32>().map_err(|_| {
-                    format!("transport_url option {name}={value:?} is not a whole number")
+                value
+                    .trim()
+                    .parse::<u32>()
+                    .map_err(|_| OptionsError::NotAWholeNumber {
+                        option: name.clone(),
+                        value: value.clone(),
+                    })
+            };
+            let small_number = || {
+                u16::try_from(number()?).map_err(|_| OptionsError::TooLarge {
+                    option: name.clone(),
+                    value: value.clone(),
                 })
             };
             let seconds = || {
@@ -94,8 +109,9 @@ impl RabbitOptions {
                     .ok()
                     .filter(|s| s.is_finite() && *s >= 0.0)
                     .map(Duration::from_secs_f64)
-                    .ok_or_else(|| {
-                        format!("transport_url option {name}={value:?} is not a number of seconds")
+                    .ok_or_else(|| OptionsError::NotSeconds {
+                        option: name.clone(),
+                        value: value.clone(),
                     })
             };
             match name.as_str() {
@@ -115,22 +131,17 @@ impl RabbitOptions {
                 "kombu_missing_consumer_retry_timeout" => {
                     self.kombu_missing_consumer_retry_timeout = seconds()?;
                 }
-                "heartbeat_timeout_threshold" => {
-                    self.heartbeat_timeout_threshold = u16::try_from(number()?).map_err(|_| {
-                        format!("transport_url option {name}={value:?} is too large")
-                    })?;
-                }
-                "rabbit_qos_prefetch_count" => {
-                    self.rabbit_qos_prefetch_count = u16::try_from(number()?).map_err(|_| {
-                        format!("transport_url option {name}={value:?} is too large")
-                    })?;
-                }
+                "heartbeat_timeout_threshold" => self.heartbeat_timeout_threshold = small_number()?,
+                "rabbit_qos_prefetch_count" => self.rabbit_qos_prefetch_count = small_number()?,
                 "rabbit_retry_interval" => self.rabbit_retry_interval = seconds()?,
                 "rabbit_interval_max" => self.rabbit_interval_max = seconds()?,
                 "ssl" => self.tls.ssl = flag()?,
                 "ssl_version" => {
-                    self.tls.ssl_version = SslVersion::parse(value)
-                        .map_err(|e| format!("transport_url option {name}: {e}"))?;
+                    self.tls.ssl_version =
+                        SslVersion::parse(value).map_err(|source| OptionsError::BadValue {
+                            option: name.clone(),
+                            source,
+                        })?;
                 }
                 "ssl_ca_file" => self.tls.ssl_ca_file = path(),
                 "ssl_cert_file" => self.tls.ssl_cert_file = path(),
@@ -147,30 +158,35 @@ impl RabbitOptions {
     }
 
     /// Refuses combinations oslo refuses, before anything is declared.
-    pub fn validate(&self) -> Result<(), String> {
-        if self.rabbit_ha_queues && (self.rabbit_quorum_queue || self.rabbit_transient_quorum_queue)
-        {
-            return Err(
-                "rabbit_quorum_queue and rabbit_ha_queues both enabled: a queue is quorum or HA \
-                 (mirrored), not both"
-                    .into(),
-            );
+    pub fn validate(&self) -> Result<(), OptionsError> {
+        if self.rabbit_ha_queues {
+            let quorum_option = if self.rabbit_quorum_queue {
+                Some("rabbit_quorum_queue")
+            } else if self.rabbit_transient_quorum_queue {
+                Some("rabbit_transient_quorum_queue")
+            } else {
+                None
+            };
+            if let Some(quorum_option) = quorum_option {
+                return Err(OptionsError::QuorumWithHa { quorum_option });
+            }
         }
         if self.rabbit_retry_interval.is_zero() {
-            return Err("rabbit_retry_interval must be positive".into());
+            return Err(OptionsError::RetryIntervalNotPositive);
         }
         Ok(())
     }
 }
 
 /// oslo.config's boolean spellings.
-fn parse_bool(name: &str, value: &str) -> Result<bool, String> {
+fn parse_bool(name: &str, value: &str) -> Result<bool, OptionsError> {
     match value.trim().to_ascii_lowercase().as_str() {
         "true" | "1" | "yes" | "on" => Ok(true),
         "false" | "0" | "no" | "off" => Ok(false),
-        _ => Err(format!(
-            "transport_url option {name}={value:?} is not a boolean"
-        )),
+        _ => Err(OptionsError::NotABoolean {
+            option: name.to_owned(),
+            value: value.to_owned(),
+        }),
     }
 }
 
@@ -220,17 +236,75 @@ mod tests {
         let err = options
             .apply_url_query(&query(&[("amqp_durable_queues", "maybe")]))
             .unwrap_err();
-        assert!(err.contains("amqp_durable_queues"), "{err}");
+        assert_eq!(
+            err,
+            OptionsError::NotABoolean {
+                option: "amqp_durable_queues".into(),
+                value: "maybe".into()
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            "transport_url option amqp_durable_queues=\"maybe\" is not a boolean"
+        );
         let err = options
             .apply_url_query(&query(&[("heartbeat_timeout_threshold", "70000")]))
             .unwrap_err();
-        assert!(err.contains("too large"), "{err}");
+        assert!(matches!(err, OptionsError::TooLarge { .. }), "{err}");
+        assert!(err.to_string().contains("too large"), "{err}");
+        let err = options
+            .apply_url_query(&query(&[("rabbit_qos_prefetch_count", "-1")]))
+            .unwrap_err();
+        assert!(matches!(err, OptionsError::NotAWholeNumber { .. }), "{err}");
+        let err = options
+            .apply_url_query(&query(&[("rabbit_retry_interval", "-2")]))
+            .unwrap_err();
+        assert!(
+            matches!(&err, OptionsError::NotSeconds { option, .. } if option == "rabbit_retry_interval"),
+            "{err}"
+        );
         let err = options
             .apply_url_query(&query(&[("ssl_version", "TLSv1_1")]))
             .unwrap_err();
+        assert!(matches!(err, OptionsError::BadValue { .. }), "{err}");
+        let text = err.to_string();
         assert!(
-            err.contains("ssl_version") && err.contains("TLSv1_1"),
+            text.contains("ssl_version") && text.contains("TLSv1_1"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn validation_names_the_conflicting_options() {
+        let mut options = RabbitOptions {
+            rabbit_ha_queues: true,
+            rabbit_transient_quorum_queue: true,
+            ..RabbitOptions::default()
+        };
+        let err = options.validate().unwrap_err();
+        assert_eq!(
+            err,
+            OptionsError::QuorumWithHa {
+                quorum_option: "rabbit_transient_quorum_queue"
+            }
+        );
+        assert!(
+            err.to_string()
+                .starts_with("rabbit_transient_quorum_queue and rabbit_ha_queues both enabled"),
             "{err}"
         );
+        options.rabbit_quorum_queue = true;
+        assert_eq!(
+            options.validate(),
+            Err(OptionsError::QuorumWithHa {
+                quorum_option: "rabbit_quorum_queue"
+            })
+        );
+        options.rabbit_ha_queues = false;
+        assert_eq!(options.validate(), Ok(()));
+        options.rabbit_retry_interval = Duration::ZERO;
+        let err = options.validate().unwrap_err();
+        assert_eq!(err, OptionsError::RetryIntervalNotPositive);
+        assert!(err.to_string().contains("rabbit_retry_interval"), "{err}");
     }
 }

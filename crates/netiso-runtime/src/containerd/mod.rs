@@ -360,10 +360,10 @@ impl ContainerdRuntime {
         let Some(target) = local_image(&self.connection, image).await? else {
             return Ok(None);
         };
-        let broken = |message: String| RuntimeError::PullFailed {
+        let broken = |problem: pull::ImageMetadataError| RuntimeError::PullFailed {
             image: image.to_string(),
             registry: image.registry().to_owned(),
-            message: format!("local image is unusable ({message}); pull it again"),
+            message: format!("local image is unusable ({problem}); pull it again"),
         };
         let mut manifest_digest = target.digest.clone();
         if target.media_type == pull::OCI_INDEX || target.media_type == pull::DOCKER_MANIFEST_LIST {

@@ -11,6 +11,7 @@ use oci_spec::runtime::{
 };
 use serde_json::Value;
 
+use super::pull::{ImageMetadataError, json_document};
 use crate::error::RuntimeError;
 use crate::spec::ContainerSpec;
 
@@ -35,9 +36,8 @@ pub struct ImageDefaults {
 
 impl ImageDefaults {
     /// Reads the run defaults from an image configuration (Docker or OCI).
-    pub fn from_config(config: &[u8]) -> Result<Self, String> {
-        let document: Value =
-            serde_json::from_slice(config).map_err(|e| format!("image config is not JSON: {e}"))?;
+    pub fn from_config(config: &[u8]) -> Result<Self, ImageMetadataError> {
+        let document = json_document(config, "image config")?;
         let section = document.get("config");
         let strings = |key: &str| -> Vec<String> {
             section
@@ -250,6 +250,17 @@ mod tests {
         assert_eq!(
             ImageDefaults::from_config(b"{}").expect("empty"),
             ImageDefaults::default()
+        );
+        let err = ImageDefaults::from_config(b"{\"config\"").expect_err("not JSON");
+        assert!(
+            matches!(
+                err,
+                ImageMetadataError::NotJson {
+                    document: "image config",
+                    ..
+                }
+            ),
+            "{err}"
         );
     }
 

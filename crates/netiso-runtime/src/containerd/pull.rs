@@ -91,23 +91,86 @@ pub struct Manifest {
     pub layers: Vec<Blob>,
 }
 
-fn blob_of(value: &Value, what: &str) -> Result<Blob, String> {
-    let text = |key: &str| {
+/// Why a registry document (manifest, index or image configuration) cannot be used. The
+/// messages name the document and the field; they come from the registry, never from secrets.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ImageMetadataError {
+    /// The document is not JSON.
+    #[error("{document} is not JSON: {source}")]
+    NotJson {
+        /// `manifest`, `index` or `image config`.
+        document: &'static str,
+        /// The parser's complaint.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A field the document must have is absent or of the wrong type.
+    #[error("{document} has no {field}")]
+    MissingField {
+        /// `manifest`, `index` or `image config`.
+        document: &'static str,
+        /// The field, as the message shows it.
+        field: &'static str,
+    },
+    /// A descriptor (`config`, `layer N`, `index entry`) lacks a text field.
+    #[error("{descriptor}: missing `{field}`")]
+    DescriptorFieldMissing {
+        /// Which descriptor.
+        descriptor: String,
+        /// `digest` or `mediaType`.
+        field: &'static str,
+    },
+    /// A descriptor's digest is not `sha256:` and 64 lowercase hex digits.
+    #[error("{descriptor}: `{digest}` is not a sha256 digest")]
+    NotSha256 {
+        /// Which descriptor.
+        descriptor: String,
+        /// The digest as sent.
+        digest: String,
+    },
+    /// A descriptor's `size` is absent, not an integer, or negative.
+    #[error("{descriptor}: missing or negative `size`")]
+    BadSize {
+        /// Which descriptor.
+        descriptor: String,
+    },
+    /// The index lists no manifest for this machine.
+    #[error("the index has no manifest for linux/{architecture}")]
+    NoManifestForPlatform {
+        /// Our architecture, as OCI names it.
+        architecture: &'static str,
+    },
+    /// An entry of `rootfs.diff_ids` is not a sha256 digest.
+    #[error("a diff id is not a sha256 digest")]
+    BadDiffId,
+}
+
+fn blob_of(value: &Value, what: &str) -> Result<Blob, ImageMetadataError> {
+    let text = |key: &'static str| {
         value
             .get(key)
             .and_then(Value::as_str)
             .map(str::to_owned)
-            .ok_or_else(|| format!("{what}: missing `{key}`"))
+            .ok_or_else(|| ImageMetadataError::DescriptorFieldMissing {
+                descriptor: what.to_owned(),
+                field: key,
+            })
     };
     let digest = text("digest")?;
     if !is_sha256_digest(&digest) {
-        return Err(format!("{what}: `{digest}` is not a sha256 digest"));
+        return Err(ImageMetadataError::NotSha256 {
+            descriptor: what.to_owned(),
+            digest,
+        });
     }
     let size = value
         .get("size")
         .and_then(Value::as_i64)
         .filter(|s| *s >= 0)
-        .ok_or_else(|| format!("{what}: missing or negative `size`"))?;
+        .ok_or_else(|| ImageMetadataError::BadSize {
+            descriptor: what.to_owned(),
+        })?;
     Ok(Blob {
         media_type: text("mediaType")?,
         digest,
@@ -134,17 +197,20 @@ pub fn media_type_of(document: &Value) -> &str {
 }
 
 /// Parses an image manifest (Docker schema 2 or OCI).
-pub fn parse_manifest(bytes: &[u8]) -> Result<Manifest, String> {
-    let document: Value =
-        serde_json::from_slice(bytes).map_err(|e| format!("manifest is not JSON: {e}"))?;
+pub fn parse_manifest(bytes: &[u8]) -> Result<Manifest, ImageMetadataError> {
+    let document = json_document(bytes, "manifest")?;
+    let missing = |field| ImageMetadataError::MissingField {
+        document: "manifest",
+        field,
+    };
     let config = blob_of(
-        document.get("config").ok_or("manifest has no `config`")?,
+        document.get("config").ok_or_else(|| missing("`config`"))?,
         "config",
     )?;
     let layers = document
         .get("layers")
         .and_then(Value::as_array)
-        .ok_or("manifest has no `layers` list")?
+        .ok_or_else(|| missing("`layers` list"))?
         .iter()
         .enumerate()
         .map(|(i, layer)| blob_of(layer, &format!("layer {i}")))
@@ -153,18 +219,19 @@ pub fn parse_manifest(bytes: &[u8]) -> Result<Manifest, String> {
 }
 
 /// The manifest of an index that suits this machine (`linux` and our architecture).
-pub fn select_platform(index: &[u8]) -> Result<Blob, String> {
-    let document: Value =
-        serde_json::from_slice(index).map_err(|e| format!("index is not JSON: {e}"))?;
+pub fn select_platform(index: &[u8]) -> Result<Blob, ImageMetadataError> {
+    let document = json_document(index, "index")?;
     let arch = match std::env::consts::ARCH {
         "x86_64" => "amd64",
         "aarch64" => "arm64",
         other => other,
     };
-    let manifests = document
-        .get("manifests")
-        .and_then(Value::as_array)
-        .ok_or("index has no `manifests` list")?;
+    let manifests = document.get("manifests").and_then(Value::as_array).ok_or(
+        ImageMetadataError::MissingField {
+            document: "index",
+            field: "`manifests` list",
+        },
+    )?;
     let chosen = manifests
         .iter()
         .find(|m| {
@@ -172,26 +239,36 @@ pub fn select_platform(index: &[u8]) -> Result<Blob, String> {
             let field = |k: &str| platform.and_then(|p| p.get(k)).and_then(Value::as_str);
             field("os") == Some("linux") && field("architecture") == Some(arch)
         })
-        .ok_or_else(|| format!("the index has no manifest for linux/{arch}"))?;
+        .ok_or(ImageMetadataError::NoManifestForPlatform { architecture: arch })?;
     blob_of(chosen, "index entry")
 }
 
 /// The diff ids (uncompressed layer digests) an image config lists.
-pub fn diff_ids(config: &[u8]) -> Result<Vec<String>, String> {
-    let document: Value =
-        serde_json::from_slice(config).map_err(|e| format!("image config is not JSON: {e}"))?;
+pub fn diff_ids(config: &[u8]) -> Result<Vec<String>, ImageMetadataError> {
+    let document = json_document(config, "image config")?;
     document
         .pointer("/rootfs/diff_ids")
         .and_then(Value::as_array)
-        .ok_or("image config has no rootfs.diff_ids")?
+        .ok_or(ImageMetadataError::MissingField {
+            document: "image config",
+            field: "rootfs.diff_ids",
+        })?
         .iter()
         .map(|id| {
             id.as_str()
                 .filter(|d| is_sha256_digest(d))
                 .map(str::to_owned)
-                .ok_or_else(|| "a diff id is not a sha256 digest".to_owned())
+                .ok_or(ImageMetadataError::BadDiffId)
         })
         .collect()
+}
+
+/// Reads a registry document as JSON, naming it when it is not.
+pub(crate) fn json_document(
+    bytes: &[u8],
+    document: &'static str,
+) -> Result<Value, ImageMetadataError> {
+    serde_json::from_slice(bytes).map_err(|source| ImageMetadataError::NotJson { document, source })
 }
 
 /// The snapshot chain ids of a stack of layers: `chain(0) = diff(0)`,
@@ -285,7 +362,7 @@ impl Pull<'_> {
 
         let (manifest_blob, manifest_bytes) =
             if top_type == OCI_INDEX || top_type == DOCKER_MANIFEST_LIST {
-                let chosen = select_platform(&top_bytes).map_err(failed)?;
+                let chosen = select_platform(&top_bytes).map_err(|e| failed(e.to_string()))?;
                 let by_digest = Reference::with_digest(
                     reference.registry().to_owned(),
                     reference.repository().to_owned(),
@@ -306,12 +383,12 @@ impl Pull<'_> {
             } else {
                 (top.clone(), top_bytes.to_vec())
             };
-        let manifest = parse_manifest(&manifest_bytes).map_err(failed)?;
+        let manifest = parse_manifest(&manifest_bytes).map_err(|e| failed(e.to_string()))?;
 
         let config_bytes = self
             .fetch_small(&reference, &manifest.config, image)
             .await?;
-        let diffs = diff_ids(&config_bytes).map_err(failed)?;
+        let diffs = diff_ids(&config_bytes).map_err(|e| failed(e.to_string()))?;
         if diffs.len() != manifest.layers.len() {
             return Err(failed(format!(
                 "the config lists {} diff ids for {} layers",
@@ -890,15 +967,26 @@ mod tests {
             br#"{"config":{"mediaType":"x","size":1,"digest":"md5:00"},"layers":[]}"#,
         )
         .expect_err("bad digest");
-        assert!(err.contains("not a sha256 digest"), "{err}");
+        assert!(
+            matches!(&err, ImageMetadataError::NotSha256 { descriptor, digest }
+                if descriptor == "config" && digest == "md5:00"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("not a sha256 digest"), "{err}");
         let err = parse_manifest(b"[").expect_err("not json");
-        assert!(err.contains("not JSON"), "{err}");
+        assert!(err.to_string().starts_with("manifest is not JSON"), "{err}");
         let err = parse_manifest(
             format!(r#"{{"config":{{"mediaType":"x","size":-1,"digest":"{A}"}},"layers":[]}}"#)
                 .as_bytes(),
         )
         .expect_err("negative size");
-        assert!(err.contains("size"), "{err}");
+        assert!(err.to_string().contains("`size`"), "{err}");
+        let err = parse_manifest(br#"{"config":{}}"#).expect_err("no digest");
+        assert_eq!(err.to_string(), "config: missing `digest`");
+        let config = format!(r#"{{"mediaType":"x","size":1,"digest":"{A}"}}"#);
+        let err =
+            parse_manifest(format!(r#"{{"config":{config}}}"#).as_bytes()).expect_err("no layers");
+        assert_eq!(err.to_string(), "manifest has no `layers` list");
     }
 
     #[test]
@@ -914,7 +1002,13 @@ mod tests {
               {{"mediaType":"{OCI_MANIFEST}","size":2,"digest":"{B}","platform":{{"os":"linux","architecture":"{arch}"}}}}]}}"#
         );
         assert_eq!(select_platform(index.as_bytes()).expect("found").digest, B);
-        assert!(select_platform(br#"{"manifests":[]}"#).is_err());
+        let err = select_platform(br#"{"manifests":[]}"#).expect_err("no platform");
+        assert!(
+            matches!(err, ImageMetadataError::NoManifestForPlatform { architecture } if architecture == arch),
+            "{err}"
+        );
+        let err = select_platform(b"{}").expect_err("no list");
+        assert_eq!(err.to_string(), "index has no `manifests` list");
     }
 
     #[test]
@@ -936,6 +1030,9 @@ mod tests {
             diff_ids(config.as_bytes()).expect("ids"),
             vec![A.to_owned(), B.to_owned()]
         );
-        assert!(diff_ids(br#"{"rootfs":{}}"#).is_err());
+        let err = diff_ids(br#"{"rootfs":{}}"#).expect_err("no diff ids");
+        assert_eq!(err.to_string(), "image config has no rootfs.diff_ids");
+        let err = diff_ids(br#"{"rootfs":{"diff_ids":["md5:00"]}}"#).expect_err("bad id");
+        assert!(matches!(err, ImageMetadataError::BadDiffId), "{err}");
     }
 }
