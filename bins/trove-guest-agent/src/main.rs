@@ -45,9 +45,10 @@ fn exit_status(error: &anyhow::Error) -> u8 {
         }
         if let Some(agent_error) = cause.downcast_ref::<AgentError>() {
             return match agent_error {
-                AgentError::Config(_) | AgentError::TenantNic(_) | AgentError::Messaging(_) => {
-                    exit_code::CONFIG
-                }
+                AgentError::Config(_)
+                | AgentError::TenantNic(_)
+                | AgentError::Messaging(_)
+                | AgentError::InstanceKey(_) => exit_code::CONFIG,
                 AgentError::Runtime(_) => exit_code::UNAVAILABLE,
                 AgentError::Netlink(_) => exit_code::ISOLATION,
                 _ => exit_code::FAILURE,

@@ -1,5 +1,6 @@
-//! The guest agent's `run`: configuration → mode → isolation (fail closed) → preflight →
-//! RPC on `guestagent.<guest_id>` → isolation guard → heartbeats, until a shutdown signal.
+//! The guest agent's `run`, as phases (`phases`): configuration (the tenant NIC file) →
+//! isolation, fail closed, and its guard → readiness (`READY=1`) → preflight → RPC on
+//! `guestagent.<guest_id>` → heartbeats, until a shutdown signal → shutdown.
 //!
 //! Fail closed: when isolation (or, in isolated mode, the preflight's management-route
 //! requirement) fails, no database is started; a failed isolation is retried with capped
@@ -11,6 +12,7 @@
 mod fail_closed;
 mod isolation_retry;
 mod notify;
+mod phases;
 
 pub use fail_closed::{FailClosed, isolate_without_configuration};
 pub use isolation_retry::RetryPolicy;
@@ -23,10 +25,7 @@ use std::time::Duration;
 use netiso_config::{
     ConfigError, ConfigSources, ContainerRuntime as RuntimeKind, GuestConfig, TenantNic,
 };
-use netiso_messaging::{
-    BrokerConfig, ConductorClient, InstanceKey, RabbitOptions, RpcServer, Serializer, ServerConfig,
-    ServiceStatus, Target, Transport,
-};
+use netiso_messaging::{RabbitOptions, RpcServer, ServerConfig, ServiceStatus, Transport};
 use netiso_netlink::{MacAddress, NetlinkHandle, Rtnetlink};
 use netiso_runtime::{
     ContainerRuntime, ContainerdConfig, ContainerdRuntime, DockerRuntime, RegistryCredentials,
@@ -40,8 +39,8 @@ use crate::isolation::{
     WhenAbsent,
 };
 use crate::mysql::{Layout, MysqlSettings};
-use crate::preflight::{self, PreflightFailure, PreflightReport};
-use crate::rpc::{self, ConductorSink, DatabaseSettings, GuestService, InFlight, TcpProbe};
+use crate::preflight::{self, PreflightReport};
+use crate::rpc::{DatabaseSettings, GuestService};
 
 /// Trove's status task period: a heartbeat every 60 s once prepared.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(60);
@@ -66,9 +65,12 @@ pub enum AgentError {
     /// Netlink in the agent's own namespace failed.
     #[error("netlink in the agent's namespace: {0}")]
     Netlink(#[from] netiso_netlink::NetlinkError),
-    /// Messaging could not be set up (bad URL, bad key).
+    /// Messaging could not be set up (the transport URL or the broker options).
     #[error("messaging: {0}")]
-    Messaging(String),
+    Messaging(#[from] netiso_messaging::TransportError),
+    /// The instance key (`instance_rpc_encr_key`) is not one Trove generates.
+    #[error("messaging: instance_rpc_encr_key: {0}")]
+    InstanceKey(#[source] netiso_messaging::CryptoError),
 }
 
 /// The guest configuration the agent runs with (Trove's options and `[netiso]`, where the
@@ -474,226 +476,42 @@ async fn start_server(
 }
 
 /// Runs the agent until `shutdown` resolves, then finishes in-flight requests (at most
-/// `options.shutdown_timeout`) and returns.
+/// `options.shutdown_timeout`) and returns. Each step is a phase of [`phases`]; the order
+/// is the promise: the tenant NIC is isolated before anything is asked of the network.
 pub async fn run(
     config: AgentConfig,
     options: AgentOptions,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), AgentError> {
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let mut stop = stop_on(shutdown);
+    start_watchdog_pings();
+    let guest = &config.guest;
+    info!(guest_id = %guest.guest_id, mode = %guest.isolation_mode(), setting = %guest.network_isolation_setting, "starting the guest agent");
+    let rtnl = Arc::new(NetlinkHandle::current()?);
+
+    let mut safety = phases::configuration(&config, &rtnl).await;
+    phases::isolation(&config, &options, &rtnl, &stop, &mut safety).await;
+    phases::readiness(&config, &safety);
+    phases::preflight(&config, &options, &rtnl, &mut safety).await;
+    let Some(rpc) = phases::rpc(&config, &mut safety, &mut stop).await? else {
+        return Ok(());
+    };
+    phases::heartbeats(&rpc, options.heartbeat_interval, &mut stop).await;
+    phases::shutdown(rpc, safety.guard, options.shutdown_timeout).await;
+    info!("guest agent stopped");
+    Ok(())
+}
+
+/// A receiver that turns true once `shutdown` resolves; every phase that waits watches it.
+fn stop_on(
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> tokio::sync::watch::Receiver<bool> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
         stop_tx.send_replace(true);
     });
-    start_watchdog_pings();
-    let guest = &config.guest;
-    let mode = guest.isolation_mode();
-    info!(guest_id = %guest.guest_id, mode = %mode, setting = %guest.network_isolation_setting, "starting the guest agent");
-
-    let rtnl = Arc::new(NetlinkHandle::current()?);
-    let mut refusal: Option<String> = None;
-    let mut guard = None;
-    let tenant = match config.tenant() {
-        Ok(tenant) => tenant,
-        Err(e) if mode.is_isolated() => {
-            error!(error = %e, "the tenant NIC file is unusable: no database will be started on this VM");
-            refusal = Some(format!("isolation: {e}"));
-            guard = isolate_refused_tenant_file(Arc::clone(&rtnl), &config).await;
-            None
-        }
-        Err(e) => {
-            warn!(error = %e, "the tenant NIC file is unreadable (bridged mode, not needed)");
-            None
-        }
-    };
-
-    // 1. Isolation, fail closed (a failure is retried in the background, gate pending).
-    let mut pending = None;
-    if mode.is_isolated() {
-        if let Some((_, target)) = &tenant {
-            match isolate_at_startup(Arc::clone(&rtnl), target, &config).await {
-                IsolationOutcome::Applied(report) => {
-                    info!(mac = %target.mac, changes = report.changes.len(), "tenant NIC isolated from the VM");
-                    record_baseline(&config, target, &report);
-                }
-                IsolationOutcome::HeldByContainer(name) => {
-                    info!(mac = %target.mac, container = %name, "the tenant NIC is inside the database container");
-                }
-                IsolationOutcome::Failed(reason) => {
-                    error!(%reason, "isolation failed: retrying; no database is started until it succeeds");
-                    pending = Some(start_isolation_retry(
-                        &config, &options, &rtnl, target, &stop_rx, reason,
-                    ));
-                }
-            }
-            if refusal.is_none() && pending.is_none() {
-                match Guard::start(Arc::clone(&rtnl), target.clone(), GuardOptions::default()) {
-                    Ok(started) => {
-                        log_guard_reports(&started);
-                        info!(mac = %target.mac, "isolation guard running");
-                        guard = Some(started);
-                    }
-                    Err(e) => {
-                        error!(error = %e, "cannot start the isolation guard: no database will be started");
-                        refusal = Some(format!("isolation guard: {e}"));
-                    }
-                }
-            }
-        }
-    } else if let Some(reason) = unsupported_mode(guest) {
-        error!(%reason, "no database will be started on this VM");
-        refusal = Some(reason);
-    }
-    // Ready means isolated (or nothing to isolate): units ordered after the agent, and an
-    // operator's `systemctl start`, wait for that, not for the broker. A failed isolation
-    // being retried says READY=1 only once it succeeds.
-    match &pending {
-        None => notify(&format!(
-            "READY=1\nSTATUS={}; starting RPC",
-            match &refusal {
-                Some(reason) => format!("database refused: {reason}"),
-                None if mode.is_isolated() => "isolated".to_owned(),
-                None => "bridged".to_owned(),
-            }
-        )),
-        Some(gate) => notify_ready_once_isolated(gate.clone()),
-    }
-
-    // 2. Preflight: the control plane through a management interface.
-    let tenant_mac = tenant.as_ref().map(|(_, t)| t.mac);
-    let report = run_preflight(&config, &*rtnl, tenant_mac, options.preflight_timeout).await;
-    for check in &report.checks {
-        match &check.outcome {
-            Ok(took) => {
-                info!(requirement = %check.endpoint.requirement, endpoint = %check.endpoint, interface = check.interface.as_deref().unwrap_or("?"), took_ms = took.as_millis() as u64, "preflight passed")
-            }
-            Err(failure) => error!(%failure, "preflight failed"),
-        }
-    }
-    if mode.is_isolated() && refusal.is_none() && pending.is_none() {
-        let through_tenant: Vec<String> = report
-            .failures()
-            .filter(|f| matches!(f, PreflightFailure::ThroughTenantNic { .. }))
-            .map(ToString::to_string)
-            .collect();
-        if !through_tenant.is_empty() {
-            refusal = Some(format!("preflight: {}", through_tenant.join("; ")));
-        }
-    }
-
-    // 3. RPC (the runtime is needed by the handlers). The transport first: unusable TLS
-    // settings end the run here, before anything else is asked of the runtime.
-    let broker = BrokerConfig::from_transport_url(&guest.transport_url)
-        .map_err(|e| AgentError::Messaging(e.to_string()))?;
-    let key = guest
-        .instance_rpc_encr_key
-        .as_ref()
-        .map(|k| InstanceKey::new(k.expose()))
-        .transpose()
-        .map_err(|e| AgentError::Messaging(format!("instance_rpc_encr_key: {e}")))?;
-    let transport = Transport::start(broker, rabbit_options(guest))
-        .map_err(|e| AgentError::Messaging(e.to_string()))?;
-    let runtime = connect_runtime(&config).await?;
-    let conductor = ConductorClient::new(
-        &transport,
-        &guest.control_exchange,
-        &guest.conductor_queue,
-        &guest.guest_id,
-        key.clone(),
-    );
-    let mut service = GuestService::new(
-        database_settings(&config, tenant.map(|(nic, _)| nic)),
-        runtime,
-        Arc::new(ConductorSink(conductor)),
-        Arc::new(TcpProbe::default()),
-        refusal.clone(),
-    );
-    if let Some(gate) = &pending {
-        service = service.with_gate(gate.clone());
-    }
-    let service = Arc::new(service);
-    let in_flight = InFlight::default();
-    let server_config = ServerConfig::new(
-        guest.control_exchange.clone(),
-        Target {
-            topic: format!("guestagent.{}", guest.guest_id),
-            server: Some(guest.guest_id.clone()),
-            version: rpc::GUEST_API_VERSION.to_owned(),
-        },
-        key.map_or(Serializer::Plain, Serializer::Secure),
-    )
-    .with_max_concurrency(MAX_CONCURRENT_REQUESTS);
-    let server_config = match guest.netiso.rpc_max_message_bytes {
-        Some(limit) => {
-            server_config.with_max_message_bytes(usize::try_from(limit).unwrap_or(usize::MAX))
-        }
-        None => server_config,
-    };
-    let make_dispatcher = || rpc::dispatcher(Arc::clone(&service), &in_flight);
-    let Some(server) =
-        start_server(&transport, &server_config, &make_dispatcher, &mut stop_rx).await
-    else {
-        transport.close();
-        return Ok(());
-    };
-    if let Some(reason) = &refusal {
-        service.heartbeat(ServiceStatus::FailedToSpawn).await;
-        notify(&format!("STATUS=serving RPC; database refused: {reason}"));
-    } else if let Some(gate) = &pending {
-        notify("STATUS=serving RPC; database waiting: isolation failed, retrying");
-        report_late_refusal(gate.clone(), Arc::clone(&service));
-    } else {
-        notify(&format!(
-            "STATUS=serving RPC ({})",
-            if mode.is_isolated() {
-                "isolated"
-            } else {
-                "bridged"
-            }
-        ));
-    }
-    info!(topic = %server_config.target.topic, exchange = %server_config.exchange, "guest agent ready");
-
-    // 4. Heartbeats once prepared, until shutdown.
-    let mut ticker = tokio::time::interval_at(
-        tokio::time::Instant::now() + options.heartbeat_interval,
-        options.heartbeat_interval,
-    );
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {
-                if service.is_prepared() {
-                    let status = service.current_status().await;
-                    service.heartbeat(status).await;
-                }
-            }
-            _ = stop_rx.wait_for(|stop| *stop) => break,
-        }
-    }
-
-    // 5. Shutdown: no new requests, finish the running ones.
-    notify("STOPPING=1");
-    info!(
-        in_flight = in_flight.current(),
-        handled = in_flight.started(),
-        "shutting down: finishing in-flight requests"
-    );
-    server.stop().await;
-    let left = in_flight.wait_idle(options.shutdown_timeout).await;
-    if left > 0 {
-        warn!(
-            left,
-            timeout_s = options.shutdown_timeout.as_secs(),
-            "requests still running at shutdown"
-        );
-    }
-    if let Some(guard) = guard {
-        guard.stop();
-    }
-    transport.close();
-    info!("guest agent stopped");
-    Ok(())
+    stop_rx
 }
 
 /// Parses `--config-dir`/`--config-file` lists into sources (oslo order).
