@@ -6,7 +6,7 @@
 
 pub mod agent;
 mod atomic_file;
-pub mod gate;
+pub(crate) mod gate;
 pub mod injected;
 pub mod isolation;
 pub mod mysql;

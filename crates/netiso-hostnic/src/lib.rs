@@ -8,19 +8,19 @@
 //! in its errors, IPv6-aware and race-free on the IPv6 default route (see [`driver`]).
 //!
 //! Layers: [`protocol`] (pure decoding and answers), [`driver`] (behaviour), [`state`] (the state
-//! file), [`locator`] (finding links by MAC) and [`server`] (hyper over a unix socket).
-//! [`mac`] holds the plugin's MAC rules; `eth1.json` and the MAC type are netiso-config's
+//! file), [`NicLocator`] (finding links by MAC) and [`server`] (hyper over a unix socket).
+//! [`parse_nic_mac`] holds the plugin's MAC rules; `eth1.json` and the MAC type are netiso-config's
 //! ([`netiso_config::tenant_nic`]).
 
 pub mod driver;
-pub mod locator;
-pub mod mac;
+mod locator;
+mod mac;
 pub mod protocol;
 pub mod server;
 pub mod state;
 
 pub use driver::{Driver, DriverError};
-pub use locator::{LocateError, NetnsNicLocator, NicLocator};
+pub use locator::{DEFAULT_MAX_SANDBOXES, LocateError, NetnsNicLocator, NicLocator};
 pub use mac::{MacParseError, parse_nic_mac};
 pub use netiso_config::tenant_nic::MacAddress;
 pub use protocol::{DockerIdError, ProtocolError, Request, Response, decode_request};

@@ -11,7 +11,7 @@ pub mod conductor;
 pub mod confirm;
 pub mod crypto;
 pub mod dedup;
-pub mod dispatcher;
+mod dispatcher;
 pub mod envelope;
 pub mod error;
 pub mod fleet;

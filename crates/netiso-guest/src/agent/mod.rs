@@ -476,7 +476,7 @@ async fn start_server(
 }
 
 /// Runs the agent until `shutdown` resolves, then finishes in-flight requests (at most
-/// `options.shutdown_timeout`) and returns. Each step is a phase of [`phases`]; the order
+/// `options.shutdown_timeout`) and returns. Each step is a phase (`agent/phases.rs`); the order
 /// is the promise: the tenant NIC is isolated before anything is asked of the network.
 pub async fn run(
     config: AgentConfig,
