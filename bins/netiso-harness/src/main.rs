@@ -41,7 +41,16 @@ fn main() -> anyhow::Result<ExitCode> {
     );
     let settings = Settings::from_args(&args);
     let scenarios = Settings::scenarios(&args);
-    let _one_run_at_a_time = processes::RunLock::acquire(&args.work_dir.join("lock"))?;
+    // The simulated guest shares the provisioned dockerd and namespaces: one run at a time.
+    // A VM run has namespaces, taps and DHCP servers of its own and only reads the
+    // provisioned broker and registry, so it takes a lock of its own (one VM at a time: two
+    // software-emulated guests would starve each other of CPU).
+    let lock_name = if args.vm_image.is_some() {
+        "vm.lock"
+    } else {
+        "lock"
+    };
+    let _one_run_at_a_time = processes::RunLock::acquire(&args.work_dir.join(lock_name))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
