@@ -96,16 +96,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     return Err(e);
                 }
             };
-            let options = AgentOptions {
-                preflight_timeout: Duration::from_secs(args.preflight_timeout),
-                shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
-                heartbeat_interval: Duration::from_secs(args.heartbeat_interval.max(1)),
-                isolation_retry: RetryPolicy {
-                    initial_delay: Duration::from_millis(args.isolation_retry_initial_ms),
-                    max_delay: Duration::from_secs(args.isolation_retry_max_s),
-                    max_attempts: args.isolation_attempts.max(1),
-                },
-            };
+            let mut options = AgentOptions::default();
+            options.preflight_timeout = Duration::from_secs(args.preflight_timeout);
+            options.shutdown_timeout = Duration::from_secs(args.shutdown_timeout);
+            options.heartbeat_interval = Duration::from_secs(args.heartbeat_interval.max(1));
+            options.isolation_retry = RetryPolicy::new(
+                Duration::from_millis(args.isolation_retry_initial_ms),
+                Duration::from_secs(args.isolation_retry_max_s),
+                args.isolation_attempts,
+            );
             runtime.block_on(async {
                 let signal = termination_signal().context("cannot install signal handlers")?;
                 agent::run(config, options, async move {

@@ -41,6 +41,7 @@ impl Guest {
 
 /// How hard a sweep pushes: calls in flight at once and the patience per call.
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub struct SweepOptions {
     /// Calls in flight at once (the broker and the caller's CPU bound the useful value).
     pub concurrency: NonZeroUsize,
@@ -55,6 +56,16 @@ impl Default for SweepOptions {
         Self {
             concurrency: NonZeroUsize::new(64).unwrap_or(NonZeroUsize::MIN),
             timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl SweepOptions {
+    /// `concurrency` calls in flight at once, each given `timeout`.
+    pub fn new(concurrency: NonZeroUsize, timeout: Duration) -> Self {
+        Self {
+            concurrency,
+            timeout,
         }
     }
 }

@@ -121,10 +121,7 @@ async fn every_guest_gets_its_own_outcome() {
     guests.push(absent);
 
     let fleet = FleetClient::new(&transport, &exchange);
-    let options = SweepOptions {
-        concurrency: NonZeroUsize::new(2).unwrap(),
-        timeout: Duration::from_millis(1500),
-    };
+    let options = SweepOptions::new(NonZeroUsize::new(2).unwrap(), Duration::from_millis(1500));
     let sweep = fleet
         .sweep(
             &guests,
@@ -191,10 +188,7 @@ async fn a_guest_keyed_differently_does_not_answer() {
         Some(InstanceKey::new(&uuid::Uuid::new_v4().simple().to_string()).unwrap()),
     );
     let fleet = FleetClient::new(&transport, &exchange);
-    let options = SweepOptions {
-        concurrency: NonZeroUsize::new(4).unwrap(),
-        timeout: Duration::from_millis(1500),
-    };
+    let options = SweepOptions::new(NonZeroUsize::new(4).unwrap(), Duration::from_millis(1500));
     let sweep = fleet
         .sweep(
             &[wrong_key, guest.clone()],

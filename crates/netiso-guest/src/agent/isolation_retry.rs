@@ -24,6 +24,7 @@ use crate::preflight::PreflightFailure;
 
 /// How a failed start-up isolation is retried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RetryPolicy {
     /// Pause after the first failure; doubled after each further one.
     pub initial_delay: Duration,
@@ -46,6 +47,16 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// A policy of `max_attempts` attempts (at least one), pausing `initial_delay` after the
+    /// first failure and doubling up to `max_delay`.
+    pub fn new(initial_delay: Duration, max_delay: Duration, max_attempts: u32) -> Self {
+        Self {
+            initial_delay,
+            max_delay,
+            max_attempts: max_attempts.max(1),
+        }
+    }
+
     /// The pause after failed attempt `attempt` (1-based).
     pub fn delay_after(&self, attempt: u32) -> Duration {
         let doublings = attempt.saturating_sub(1).min(31);

@@ -100,8 +100,10 @@ impl AgentConfig {
     }
 }
 
-/// How `run` behaves beyond the configuration.
+/// How `run` behaves beyond the configuration. Start from `AgentOptions::default()` and set
+/// the fields that differ (more may come).
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct AgentOptions {
     /// Per-endpoint preflight timeout.
     pub preflight_timeout: Duration,
