@@ -76,6 +76,7 @@
 //! Secrets (broker passwords, the RPC key, the registry password) are [`Secret`]s: they
 //! never appear in `Debug`, `Display` or error messages.
 
+pub mod atomic_file;
 pub mod control_plane;
 pub mod error;
 pub mod guest;

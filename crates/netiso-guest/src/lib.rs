@@ -5,7 +5,6 @@
 //! away ([`isolation::Guard`]) when the OS or Docker brings it back.
 
 pub mod agent;
-mod atomic_file;
 pub(crate) mod gate;
 pub mod injected;
 pub mod isolation;

@@ -208,7 +208,7 @@ fn record_in_fstab(
         settings.fstype,
         settings.mount_options
     ));
-    crate::atomic_file::replace(fstab, text.as_bytes(), 0o644)
+    netiso_config::atomic_file::replace(fstab, text.as_bytes(), 0o644)
         .map_err(|e| failed(e.to_string()))?;
     info!(fstab = %fstab.display(), mount_point = %target, "data volume recorded in fstab");
     Ok(())

@@ -9,7 +9,7 @@
 //! valid entry is served.
 
 use std::collections::BTreeMap;
-use std::io::{self, Write};
+use std::io;
 use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -367,28 +367,20 @@ fn write_atomically(
     networks: &Networks,
     rejected: &RejectedEntries,
 ) -> io::Result<()> {
-    let directory = parent_dir(path)
-        .map_err(|err| io::Error::new(io::ErrorKind::InvalidInput, err.to_string()))?;
+    parent_dir(path).map_err(|err| io::Error::new(io::ErrorKind::InvalidInput, err.to_string()))?;
+    // An operator's chosen mode is kept; a new file is readable by all (it holds no secret).
     let mode = match std::fs::metadata(path) {
         Ok(metadata) => metadata.permissions().mode() & 0o7777,
         Err(_) => NEW_FILE_MODE,
     };
     let contents = render_networks(networks, rejected).map_err(io::Error::other)?;
-    let mut temp = tempfile::Builder::new()
-        .prefix(&temp_prefix(path))
-        .suffix(TEMP_SUFFIX)
-        .tempfile_in(directory)?;
-    temp.write_all(&contents)?;
-    temp.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(mode))?;
-    temp.as_file().sync_all()?;
-    temp.persist(path).map_err(|err| err.error)?;
-    std::fs::File::open(directory)?.sync_all()
+    netiso_config::atomic_file::replace(path, &contents, mode)
 }
 
 const TEMP_SUFFIX: &str = ".tmp";
 
-/// Temporary files of `path` are `.<file name>.<random>.tmp` in the same directory.
+/// Temporary files of `path` are `.<file name>.<pid>-<n>.tmp` in the same directory
+/// (`netiso_config::atomic_file`).
 fn temp_prefix(path: &Path) -> String {
     let name = path
         .file_name()

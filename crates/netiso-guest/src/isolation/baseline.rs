@@ -84,7 +84,7 @@ pub fn record(
         .map_err(std::io::Error::other)
         .map_err(error)?;
     contents.push(b'\n');
-    crate::atomic_file::replace(&path, &contents, BASELINE_MODE).map_err(error)?;
+    netiso_config::atomic_file::replace(&path, &contents, BASELINE_MODE).map_err(error)?;
     Ok(path)
 }
 

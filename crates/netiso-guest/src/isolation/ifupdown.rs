@@ -72,7 +72,7 @@ pub fn exclude_tenant_nic(
          EXCLUDE_INTERFACES=\"{}\"\n",
         names.join(" ")
     );
-    crate::atomic_file::replace(env_file, content.as_bytes(), 0o644).map_err(|source| {
+    netiso_config::atomic_file::replace(env_file, content.as_bytes(), 0o644).map_err(|source| {
         IfupdownError::Io {
             action: "writing",
             path: env_file.to_owned(),

@@ -194,16 +194,16 @@ impl Layout {
             "[client]\nuser = {user}\npassword = {}\nhost = localhost\n",
             password.expose()
         );
-        crate::atomic_file::replace(&path, contents.as_bytes(), 0o600)
+        netiso_config::atomic_file::replace(&path, contents.as_bytes(), 0o600)
             .map_err(failed("write", &path))
     }
 
     fn write_readable(&self, path: &Path, contents: &str) -> Result<(), FileError> {
-        let owner = crate::atomic_file::Owner {
+        let owner = netiso_config::atomic_file::Owner {
             uid: self.uid,
             gid: self.gid,
         };
-        crate::atomic_file::replace_owned(path, contents.as_bytes(), 0o644, Some(owner))
+        netiso_config::atomic_file::replace_owned(path, contents.as_bytes(), 0o644, Some(owner))
             .map_err(failed("write", path))
     }
 }

@@ -799,8 +799,10 @@ impl GuestService {
 
 /// Replaces a state file of the agent (a crash leaves the old or the new content).
 fn write_atomically(path: &std::path::Path, contents: &[u8]) -> Result<(), DatabaseError> {
-    crate::atomic_file::replace(path, contents, 0o600).map_err(|error| DatabaseError::State {
-        path: path.to_owned(),
-        error: error.to_string(),
+    netiso_config::atomic_file::replace(path, contents, 0o600).map_err(|error| {
+        DatabaseError::State {
+            path: path.to_owned(),
+            error: error.to_string(),
+        }
     })
 }

@@ -1,29 +1,37 @@
-//! The one way this crate replaces a file.
+//! The one way trove-netiso replaces a file (the agent's state and the files it renders, the
+//! plugin's state file).
 //!
 //! A temporary file is made beside the target with its final mode (and owner) before a byte
 //! of content goes in, flushed to disk, renamed over the target, and the folder is flushed.
 //! A crash leaves the old or the new file, never a torn one, and a secret is never readable by
-//! others, not even in the temporary. The temporary is opened exclusively after any stale one
-//! is removed, so a link planted at its name is not followed.
+//! others, not even in the temporary. The temporary, `.<name>.<pid>-<n>.tmp`, is opened
+//! exclusively after any stale one is removed, so a link planted at its name is not followed;
+//! `<n>` counts the writes of this process, so concurrent writers never share one.
 
 use std::io::Write as _;
 use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Who owns the file once it is replaced, when not the agent's own user.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Owner {
-    pub(crate) uid: u32,
-    pub(crate) gid: u32,
+/// Writes made by this process so far: each temporary file gets its own number.
+static WRITES: AtomicU64 = AtomicU64::new(0);
+
+/// Who owns the file once it is replaced, when not the writing process's user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Owner {
+    /// The owner's user id.
+    pub uid: u32,
+    /// The owner's group id.
+    pub gid: u32,
 }
 
 /// Replaces `path` by `contents` with `mode`, creating its folder if needed.
-pub(crate) fn replace(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<()> {
+pub fn replace(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<()> {
     replace_owned(path, contents, mode, None)
 }
 
 /// As [`replace`], the file owned by `owner` (the database's user for its configuration).
-pub(crate) fn replace_owned(
+pub fn replace_owned(
     path: &Path,
     contents: &[u8],
     mode: u32,
@@ -51,7 +59,11 @@ fn temporary_beside(path: &Path) -> std::io::Result<PathBuf> {
     })?;
     let mut temporary = std::ffi::OsString::from(".");
     temporary.push(name);
-    temporary.push(format!(".{}.tmp", std::process::id()));
+    temporary.push(format!(
+        ".{}-{}.tmp",
+        std::process::id(),
+        WRITES.fetch_add(1, Ordering::Relaxed)
+    ));
     Ok(path.with_file_name(temporary))
 }
 
@@ -122,7 +134,7 @@ mod tests {
         std::fs::write(&victim, b"untouched").expect("victim");
         let temporary = temporary_beside(&path).expect("temporary name");
         std::os::unix::fs::symlink(&victim, &temporary).expect("plant a link");
-        replace(&path, b"{}", 0o644).expect("write");
+        write_then_rename(&temporary, &path, &dir, b"{}", 0o644, None).expect("write");
         assert_eq!(std::fs::read(&victim).expect("victim"), b"untouched");
         assert_eq!(std::fs::read(&path).expect("target"), b"{}");
         std::fs::remove_dir_all(&dir).expect("clean up");
