@@ -57,6 +57,8 @@ pub fn run() -> Result<()> {
         &["doc", "--workspace", "--no-deps", "--locked"],
         &[("RUSTDOCFLAGS", "-D warnings".to_string())],
     )?;
+    say("== netiso-runtime with the Docker adapter only (what an embedder without protoc builds)");
+    docker_only_runtime()?;
     say("== cargo package (every library crate, built from its packaged sources)");
     package_libraries()?;
     say("== harness (every scenario on the simulated guest)");
@@ -81,6 +83,56 @@ pub fn run() -> Result<()> {
         fuzz_smoke(&fuzz_dir)?;
     }
     say("ci: all checks passed");
+    Ok(())
+}
+
+/// Builds `netiso-runtime --no-default-features --features docker` with `PROTOC` pointing
+/// nowhere, and checks that nothing of the containerd adapter (its protobuf build included)
+/// is in that build's dependency tree: an embedder taking only Docker needs no `protoc`.
+fn docker_only_runtime() -> Result<()> {
+    let features = [
+        "-p",
+        "netiso-runtime",
+        "--no-default-features",
+        "--features",
+        "docker",
+    ];
+    let mut check = vec!["check", "--locked"];
+    check.extend(features);
+    run_with_env(
+        "cargo",
+        &check,
+        &[("PROTOC", "/nonexistent/protoc-is-not-needed".to_string())],
+    )?;
+    let mut tree = vec![
+        "tree",
+        "--locked",
+        "--edges",
+        "normal,build",
+        "--prefix",
+        "none",
+    ];
+    tree.extend(features);
+    let listed = output("cargo", &tree)?;
+    let containerd: Vec<&str> = listed
+        .lines()
+        .filter(|line| {
+            [
+                "containerd-client",
+                "prost-build",
+                "tonic-build",
+                "tonic-prost-build",
+            ]
+            .iter()
+            .any(|name| line.starts_with(&format!("{name} ")))
+        })
+        .collect();
+    anyhow::ensure!(
+        containerd.is_empty(),
+        "the Docker-only build still depends on: {}",
+        containerd.join(", ")
+    );
+    say("  no containerd or protobuf build dependency");
     Ok(())
 }
 
