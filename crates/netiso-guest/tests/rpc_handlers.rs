@@ -363,7 +363,14 @@ async fn filesystem_stats_report_the_mount_point() {
         None,
     );
     let error = service.filesystem_stats(None).await.expect_err("missing");
-    assert!(error.starts_with("Filesystem not found ("), "{error}");
+    assert!(
+        matches!(error, netiso_guest::rpc::FilesystemError::NotFound { .. }),
+        "{error:?}"
+    );
+    assert!(
+        error.to_string().starts_with("Filesystem not found ("),
+        "{error}"
+    );
 }
 
 #[test]

@@ -1,9 +1,34 @@
 //! `get_filesystem_stats`: the data volume's usage, computed exactly as Trove's
 //! `guestagent_utils.get_filesystem_volume_stats` does, so the API shows the same numbers.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
+
+/// Why `get_filesystem_stats` has no answer. The messages are the reply's text: Trove's own
+/// words, and never a path the caller sent.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FilesystemError {
+    /// `statvfs` failed on the configured data volume.
+    #[error("Filesystem not found ({})", path.display())]
+    NotFound {
+        /// The data volume's mount point.
+        path: PathBuf,
+        /// What `statvfs` said.
+        #[source]
+        source: nix::Error,
+    },
+    /// `statvfs` failed on the path the request named (not echoed back).
+    #[error("Filesystem not found (the requested fs_path)")]
+    RequestedPathNotFound,
+    /// No datastore mount point is configured and the request named no path.
+    #[error("Filesystem not found (no datastore mount_point configured)")]
+    NoMountPoint,
+    /// The blocking thread running `statvfs` failed.
+    #[error("statvfs thread failed: {0}")]
+    Thread(String),
+}
 
 /// Bytes to GiB rounded to two decimals, `0.0` for zero (Trove's `utils.to_gb`).
 pub fn to_gb(bytes: u64) -> f64 {
@@ -16,9 +41,11 @@ pub fn to_gb(bytes: u64) -> f64 {
 
 /// The statistics of the filesystem holding `path`: `block_size`, `total_blocks`,
 /// `free_blocks`, `total` (GiB), `free` (**bytes**, as Trove returns it) and `used` (GiB).
-pub fn filesystem_stats(path: &Path) -> Result<Value, String> {
-    let stats = nix::sys::statvfs::statvfs(path)
-        .map_err(|_| format!("Filesystem not found ({})", path.display()))?;
+pub fn filesystem_stats(path: &Path) -> Result<Value, FilesystemError> {
+    let stats = nix::sys::statvfs::statvfs(path).map_err(|source| FilesystemError::NotFound {
+        path: path.to_owned(),
+        source,
+    })?;
     let block_size = stats.block_size();
     let total_blocks = stats.blocks();
     let free_blocks = stats.blocks_free();
@@ -61,7 +88,9 @@ mod tests {
         );
         let missing = dir.path().join("absent");
         assert_eq!(
-            filesystem_stats(&missing).expect_err("missing path"),
+            filesystem_stats(&missing)
+                .expect_err("missing path")
+                .to_string(),
             format!("Filesystem not found ({})", missing.display())
         );
     }

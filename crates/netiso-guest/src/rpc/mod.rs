@@ -25,7 +25,7 @@ use netiso_messaging::{Args, Context, Dispatcher, HandlerError};
 use serde_json::Value;
 use tokio::sync::watch;
 
-pub use filesystem::{filesystem_stats, to_gb};
+pub use filesystem::{FilesystemError, filesystem_stats, to_gb};
 pub use service::{
     CONFIG_CONTENTS_FILE, ConductorSink, DatabaseError, DatabaseSettings, GuestService,
     PREPARE_END_FILE, PortProbe, PrepareRequest, ProbeTarget, StatusSink, TcpProbe, status_of,
@@ -301,7 +301,7 @@ pub fn dispatcher(service: Arc<GuestService>, in_flight: &InFlight) -> Dispatche
             args.finish()?;
             svc.filesystem_stats(fs_path)
                 .await
-                .map_err(|message| HandlerError::with_class("RuntimeError", message))
+                .map_err(|error| HandlerError::with_class("RuntimeError", error.to_string()))
         },
     );
     for &(method, is_cast) in UNSUPPORTED_METHODS {

@@ -552,23 +552,24 @@ impl GuestService {
 
     /// `get_filesystem_stats`: the data volume (`mount_point`; Trove ignores `fs_path` when
     /// a datastore is configured, and so do we).
-    pub async fn filesystem_stats(&self, fs_path: Option<String>) -> Result<Value, String> {
+    pub async fn filesystem_stats(
+        &self,
+        fs_path: Option<String>,
+    ) -> Result<Value, super::FilesystemError> {
         let (path, from_request) = match (&self.settings.mount_point, fs_path) {
             (Some(mount_point), _) => (mount_point.clone(), false),
             (None, Some(path)) => (PathBuf::from(path), true),
-            (None, None) => {
-                return Err("Filesystem not found (no datastore mount_point configured)".into());
-            }
+            (None, None) => return Err(super::FilesystemError::NoMountPoint),
         };
         let stats = tokio::task::spawn_blocking(move || super::filesystem_stats(&path))
             .await
-            .map_err(|e| format!("statvfs thread failed: {e}"))?;
+            .map_err(|e| super::FilesystemError::Thread(e.to_string()))?;
         // A path the caller sent is not echoed back: errors carry no argument values.
-        stats.map_err(|message| {
+        stats.map_err(|error| {
             if from_request {
-                "Filesystem not found (the requested fs_path)".to_owned()
+                super::FilesystemError::RequestedPathNotFound
             } else {
-                message
+                error
             }
         })
     }
