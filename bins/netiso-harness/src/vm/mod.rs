@@ -386,7 +386,9 @@ impl VmRun {
     }
 
     /// The VM's view of its tenant NIC: name, addresses and routes through it.
-    fn tenant_nic_state(&self) -> Result<TenantNicState> {
+    /// The tenant NIC as the VM sees it: `None` when no link of the VM has its MAC (the
+    /// database container holds it).
+    fn tenant_nic_in_vm(&self) -> Result<Option<TenantNicState>> {
         let links: Value = serde_json::from_str(
             &self
                 .qga()
@@ -394,12 +396,14 @@ impl VmRun {
         )
         .context("`ip -j addr show` in the VM")?;
         let mac = self.network.tenant_mac.to_string();
-        let link = links
+        let Some(link) = links
             .as_array()
             .into_iter()
             .flatten()
             .find(|l| l["address"].as_str() == Some(mac.as_str()))
-            .ok_or_else(|| anyhow!("no link with the tenant MAC {mac} in the VM"))?;
+        else {
+            return Ok(None);
+        };
         let name = link["ifname"].as_str().unwrap_or_default().to_owned();
         let addresses: Vec<String> = link["addr_info"]
             .as_array()
@@ -422,14 +426,40 @@ impl VmRun {
             .filter(|r| r["table"].as_str() != Some("local"))
             .map(|r| r["dst"].as_str().unwrap_or("?").to_owned())
             .collect();
-        Ok(TenantNicState {
+        Ok(Some(TenantNicState {
             name,
             up: link["flags"]
                 .as_array()
                 .is_some_and(|f| f.iter().any(|f| f == "UP")),
             addresses,
             routes,
+        }))
+    }
+
+    /// The tenant NIC, which must be in the VM (before `prepare`).
+    fn tenant_nic_state(&self) -> Result<TenantNicState> {
+        self.tenant_nic_in_vm()?.ok_or_else(|| {
+            anyhow!(
+                "no link with the tenant MAC {} in the VM",
+                self.network.tenant_mac
+            )
         })
+    }
+
+    /// Whether the Docker database container's namespace holds a link with the tenant MAC,
+    /// looked at from the VM through the container's process.
+    fn database_container_holds_tenant_nic(&self) -> Result<bool> {
+        let links: Value = serde_json::from_str(&self.qga().sh_ok(
+            "nsenter --net=/proc/$(docker inspect -f '{{.State.Pid}}' database)/ns/net ip -j link show",
+            Duration::from_secs(30),
+        )?)
+        .context("`ip -j link show` in the database container's namespace")?;
+        let mac = self.network.tenant_mac.to_string();
+        Ok(links
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|l| l["address"].as_str() == Some(mac.as_str())))
     }
 
     async fn vm_isolated(&self) -> Result<((), String)> {
@@ -725,13 +755,19 @@ impl VmRun {
         })?;
         let login_after = rebooted.elapsed();
         let wait_online = self.unit_active_after("ifupdown-wait-online.service")?;
-        let state = self.tenant_nic_state()?;
+        // The database container came back by its restart policy and the plugin moved the NIC
+        // into it again: the VM has no link with the tenant MAC at all.
+        if let Some(state) = self.tenant_nic_in_vm()? {
+            bail!(
+                "after the reboot the tenant NIC {} is in the VM (addresses {:?}, routes {:?}), not in the database container",
+                state.name,
+                state.addresses,
+                state.routes
+            );
+        }
         ensure!(
-            state.addresses.is_empty() && state.routes.is_empty(),
-            "after the reboot the VM holds {:?} and routes {:?} on {}",
-            state.addresses,
-            state.routes,
-            state.name
+            self.database_container_holds_tenant_nic()?,
+            "after the reboot the tenant NIC is neither in the VM nor in the database container"
         );
         controller
             .wait_event(mark, Duration::from_secs(120), |e| {
@@ -747,7 +783,7 @@ impl VmRun {
         Ok((
             (),
             format!(
-                "reboot to the first tenant login {:.1} s (as {user}), no second prepare; ifupdown-wait-online took {:.1} s (not waiting for the excluded tenant NIC); the VM still isolated and sent no DHCP request on the tenant network; heartbeats `healthy` again",
+                "reboot to the first tenant login {:.1} s (as {user}), no second prepare; ifupdown-wait-online took {:.1} s (not waiting for the excluded tenant NIC); the tenant NIC back in the database container, none in the VM, no DHCP request from the VM on the tenant network; heartbeats `healthy` again",
                 login_after.as_secs_f64(),
                 wait_online.as_secs_f64()
             ),
