@@ -143,10 +143,54 @@ fn docker_only_runtime() -> Result<()> {
 fn package_libraries() -> Result<()> {
     let mut args = vec!["package", "--locked", "--allow-dirty"];
     let names = library_crates()?;
+    forget_verified_packages(&names)?;
     for name in &names {
         args.extend(["-p", name.as_str()]);
     }
     sh::run("cargo", &args)
+}
+
+/// Removes the sources an earlier `cargo package` extracted for verification. cargo unpacks
+/// each package it verifies into `$CARGO_HOME/registry/src/<local registry>/<name>-<version>`
+/// and reuses that folder while it exists; our version stays 0.1.0 from commit to commit, so
+/// without this a later run would verify an earlier run's sources (a crate depending on a
+/// newer item of another then fails to build).
+fn forget_verified_packages(names: &[String]) -> Result<()> {
+    let cargo_home = match std::env::var_os("CARGO_HOME") {
+        Some(home) => PathBuf::from(home),
+        None => {
+            PathBuf::from(std::env::var_os("HOME").context("neither CARGO_HOME nor HOME is set")?)
+                .join(".cargo")
+        }
+    };
+    let sources = cargo_home.join("registry").join("src");
+    let Ok(registries) = std::fs::read_dir(&sources) else {
+        return Ok(());
+    };
+    for registry in registries.flatten() {
+        // Local (overlay) registries are named after a hash only; crates.io's is "index.…".
+        if !registry.file_name().to_string_lossy().starts_with('-') {
+            continue;
+        }
+        for extracted in std::fs::read_dir(registry.path())?.flatten() {
+            let file_name = extracted.file_name();
+            let folder = file_name.to_string_lossy();
+            if names.iter().any(|name| is_extracted_package(&folder, name)) {
+                std::fs::remove_dir_all(extracted.path())
+                    .with_context(|| format!("cannot remove {}", extracted.path().display()))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether `folder` is `<name>-<version>` (a version starts with a digit, so `netiso-config`
+/// does not claim a hypothetical `netiso-config-extra-1.0.0`).
+fn is_extracted_package(folder: &str, name: &str) -> bool {
+    folder
+        .strip_prefix(name)
+        .and_then(|rest| rest.strip_prefix('-'))
+        .is_some_and(|version| version.starts_with(|c: char| c.is_ascii_digit()))
 }
 
 /// The package names of the publishable crates: every folder of `crates/` with a manifest
@@ -221,7 +265,17 @@ fn fuzz_smoke(fuzz_dir: &Path) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::is_publishable;
+    use super::{is_extracted_package, is_publishable};
+
+    #[test]
+    fn only_our_packages_extracted_folders_are_forgotten() {
+        assert!(is_extracted_package("netiso-config-0.1.0", "netiso-config"));
+        assert!(!is_extracted_package(
+            "netiso-config-extra-1.0.0",
+            "netiso-config"
+        ));
+        assert!(!is_extracted_package("serde-1.0.0", "netiso-config"));
+    }
 
     #[test]
     fn a_crate_taking_the_workspaces_publish_false_is_not_packaged() {
