@@ -500,3 +500,57 @@ fn ready_comes_once_isolated_and_watchdog_pings_follow() {
         }
     }
 }
+
+/// Under systemd, stderr is the journal's stream (`JOURNAL_STREAM` names it): every line
+/// starts with its syslog priority, so the journal records errors as errors. With the
+/// variable inherited but stderr redirected elsewhere, lines stay plain.
+#[test]
+fn log_lines_carry_their_priority_only_into_the_journal_stream() {
+    use std::io::Read as _;
+    use std::os::fd::{AsRawFd as _, OwnedFd};
+    use std::os::unix::fs::MetadataExt as _;
+    use std::os::unix::net::UnixStream;
+
+    let (mut journal, agent_side) = UnixStream::pair().expect("a stream pair");
+    let stream = std::fs::metadata(format!("/proc/self/fd/{}", agent_side.as_raw_fd()))
+        .expect("the stream's device and inode");
+    let journal_stream = format!("{}:{}", stream.dev(), stream.ino());
+    let bad_config = [
+        "--config-file",
+        "/nonexistent/trove.conf",
+        "isolate",
+        "--dry-run",
+    ];
+    let status = Command::new(env!("CARGO_BIN_EXE_trove-guest-agent"))
+        .args(bad_config)
+        .env("JOURNAL_STREAM", &journal_stream)
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(OwnedFd::from(agent_side)))
+        .status()
+        .expect("run the agent");
+    assert_eq!(status.code(), Some(78), "a configuration error");
+    let mut logged = String::new();
+    journal
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("a read timeout");
+    journal
+        .read_to_string(&mut logged)
+        .expect("read what the agent logged");
+    let error_line = logged
+        .lines()
+        .find(|line| line.contains("ERROR"))
+        .unwrap_or_else(|| panic!("no ERROR line in {logged:?}"));
+    assert!(error_line.starts_with("<3>"), "{error_line:?}");
+
+    let piped = Command::new(env!("CARGO_BIN_EXE_trove-guest-agent"))
+        .args(bad_config)
+        .env("JOURNAL_STREAM", &journal_stream)
+        .output()
+        .expect("run the agent");
+    let stderr = String::from_utf8_lossy(&piped.stderr);
+    assert!(stderr.contains("ERROR"), "{stderr}");
+    assert!(
+        !stderr.contains("<3>"),
+        "a pipe got journal prefixes: {stderr}"
+    );
+}
