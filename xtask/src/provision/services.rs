@@ -68,14 +68,9 @@ const RABBIT_NOFILE_WANTED: u64 = 65536;
 fn rabbit_nofile() -> Result<u64> {
     let limits =
         std::fs::read_to_string("/proc/self/limits").context("cannot read /proc/self/limits")?;
-    let hard = hard_nofile_limit(&limits)
+    let (_, hard) = nofile_limits(&limits)
         .context("/proc/self/limits has no readable \"Max open files\" line")?;
-    Ok(hard.map_or(RABBIT_NOFILE_WANTED, |hard| hard.min(RABBIT_NOFILE_WANTED)))
-}
-
-/// [`rabbit_nofile`], or what the broker wants when the limit cannot be read.
-fn rabbit_nofile_or_wanted() -> u64 {
-    rabbit_nofile().unwrap_or(RABBIT_NOFILE_WANTED)
+    Ok(hard.min(RABBIT_NOFILE_WANTED))
 }
 
 /// The soft file limit of the running broker of this project (the `beam.smp` started with
@@ -98,36 +93,28 @@ fn running_broker_nofile() -> Option<u64> {
             if !ours {
                 return None;
             }
-            soft_nofile_limit(&std::fs::read_to_string(dir.join("limits")).ok()?)
+            let limits = std::fs::read_to_string(dir.join("limits")).ok()?;
+            nofile_limits(&limits).map(|(soft, _)| soft)
         })
 }
 
-/// The soft "Max open files" limit in a `/proc/<pid>/limits` text (`u64::MAX` when unlimited).
-fn soft_nofile_limit(limits: &str) -> Option<u64> {
+/// The soft and hard "Max open files" limits in a `/proc/<pid>/limits` text (`u64::MAX`
+/// for unlimited).
+fn nofile_limits(limits: &str) -> Option<(u64, u64)> {
     let line = limits
         .lines()
         .find(|line| line.starts_with("Max open files"))?;
-    match line["Max open files".len()..].split_whitespace().next()? {
+    let value = |field: &str| match field {
         "unlimited" => Some(u64::MAX),
-        soft => soft.parse().ok(),
-    }
-}
-
-/// The hard "Max open files" limit in a `/proc/<pid>/limits` text; `Some(None)` when unlimited.
-fn hard_nofile_limit(limits: &str) -> Option<Option<u64>> {
-    let line = limits
-        .lines()
-        .find(|line| line.starts_with("Max open files"))?;
+        number => number.parse().ok(),
+    };
     let mut fields = line["Max open files".len()..].split_whitespace();
-    let _soft = fields.next()?;
-    match fields.next()? {
-        "unlimited" => Some(None),
-        hard => hard.parse().ok().map(Some),
-    }
+    Some((value(fields.next()?)?, value(fields.next()?)?))
 }
 
 fn ensure_rabbitmq() -> Result<()> {
     let certificates = tls::ensure()?;
+    let nofile = rabbit_nofile()?;
     let dir = format!("{STATE_DIR}/rabbitmq");
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {dir}"))?;
     let config_path = format!("{dir}/rabbitmq.conf");
@@ -141,7 +128,7 @@ fn ensure_rabbitmq() -> Result<()> {
             Some("its TLS certificate was made again")
         } else if config_changed {
             Some("its configuration changed")
-        } else if running_broker_nofile().is_some_and(|soft| soft < rabbit_nofile_or_wanted()) {
+        } else if running_broker_nofile().is_some_and(|soft| soft < nofile) {
             Some("its file descriptor limit is below what the fleet benchmark needs")
         } else {
             None
@@ -172,7 +159,6 @@ fn ensure_rabbitmq() -> Result<()> {
     ];
     // The broker's socket limit comes from its file descriptor limit at start-up (1024 here
     // gives 832 sockets): a fleet of a thousand guests, one connection each, needs more.
-    let nofile = rabbit_nofile()?;
     if nofile < RABBIT_NOFILE_WANTED {
         say(&format!(
             "  note: rabbitmq gets the hard file limit, {nofile}, not {RABBIT_NOFILE_WANTED}"
@@ -340,32 +326,27 @@ fn ensure_containerd() -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::{hard_nofile_limit, soft_nofile_limit};
+    use super::nofile_limits;
 
     const LIMITS: &str = "Limit                     Soft Limit           Hard Limit           Units     \n\
 Max cpu time              unlimited            unlimited            seconds   \n\
 Max open files            1024                 20000                files     \n";
 
     #[test]
-    fn reads_the_hard_open_files_limit() {
-        assert_eq!(hard_nofile_limit(LIMITS), Some(Some(20000)));
+    fn reads_the_soft_and_hard_open_files_limits() {
+        assert_eq!(nofile_limits(LIMITS), Some((1024, 20000)));
     }
 
     #[test]
-    fn reads_the_soft_open_files_limit() {
-        assert_eq!(soft_nofile_limit(LIMITS), Some(1024));
-    }
-
-    #[test]
-    fn an_unlimited_hard_limit_reads_as_none() {
+    fn unlimited_reads_as_the_largest_limit() {
         let unlimited = LIMITS.replace("20000", "unlimited");
-        assert_eq!(hard_nofile_limit(&unlimited), Some(None));
+        assert_eq!(nofile_limits(&unlimited), Some((1024, u64::MAX)));
     }
 
     #[test]
     fn a_text_without_the_line_is_not_read() {
         assert_eq!(
-            hard_nofile_limit("Max cpu time  unlimited  unlimited  seconds\n"),
+            nofile_limits("Max cpu time  unlimited  unlimited  seconds\n"),
             None
         );
     }
