@@ -96,6 +96,7 @@ struct SideRun {
     lateness_ms: Option<(f64, f64, f64)>,
     rss_median_mib: f64,
     rss_max_mib: f64,
+    anon_median_mib: f64,
     idle_cpu_ms_per_min: f64,
     broker: BrokerShare,
 }
@@ -116,8 +117,9 @@ pub fn run(binaries: &ReleaseBinaries, options: &FleetOptions) -> Result<Section
              `guestagent.prepare.end`, as on a guest after `prepare`, so that it heartbeats; \
              `--heartbeat-interval {hb}`. A stand-in conductor (`fleet_conductor`, our \
              messaging crate) consumes the conductor queue and decrypts each heartbeat's \
-             `sent` with its guest's key. Per size: spawn to the last `READY=1` (sd_notify, \
-             one socket for all); then one sweep with the fleet client \
+             `sent` with its guest's key. Per size: spawn to the last agent serving RPC (its \
+             sd_notify `STATUS=serving RPC`, sent once its queues are consumed; one socket \
+             for all); then one sweep with the fleet client \
              (`cargo run --release -p netiso-messaging --example fleet_sweep`, {conc} calls in \
              flight, {CALL_TIMEOUT_MS} ms per call) calling `rpc_ping` then \
              `get_filesystem_stats` on every guest; then {idle} s idle, over which the \
@@ -491,7 +493,11 @@ fn write_agent_files(root: &Path, guest: &GuestId, exchange: &str, conductor: &s
     Ok(())
 }
 
-/// Counts `READY=1` notifications on one socket shared by every agent.
+/// What an agent tells systemd once its RPC server consumes (`READY=1` comes earlier: it
+/// means isolated, before the broker is reached).
+const SERVING: &str = "STATUS=serving RPC";
+
+/// Counts the agents serving RPC ([`SERVING`] notifications) on one socket shared by all.
 struct ReadyCounter {
     times: Arc<Mutex<Vec<Instant>>>,
     stop: Arc<std::sync::atomic::AtomicBool>,
@@ -512,7 +518,7 @@ impl ReadyCounter {
                 let Ok(len) = socket.recv(&mut buffer) else {
                     continue;
                 };
-                if String::from_utf8_lossy(&buffer[..len]).contains("READY=1") {
+                if String::from_utf8_lossy(&buffer[..len]).contains(SERVING) {
                     sink.lock()
                         .unwrap_or_else(PoisonError::into_inner)
                         .push(Instant::now());
@@ -566,7 +572,7 @@ fn sweep(
     guests: &Path,
 ) -> Result<Vec<SweepLine>> {
     let out = Command::new(tool)
-        .args(["--quiet", "--exchange", exchange, "--concurrency"])
+        .args(["--exchange", exchange, "--concurrency"])
         .arg(options.concurrency.to_string())
         .args(["--timeout-ms", CALL_TIMEOUT_MS])
         .arg(guests)
@@ -583,10 +589,20 @@ fn sweep(
     let stdout = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<SweepLine> = stdout.lines().filter_map(parse_sweep_line).collect();
     if lines.len() != 2 || !out.status.success() {
+        // One line per guest, then the summaries: keep what was not an answer.
+        let unanswered: Vec<&str> = stdout
+            .lines()
+            .filter(|line| {
+                line.split_whitespace()
+                    .nth(3)
+                    .is_none_or(|w| w != "answered")
+            })
+            .take(20)
+            .collect();
         bail!(
-            "the sweep did not reach every guest ({}): {}{}",
+            "the sweep did not reach every guest ({}): {} {}",
             out.status,
-            stdout.trim(),
+            unanswered.join("\n"),
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
@@ -624,9 +640,19 @@ fn process_cpu_ns(pid: u32) -> u64 {
         .sum()
 }
 
-/// Over the idle window: CPU ms per minute (mean per process) and, at its end, RSS median and
-/// maximum (MiB).
-fn idle_window(pids: &[u32], seconds: u64) -> Result<(f64, f64, f64)> {
+/// What the idle window measured.
+struct Idle {
+    /// CPU ms per minute, mean per process.
+    cpu_ms_per_min: f64,
+    /// RSS at the window's end, median and maximum, MiB.
+    rss_median_mib: f64,
+    rss_max_mib: f64,
+    /// The anonymous (unshared) part of RSS at the window's end, median, MiB.
+    anon_median_mib: f64,
+}
+
+/// Over the idle window: CPU per minute and, at its end, resident memory.
+fn idle_window(pids: &[u32], seconds: u64) -> Result<Idle> {
     let before: Vec<u64> = pids.iter().map(|&p| process_cpu_ns(p)).collect();
     let started = Instant::now();
     std::thread::sleep(Duration::from_secs(seconds));
@@ -643,10 +669,20 @@ fn idle_window(pids: &[u32], seconds: u64) -> Result<(f64, f64, f64)> {
         .map(|&p| sys::rss_kib(p))
         .collect::<Result<_>>()
         .context("a guest process ended during the idle window")?;
+    let mut anon: Vec<u64> = pids
+        .iter()
+        .map(|&p| sys::anon_kib(p))
+        .collect::<Result<_>>()
+        .context("a guest process ended during the idle window")?;
     rss.sort_unstable();
-    let median = rss.get(rss.len() / 2).copied().unwrap_or(0) as f64 / 1024.0;
-    let max = rss.last().copied().unwrap_or(0) as f64 / 1024.0;
-    Ok((cpu_ms_per_min, median, max))
+    anon.sort_unstable();
+    let mib = |sorted: &[u64], at: usize| sorted.get(at).copied().unwrap_or(0) as f64 / 1024.0;
+    Ok(Idle {
+        cpu_ms_per_min,
+        rss_median_mib: mib(&rss, rss.len() / 2),
+        rss_max_mib: mib(&rss, rss.len().saturating_sub(1)),
+        anon_median_mib: mib(&anon, anon.len() / 2),
+    })
 }
 
 /// Connections (by process, `ss`), their channels and the queues naming a guest id.
@@ -785,7 +821,7 @@ fn agents(binaries: &ReleaseBinaries, options: &FleetOptions, n: usize) -> Resul
     }
     let pids = fleet.pids();
     let window_start = unix_now();
-    let (cpu, rss_median, rss_max) = idle_window(&pids, options.idle_seconds)?;
+    let idle = idle_window(&pids, options.idle_seconds)?;
     let window_end = unix_now();
     let beats = conductor.beats_between(window_start, window_end);
     let mut lateness: Vec<Duration> = beats
@@ -809,9 +845,10 @@ fn agents(binaries: &ReleaseBinaries, options: &FleetOptions, n: usize) -> Resul
                 sys::ms(sys::quantile(&lateness, 1.0)),
             )
         }),
-        rss_median_mib: rss_median,
-        rss_max_mib: rss_max,
-        idle_cpu_ms_per_min: cpu,
+        rss_median_mib: idle.rss_median_mib,
+        rss_max_mib: idle.rss_max_mib,
+        anon_median_mib: idle.anon_median_mib,
+        idle_cpu_ms_per_min: idle.cpu_ms_per_min,
         broker,
     })
 }
@@ -903,7 +940,7 @@ fn python_fleet(binaries: &ReleaseBinaries, options: &FleetOptions, n: usize) ->
     ));
     let sweeps = sweep(&binaries.fleet_sweep, options, &exchange, &list)?;
     let pids: Vec<u32> = fleet.children.iter().map(|(c, _)| c.id()).collect();
-    let (cpu, rss_median, rss_max) = idle_window(&pids, options.idle_seconds.min(30))?;
+    let idle = idle_window(&pids, options.idle_seconds.min(30))?;
     let broker = broker_share(&pids, &ids, memory_before)?;
     drop(fleet);
     delete_topic_queues(&binaries.fleet_sweep, &exchange, &list);
@@ -913,9 +950,10 @@ fn python_fleet(binaries: &ReleaseBinaries, options: &FleetOptions, n: usize) ->
         sweeps,
         heartbeats_per_s: None,
         lateness_ms: None,
-        rss_median_mib: rss_median,
-        rss_max_mib: rss_max,
-        idle_cpu_ms_per_min: cpu,
+        rss_median_mib: idle.rss_median_mib,
+        rss_max_mib: idle.rss_max_mib,
+        anon_median_mib: idle.anon_median_mib,
+        idle_cpu_ms_per_min: idle.cpu_ms_per_min,
         broker,
     })
 }
@@ -925,7 +963,7 @@ fn table(ours: &[SideRun], python: &[SideRun]) -> String {
     let mut out = String::from(
         "| guests | side | spawn → all ready | sweep `rpc_ping` (p50 / p99 per call) | sweep \
          `get_filesystem_stats` (p50 / p99) | heartbeats/s (lateness p50 / p99 / max) | RSS \
-         per guest, median (max) | idle CPU per guest | broker memory per guest | \
+         per guest, median (max); its private part (`RssAnon`), median | idle CPU per guest | broker memory per guest | \
          connections / channels / queues per guest |\n|---|---|---|---|---|---|---|---|---|---|\n",
     );
     let rows = ours
@@ -953,14 +991,15 @@ fn table(ours: &[SideRun], python: &[SideRun]) -> String {
         let per = |count: usize| count as f64 / r.guests.max(1) as f64;
         let _ = writeln!(
             out,
-            "| {} | {side} | {:.2} s | {} | {} | {beats} | {:.1} MiB ({:.1}) | {:.2} ms/min | \
-             {:.0} KiB | {:.2} / {:.2} / {:.2} |",
+            "| {} | {side} | {:.2} s | {} | {} | {beats} | {:.1} MiB ({:.1}); {:.2} MiB \
+             private | {:.2} ms/min | {:.0} KiB | {:.2} / {:.2} / {:.2} |",
             r.guests,
             r.ready_ms / 1e3,
             sweep(0),
             sweep(1),
             r.rss_median_mib,
             r.rss_max_mib,
+            r.anon_median_mib,
             r.idle_cpu_ms_per_min,
             r.broker.memory_delta_kib / r.guests.max(1) as f64,
             per(r.broker.connections),
@@ -1027,7 +1066,18 @@ fn add_figures(
             py.guests, options.python_cap
         ));
     }
-    section.figures.extend([rss, cpu, memory]);
+    let mut private = Figure::cost(
+        format!(
+            "agent idle private memory (`RssAnon`: RSS without the code pages every agent \
+             shares), median of {n}"
+        ),
+        "MiB",
+        largest.anon_median_mib,
+    );
+    if let Some(py) = reference {
+        private = private.against(py.anon_median_mib);
+    }
+    section.figures.extend([rss, private, cpu, memory]);
 }
 
 #[cfg(test)]

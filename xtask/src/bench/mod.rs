@@ -145,7 +145,11 @@ pub fn run(only: &[String], fleet_options: &FleetOptions) -> Result<()> {
     let text = report::render(&machine, &sections, started.elapsed().as_secs_f64());
     say(&text);
     if only.is_empty() {
-        std::fs::write(REPORT, &text)?;
+        let kept = std::fs::read_to_string(REPORT)
+            .ok()
+            .and_then(|old| kept_tail(&old).map(str::to_owned))
+            .unwrap_or_default();
+        std::fs::write(REPORT, format!("{text}{kept}"))?;
         say(&format!(
             "bench: {REPORT} written in {:.0} s",
             started.elapsed().as_secs_f64()
@@ -165,6 +169,15 @@ pub fn run(only: &[String], fleet_options: &FleetOptions) -> Result<()> {
         bail!("some parts were not measured: {}", failed.join("; "));
     }
     Ok(())
+}
+
+/// Marks where the parts measured outside `cargo xtask bench` begin (the VM's, measured by
+/// `cargo xtask vm`): a full run keeps them as they are.
+const KEPT_MARKER: &str = "<!-- measured outside cargo xtask bench: kept as is -->";
+
+/// The part of an existing report a new run keeps: from [`KEPT_MARKER`] to the end.
+fn kept_tail(report: &str) -> Option<&str> {
+    report.find(KEPT_MARKER).map(|at| &report[at..])
 }
 
 /// The 1, 5 and 15 minute load averages.
@@ -217,4 +230,20 @@ fn machine() -> Result<Machine> {
             commit
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_run_keeps_the_parts_measured_elsewhere() {
+        let report =
+            format!("# Benchmarks\n\n## 8. Fleet\n\n{KEPT_MARKER}\n\n## 9. VM\n\nfigures\n");
+        assert_eq!(
+            kept_tail(&report),
+            Some(format!("{KEPT_MARKER}\n\n## 9. VM\n\nfigures\n").as_str())
+        );
+        assert_eq!(kept_tail("# Benchmarks\n\n## 8. Fleet\n"), None);
+    }
 }

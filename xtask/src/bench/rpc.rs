@@ -63,9 +63,9 @@ pub fn run(binaries: &ReleaseBinaries) -> Result<Section> {
              threading executor) on the same RabbitMQ, both running side by side and taking \
              turns in 10 rounds so that a change of load weighs on both alike. {CALLS} \
              sequential calls each, then twice as many with 8 concurrent callers, after 200 \
-             untimed. CPU per call and RSS are the server process's (`/proc`). Targets are the \
-             messaging \
-             crate's: p50 ≤ 1/2, throughput ≥ 3×, CPU per call ≤ 1/10, RSS ≤ 1/5 of Python's. \
+             untimed. CPU per call and RSS are the server process's (`/proc`). Targets: p50 ≤ 1/2 and RSS ≤ 1/5 of \
+             Python's (the messaging crate's), and issue 17's: 8-caller throughput ≥ 10× and \
+             server CPU per call ≤ 1/20 of Python's. \
              A third server takes turns with them, the floor: a minimal responder of the same \
              example on the same broker, called by the same client, that acks, reads \
              `_msg_id` and `_reply_q` from the envelope and publishes a precomputed encrypted \
@@ -121,17 +121,30 @@ pub fn run(binaries: &ReleaseBinaries) -> Result<Section> {
         )
         .against(floor.seq_p50),
         Figure::cost("round trip p99, sequential", "ms", ours.seq_p99).against(python.seq_p99),
-        Figure::rate("calls/s, sequential", "calls/s", ours.seq_rate)
-            .against(python.seq_rate)
-            .target(Target::GainAtLeast(3.0)),
+        // One caller at a time is bounded by the client and the broker (the floor above
+        // measures that bound); the sequential target is the one against the floor.
+        Figure::rate("calls/s, sequential", "calls/s", ours.seq_rate).against(python.seq_rate),
         Figure::cost("round trip p50, 8 callers", "ms", ours.conc_p50).against(python.conc_p50),
         Figure::cost("round trip p99, 8 callers", "ms", ours.conc_p99).against(python.conc_p99),
         Figure::rate("calls/s, 8 callers", "calls/s", ours.conc_rate)
             .against(python.conc_rate)
-            .target(Target::GainAtLeast(3.0)),
+            .target(Target::GainAtLeast(10.0)),
+        Figure::rate(
+            "calls/s, 8 callers, against the floor (the most any server gets from this client \
+             and broker)",
+            "calls/s",
+            ours.conc_rate,
+        )
+        .against(floor.conc_rate),
+        Figure::rate(
+            "the floor's calls/s, 8 callers, against Python's",
+            "calls/s",
+            floor.conc_rate,
+        )
+        .against(python.conc_rate),
         Figure::cost("server CPU per call", "µs", ours.cpu_us)
             .against(python.cpu_us)
-            .target(Target::RatioAtMost(0.1)),
+            .target(Target::RatioAtMost(0.05)),
         Figure::cost("server RSS", "MiB", ours.rss_mib)
             .against(python.rss_mib)
             .target(Target::RatioAtMost(0.2)),
@@ -209,7 +222,7 @@ pub fn run(binaries: &ReleaseBinaries) -> Result<Section> {
     match agent_footprint(&binaries.agent) {
         Ok((ready, rss_mib)) => {
             section.figures.push(Figure::cost(
-                "agent start to READY=1 (bridged guest)",
+                "agent start to serving RPC (bridged guest)",
                 "ms",
                 ready,
             ));
@@ -227,8 +240,9 @@ pub fn run(binaries: &ReleaseBinaries) -> Result<Section> {
                  guest agent itself is not installed by the bench, its dependency tree is the \
                  whole of Trove). The agent runs in `netiso-guest` in bridged mode \
                  (`network_isolation = False`, no tenant NIC), with the provisioned dockerd and \
-                 RabbitMQ through the management network; ready is its systemd `READY=1` \
-                 notification, sent once the RPC server consumes."
+                 RabbitMQ through the management network; ready is its systemd \
+                 `STATUS=serving RPC` notification, sent once the RPC server consumes (its \
+                 `READY=1` comes earlier: it means isolated)."
                     .to_owned(),
             );
         }
@@ -241,7 +255,8 @@ pub fn run(binaries: &ReleaseBinaries) -> Result<Section> {
 }
 
 /// Starts `trove-guest-agent` in the provisioned guest (bridged mode), times it to its
-/// `READY=1` notification, reads its RSS after 3 s of idling, stops it; returns (ms, MiB).
+/// `STATUS=serving RPC` notification, reads its RSS after 3 s of idling, stops it; returns
+/// (ms, MiB).
 fn agent_footprint(agent: &Path) -> Result<(f64, f64)> {
     use super::sys::{self, ChildGuard, TempDir};
     use crate::layout::{DOCKER_EXEC_ROOT, DOCKER_SOCKET, GUEST_NETNS, MGMT_GATEWAY_ADDR};
@@ -296,7 +311,7 @@ fn agent_footprint(agent: &Path) -> Result<(f64, f64)> {
         let Ok(len) = notify.recv(&mut buffer) else {
             break;
         };
-        if String::from_utf8_lossy(&buffer[..len]).contains("READY=1") {
+        if String::from_utf8_lossy(&buffer[..len]).contains("STATUS=serving RPC") {
             ready = Some(started.elapsed());
             break;
         }
@@ -305,7 +320,7 @@ fn agent_footprint(agent: &Path) -> Result<(f64, f64)> {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         bail!(
-            "the agent sent no READY=1 within 60 s; log:\n{}",
+            "the agent sent no `STATUS=serving RPC` within 60 s; log:\n{}",
             lines[lines.len().saturating_sub(15)..].join("\n")
         );
     };

@@ -192,14 +192,25 @@ impl Drop for ChildGuard {
 
 /// Resident memory of a process in KiB (`VmRSS`).
 pub fn rss_kib(pid: u32) -> Result<u64> {
+    status_kib(pid, "VmRSS")
+}
+
+/// The anonymous part of a process's resident memory, KiB (`RssAnon`): its heap and stacks,
+/// what it holds alone, unlike the code pages that every process of one binary shares.
+pub fn anon_kib(pid: u32) -> Result<u64> {
+    status_kib(pid, "RssAnon")
+}
+
+/// A `KiB` field of `/proc/<pid>/status`.
+fn status_kib(pid: u32, field: &str) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .with_context(|| format!("process {pid} is gone"))?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
-        .with_context(|| format!("no VmRSS for process {pid}"))
+        .with_context(|| format!("no {field} for process {pid}"))
 }
 
 /// The direct children of a process.

@@ -22,8 +22,13 @@ use crate::confirm::ConfirmTracker;
 use crate::options::RabbitOptions;
 use crate::tls::TlsClient;
 
-/// How often a connection that reported nothing is checked for being closed anyway.
-const LIVENESS_POLL: Duration = Duration::from_millis(500);
+/// How often a connection that reported nothing is checked for being closed anyway. A loss is
+/// normally reported at once (the broker's `Connection.Close`, or amqprs's I/O failure signal
+/// when its reader stops); this poll only bounds the rare cases where neither arrives (the
+/// reader stopped before the listener subscribed, or amqprs's writer stopped alone). Long on
+/// purpose: an idle agent wakes for it, and a fleet of idle agents pays it a thousand times
+/// over (every 500 ms was 120 wake-ups a minute per guest, each several timer-wheel wake-ups).
+const LIVENESS_POLL: Duration = Duration::from_secs(30);
 
 /// State of the supervised connection, as the supervisor publishes it.
 #[derive(Clone)]
