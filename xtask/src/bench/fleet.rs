@@ -45,10 +45,13 @@ pub struct FleetOptions {
 const BROKER: &str = "127.0.0.1:5672";
 /// `fleet_sweep`'s per-call timeout.
 const CALL_TIMEOUT_MS: &str = "30000";
-/// Memory each agent and each Python stand-in is allowed for, when deciding whether a size
-/// fits (measured: about 10 and 60 MiB), with room for the broker's growth.
+/// Memory each agent and each Python stand-in is allowed for, when deciding whether the first
+/// size fits (RSS measured: about 11 and 60 MiB, the broker's growth besides); later sizes use
+/// what the earlier ones cost the machine ([`per_guest_budget_kib`]).
 const AGENT_BUDGET_KIB: u64 = 24 * 1024;
 const PYTHON_BUDGET_KIB: u64 = 96 * 1024;
+/// Room left above the measured cost per guest when deciding whether a larger size fits.
+const BUDGET_MARGIN: f64 = 1.5;
 
 /// One sweep's summary line from `fleet_sweep`.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -98,9 +101,30 @@ struct SideRun {
     rss_max_mib: f64,
     anon_median_mib: f64,
     idle_cpu_ms_per_min: f64,
+    idle_wakeups_per_min: f64,
     broker: BrokerShare,
+    /// The drop of the machine's `MemAvailable` from before the guests started to the end of
+    /// the idle window, per guest: the process, its kernel objects and the broker's share.
+    machine_kib_per_guest: f64,
 }
 
+impl SideRun {
+    /// What one more guest of this side costs the machine, at least its private memory and
+    /// its broker share (`MemAvailable` moves with the other work on a shared machine).
+    fn cost_kib_per_guest(&self) -> f64 {
+        let per = self.guests.max(1) as f64;
+        let floor = self.anon_median_mib * 1024.0 + self.broker.memory_delta_kib / per;
+        self.machine_kib_per_guest.max(floor)
+    }
+}
+
+/// The memory allowed per guest when deciding whether a size fits: the measured cost of the
+/// largest size run so far with [`BUDGET_MARGIN`], or `fallback` before any.
+fn per_guest_budget_kib(runs: &[SideRun], fallback: u64) -> u64 {
+    runs.iter()
+        .max_by_key(|r| r.guests)
+        .map_or(fallback, |r| (r.cost_kib_per_guest() * BUDGET_MARGIN).ceil() as u64)
+}
 /// Runs part 8.
 pub fn run(binaries: &ReleaseBinaries, options: &FleetOptions) -> Result<Section> {
     let started = Instant::now();
@@ -147,6 +171,7 @@ pub fn run(binaries: &ReleaseBinaries, options: &FleetOptions) -> Result<Section
     let mut python_runs: Vec<SideRun> = Vec::new();
     let mut skipped: Vec<String> = Vec::new();
     let mut python_done: HashSet<usize> = HashSet::new();
+    let available_at_start = mem_available_kib();
     for &size in &options.sizes {
         if started.elapsed() > options.budget {
             skipped.push(format!(
@@ -156,7 +181,11 @@ pub fn run(binaries: &ReleaseBinaries, options: &FleetOptions) -> Result<Section
             ));
             continue;
         }
-        if let Some(reason) = does_not_fit(size, 1, AGENT_BUDGET_KIB) {
+        if let Some(reason) = does_not_fit(
+            size,
+            1,
+            per_guest_budget_kib(&ours_runs, AGENT_BUDGET_KIB),
+        ) {
             say(&format!("  fleet: N = {size} skipped: {reason}"));
             skipped.push(format!("N = {size} (ours): {reason}"));
             continue;
@@ -174,7 +203,11 @@ pub fn run(binaries: &ReleaseBinaries, options: &FleetOptions) -> Result<Section
             continue;
         }
         // oslo opens a second connection for its replies.
-        if let Some(reason) = does_not_fit(python_size, 2, PYTHON_BUDGET_KIB) {
+        if let Some(reason) = does_not_fit(
+            python_size,
+            2,
+            per_guest_budget_kib(&python_runs, PYTHON_BUDGET_KIB),
+        ) {
             skipped.push(format!("N = {python_size} (Python): {reason}"));
             continue;
         }
@@ -191,6 +224,9 @@ pub fn run(binaries: &ReleaseBinaries, options: &FleetOptions) -> Result<Section
     }
     section.notes.push(table(&ours_runs, &python_runs));
     add_figures(&mut section, &ours_runs, &python_runs, options);
+    if let Some(note) = capacity_note(&ours_runs, &python_runs, available_at_start) {
+        section.notes.push(note);
+    }
     if !skipped.is_empty() {
         section.notes.push(format!(
             "Not measured: {}.",
@@ -626,9 +662,11 @@ fn delete_topic_queues(tool: &Path, exchange: &str, guests: &Path) {
 }
 
 /// CPU nanoseconds of every thread of `pid`.
-fn process_cpu_ns(pid: u32) -> u64 {
+/// CPU time (ns) and times scheduled in (each a wake-up, for a process that sleeps between
+/// events) over all of a process's threads, from their `schedstat`.
+fn process_schedstat(pid: u32) -> (u64, u64) {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return 0;
+        return (0, 0);
     };
     tasks
         .filter_map(|task| task.ok())
@@ -636,14 +674,24 @@ fn process_cpu_ns(pid: u32) -> u64 {
         .filter_map(|tid: u32| {
             std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/schedstat")).ok()
         })
-        .filter_map(|text| text.split_whitespace().next()?.parse::<u64>().ok())
-        .sum()
+        .filter_map(|text| parse_schedstat(&text))
+        .fold((0, 0), |(ns, runs), (n, r)| (ns + n, runs + r))
+}
+
+/// `(cpu ns, timeslices)` of one `schedstat` line: run time, wait time, timeslices.
+fn parse_schedstat(text: &str) -> Option<(u64, u64)> {
+    let mut fields = text.split_whitespace();
+    let ns = fields.next()?.parse().ok()?;
+    let runs = fields.nth(1)?.parse().ok()?;
+    Some((ns, runs))
 }
 
 /// What the idle window measured.
 struct Idle {
     /// CPU ms per minute, mean per process.
     cpu_ms_per_min: f64,
+    /// Times scheduled in per minute, mean per process.
+    wakeups_per_min: f64,
     /// RSS at the window's end, median and maximum, MiB.
     rss_median_mib: f64,
     rss_max_mib: f64,
@@ -653,17 +701,23 @@ struct Idle {
 
 /// Over the idle window: CPU per minute and, at its end, resident memory.
 fn idle_window(pids: &[u32], seconds: u64) -> Result<Idle> {
-    let before: Vec<u64> = pids.iter().map(|&p| process_cpu_ns(p)).collect();
+    let before: Vec<(u64, u64)> = pids.iter().map(|&p| process_schedstat(p)).collect();
     let started = Instant::now();
     std::thread::sleep(Duration::from_secs(seconds));
-    let after: Vec<u64> = pids.iter().map(|&p| process_cpu_ns(p)).collect();
+    let after: Vec<(u64, u64)> = pids.iter().map(|&p| process_schedstat(p)).collect();
     let minutes = started.elapsed().as_secs_f64() / 60.0;
-    let total_ns: u64 = after
-        .iter()
-        .zip(&before)
-        .map(|(a, b)| a.saturating_sub(*b))
-        .sum();
-    let cpu_ms_per_min = total_ns as f64 / 1e6 / pids.len().max(1) as f64 / minutes;
+    let (total_ns, total_runs) = after.iter().zip(&before).fold(
+        (0_u64, 0_u64),
+        |(ns, runs), ((ns_after, runs_after), (ns_before, runs_before))| {
+            (
+                ns + ns_after.saturating_sub(*ns_before),
+                runs + runs_after.saturating_sub(*runs_before),
+            )
+        },
+    );
+    let per_process_per_min = |total: u64| total as f64 / pids.len().max(1) as f64 / minutes;
+    let cpu_ms_per_min = per_process_per_min(total_ns) / 1e6;
+    let wakeups_per_min = per_process_per_min(total_runs);
     let mut rss: Vec<u64> = pids
         .iter()
         .map(|&p| sys::rss_kib(p))
@@ -679,6 +733,7 @@ fn idle_window(pids: &[u32], seconds: u64) -> Result<Idle> {
     let mib = |sorted: &[u64], at: usize| sorted.get(at).copied().unwrap_or(0) as f64 / 1024.0;
     Ok(Idle {
         cpu_ms_per_min,
+        wakeups_per_min,
         rss_median_mib: mib(&rss, rss.len() / 2),
         rss_max_mib: mib(&rss, rss.len().saturating_sub(1)),
         anon_median_mib: mib(&anon, anon.len() / 2),
@@ -747,6 +802,7 @@ fn agents(binaries: &ReleaseBinaries, options: &FleetOptions, n: usize) -> Resul
     let (guests, list) = make_guests(dir.path(), &tag, n)?;
     let ids: Vec<String> = guests.iter().map(|g| g.id.clone()).collect();
     let memory_before = broker_memory_kib()?;
+    let available_before = mem_available_kib();
     let conductor = Conductor::start(
         &binaries.fleet_conductor,
         &exchange,
@@ -822,6 +878,7 @@ fn agents(binaries: &ReleaseBinaries, options: &FleetOptions, n: usize) -> Resul
     let pids = fleet.pids();
     let window_start = unix_now();
     let idle = idle_window(&pids, options.idle_seconds)?;
+    let machine_kib_per_guest = machine_cost_per_guest(available_before, n);
     let window_end = unix_now();
     let beats = conductor.beats_between(window_start, window_end);
     let mut lateness: Vec<Duration> = beats
@@ -849,8 +906,15 @@ fn agents(binaries: &ReleaseBinaries, options: &FleetOptions, n: usize) -> Resul
         rss_max_mib: idle.rss_max_mib,
         anon_median_mib: idle.anon_median_mib,
         idle_cpu_ms_per_min: idle.cpu_ms_per_min,
+        idle_wakeups_per_min: idle.wakeups_per_min,
         broker,
+        machine_kib_per_guest,
     })
+}
+
+/// The drop of `MemAvailable` since `available_before`, per guest (0 when it rose).
+fn machine_cost_per_guest(available_before: u64, guests: usize) -> f64 {
+    available_before.saturating_sub(mem_available_kib()) as f64 / guests.max(1) as f64
 }
 
 /// Python stand-ins: stopped (stdin closed, then SIGTERM, then SIGKILL) on drop.
@@ -889,6 +953,7 @@ fn python_fleet(binaries: &ReleaseBinaries, options: &FleetOptions, n: usize) ->
     let (guests, list) = make_guests(dir.path(), &tag, n)?;
     let ids: Vec<String> = guests.iter().map(|g| g.id.clone()).collect();
     let memory_before = broker_memory_kib()?;
+    let available_before = mem_available_kib();
     let venv =
         std::env::var("NETISO_PY_VENV").unwrap_or_else(|_| "/var/lib/trove-netiso/venv".to_owned());
     let scripts = Path::new("crates/netiso-messaging/tests/python").canonicalize()?;
@@ -941,6 +1006,7 @@ fn python_fleet(binaries: &ReleaseBinaries, options: &FleetOptions, n: usize) ->
     let sweeps = sweep(&binaries.fleet_sweep, options, &exchange, &list)?;
     let pids: Vec<u32> = fleet.children.iter().map(|(c, _)| c.id()).collect();
     let idle = idle_window(&pids, options.idle_seconds.min(30))?;
+    let machine_kib_per_guest = machine_cost_per_guest(available_before, n);
     let broker = broker_share(&pids, &ids, memory_before)?;
     drop(fleet);
     delete_topic_queues(&binaries.fleet_sweep, &exchange, &list);
@@ -954,7 +1020,36 @@ fn python_fleet(binaries: &ReleaseBinaries, options: &FleetOptions, n: usize) ->
         rss_max_mib: idle.rss_max_mib,
         anon_median_mib: idle.anon_median_mib,
         idle_cpu_ms_per_min: idle.cpu_ms_per_min,
+        idle_wakeups_per_min: idle.wakeups_per_min,
         broker,
+        machine_kib_per_guest,
+    })
+}
+
+/// How many guests of each side the memory available when the part began would hold, at
+/// the cost per guest measured at each side's largest size.
+fn capacity_note(ours: &[SideRun], python: &[SideRun], available_kib: u64) -> Option<String> {
+    let side = |runs: &[SideRun], name: &str| {
+        runs.iter().max_by_key(|r| r.guests).map(|r| {
+            let cost = r.cost_kib_per_guest();
+            format!(
+                "{name}: {:.1} MiB per guest (at N = {}), about {} guests",
+                cost / 1024.0,
+                r.guests,
+                (available_kib as f64 / cost.max(1.0)).floor()
+            )
+        })
+    };
+    let sides: Vec<String> = [side(ours, "ours"), side(python, "Python")]
+        .into_iter()
+        .flatten()
+        .collect();
+    (!sides.is_empty()).then(|| {
+        format!(
+            "Where each side stops fitting: what a guest costs the machine (the drop of              `MemAvailable` from before the guests started to the end of the idle window, per              guest: the process, its kernel objects and the broker's growth; at least its              private memory and broker share), against the {:.0} MiB available when the part              began: {}.",
+            available_kib as f64 / 1024.0,
+            sides.join("; ")
+        )
     })
 }
 
@@ -963,8 +1058,9 @@ fn table(ours: &[SideRun], python: &[SideRun]) -> String {
     let mut out = String::from(
         "| guests | side | spawn → all ready | sweep `rpc_ping` (p50 / p99 per call) | sweep \
          `get_filesystem_stats` (p50 / p99) | heartbeats/s (lateness p50 / p99 / max) | RSS \
-         per guest, median (max); its private part (`RssAnon`), median | idle CPU per guest | broker memory per guest | \
-         connections / channels / queues per guest |\n|---|---|---|---|---|---|---|---|---|---|\n",
+         per guest, median (max); its private part (`RssAnon`), median | idle CPU per guest (wake-ups per minute) | broker memory per guest | \
+         machine memory per guest (`MemAvailable` drop) | connections / channels / queues per \
+         guest |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     let rows = ours
         .iter()
@@ -992,7 +1088,7 @@ fn table(ours: &[SideRun], python: &[SideRun]) -> String {
         let _ = writeln!(
             out,
             "| {} | {side} | {:.2} s | {} | {} | {beats} | {:.1} MiB ({:.1}); {:.2} MiB \
-             private | {:.2} ms/min | {:.0} KiB | {:.2} / {:.2} / {:.2} |",
+             private | {:.2} ms/min ({:.0}) | {:.0} KiB | {:.1} MiB | {:.2} / {:.2} / {:.2} |",
             r.guests,
             r.ready_ms / 1e3,
             sweep(0),
@@ -1001,7 +1097,9 @@ fn table(ours: &[SideRun], python: &[SideRun]) -> String {
             r.rss_max_mib,
             r.anon_median_mib,
             r.idle_cpu_ms_per_min,
+            r.idle_wakeups_per_min,
             r.broker.memory_delta_kib / r.guests.max(1) as f64,
+            r.machine_kib_per_guest / 1024.0,
             per(r.broker.connections),
             per(r.broker.channels),
             per(r.broker.queues),
@@ -1066,6 +1164,29 @@ fn add_figures(
             py.guests, options.python_cap
         ));
     }
+    let mut wakeups = Figure::cost(
+        format!("agent idle wake-ups per minute, mean of {n}"),
+        "/min",
+        largest.idle_wakeups_per_min,
+    );
+    if let Some(py) = reference {
+        wakeups = wakeups.against(py.idle_wakeups_per_min);
+    }
+    section.notes.push(
+        "Where an idle agent's wake-ups come from (traced with `strace -e epoll_wait` on one \
+         agent): each timer that expires wakes the current-thread runtime once, and one set \
+         more than 4 s ahead up to twice more before that, as tokio's timer wheel moves it to \
+         finer slots. The timers of an idle agent: amqprs's channel dispatcher purges stale \
+         consumer buffers every 10 s on each channel (`CONSUMER_PURGE_INTERVAL`, not \
+         configurable; the agent holds two channels, consuming and publishing with confirms, \
+         kept apart so that a publish the broker refuses, which closes its channel, cannot \
+         stop the consumers): about two thirds of the wake-ups; the AMQP heartbeat, sent and \
+         received every 30 s; the Trove heartbeat every 60 s (one Docker inspect on a new \
+         unix connection, one encrypted publish and its confirm); the connection's liveness \
+         check every 120 s. The CPU per wake-up is mostly the kernel's (the context switch \
+         and `epoll_wait`), and it grows when the machine is otherwise idle (cold caches)."
+            .to_owned(),
+    );
     let mut private = Figure::cost(
         format!(
             "agent idle private memory (`RssAnon`: RSS without the code pages every agent \
@@ -1077,7 +1198,9 @@ fn add_figures(
     if let Some(py) = reference {
         private = private.against(py.anon_median_mib);
     }
-    section.figures.extend([rss, private, cpu, memory]);
+    section
+        .figures
+        .extend([rss, private, cpu, wakeups, memory]);
 }
 
 #[cfg(test)]
@@ -1092,6 +1215,52 @@ mod tests {
         assert_eq!((parsed.guests, parsed.answered), (100, 99));
         assert_eq!(parsed.p99_ms, 3.9);
         assert_eq!(parse_sweep_line("heartbeat x 1 2 ok"), None);
+    }
+
+    #[test]
+    fn reads_cpu_time_and_timeslices_from_schedstat() {
+        assert_eq!(
+            parse_schedstat("14685707 201833 140\n"),
+            Some((14_685_707, 140))
+        );
+        assert_eq!(parse_schedstat("14685707"), None);
+    }
+
+    #[test]
+    fn a_larger_size_is_budgeted_from_what_the_largest_run_cost() {
+        assert_eq!(per_guest_budget_kib(&[], 24 * 1024), 24 * 1024);
+        let run = |guests, machine_kib_per_guest| SideRun {
+            guests,
+            machine_kib_per_guest,
+            anon_median_mib: 1.0,
+            broker: BrokerShare {
+                memory_delta_kib: 4096.0 * guests as f64,
+                ..BrokerShare::default()
+            },
+            ..SideRun::default()
+        };
+        // 6 MiB measured at N = 500 counts, not the noisier N = 10.
+        assert_eq!(
+            per_guest_budget_kib(&[run(10, 20480.0), run(500, 6144.0)], 0),
+            9216
+        );
+        // A drop below private memory plus the broker share (other work freed memory) is
+        // not believed.
+        assert_eq!(per_guest_budget_kib(&[run(100, 0.0)], 0), 7680);
+    }
+
+    #[test]
+    fn the_capacity_note_names_each_side() {
+        let run = |guests, kib| SideRun {
+            guests,
+            machine_kib_per_guest: kib,
+            ..SideRun::default()
+        };
+        let note = capacity_note(&[run(500, 5120.0)], &[run(100, 65536.0)], 1024 * 1024)
+            .expect("a note");
+        assert!(note.contains("ours: 5.0 MiB per guest (at N = 500), about 204 guests"));
+        assert!(note.contains("Python: 64.0 MiB per guest (at N = 100), about 16 guests"));
+        assert_eq!(capacity_note(&[], &[], 1024), None);
     }
 
     #[test]

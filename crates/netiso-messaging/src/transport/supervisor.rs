@@ -24,11 +24,13 @@ use crate::tls::TlsClient;
 
 /// How often a connection that reported nothing is checked for being closed anyway. A loss is
 /// normally reported at once (the broker's `Connection.Close`, or amqprs's I/O failure signal
-/// when its reader stops); this poll only bounds the rare cases where neither arrives (the
-/// reader stopped before the listener subscribed, or amqprs's writer stopped alone). Long on
-/// purpose: an idle agent wakes for it, and a fleet of idle agents pays it a thousand times
-/// over (every 500 ms was 120 wake-ups a minute per guest, each several timer-wheel wake-ups).
-const LIVENESS_POLL: Duration = Duration::from_secs(30);
+/// when its reader stops, which it also does after two missed broker heartbeats); this poll
+/// only bounds the rare cases where neither arrives (the reader stopped before the listener
+/// subscribed, or amqprs's writer stopped alone). Long on purpose: an idle agent wakes for it,
+/// each time several timer-wheel wake-ups, and a fleet of idle agents pays it a thousand times
+/// over (every 500 ms was 120 wake-ups a minute per guest; every 30 s still about 6 of the 36
+/// an idle agent had).
+const LIVENESS_POLL: Duration = Duration::from_secs(120);
 
 /// State of the supervised connection, as the supervisor publishes it.
 #[derive(Clone)]
