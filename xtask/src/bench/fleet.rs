@@ -121,9 +121,9 @@ impl SideRun {
 /// The memory allowed per guest when deciding whether a size fits: the measured cost of the
 /// largest size run so far with [`BUDGET_MARGIN`], or `fallback` before any.
 fn per_guest_budget_kib(runs: &[SideRun], fallback: u64) -> u64 {
-    runs.iter()
-        .max_by_key(|r| r.guests)
-        .map_or(fallback, |r| (r.cost_kib_per_guest() * BUDGET_MARGIN).ceil() as u64)
+    runs.iter().max_by_key(|r| r.guests).map_or(fallback, |r| {
+        (r.cost_kib_per_guest() * BUDGET_MARGIN).ceil() as u64
+    })
 }
 /// Runs part 8.
 pub fn run(binaries: &ReleaseBinaries, options: &FleetOptions) -> Result<Section> {
@@ -181,11 +181,9 @@ pub fn run(binaries: &ReleaseBinaries, options: &FleetOptions) -> Result<Section
             ));
             continue;
         }
-        if let Some(reason) = does_not_fit(
-            size,
-            1,
-            per_guest_budget_kib(&ours_runs, AGENT_BUDGET_KIB),
-        ) {
+        if let Some(reason) =
+            does_not_fit(size, 1, per_guest_budget_kib(&ours_runs, AGENT_BUDGET_KIB))
+        {
             say(&format!("  fleet: N = {size} skipped: {reason}"));
             skipped.push(format!("N = {size} (ours): {reason}"));
             continue;
@@ -1046,7 +1044,11 @@ fn capacity_note(ours: &[SideRun], python: &[SideRun], available_kib: u64) -> Op
         .collect();
     (!sides.is_empty()).then(|| {
         format!(
-            "Where each side stops fitting: what a guest costs the machine (the drop of              `MemAvailable` from before the guests started to the end of the idle window, per              guest: the process, its kernel objects and the broker's growth; at least its              private memory and broker share), against the {:.0} MiB available when the part              began: {}.",
+            "Where each side stops fitting: what a guest costs the machine (the drop of \
+             `MemAvailable` from before the guests started to the end of the idle window, per \
+             guest: the process, its kernel objects and the broker's growth; at least its \
+             private memory and broker share), against the {:.0} MiB available when the part \
+             began: {}.",
             available_kib as f64 / 1024.0,
             sides.join("; ")
         )
@@ -1180,7 +1182,8 @@ fn add_figures(
          consumer buffers every 10 s on each channel (`CONSUMER_PURGE_INTERVAL`, not \
          configurable; the agent holds two channels, consuming and publishing with confirms, \
          kept apart so that a publish the broker refuses, which closes its channel, cannot \
-         stop the consumers): about two thirds of the wake-ups; the AMQP heartbeat, sent and \
+         stop the consumers): about 24 wake-ups a minute, four per 10 s (the two expiries and \
+         the wheel's moves), more than half of an idle agent's; the AMQP heartbeat, sent and \
          received every 30 s; the Trove heartbeat every 60 s (one Docker inspect on a new \
          unix connection, one encrypted publish and its confirm); the connection's liveness \
          check every 120 s. The CPU per wake-up is mostly the kernel's (the context switch \
@@ -1198,9 +1201,7 @@ fn add_figures(
     if let Some(py) = reference {
         private = private.against(py.anon_median_mib);
     }
-    section
-        .figures
-        .extend([rss, private, cpu, wakeups, memory]);
+    section.figures.extend([rss, private, cpu, wakeups, memory]);
 }
 
 #[cfg(test)]
@@ -1256,8 +1257,8 @@ mod tests {
             machine_kib_per_guest: kib,
             ..SideRun::default()
         };
-        let note = capacity_note(&[run(500, 5120.0)], &[run(100, 65536.0)], 1024 * 1024)
-            .expect("a note");
+        let note =
+            capacity_note(&[run(500, 5120.0)], &[run(100, 65536.0)], 1024 * 1024).expect("a note");
         assert!(note.contains("ours: 5.0 MiB per guest (at N = 500), about 204 guests"));
         assert!(note.contains("Python: 64.0 MiB per guest (at N = 100), about 16 guests"));
         assert_eq!(capacity_note(&[], &[], 1024), None);
