@@ -130,13 +130,17 @@ pub fn ciphertext_body(wire: &str) -> Result<Vec<u8>, CryptoError> {
 /// Base64-decodes a wire string the way Python's non-validating `b64decode` does and checks
 /// that it holds an IV and whole blocks.
 fn decode_wire(wire: &str) -> Result<Vec<u8>, CryptoError> {
-    let filtered: String = wire
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '/'))
-        .collect();
-    let raw = LENIENT
-        .decode(filtered.as_bytes())
-        .map_err(|err| CryptoError::NotBase64(err.to_string()))?;
+    let is_alphabet = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/');
+    // What Trove and we send: the alphabet and its padding, decoded in place. Anything else
+    // is filtered first, as Python discards what is not in the alphabet.
+    let trimmed = wire.trim_end_matches('=');
+    let raw = if trimmed.bytes().all(is_alphabet) {
+        LENIENT.decode(trimmed.as_bytes())
+    } else {
+        let filtered: Vec<u8> = wire.bytes().filter(|&b| is_alphabet(b)).collect();
+        LENIENT.decode(&filtered)
+    }
+    .map_err(|err| CryptoError::NotBase64(err.to_string()))?;
     if raw.len() < 2 * BLOCK || raw.len() % BLOCK != 0 {
         return Err(CryptoError::BadLength(raw.len()));
     }
@@ -309,6 +313,26 @@ mod tests {
         let other_iv = "BAECAwQFBgcICQoLDA0OD+d4v7LIzGm/BgKClqYdolY=";
         assert_eq!(ciphertext_body(other_iv).unwrap(), body);
         assert_eq!(ciphertext_body(&format!("..{wire}==")).unwrap(), body);
+    }
+
+    #[test]
+    fn wire_text_with_characters_outside_the_alphabet_decrypts_as_the_clean_text() {
+        let key = InstanceKey::new(KEY).unwrap();
+        let value = json!({"method": "rpc_ping", "args": {"n": [1, 2.5, "é"]}});
+        let clean = key.encrypt_value(&value);
+        let wrapped: String = clean
+            .as_bytes()
+            .chunks(16)
+            .map(|line| format!("{}\n", std::str::from_utf8(line).unwrap()))
+            .collect();
+        for wire in [
+            clean.clone(),
+            clean.trim_end_matches('=').to_owned(),
+            wrapped,
+            format!("é {clean}"),
+        ] {
+            assert_eq!(key.decrypt_value(&wire).unwrap(), value, "{wire:?}");
+        }
     }
 
     #[test]
