@@ -17,7 +17,7 @@ const TEST_LOG_DIR: &str = "target/tmp/test-logs";
 
 /// Provision, then every check in order; the first failure stops the run.
 pub fn run() -> Result<()> {
-    provision::run()?;
+    provision::run(true)?;
     say("== fmt");
     sh::run("cargo", &["fmt", "--all", "--check"])?;
     say("== clippy");

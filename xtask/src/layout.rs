@@ -41,6 +41,40 @@ pub const FORWARDED_PORTS: [u16; 3] = [AMQP_PORT, AMQPS_PORT, REGISTRY_PORT];
 /// RabbitMQ node name; `localhost` keeps Erlang distribution on loopback.
 pub const RABBIT_NODE: &str = "rabbit@localhost";
 
+/// One node of the three-node RabbitMQ cluster (`cargo xtask provision --rabbit-cluster`).
+pub struct ClusterNode {
+    /// Erlang node name, for `rabbitmqctl -n`.
+    pub name: &'static str,
+    /// Short name: its data directory and log file.
+    pub short: &'static str,
+    /// AMQP port on 127.0.0.1.
+    pub amqp_port: u16,
+    /// Erlang distribution port (the nodes and `rabbitmqctl` talk over it).
+    pub dist_port: u16,
+}
+
+/// The cluster's nodes; the first is the one the others join.
+pub const CLUSTER_NODES: [ClusterNode; 3] = [
+    ClusterNode {
+        name: "netiso-c1@localhost",
+        short: "c1",
+        amqp_port: 5681,
+        dist_port: 25681,
+    },
+    ClusterNode {
+        name: "netiso-c2@localhost",
+        short: "c2",
+        amqp_port: 5682,
+        dist_port: 25682,
+    },
+    ClusterNode {
+        name: "netiso-c3@localhost",
+        short: "c3",
+        amqp_port: 5683,
+        dist_port: 25683,
+    },
+];
+
 /// dockerd's API socket (the daemon runs in [`GUEST_NETNS`]).
 pub const DOCKER_SOCKET: &str = "/run/trove-netiso/docker.sock";
 /// dockerd's exec root; deliberately not `/var/run/docker`, so the plugin's
@@ -57,12 +91,30 @@ pub const MARIADB_REPOSITORY: &str = "trove-netiso/mariadb";
 /// Its tag: the Debian 12 MariaDB series.
 pub const MARIADB_TAG: &str = "10.11";
 
+/// The cluster's `transport_url`, every node in it as oslo.messaging lists them.
+fn cluster_url() -> String {
+    let hosts: Vec<String> = CLUSTER_NODES
+        .iter()
+        .map(|n| format!("guest:guest@127.0.0.1:{}", n.amqp_port))
+        .collect();
+    format!("amqp://{}/%2f", hosts.join(","))
+}
+
 /// Environment variables that tell tests and tools where everything is.
 pub fn test_environment() -> Vec<(&'static str, String)> {
     vec![
         (
             "NETISO_TEST_AMQP_URL",
             format!("amqp://guest:guest@127.0.0.1:{AMQP_PORT}/%2f"),
+        ),
+        ("NETISO_TEST_CLUSTER_URL", cluster_url()),
+        (
+            "NETISO_TEST_CLUSTER_NODES",
+            CLUSTER_NODES
+                .iter()
+                .map(|n| n.name)
+                .collect::<Vec<_>>()
+                .join(","),
         ),
         ("NETISO_PY_VENV", VENV.to_string()),
         ("NETISO_DOCKER_HOST", format!("unix://{DOCKER_SOCKET}")),

@@ -29,7 +29,12 @@ struct Cli {
 enum Task {
     /// Install missing packages and tools, build the simulated guest topology and start
     /// RabbitMQ, the registry, dockerd and containerd. Idempotent.
-    Provision,
+    Provision {
+        /// Also start the three-node RabbitMQ cluster (ports 5681-5683) the cluster tests
+        /// use; `cargo xtask ci` always does.
+        #[arg(long)]
+        rabbit_cluster: bool,
+    },
     /// Provision, then fmt, clippy, cargo-deny, the whole test suite as root and the fuzz
     /// smoke runs: what `.ci/run` runs.
     Ci,
@@ -104,7 +109,7 @@ fn main() -> anyhow::Result<()> {
         .ok_or_else(|| anyhow::anyhow!("xtask has no parent folder"))?;
     std::env::set_current_dir(root)?;
     match cli.task {
-        Task::Provision => provision::run(),
+        Task::Provision { rabbit_cluster } => provision::run(rabbit_cluster),
         Task::Ci => ci::run(),
         Task::Bench {
             mut only,

@@ -4,6 +4,7 @@
 //! run inside them; RabbitMQ and the registry before the forwarders that expose them on the
 //! management network; dockerd and the registry before the database image.
 
+mod cluster;
 mod images;
 mod packages;
 mod python;
@@ -18,19 +19,20 @@ use crate::layout::{LOG_DIR, RUN_DIR, STATE_DIR};
 use crate::sh::say;
 use anyhow::{Context, Result, ensure};
 
-/// Runs every provisioning step, printing what each one did.
-pub fn run() -> Result<()> {
-    provision(true)
+/// Runs every provisioning step, printing what each one did; with `rabbit_cluster`, also
+/// the three-node RabbitMQ cluster (the CI tests need it; the demo and benchmarks do not).
+pub fn run(rabbit_cluster: bool) -> Result<()> {
+    provision(true, rabbit_cluster)
 }
 
 /// Everything but the cargo subcommands only CI uses (cargo-deny, cargo-fuzz): the demo and
 /// the benchmarks need the services, and building those tools from source would add minutes
 /// to their first run on a fresh machine.
 pub fn run_without_ci_tools() -> Result<()> {
-    provision(false)
+    provision(false, false)
 }
 
-fn provision(with_ci_tools: bool) -> Result<()> {
+fn provision(with_ci_tools: bool, rabbit_cluster: bool) -> Result<()> {
     ensure!(
         nix_is_root(),
         "provision must run as root: it installs packages and creates network namespaces"
@@ -51,6 +53,10 @@ fn provision(with_ci_tools: bool) -> Result<()> {
     topology::ensure()?;
     say("== services");
     services::ensure_running()?;
+    if rabbit_cluster {
+        say("== rabbitmq cluster");
+        cluster::ensure()?;
+    }
     say("== database image");
     images::ensure_mariadb()?;
     say("provision: done");

@@ -48,7 +48,7 @@ fn rabbitmq_config() -> String {
 }
 
 /// Writes `text` to `path` unless it already holds it; true when it wrote.
-fn write_if_changed(path: &str, text: &str) -> Result<bool> {
+pub(super) fn write_if_changed(path: &str, text: &str) -> Result<bool> {
     if std::fs::read_to_string(path).is_ok_and(|current| current == text) {
         return Ok(false);
     }
@@ -56,9 +56,26 @@ fn write_if_changed(path: &str, text: &str) -> Result<bool> {
     Ok(true)
 }
 
-/// RabbitMQ's file descriptor limit (its socket limit is about 90% of it).
 /// The rabbitmq user's home, where its Erlang cookie lives (rabbitmqctl reads it from there).
-const RABBIT_HOME: &str = "/var/lib/rabbitmq";
+pub(super) const RABBIT_HOME: &str = "/var/lib/rabbitmq";
+
+/// What every broker node of this project is started with: its name, loopback only (for
+/// AMQP and for Erlang distribution), its configuration file and the rabbitmq user.
+pub(super) fn rabbit_env_base(node: &str, config_path: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("RABBITMQ_NODENAME", node.to_string()),
+        ("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1".to_string()),
+        ("RABBITMQ_CONFIG_FILE", config_path.to_string()),
+        ("ERL_EPMD_ADDRESS", "127.0.0.1".to_string()),
+        ("HOME", RABBIT_HOME.to_string()),
+        ("USER", "rabbitmq".to_string()),
+        ("LOGNAME", "rabbitmq".to_string()),
+        (
+            "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS",
+            "-kernel inet_dist_use_interface {127,0,0,1}".to_string(),
+        ),
+    ]
+}
 
 /// The file descriptor limit the broker asks for: enough sockets for a thousand-guest fleet.
 const RABBIT_NOFILE_WANTED: u64 = 65536;
@@ -143,20 +160,7 @@ fn ensure_rabbitmq() -> Result<()> {
             !tcp_answers(&plain)
         })?;
     }
-    // The broker reads these variables (the node name, its address, the configuration).
-    let env = [
-        ("RABBITMQ_NODENAME", RABBIT_NODE.to_string()),
-        ("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1".to_string()),
-        ("RABBITMQ_CONFIG_FILE", config_path),
-        ("ERL_EPMD_ADDRESS", "127.0.0.1".to_string()),
-        ("HOME", RABBIT_HOME.to_string()),
-        ("USER", "rabbitmq".to_string()),
-        ("LOGNAME", "rabbitmq".to_string()),
-        (
-            "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS",
-            "-kernel inet_dist_use_interface {127,0,0,1}".to_string(),
-        ),
-    ];
+    let env = rabbit_env_base(RABBIT_NODE, &config_path);
     // The broker's socket limit comes from its file descriptor limit at start-up (1024 here
     // gives 832 sockets): a fleet of a thousand guests, one connection each, needs more.
     if nofile < RABBIT_NOFILE_WANTED {
