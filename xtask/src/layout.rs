@@ -53,6 +53,9 @@ pub struct ClusterNode {
     pub dist_port: u16,
 }
 
+/// Where each cluster node keeps its configuration, data and start script (`<short name>/`).
+pub const CLUSTER_STATE_DIR: &str = "/var/lib/trove-netiso/rabbit-cluster";
+
 /// The cluster's nodes; the first is the one the others join.
 pub const CLUSTER_NODES: [ClusterNode; 3] = [
     ClusterNode {
@@ -116,6 +119,7 @@ pub fn test_environment() -> Vec<(&'static str, String)> {
                 .collect::<Vec<_>>()
                 .join(","),
         ),
+        ("NETISO_TEST_CLUSTER_STATE", CLUSTER_STATE_DIR.to_string()),
         ("NETISO_PY_VENV", VENV.to_string()),
         ("NETISO_DOCKER_HOST", format!("unix://{DOCKER_SOCKET}")),
         ("NETISO_DOCKER_EXEC_ROOT", DOCKER_EXEC_ROOT.to_string()),

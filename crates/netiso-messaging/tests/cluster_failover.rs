@@ -1,8 +1,9 @@
 //! A three-node RabbitMQ cluster (`cargo xtask provision --rabbit-cluster`) with quorum
 //! queues (`rabbit_quorum_queue = True`, as a Trove control plane runs it) loses the node
-//! that leads the server's queue while casts and calls flow: every cast the client saw
-//! confirmed runs exactly once, no call is answered twice, calls are answered again after a
-//! bounded time, on the nodes that are left.
+//! that leads the server's queue while casts and calls flow, stopped cleanly or killed: every
+//! cast the client saw confirmed runs exactly once, no call is answered twice, calls are
+//! answered again after a bounded time, on the nodes that are left. The lost node is brought
+//! back (and rejoins) when the test ends, also when it fails.
 
 #![allow(clippy::unwrap_used)] // a panic is how an integration test fails
 
@@ -27,6 +28,7 @@ use common::{object, test_options, unique};
 const DEFAULT_CLUSTER_URL: &str =
     "amqp://guest:guest@127.0.0.1:5681,guest:guest@127.0.0.1:5682,guest:guest@127.0.0.1:5683/%2f";
 const DEFAULT_NODES: &str = "netiso-c1@localhost,netiso-c2@localhost,netiso-c3@localhost";
+const DEFAULT_STATE: &str = "/var/lib/trove-netiso/rabbit-cluster";
 /// How long the cluster may take to answer a call again after losing a queue's leader.
 const RECOVERY_BOUND: Duration = Duration::from_secs(60);
 
@@ -84,15 +86,114 @@ fn leader_of(queue: &str) -> Option<String> {
     })
 }
 
-/// Starts the stopped node's application again even if the test fails half-way.
-struct NodeGuard(String);
+/// How the leader is lost.
+#[derive(Debug, Clone, Copy)]
+enum Loss {
+    /// `rabbitmqctl stop_app`: the node leaves in order.
+    Stop,
+    /// SIGKILL of the node's Erlang VM: no goodbye to clients or peers.
+    Kill,
+}
+
+/// The Erlang VM (`beam.smp`) running `node`, found by the node name in its environment.
+fn beam_of(node: &str) -> Option<u32> {
+    let wanted = format!("RABBITMQ_NODENAME={node}");
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let comm = std::fs::read_to_string(entry.path().join("comm")).ok()?;
+            let environ = std::fs::read(entry.path().join("environ")).ok()?;
+            (comm.trim() == "beam.smp"
+                && environ
+                    .split(|b| *b == 0)
+                    .any(|var| var == wanted.as_bytes()))
+            .then_some(pid)
+        })
+}
+
+/// Brings the lost node back even if the test fails half-way, and waits until the cluster
+/// has it again, so that the next test finds three nodes.
+struct NodeGuard {
+    node: String,
+    loss: Loss,
+    restored: bool,
+}
+
+impl NodeGuard {
+    fn restore(&mut self) -> Result<(), String> {
+        self.restored = true;
+        match self.loss {
+            Loss::Stop => rabbitmqctl(&self.node, &["start_app"]).map(drop)?,
+            Loss::Kill => {
+                let short = self
+                    .node
+                    .trim_start_matches("netiso-")
+                    .split('@')
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
+                let state = std::env::var("NETISO_TEST_CLUSTER_STATE")
+                    .unwrap_or_else(|_| DEFAULT_STATE.to_owned());
+                let script = format!("{state}/{short}/start-node.sh");
+                let log = format!("/var/log/trove-netiso/rabbitmq-{short}.log");
+                let status = Command::new("sh")
+                    .args([
+                        "-c",
+                        &format!("setsid -f sh {script} >> {log} 2>&1 < /dev/null"),
+                    ])
+                    .status()
+                    .map_err(|err| format!("cannot run {script}: {err}"))?;
+                if !status.success() {
+                    return Err(format!("{script} failed: {status}"));
+                }
+            }
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        while std::time::Instant::now() < deadline {
+            let back = nodes()
+                .iter()
+                .filter(|n| **n != self.node)
+                .any(|n| running_members(n).contains(&self.node));
+            if back {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        Err(format!(
+            "{} did not rejoin the cluster within 120 s",
+            self.node
+        ))
+    }
+}
 
 impl Drop for NodeGuard {
     fn drop(&mut self) {
-        if let Err(err) = rabbitmqctl(&self.0, &["start_app"]) {
-            eprintln!("could not restart node {}: {err}", self.0);
+        if !self.restored
+            && let Err(err) = self.restore()
+        {
+            eprintln!("could not bring back node {}: {err}", self.node);
         }
     }
+}
+
+/// The running members of the cluster, as `node` reports them (none when it does not answer).
+fn running_members(node: &str) -> Vec<String> {
+    rabbitmqctl(node, &["cluster_status", "--formatter", "json"])
+        .ok()
+        .and_then(|text| serde_json::from_str::<Value>(&text).ok())
+        .and_then(|status| {
+            Some(
+                status
+                    .get("running_nodes")?
+                    .as_array()?
+                    .iter()
+                    .filter_map(|m| m.as_str().map(str::to_owned))
+                    .collect(),
+            )
+        })
+        .unwrap_or_default()
 }
 
 async fn connect_cluster() -> Transport {
@@ -117,7 +218,20 @@ struct Seen {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn quorum_queues_survive_the_loss_of_their_leader() {
+async fn quorum_queues_survive_their_leader_stopping() {
+    lose_the_leader(Loss::Stop).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quorum_queues_survive_their_leader_killed() {
+    lose_the_leader(Loss::Kill).await;
+}
+
+/// Tests that lose a node run one at a time: two nodes lost at once is a quorum lost.
+static ONE_NODE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+async fn lose_the_leader(loss: Loss) {
+    let _one_at_a_time = ONE_NODE_AT_A_TIME.lock().await;
     common::init_tracing();
     for node in nodes() {
         if let Err(err) = rabbitmqctl(&node, &["status"]) {
@@ -203,8 +317,22 @@ async fn quorum_queues_survive_the_loss_of_their_leader() {
         })
     };
     sleep(Duration::from_millis(500)).await;
-    rabbitmqctl(&leader, &["stop_app"]).unwrap();
-    let guard = NodeGuard(leader.clone());
+    let mut guard = NodeGuard {
+        node: leader.clone(),
+        loss,
+        restored: false,
+    };
+    match loss {
+        Loss::Stop => drop(rabbitmqctl(&leader, &["stop_app"]).unwrap()),
+        Loss::Kill => {
+            let pid = beam_of(&leader).unwrap_or_else(|| panic!("no beam.smp runs {leader}"));
+            let status = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status()
+                .unwrap();
+            assert!(status.success(), "kill -KILL {pid} failed");
+        }
+    }
     let stopped = Instant::now();
 
     // Calls fail or time out while the queue elects a new leader, then are answered.
@@ -226,7 +354,7 @@ async fn quorum_queues_survive_the_loss_of_their_leader() {
         "{queue} should be led by another node than {leader}, is {new_leader:?}"
     );
     let confirmed = traffic.await.unwrap();
-    drop(guard);
+    guard.restore().unwrap();
 
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -263,7 +391,7 @@ async fn quorum_queues_survive_the_loss_of_their_leader() {
         );
     }
     eprintln!(
-        "leader {leader} stopped: first call answered after {recovered:?}, new leader \
+        "leader {leader} lost ({loss:?}): first call answered after {recovered:?}, new leader \
          {new_leader:?}, {} casts confirmed, all run once",
         confirmed.len()
     );

@@ -9,13 +9,15 @@
 //! `rabbitmqctl join_cluster`; a node that is already a member is left as it is.
 
 use super::services::{RABBIT_HOME, rabbit_env_base, write_if_changed};
-use crate::layout::{CLUSTER_NODES, ClusterNode, LOG_DIR, STATE_DIR};
+use crate::layout::{CLUSTER_NODES, CLUSTER_STATE_DIR, ClusterNode, LOG_DIR};
 use crate::sh::{output, run, say, spawn_daemon, tcp_answers, wait_until};
 use anyhow::{Context, Result, bail};
 use std::time::Duration;
 
 /// Each node's file descriptor limit: the cluster serves tests, not the fleet benchmark.
 const NODE_NOFILE: u64 = 4096;
+/// The start script in each node's folder (`NETISO_TEST_CLUSTER_STATE`/`<short name>/`).
+const START_SCRIPT: &str = "start-node.sh";
 
 /// Starts the nodes that do not answer, joins the ones not yet clustered and waits until
 /// every node runs with all three as members.
@@ -60,7 +62,7 @@ pub fn ensure() -> Result<()> {
 }
 
 fn node_dir(node: &ClusterNode) -> String {
-    format!("{STATE_DIR}/rabbit-cluster/{}", node.short)
+    format!("{CLUSTER_STATE_DIR}/{}", node.short)
 }
 
 fn node_config(node: &ClusterNode) -> String {
@@ -76,8 +78,10 @@ fn ensure_node(node: &ClusterNode) -> Result<()> {
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {dir}"))?;
     let config = format!("{dir}/rabbitmq.conf");
     let plugins = format!("{dir}/enabled_plugins");
-    let changed = write_if_changed(&config, &node_config(node))?;
-    write_if_changed(&plugins, "[].\n")?;
+    let script = format!("{dir}/{START_SCRIPT}");
+    let mut changed = write_if_changed(&config, &node_config(node))?;
+    changed |= write_if_changed(&plugins, "[].\n")?;
+    changed |= write_if_changed(&script, &start_script(node, &dir))?;
     run("chown", &["-R", "rabbitmq:rabbitmq", &dir])?;
     let address = format!("127.0.0.1:{}", node.amqp_port);
     if tcp_answers(&address) {
@@ -96,33 +100,44 @@ fn ensure_node(node: &ClusterNode) -> Result<()> {
             || !tcp_answers(&address),
         )?;
     }
-    let mut env = rabbit_env_base(node.name, &config);
-    env.extend([
-        ("RABBITMQ_NODE_PORT", node.amqp_port.to_string()),
-        ("RABBITMQ_DIST_PORT", node.dist_port.to_string()),
-        ("RABBITMQ_ENABLED_PLUGINS_FILE", plugins),
-        ("RABBITMQ_MNESIA_BASE", format!("{dir}/mnesia")),
-        ("RABBITMQ_LOG_BASE", format!("{dir}/log")),
-    ]);
-    let nofile = format!("--nofile={NODE_NOFILE}:{NODE_NOFILE}");
     spawn_daemon(
-        "prlimit",
-        &[
-            &nofile,
-            "setpriv",
-            "--reuid=rabbitmq",
-            "--regid=rabbitmq",
-            "--init-groups",
-            "env",
-            &format!("--chdir={RABBIT_HOME}"),
-            "/usr/lib/rabbitmq/bin/rabbitmq-server",
-        ],
-        &env,
+        "sh",
+        &[&script],
+        &[],
         &format!("{LOG_DIR}/rabbitmq-{}.log", node.short),
     )?;
     wait_until(node.name, Duration::from_secs(120), || {
         tcp_answers(&address)
     })
+}
+
+/// The script that starts `node` (in its folder, [`START_SCRIPT`]): provision runs it, and so
+/// does a test that killed the node and wants it back, so both start it the same way.
+fn start_script(node: &ClusterNode, dir: &str) -> String {
+    let mut env = rabbit_env_base(node.name, &format!("{dir}/rabbitmq.conf"));
+    env.extend([
+        ("RABBITMQ_NODE_PORT", node.amqp_port.to_string()),
+        ("RABBITMQ_DIST_PORT", node.dist_port.to_string()),
+        (
+            "RABBITMQ_ENABLED_PLUGINS_FILE",
+            format!("{dir}/enabled_plugins"),
+        ),
+        ("RABBITMQ_MNESIA_BASE", format!("{dir}/mnesia")),
+        ("RABBITMQ_LOG_BASE", format!("{dir}/log")),
+    ]);
+    let assignments: Vec<String> = env
+        .iter()
+        .map(|(name, value)| format!("  {name}='{value}' \\\n"))
+        .collect();
+    format!(
+        "#!/bin/sh\n# RabbitMQ node {name} of the test cluster (`cargo xtask provision \
+         --rabbit-cluster`).\n# setpriv switches to the rabbitmq user without PAM, which would \
+         lower the file limit.\nexec env \\\n{vars}  prlimit --nofile={NODE_NOFILE}:{NODE_NOFILE} \
+         setpriv --reuid=rabbitmq --regid=rabbitmq --init-groups \\\n  env \
+         --chdir={RABBIT_HOME} /usr/lib/rabbitmq/bin/rabbitmq-server\n",
+        name = node.name,
+        vars = assignments.concat(),
+    )
 }
 
 /// The running members of the cluster `node` belongs to, as it reports them.
@@ -162,6 +177,22 @@ fn run_ctl(node: &ClusterNode, args: &[&str]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_start_script_quotes_every_value_and_names_the_node() {
+        let node = &CLUSTER_NODES[1];
+        let script = start_script(node, "/state/c2");
+        assert!(script.starts_with("#!/bin/sh\n"));
+        assert!(script.contains("  RABBITMQ_NODENAME='netiso-c2@localhost' \\\n"));
+        assert!(script.contains(
+            "  RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS='-kernel inet_dist_use_interface {127,0,0,1}' \\\n"
+        ));
+        assert!(script.contains("RABBITMQ_DIST_PORT='25682'"));
+        assert!(script.ends_with("/usr/lib/rabbitmq/bin/rabbitmq-server\n"));
+        for (_, value) in rabbit_env_base(node.name, "/state/c2/rabbitmq.conf") {
+            assert!(!value.contains('\''), "{value} would break the quoting");
+        }
+    }
 
     #[test]
     fn each_node_listens_on_its_own_loopback_port() {
