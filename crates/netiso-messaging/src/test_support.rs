@@ -4,6 +4,8 @@
 //! one of them. `tests/log_secrets.rs` runs the scan; `cargo xtask ci` runs it again after
 //! every other test.
 
+pub mod cluster;
+
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

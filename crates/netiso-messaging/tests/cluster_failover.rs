@@ -10,12 +10,12 @@
 mod common;
 
 use std::collections::{BTreeSet, HashMap};
-use std::process::Command;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use netiso_config::TransportUrl;
+use netiso_messaging::test_support::cluster::{self, Loss, LostNode, ONE_NODE_AT_A_TIME};
 use netiso_messaging::{
     Args, BrokerConfig, Context, Dispatcher, RpcClient, RpcServer, Serializer, ServerConfig,
     Target, Transport,
@@ -25,179 +25,11 @@ use tokio::time::{Instant, sleep, timeout};
 
 use common::{object, test_options, unique};
 
-const DEFAULT_CLUSTER_URL: &str =
-    "amqp://guest:guest@127.0.0.1:5681,guest:guest@127.0.0.1:5682,guest:guest@127.0.0.1:5683/%2f";
-const DEFAULT_NODES: &str = "netiso-c1@localhost,netiso-c2@localhost,netiso-c3@localhost";
-const DEFAULT_STATE: &str = "/var/lib/trove-netiso/rabbit-cluster";
 /// How long the cluster may take to answer a call again after losing a queue's leader.
 const RECOVERY_BOUND: Duration = Duration::from_secs(60);
 
-fn cluster_url() -> String {
-    std::env::var("NETISO_TEST_CLUSTER_URL").unwrap_or_else(|_| DEFAULT_CLUSTER_URL.to_owned())
-}
-
-fn nodes() -> Vec<String> {
-    std::env::var("NETISO_TEST_CLUSTER_NODES")
-        .unwrap_or_else(|_| DEFAULT_NODES.to_owned())
-        .split(',')
-        .map(str::to_owned)
-        .collect()
-}
-
-fn rabbitmqctl(node: &str, args: &[&str]) -> Result<String, String> {
-    let output = Command::new("timeout")
-        .args(["60", "rabbitmqctl", "-n", node, "-q"])
-        .args(args)
-        .env("HOME", "/var/lib/rabbitmq")
-        .output()
-        .map_err(|err| format!("cannot run rabbitmqctl: {err}"))?;
-    if output.status.success() {
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-    } else {
-        Err(format!(
-            "rabbitmqctl -n {node} {args:?} failed: {}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        ))
-    }
-}
-
-/// The node leading quorum queue `queue`, asked of any node that answers.
-fn leader_of(queue: &str) -> Option<String> {
-    nodes().iter().find_map(|node| {
-        let text = rabbitmqctl(
-            node,
-            &[
-                "list_queues",
-                "name",
-                "type",
-                "leader",
-                "--formatter",
-                "json",
-            ],
-        )
-        .ok()?;
-        let queues: Value = serde_json::from_str(&text).ok()?;
-        queues.as_array()?.iter().find_map(|q| {
-            (q.get("name")?.as_str()? == queue && q.get("type")?.as_str()? == "quorum")
-                .then(|| q.get("leader")?.as_str().map(str::to_owned))
-                .flatten()
-        })
-    })
-}
-
-/// How the leader is lost.
-#[derive(Debug, Clone, Copy)]
-enum Loss {
-    /// `rabbitmqctl stop_app`: the node leaves in order.
-    Stop,
-    /// SIGKILL of the node's Erlang VM: no goodbye to clients or peers.
-    Kill,
-}
-
-/// The Erlang VM (`beam.smp`) running `node`, found by the node name in its environment.
-fn beam_of(node: &str) -> Option<u32> {
-    let wanted = format!("RABBITMQ_NODENAME={node}");
-    std::fs::read_dir("/proc")
-        .ok()?
-        .flatten()
-        .find_map(|entry| {
-            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
-            let comm = std::fs::read_to_string(entry.path().join("comm")).ok()?;
-            let environ = std::fs::read(entry.path().join("environ")).ok()?;
-            (comm.trim() == "beam.smp"
-                && environ
-                    .split(|b| *b == 0)
-                    .any(|var| var == wanted.as_bytes()))
-            .then_some(pid)
-        })
-}
-
-/// Brings the lost node back even if the test fails half-way, and waits until the cluster
-/// has it again, so that the next test finds three nodes.
-struct NodeGuard {
-    node: String,
-    loss: Loss,
-    restored: bool,
-}
-
-impl NodeGuard {
-    fn restore(&mut self) -> Result<(), String> {
-        self.restored = true;
-        match self.loss {
-            Loss::Stop => rabbitmqctl(&self.node, &["start_app"]).map(drop)?,
-            Loss::Kill => {
-                let short = self
-                    .node
-                    .trim_start_matches("netiso-")
-                    .split('@')
-                    .next()
-                    .unwrap_or_default()
-                    .to_owned();
-                let state = std::env::var("NETISO_TEST_CLUSTER_STATE")
-                    .unwrap_or_else(|_| DEFAULT_STATE.to_owned());
-                let script = format!("{state}/{short}/start-node.sh");
-                let log = format!("/var/log/trove-netiso/rabbitmq-{short}.log");
-                let status = Command::new("sh")
-                    .args([
-                        "-c",
-                        &format!("setsid -f sh {script} >> {log} 2>&1 < /dev/null"),
-                    ])
-                    .status()
-                    .map_err(|err| format!("cannot run {script}: {err}"))?;
-                if !status.success() {
-                    return Err(format!("{script} failed: {status}"));
-                }
-            }
-        }
-        let deadline = std::time::Instant::now() + Duration::from_secs(120);
-        while std::time::Instant::now() < deadline {
-            let back = nodes()
-                .iter()
-                .filter(|n| **n != self.node)
-                .any(|n| running_members(n).contains(&self.node));
-            if back {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(500));
-        }
-        Err(format!(
-            "{} did not rejoin the cluster within 120 s",
-            self.node
-        ))
-    }
-}
-
-impl Drop for NodeGuard {
-    fn drop(&mut self) {
-        if !self.restored
-            && let Err(err) = self.restore()
-        {
-            eprintln!("could not bring back node {}: {err}", self.node);
-        }
-    }
-}
-
-/// The running members of the cluster, as `node` reports them (none when it does not answer).
-fn running_members(node: &str) -> Vec<String> {
-    rabbitmqctl(node, &["cluster_status", "--formatter", "json"])
-        .ok()
-        .and_then(|text| serde_json::from_str::<Value>(&text).ok())
-        .and_then(|status| {
-            Some(
-                status
-                    .get("running_nodes")?
-                    .as_array()?
-                    .iter()
-                    .filter_map(|m| m.as_str().map(str::to_owned))
-                    .collect(),
-            )
-        })
-        .unwrap_or_default()
-}
-
 async fn connect_cluster() -> Transport {
-    let url = cluster_url();
+    let url = cluster::test_url();
     let parsed = TransportUrl::from_str(&url).unwrap();
     let config = BrokerConfig::from_transport_url(&parsed).unwrap();
     let mut options = test_options();
@@ -205,8 +37,8 @@ async fn connect_cluster() -> Transport {
     match Transport::connect(config, options, Duration::from_secs(10)).await {
         Ok(transport) => transport,
         Err(err) => panic!(
-            "the RabbitMQ cluster is not reachable at {url}: {err}. Run `cargo xtask provision \
-             --rabbit-cluster`"
+            "the RabbitMQ cluster is not reachable at {url}: {err}: {}",
+            cluster::PROVISION_HINT
         ),
     }
 }
@@ -227,19 +59,11 @@ async fn quorum_queues_survive_their_leader_killed() {
     lose_the_leader(Loss::Kill).await;
 }
 
-/// Tests that lose a node run one at a time: two nodes lost at once is a quorum lost.
-static ONE_NODE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 async fn lose_the_leader(loss: Loss) {
     let _one_at_a_time = ONE_NODE_AT_A_TIME.lock().await;
     common::init_tracing();
-    for node in nodes() {
-        if let Err(err) = rabbitmqctl(&node, &["status"]) {
-            panic!(
-                "cluster node {node} does not answer ({err}). Run `cargo xtask provision \
-                 --rabbit-cluster`"
-            );
-        }
+    if let Err(err) = cluster::check_reachable() {
+        panic!("{err}");
     }
     let server_transport = connect_cluster().await;
     let client_transport = connect_cluster().await;
@@ -291,10 +115,10 @@ async fn lose_the_leader(loss: Loss) {
     assert_eq!(call(0, Duration::from_secs(10)).await.unwrap(), json!(0));
 
     let queue = target.routing_key();
-    let leader = leader_of(&queue).unwrap_or_else(|| {
+    let leader = cluster::leader_of(&queue).unwrap_or_else(|| {
         panic!(
             "{queue} is not a quorum queue with a leader: {nodes:?}",
-            nodes = nodes()
+            nodes = cluster::nodes()
         )
     });
 
@@ -317,22 +141,7 @@ async fn lose_the_leader(loss: Loss) {
         })
     };
     sleep(Duration::from_millis(500)).await;
-    let mut guard = NodeGuard {
-        node: leader.clone(),
-        loss,
-        restored: false,
-    };
-    match loss {
-        Loss::Stop => drop(rabbitmqctl(&leader, &["stop_app"]).unwrap()),
-        Loss::Kill => {
-            let pid = beam_of(&leader).unwrap_or_else(|| panic!("no beam.smp runs {leader}"));
-            let status = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status()
-                .unwrap();
-            assert!(status.success(), "kill -KILL {pid} failed");
-        }
-    }
+    let mut lost = LostNode::lose(&leader, loss).unwrap();
     let stopped = Instant::now();
 
     // Calls fail or time out while the queue elects a new leader, then are answered.
@@ -348,13 +157,13 @@ async fn lose_the_leader(loss: Loss) {
         }
         n += 1;
     };
-    let new_leader = leader_of(&queue);
+    let new_leader = cluster::leader_of(&queue);
     assert!(
         new_leader.as_ref().is_some_and(|l| *l != leader),
         "{queue} should be led by another node than {leader}, is {new_leader:?}"
     );
     let confirmed = traffic.await.unwrap();
-    guard.restore().unwrap();
+    lost.restore().unwrap();
 
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
