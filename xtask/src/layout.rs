@@ -94,11 +94,12 @@ pub const MARIADB_REPOSITORY: &str = "trove-netiso/mariadb";
 /// Its tag: the Debian 12 MariaDB series.
 pub const MARIADB_TAG: &str = "10.11";
 
-/// The cluster's `transport_url`, every node in it as oslo.messaging lists them.
-fn cluster_url() -> String {
+/// The cluster's `transport_url` from `address` (this machine's loopback, or the guest's
+/// management gateway), every node in it as oslo.messaging lists them.
+fn cluster_url(address: &str) -> String {
     let hosts: Vec<String> = CLUSTER_NODES
         .iter()
-        .map(|n| format!("guest:guest@127.0.0.1:{}", n.amqp_port))
+        .map(|n| format!("guest:guest@{address}:{}", n.amqp_port))
         .collect();
     format!("amqp://{}/%2f", hosts.join(","))
 }
@@ -110,7 +111,8 @@ pub fn test_environment() -> Vec<(&'static str, String)> {
             "NETISO_TEST_AMQP_URL",
             format!("amqp://guest:guest@127.0.0.1:{AMQP_PORT}/%2f"),
         ),
-        ("NETISO_TEST_CLUSTER_URL", cluster_url()),
+        ("NETISO_TEST_CLUSTER_URL", cluster_url("127.0.0.1")),
+        ("NETISO_GUEST_CLUSTER_URL", cluster_url(MGMT_GATEWAY_ADDR)),
         (
             "NETISO_TEST_CLUSTER_NODES",
             CLUSTER_NODES

@@ -6,9 +6,10 @@
 //! directory; all share the rabbitmq user's Erlang cookie (so `rabbitmqctl` and the nodes
 //! authenticate to one another), listen on loopback only and load no plugin (the single
 //! broker's management port stays free). The second and third nodes join the first with
-//! `rabbitmqctl join_cluster`; a node that is already a member is left as it is.
+//! `rabbitmqctl join_cluster`; a node that is already a member is left as it is. Like the
+//! single broker, each node's port is forwarded into the management network.
 
-use super::services::{RABBIT_HOME, rabbit_env_base, write_if_changed};
+use super::services::{RABBIT_HOME, ensure_forwarder, rabbit_env_base, write_if_changed};
 use crate::layout::{CLUSTER_NODES, CLUSTER_STATE_DIR, ClusterNode, LOG_DIR};
 use crate::sh::{output, run, say, spawn_daemon, tcp_answers, wait_until};
 use anyhow::{Context, Result, bail};
@@ -45,6 +46,10 @@ pub fn ensure() -> Result<()> {
             })
         },
     )?;
+    // The simulated guest reaches the cluster over its management network, as the broker.
+    for node in &CLUSTER_NODES {
+        ensure_forwarder(node.amqp_port)?;
+    }
     say(&format!(
         "  cluster {} runs on 127.0.0.1 ports {}",
         CLUSTER_NODES

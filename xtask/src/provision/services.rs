@@ -224,7 +224,9 @@ fn reachable_from_guest(port: u16) -> bool {
     succeeds("nsenter", &[&netns, "timeout", "3", "bash", "-c", &script])
 }
 
-fn ensure_forwarder(port: u16) -> Result<()> {
+/// Makes `127.0.0.1:port` reachable from the guest namespace at `MGMT_GATEWAY_ADDR:port`,
+/// unless it already is.
+pub(super) fn ensure_forwarder(port: u16) -> Result<()> {
     if reachable_from_guest(port) {
         say(&format!(
             "  {MGMT_GATEWAY_ADDR}:{port} answers from {GUEST_NETNS}"

@@ -49,14 +49,31 @@ pub fn unique(prefix: &str) -> String {
     format!("netiso-agent-{prefix}-{}", uuid::Uuid::new_v4().simple())
 }
 
-fn broker_config() -> BrokerConfig {
-    let url = test_url();
-    let parsed = TransportUrl::from_str(&url).unwrap_or_else(|e| panic!("bad {url:?}: {e}"));
+/// The broker (or cluster) as this test process reaches it, and whether its queues are
+/// quorum queues (`rabbit_quorum_queue`, as the agent under test is told).
+#[derive(Debug, Clone)]
+pub struct TestBroker {
+    pub url: String,
+    pub quorum_queues: bool,
+}
+
+impl Default for TestBroker {
+    fn default() -> Self {
+        Self {
+            url: test_url(),
+            quorum_queues: false,
+        }
+    }
+}
+
+fn broker_config(url: &str) -> BrokerConfig {
+    let parsed = TransportUrl::from_str(url).unwrap_or_else(|e| panic!("bad {url:?}: {e}"));
     BrokerConfig::from_transport_url(&parsed).expect("usable broker URL")
 }
 
-fn options() -> RabbitOptions {
+fn options(quorum_queues: bool) -> RabbitOptions {
     let mut options = RabbitOptions::default();
+    options.rabbit_quorum_queue = quorum_queues;
     options.rabbit_retry_interval = Duration::from_millis(200);
     options.rabbit_interval_max = Duration::from_secs(2);
     options.publish_timeout = Duration::from_secs(20);
@@ -66,11 +83,23 @@ fn options() -> RabbitOptions {
 
 /// Connects to the broker or fails the test with instructions.
 pub async fn connect() -> Transport {
-    match Transport::connect(broker_config(), options(), Duration::from_secs(10)).await {
+    connect_to(&TestBroker::default()).await
+}
+
+/// Connects to `broker` or fails the test with instructions.
+pub async fn connect_to(broker: &TestBroker) -> Transport {
+    let config = broker_config(&broker.url);
+    match Transport::connect(
+        config,
+        options(broker.quorum_queues),
+        Duration::from_secs(10),
+    )
+    .await
+    {
         Ok(transport) => transport,
         Err(e) => panic!(
             "RabbitMQ is not reachable at {}: {e}: {PROVISION_HINT}",
-            test_url()
+            broker.url
         ),
     }
 }
@@ -79,14 +108,18 @@ pub async fn connect() -> Transport {
 pub struct BrokerCleanup {
     pub queues: Vec<String>,
     pub exchange: String,
+    pub broker: TestBroker,
 }
 
 impl Drop for BrokerCleanup {
     fn drop(&mut self) {
         let queues = std::mem::take(&mut self.queues);
         let exchange = self.exchange.clone();
+        let broker = self.broker.clone();
         block_on_cleanup(move || async move {
-            match Transport::connect(broker_config(), options(), Duration::from_secs(5)).await {
+            let config = broker_config(&broker.url);
+            let options = options(broker.quorum_queues);
+            match Transport::connect(config, options, Duration::from_secs(5)).await {
                 Ok(transport) => {
                     for queue in &queues {
                         if let Err(e) = transport.delete_queue(queue).await {
@@ -268,6 +301,8 @@ pub struct AgentSetup {
     pub transport_url: String,
     /// Lines of `[oslo_messaging_rabbit]` (e.g. the TLS options), if any.
     pub rabbit_options: Vec<String>,
+    /// The broker as the test reaches it (the agent's, from this machine).
+    pub test_broker: TestBroker,
     /// `datastore_manager`: `testdb` (a plain container, readiness on its port) unless a
     /// test runs the MariaDB image ([`AgentSetup::use_mariadb`]).
     pub datastore: String,
@@ -292,6 +327,7 @@ impl AgentSetup {
             wait_seconds: 10,
             transport_url: guest_url().replace("amqp://", "rabbit://"),
             rabbit_options: Vec::new(),
+            test_broker: TestBroker::default(),
             datastore: "testdb".into(),
             guest_id,
         }
@@ -330,6 +366,7 @@ impl AgentSetup {
         BrokerCleanup {
             queues: self.queues(),
             exchange: self.exchange.clone(),
+            broker: self.test_broker.clone(),
         }
     }
 
@@ -634,7 +671,7 @@ impl RunningAgent {
         let broker = setup.cleanup();
         let dir = tempfile::tempdir().expect("tempdir");
         let conf = setup.write(dir.path());
-        let transport = connect().await;
+        let transport = connect_to(&setup.test_broker).await;
         let conductor = TestConductor::start(
             &transport,
             &setup.exchange,
