@@ -18,6 +18,7 @@ mod mac;
 pub mod protocol;
 pub mod server;
 pub mod state;
+mod write_deadline;
 
 pub use driver::{Driver, DriverError};
 pub use locator::{DEFAULT_MAX_SANDBOXES, LocateError, NetnsNicLocator, NicLocator};

@@ -20,6 +20,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 
 use crate::driver::Driver;
 use crate::protocol::{ErrorResponse, decode_request};
+use crate::write_deadline::WriteDeadline;
 
 /// Where dockerd discovers the plugin by the name `docker-hostnic`.
 pub const DEFAULT_SOCKET_PATH: &str = "/run/docker/plugins/docker-hostnic.sock";
@@ -43,6 +44,10 @@ pub struct ServeLimits {
     /// Time to receive a request's body once its headers are in; over it the answer is 408
     /// and the connection is closed.
     pub body_read_timeout: Duration,
+    /// Time an answer may wait for the client to read it; over it the connection is closed
+    /// (a client that sends requests and never reads the answers would otherwise hold its
+    /// slot once the socket's buffer is full).
+    pub write_timeout: Duration,
     /// Connections served at once; further clients wait in the socket's backlog.
     pub max_connections: usize,
 }
@@ -52,6 +57,7 @@ impl Default for ServeLimits {
         Self {
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(10),
             max_connections: 64,
         }
     }
@@ -266,7 +272,10 @@ pub async fn serve_with_limits(
                 let connection = hyper::server::conn::http1::Builder::new()
                     .timer(TokioTimer::new())
                     .header_read_timeout(limits.header_read_timeout)
-                    .serve_connection(TokioIo::new(stream), service);
+                    .serve_connection(
+                        TokioIo::new(WriteDeadline::new(stream, limits.write_timeout)),
+                        service,
+                    );
                 let watched = graceful.watch(connection);
                 tokio::spawn(async move {
                     if let Err(err) = watched.await {

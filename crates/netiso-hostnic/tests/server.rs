@@ -356,7 +356,7 @@ async fn a_live_socket_is_not_stolen_and_a_stale_one_is_replaced() {
 /// Reads until the server closes the connection (or `limit` passes); returns what it sent and
 /// how long the close took.
 async fn read_until_closed(
-    stream: &mut tokio::net::UnixStream,
+    stream: &mut (impl tokio::io::AsyncRead + Unpin),
     limit: std::time::Duration,
 ) -> Option<(String, std::time::Duration)> {
     use tokio::io::AsyncReadExt;
@@ -434,4 +434,55 @@ async fn slow_clients_are_cut_off_and_cannot_exhaust_the_server() {
     println!("half-body client: answered and closed after {took:?}");
     assert!(sent.starts_with("HTTP/1.1 408"), "{sent}");
     assert!(sent.contains("was not received within"), "{sent}");
+}
+
+#[tokio::test]
+async fn a_client_that_never_reads_its_answers_is_cut_off() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("eth1.json"), ETH1).unwrap();
+    let mut limits = netiso_hostnic::ServeLimits::default();
+    limits.write_timeout = std::time::Duration::from_millis(500);
+    limits.max_connections = 1;
+    let server = TestServer::start_with_limits(
+        &dir.path().join("plugins/docker-hostnic.sock"),
+        &dir.path().join("etc/hostnic.json"),
+        &dir.path().join("eth1.json"),
+        Arc::new(ScriptedLocator),
+        None,
+        limits,
+    );
+    let socket = server.socket.clone();
+    let bound = std::time::Duration::from_secs(10);
+
+    // Pipelines requests and reads none of the answers: they fill the socket's buffers.
+    let greedy = tokio::net::UnixStream::connect(&socket).await.unwrap();
+    let (mut greedy_reader, mut greedy_writer) = greedy.into_split();
+    let writer = tokio::spawn(async move {
+        let request =
+            b"POST /Plugin.Activate HTTP/1.1\r\nHost: plugin\r\nContent-Length: 0\r\n\r\n";
+        for _ in 0..50_000 {
+            if greedy_writer.write_all(request).await.is_err() {
+                break;
+            }
+        }
+    });
+    // The only slot is held: a well-behaved client is served once the greedy one is cut off.
+    let started = std::time::Instant::now();
+    let answer = tokio::time::timeout(bound, call(&socket, "POST", "/Plugin.Activate", "")).await;
+    println!("a second client was served after {:?}", started.elapsed());
+    assert_eq!(answer.expect("served within the bound").status, 200);
+    let (received, took) = read_until_closed(&mut greedy_reader, bound)
+        .await
+        .expect("the client that never reads was not cut off");
+    println!(
+        "non-reading client: {} bytes of answers, then closed after {took:?}",
+        received.len()
+    );
+    assert!(
+        received.starts_with("HTTP/1.1 200"),
+        "{}",
+        &received[..received.len().min(200)]
+    );
+    writer.abort();
 }
