@@ -23,8 +23,15 @@ const START_SCRIPT: &str = "start-node.sh";
 /// Starts the nodes that do not answer, joins the ones not yet clustered and waits until
 /// every node runs with all three as members.
 pub fn ensure() -> Result<()> {
+    // All started before any is waited for: a clustered node restarted after the whole
+    // cluster stopped waits for its peers before it opens its port.
     for node in &CLUSTER_NODES {
-        ensure_node(node)?;
+        start_node_unless_running(node)?;
+    }
+    for node in &CLUSTER_NODES {
+        wait_until(node.name, Duration::from_secs(180), || {
+            tcp_answers(&node_address(node))
+        })?;
     }
     let [first, rest @ ..] = &CLUSTER_NODES;
     for node in rest {
@@ -77,8 +84,13 @@ fn node_config(node: &ClusterNode) -> String {
     )
 }
 
-/// Starts `node` unless it answers on its AMQP port with its current configuration.
-fn ensure_node(node: &ClusterNode) -> Result<()> {
+fn node_address(node: &ClusterNode) -> String {
+    format!("127.0.0.1:{}", node.amqp_port)
+}
+
+/// Starts `node` unless it answers on its AMQP port with its current configuration (a
+/// changed one restarts it); does not wait for it.
+fn start_node_unless_running(node: &ClusterNode) -> Result<()> {
     let dir = node_dir(node);
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {dir}"))?;
     let config = format!("{dir}/rabbitmq.conf");
@@ -88,7 +100,7 @@ fn ensure_node(node: &ClusterNode) -> Result<()> {
     changed |= write_if_changed(&plugins, "[].\n")?;
     changed |= write_if_changed(&script, &start_script(node, &dir))?;
     run("chown", &["-R", "rabbitmq:rabbitmq", &dir])?;
-    let address = format!("127.0.0.1:{}", node.amqp_port);
+    let address = node_address(node);
     if tcp_answers(&address) {
         if !changed {
             say(&format!("  {} answers on {address}", node.name));
@@ -110,10 +122,7 @@ fn ensure_node(node: &ClusterNode) -> Result<()> {
         &[&script],
         &[],
         &format!("{LOG_DIR}/rabbitmq-{}.log", node.short),
-    )?;
-    wait_until(node.name, Duration::from_secs(120), || {
-        tcp_answers(&address)
-    })
+    )
 }
 
 /// The script that starts `node` (in its folder, [`START_SCRIPT`]): provision runs it, and so
