@@ -5,6 +5,7 @@
 //! every other test.
 
 pub mod cluster;
+pub mod partition;
 
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader};

@@ -2,10 +2,15 @@
 //! its nodes are, which node leads a quorum queue, and losing a node (stopped or killed) with
 //! a guard that brings it back and waits until the cluster has it again.
 
+use std::net::Ipv4Addr;
 use std::process::Command;
+use std::str::FromStr;
 use std::time::{Duration, Instant};
 
+use netiso_config::TransportUrl;
 use serde_json::Value;
+
+use crate::BrokerConfig;
 
 const DEFAULT_TEST_URL: &str =
     "amqp://guest:guest@127.0.0.1:5681,guest:guest@127.0.0.1:5682,guest:guest@127.0.0.1:5683/%2f";
@@ -18,7 +23,7 @@ const REJOIN_BOUND: Duration = Duration::from_secs(120);
 /// What a test that finds no cluster tells its reader.
 pub const PROVISION_HINT: &str = "run `cargo xtask provision --rabbit-cluster`";
 
-fn env_or(name: &str, default: &str) -> String {
+pub(super) fn env_or(name: &str, default: &str) -> String {
     std::env::var(name)
         .ok()
         .filter(|v| !v.is_empty())
@@ -43,6 +48,36 @@ pub fn nodes() -> Vec<String> {
         .split(',')
         .map(str::to_owned)
         .collect()
+}
+
+/// Where the simulated guest reaches `node` over its management network: the host of
+/// [`guest_url`] at the node's position in [`nodes`] (both list the nodes in the same order).
+/// What a partition of the node cuts.
+pub fn guest_endpoint(node: &str) -> Result<(Ipv4Addr, u16), String> {
+    let nodes = nodes();
+    let index = nodes
+        .iter()
+        .position(|n| n == node)
+        .ok_or_else(|| format!("{node} is not one of the cluster's nodes {nodes:?}"))?;
+    // The URL holds the broker password: errors name the variable, never the value.
+    let parsed = TransportUrl::from_str(&guest_url())
+        .map_err(|err| format!("NETISO_GUEST_CLUSTER_URL does not parse: {err}"))?;
+    let config = BrokerConfig::from_transport_url(&parsed)
+        .map_err(|err| format!("NETISO_GUEST_CLUSTER_URL is not a broker URL: {err}"))?;
+    let host = config.hosts.get(index).ok_or_else(|| {
+        format!(
+            "NETISO_GUEST_CLUSTER_URL has {} hosts, the cluster {} nodes",
+            config.hosts.len(),
+            nodes.len()
+        )
+    })?;
+    let address = host.hostname.parse::<Ipv4Addr>().map_err(|err| {
+        format!(
+            "the guest reaches {node} at {:?}, not an IPv4 address: {err}",
+            host.hostname
+        )
+    })?;
+    Ok((address, host.port))
 }
 
 /// Runs `rabbitmqctl -n node -q args`, at most 60 s; its output, or why it failed.
