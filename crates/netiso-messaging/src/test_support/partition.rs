@@ -12,13 +12,15 @@
 //! the packages `cargo xtask provision` installs.
 //!
 //! Which node a guest-side client is connected to is read from `/proc` (its sockets and its
-//! namespace's TCP table), so that a test can cut exactly that node.
+//! namespace's TCP table), so that a test can cut exactly that node and time how long the
+//! client holds on to the dead connection.
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 
 use super::cluster;
 
@@ -41,8 +43,38 @@ pub fn guest_netns() -> String {
 /// guest's management network is IPv4). Tells which node a client in the guest is connected
 /// to without asking the broker, and whether that connection is still open.
 pub fn nodes_connected_from(pid: u32) -> Result<BTreeSet<String>, String> {
-    let fd_dir = format!("/proc/{pid}/fd");
-    let inodes: BTreeSet<String> = std::fs::read_dir(&fd_dir)
+    connected_nodes(&format!("/proc/{pid}/fd"), &format!("/proc/{pid}/net/tcp"))
+}
+
+/// Like [`nodes_connected_from`] for this process, as the calling thread's network namespace
+/// sees it (`/proc/thread-self/net/tcp`): for a test that opens its guest-side connections
+/// on threads it moved into the guest's namespace, and calls this on one of them.
+pub fn nodes_connected_from_this_thread() -> Result<BTreeSet<String>, String> {
+    connected_nodes("/proc/self/fd", "/proc/thread-self/net/tcp")
+}
+
+/// Polls `connections` (e.g. `|| nodes_connected_from(pid)`) every 100 ms until `node` is
+/// no longer among them, at most for `bound`: how long a client kept its connection to a node
+/// after the node was cut off, that is how long it took to notice the partition (`None`: it
+/// still held it at the bound).
+pub async fn time_until_disconnected(
+    connections: impl Fn() -> Result<BTreeSet<String>, String>,
+    node: String,
+    bound: Duration,
+) -> Option<Duration> {
+    let started = Instant::now();
+    while started.elapsed() < bound {
+        if connections().is_ok_and(|nodes| !nodes.contains(&node)) {
+            return Some(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
+}
+
+/// The cluster nodes the sockets in `fd_dir` are connected to, by the TCP table `tcp_table`.
+fn connected_nodes(fd_dir: &str, tcp_table: &str) -> Result<BTreeSet<String>, String> {
+    let inodes: BTreeSet<String> = std::fs::read_dir(fd_dir)
         .map_err(|err| format!("cannot list {fd_dir}: {err}"))?
         .flatten()
         .filter_map(|entry| {
@@ -56,9 +88,8 @@ pub fn nodes_connected_from(pid: u32) -> Result<BTreeSet<String>, String> {
             )
         })
         .collect();
-    let table_path = format!("/proc/{pid}/net/tcp");
-    let table = std::fs::read_to_string(&table_path)
-        .map_err(|err| format!("cannot read {table_path}: {err}"))?;
+    let table = std::fs::read_to_string(tcp_table)
+        .map_err(|err| format!("cannot read {tcp_table}: {err}"))?;
     let endpoints = cluster::nodes()
         .into_iter()
         .map(|node| cluster::guest_endpoint(&node).map(|endpoint| (endpoint, node)))
