@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use netiso_guest::mysql::{Layout, MysqlSettings};
 use netiso_guest::rpc::{
-    CONFIG_CONTENTS_FILE, GuestService, PREPARE_END_FILE, PrepareRequest, ProbeTarget, status_of,
+    CONFIG_CONTENTS_FILE, GuestService, PREPARE_END_FILE, PrepareRequest, ProbeTarget,
+    STOPPED_ON_REQUEST_FILE, status_of,
 };
 use netiso_messaging::{Context, ServiceStatus};
 use netiso_runtime::{ContainerStatus, HealthStatus, NetworkAttachment};
@@ -332,6 +333,97 @@ async fn stop_restart_and_start_with_conf_changes() {
             "heartbeat healthy",
             "heartbeat healthy"
         ]
+    );
+}
+
+/// A container left exited after prepare (a crash, dockerd killed) with the status it has.
+fn exited_after_prepare(fx: &Fixture) -> GuestService {
+    fx.runtime
+        .set_running(NAME, "10.251.0.1:5000/trove/mysql:8.0.36");
+    let service = fx.service(false, None);
+    std::fs::create_dir_all(fx.state.path().join("state")).expect("state dir");
+    std::fs::write(fx.state.path().join("state").join(PREPARE_END_FILE), b"").expect("prepared");
+    service
+}
+
+fn set_exited(fx: &Fixture) {
+    fx.runtime
+        .containers
+        .lock()
+        .expect("lock")
+        .get_mut(NAME)
+        .expect("container")
+        .status = ContainerStatus::Exited;
+}
+
+#[tokio::test]
+async fn a_database_that_stopped_by_itself_is_started_again() {
+    let fx = Fixture::new();
+    let _service = exited_after_prepare(&fx);
+    // The prepared marker is read when the service is made, as at an agent start.
+    let service = fx.service(false, None);
+    set_exited(&fx);
+    assert!(
+        service.revive_database().await,
+        "an exited, prepared database is revived"
+    );
+    assert_eq!(fx.runtime.calls(), vec!["start database"]);
+    assert_eq!(service.current_status().await, ServiceStatus::Healthy);
+    assert!(
+        !service.revive_database().await,
+        "a running database is left alone"
+    );
+    assert_eq!(fx.runtime.calls(), vec!["start database"]);
+}
+
+#[tokio::test]
+async fn a_database_stopped_on_request_stays_down_also_after_an_agent_restart() {
+    let fx = Fixture::new();
+    let _service = exited_after_prepare(&fx);
+    let service = fx.service(false, None);
+    service.stop_db().await.expect("stop_db");
+    assert!(!service.revive_database().await);
+    assert!(
+        fx.state
+            .path()
+            .join("state")
+            .join(STOPPED_ON_REQUEST_FILE)
+            .exists(),
+        "the request is remembered on disk"
+    );
+    let restarted_agent = fx.service(false, None);
+    assert!(!restarted_agent.revive_database().await);
+    assert_eq!(fx.runtime.calls(), vec!["stop database 3s"]);
+
+    restarted_agent.restart().await.expect("restart");
+    assert!(
+        !fx.state
+            .path()
+            .join("state")
+            .join(STOPPED_ON_REQUEST_FILE)
+            .exists(),
+        "a restart ends the stop"
+    );
+    set_exited(&fx);
+    assert!(restarted_agent.revive_database().await);
+}
+
+#[tokio::test]
+async fn an_unprepared_or_refused_guest_revives_nothing() {
+    let fx = Fixture::new();
+    fx.runtime
+        .set_running(NAME, "10.251.0.1:5000/trove/mysql:8.0.36");
+    set_exited(&fx);
+    let unprepared = fx.service(false, None);
+    assert!(!unprepared.revive_database().await);
+    let _ = exited_after_prepare(&fx);
+    set_exited(&fx);
+    let refused = fx.service(false, Some("isolation failed"));
+    assert!(!refused.revive_database().await);
+    assert!(
+        fx.runtime.calls().iter().all(|c| !c.starts_with("start")),
+        "{:?}",
+        fx.runtime.calls()
     );
 }
 

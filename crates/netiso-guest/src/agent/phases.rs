@@ -282,7 +282,10 @@ pub(super) async fn heartbeats(rpc: &Rpc, interval: Duration, stop: &mut watch::
         tokio::select! {
             _ = ticker.tick() => {
                 if rpc.service.is_prepared() {
-                    let status = rpc.service.current_status().await;
+                    let mut status = rpc.service.current_status().await;
+                    if status == ServiceStatus::Shutdown && rpc.service.revive_database().await {
+                        status = rpc.service.current_status().await;
+                    }
                     rpc.service.heartbeat(status).await;
                 }
             }

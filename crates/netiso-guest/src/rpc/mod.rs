@@ -28,7 +28,8 @@ use tokio::sync::watch;
 pub use filesystem::{FilesystemError, filesystem_stats, to_gb};
 pub use service::{
     CONFIG_CONTENTS_FILE, ConductorSink, DatabaseError, DatabaseSettings, GuestService,
-    PREPARE_END_FILE, PortProbe, PrepareRequest, ProbeTarget, StatusSink, TcpProbe, status_of,
+    PREPARE_END_FILE, PortProbe, PrepareRequest, ProbeTarget, STOPPED_ON_REQUEST_FILE, StatusSink,
+    TcpProbe, status_of,
 };
 
 /// The guest API version this agent implements (Trove's `API_LATEST_VERSION`).

@@ -306,6 +306,11 @@ pub enum DatabaseError {
     },
 }
 
+/// The marker of a database stopped on request (`stop_db`), so that the agent tells a
+/// database stopped by the control plane (left down) from one that stopped by itself
+/// (started again), also across its own restarts.
+pub const STOPPED_ON_REQUEST_FILE: &str = "database.stopped";
+
 /// The service status Trove's Python guest derives from the container (its
 /// status task): healthy (or running without a health check) → `healthy`, starting → `running`,
 /// absent → `shutdown`, stopped → `shutdown`, unhealthy → `crashed`, else `unknown`.
@@ -335,6 +340,7 @@ pub struct GuestService {
     gate: DatabaseGate,
     lifecycle: Mutex<()>,
     prepared: AtomicBool,
+    stopped_on_request: AtomicBool,
 }
 
 impl GuestService {
@@ -348,6 +354,7 @@ impl GuestService {
         refusal: Option<String>,
     ) -> Self {
         let prepared = settings.state_dir.join(PREPARE_END_FILE).exists();
+        let stopped_on_request = settings.state_dir.join(STOPPED_ON_REQUEST_FILE).exists();
         Self {
             settings,
             runtime,
@@ -356,6 +363,7 @@ impl GuestService {
             gate: DatabaseGate::fixed(refusal),
             lifecycle: Mutex::new(()),
             prepared: AtomicBool::new(prepared),
+            stopped_on_request: AtomicBool::new(stopped_on_request),
         }
     }
 
@@ -436,6 +444,7 @@ impl GuestService {
     /// `notify_end`, or `failed to spawn` and `notify_exc_info` with the reason.
     pub async fn prepare(&self, context: &Context, request: PrepareRequest) {
         let _lifecycle = self.lifecycle.lock().await;
+        self.mark_stopped_on_request(false);
         let started = Instant::now();
         if let Some(reason) = self.gate.decided(PREPARE_GATE_WAIT).await {
             error!(%reason, "prepare refused: the database is not started (fail closed)");
@@ -493,6 +502,7 @@ impl GuestService {
         self.refuse_if_unsafe()?;
         let name = &self.settings.container_name;
         info!(container = %name, "restarting the database");
+        self.mark_stopped_on_request(false);
         self.runtime
             .restart(name, self.settings.state_change_wait_time)
             .await?;
@@ -507,6 +517,7 @@ impl GuestService {
         let _lifecycle = self.lifecycle.lock().await;
         let name = &self.settings.container_name;
         info!(container = %name, "stopping the database");
+        self.mark_stopped_on_request(true);
         self.runtime
             .stop(name, self.settings.state_change_wait_time)
             .await?;
@@ -545,6 +556,7 @@ impl GuestService {
                 }
             }
         }
+        self.mark_stopped_on_request(false);
         self.start_database(ds_version, true).await?;
         self.heartbeat(ServiceStatus::Healthy).await;
         Ok(())
@@ -578,6 +590,65 @@ impl GuestService {
         match self.gate.refusal_now() {
             Some(reason) => Err(DatabaseError::Refused(reason)),
             None => Ok(()),
+        }
+    }
+
+    /// Starts the database container again when it stopped by itself (the database
+    /// crashed, or its runtime was restarted and did not bring it back): prepared, not
+    /// stopped on request, not refused, and no request changing it right now. Whether it was
+    /// started.
+    pub async fn revive_database(&self) -> bool {
+        if !self.is_prepared()
+            || self.stopped_on_request.load(Ordering::SeqCst)
+            || self.gate.refusal_now().is_some()
+        {
+            return false;
+        }
+        let Ok(_lifecycle) = self.lifecycle.try_lock() else {
+            return false;
+        };
+        let name = &self.settings.container_name;
+        match self.runtime.inspect(name).await {
+            Ok(Some(info))
+                if matches!(
+                    info.status,
+                    ContainerStatus::Exited | ContainerStatus::Dead | ContainerStatus::Created
+                ) => {}
+            _ => return false,
+        }
+        warn!(container = %name, "the database container stopped without a stop_db request (it crashed, or its runtime restarted without it): starting it again");
+        let started = Instant::now();
+        let outcome = match self.runtime.start(name).await {
+            Ok(()) => self.wait_ready().await,
+            Err(e) => Err(e.into()),
+        };
+        match outcome {
+            Ok(()) => {
+                info!(container = %name, took_ms = started.elapsed().as_millis() as u64, "the database is running again");
+                true
+            }
+            Err(e) => {
+                error!(container = %name, error = %e, "the database could not be started again; the next heartbeat retries");
+                false
+            }
+        }
+    }
+
+    /// Records whether the database is down on request, in memory and in the state
+    /// directory; a marker that cannot be written is logged and kept in memory only.
+    fn mark_stopped_on_request(&self, stopped: bool) {
+        self.stopped_on_request.store(stopped, Ordering::SeqCst);
+        let path = self.settings.state_dir.join(STOPPED_ON_REQUEST_FILE);
+        let outcome = if stopped {
+            write_atomically(&path, b"").map_err(|e| e.to_string())
+        } else {
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.to_string()),
+                _ => Ok(()),
+            }
+        };
+        if let Err(error) = outcome {
+            warn!(path = %path.display(), %error, "cannot record whether the database is stopped on request; kept in memory until the agent restarts");
         }
     }
 
