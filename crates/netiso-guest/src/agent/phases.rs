@@ -96,6 +96,19 @@ pub(super) async fn isolation(
         }
         IsolationOutcome::HeldByContainer(name) => {
             info!(mac = %target.mac, container = %name, "the tenant NIC is inside the database container");
+            // Nothing is isolated now, so no baseline is recorded: one torn by a crash must
+            // not stay where `isolate --verify` would read it.
+            match crate::isolation::baseline::set_aside_if_unusable(
+                &config.guest.netiso.state_dir,
+                target,
+            ) {
+                None => {}
+                Some(Ok((kept_as, reason))) => error!(kept_as = %kept_as.display(), %reason,
+                    "the isolation baseline was unusable: kept aside; `isolate --verify` has none until the agent isolates again"),
+                Some(Err(e)) => {
+                    error!(error = %e, "the isolation baseline is unusable and could not be set aside")
+                }
+            }
         }
         IsolationOutcome::Failed(reason) => {
             error!(%reason, "isolation failed: retrying; no database is started until it succeeds");

@@ -117,6 +117,30 @@ pub fn load(
     Ok(Some(recorded))
 }
 
+/// A recorded baseline that cannot be used (torn by a crash, or taken around another tenant
+/// NIC) is renamed `<file>.corrupt-<unix time>`, so that no reader trusts it and nothing is
+/// lost for a post-mortem; the new name and the reason, when it was moved.
+pub fn set_aside_if_unusable(
+    state_dir: &Path,
+    target: &IsolationTarget,
+) -> Option<Result<(PathBuf, String), BaselineError>> {
+    let reason = match load(state_dir, target) {
+        Ok(_) => return None,
+        Err(BaselineError::Unreadable { reason, .. }) => reason,
+        Err(other) => return Some(Err(other)),
+    };
+    let path = baseline_path(state_dir);
+    let seconds = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs());
+    let kept_as = path.with_file_name(format!("{BASELINE_FILE}.corrupt-{seconds}"));
+    Some(
+        std::fs::rename(&path, &kept_as)
+            .map(|()| (kept_as, reason))
+            .map_err(|source| BaselineError::Write { path, source }),
+    )
+}
+
 /// Checks every invariant for `target`, the management ones against the baseline recorded in
 /// `state_dir`. Without a usable recorded baseline, the two management invariants fail with
 /// the reason (the tenant NIC's own invariants are still checked).
@@ -189,5 +213,41 @@ mod tests {
             corrupt.to_string().contains("isolation-baseline.json"),
             "{corrupt}"
         );
+    }
+
+    #[test]
+    fn a_torn_baseline_is_set_aside_and_a_good_one_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let ours = target("fa:16:3e:12:34:56");
+        assert!(
+            set_aside_if_unusable(&state, &ours).is_none(),
+            "nothing recorded"
+        );
+        let path = record(&state, &ours, &ManagementBaseline::default()).unwrap();
+        assert!(
+            set_aside_if_unusable(&state, &ours).is_none(),
+            "a good one stays"
+        );
+        assert!(path.exists());
+
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, &text[..text.len() / 2]).unwrap();
+        let (kept_as, reason) = set_aside_if_unusable(&state, &ours).unwrap().unwrap();
+        assert!(
+            !path.exists(),
+            "the torn file no longer has the baseline's name"
+        );
+        assert_eq!(
+            std::fs::read_to_string(&kept_as).unwrap(),
+            text[..text.len() / 2]
+        );
+        assert!(
+            kept_as.to_string_lossy().contains(".corrupt-"),
+            "{}",
+            kept_as.display()
+        );
+        assert!(!reason.is_empty());
+        assert!(load(&state, &ours).unwrap().is_none());
     }
 }
