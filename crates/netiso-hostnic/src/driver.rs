@@ -239,25 +239,45 @@ impl Driver {
     }
 
     fn network_mac(&self, network_id: &DockerId) -> Result<MacAddress, DriverError> {
-        let state = self.lock_state();
-        match state.network(network_id.as_str()) {
-            Some(entry) => Ok(entry.mac_address),
-            None => Err(DriverError::UnknownNetwork {
-                network_id: network_id.clone(),
-                state_file: state.path().to_owned(),
-                hint: match (state.rejected().get(network_id.as_str()), state.set_aside()) {
-                    (Some(rejected), _) => format!(
-                        " (its entry, at position {} in the file counting from 0, is invalid: {})",
-                        rejected.index, rejected.reason
-                    ),
-                    (None, Some(kept)) => format!(
-                        " (a corrupt state file was moved aside to {} at start-up)",
-                        kept.kept_as.display()
-                    ),
-                    (None, None) => String::new(),
-                },
-            }),
+        let mut state = self.lock_state();
+        if let Some(entry) = state.network(network_id.as_str()) {
+            return Ok(entry.mac_address);
         }
+        let lost =
+            state.set_aside().is_some() || state.rejected().get(network_id.as_str()).is_some();
+        // The state was lost (a corrupt file set aside, or this network's entry invalid):
+        // Docker still has the network, and the only NIC a hostnic network ever carries is
+        // the tenant NIC of the tenant file, so the network is taken back for it rather than
+        // leaving the database unable to start until an operator recreates the network.
+        if lost && let Ok(tenant) = TenantNic::read(&self.tenant_nic_file) {
+            let gateway = tenant
+                .ipv4
+                .as_ref()
+                .and_then(|ipv4| ipv4.gateway)
+                .map(IpAddr::V4);
+            state.insert(
+                network_id.as_str(),
+                NetworkEntry::new(tenant.mac_address, gateway),
+            )?;
+            tracing::warn!(%network_id, mac = %tenant.mac_address, tenant_nic_file = %self.tenant_nic_file.display(),
+                "a network unknown since the state was lost: taken back for the tenant NIC of the tenant file, and stored again");
+            return Ok(tenant.mac_address);
+        }
+        Err(DriverError::UnknownNetwork {
+            network_id: network_id.clone(),
+            state_file: state.path().to_owned(),
+            hint: match (state.rejected().get(network_id.as_str()), state.set_aside()) {
+                (Some(rejected), _) => format!(
+                    " (its entry, at position {} in the file counting from 0, is invalid: {})",
+                    rejected.index, rejected.reason
+                ),
+                (None, Some(kept)) => format!(
+                    " (a corrupt state file was moved aside to {} at start-up)",
+                    kept.kept_as.display()
+                ),
+                (None, None) => String::new(),
+            },
+        })
     }
 
     fn create_endpoint(&self, create: &CreateEndpoint) -> Result<Response, DriverError> {
@@ -733,6 +753,40 @@ mod tests {
             err.to_string().contains("moved aside to") && err.to_string().contains("corrupt-"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_network_lost_with_a_corrupt_state_file_is_taken_back_for_the_tenant_nic() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("hostnic.json"), "{\"trunc").unwrap();
+        std::fs::write(dir.path().join("eth1.json"), ETH1_SLAAC).unwrap();
+        let state = StateStore::open(&dir.path().join("hostnic.json")).unwrap();
+        let driver = Driver::new(
+            state,
+            dir.path().join("eth1.json"),
+            Arc::new(nic_in_plugin_ns()),
+        );
+        let request = decode_request(
+            Endpoint::Join.path(),
+            json!({"NetworkID": NET, "EndpointID": EP, "SandboxKey": "/srv/docker/netns/0123456789ab"})
+                .to_string()
+                .as_bytes(),
+        )
+        .unwrap();
+        let answer = serde_json::to_value(driver.handle(request).unwrap()).unwrap();
+        assert_eq!(answer["InterfaceName"]["SrcName"], "ens4", "{answer}");
+        let stored = StateStore::open(&dir.path().join("hostnic.json")).unwrap();
+        let entry = stored.network(NET).expect("stored again");
+        assert_eq!(entry.mac_address, mac(MAC));
+        assert_eq!(entry.gateway, Some("10.0.0.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn an_unknown_network_is_not_taken_when_no_state_was_lost() {
+        let fixture = Fixture::new(nic_in_plugin_ns(), ETH1_SLAAC);
+        assert_eq!(fixture.join().unwrap_err().http_status(), 404);
+        let stored = StateStore::open(&fixture.dir.path().join("hostnic.json")).unwrap();
+        assert!(stored.network(NET).is_none());
     }
 
     #[test]
