@@ -551,6 +551,12 @@ impl AgentProcess {
         self.proc_status_kib("VmHWM:")
     }
 
+    /// The agent's process id while it runs (nsenter execs the agent in its place, so it is
+    /// the agent's own), e.g. to read its sockets from `/proc`.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// True while the process runs (has not exited).
     pub fn is_running(&mut self) -> bool {
         self.child
