@@ -14,6 +14,7 @@ use netiso_messaging::{
 use serde_json::{Map, Value, json};
 use tokio::sync::Notify;
 
+use crate::settings::Broker;
 use crate::sql::TenantLogin;
 
 /// What the guest told the conductor.
@@ -55,22 +56,27 @@ pub struct Controller {
 impl Controller {
     /// Connects to the broker (host loopback) and starts serving the conductor queue.
     pub async fn start(
-        broker: &str,
+        broker: &Broker,
         exchange: &str,
         conductor_queue: &str,
         guest_id: &str,
         key: &str,
     ) -> Result<Self> {
-        let url: TransportUrl = format!("rabbit://guest:guest@{broker}/")
+        let url: TransportUrl = broker
+            .controller_url()
             .parse()
             .map_err(|e| anyhow!("transport URL: {e}"))?;
         let config = BrokerConfig::from_transport_url(&url)?;
-        let transport =
-            Transport::connect(config, RabbitOptions::default(), Duration::from_secs(15))
-                .await
-                .with_context(|| {
-                    format!("connecting to RabbitMQ at {broker}: run `cargo xtask provision`")
-                })?;
+        let mut options = RabbitOptions::default();
+        options.rabbit_quorum_queue = broker.quorum_queues;
+        let transport = Transport::connect(config, options, Duration::from_secs(15))
+            .await
+            .with_context(|| {
+                format!(
+                    "connecting to RabbitMQ at {}: run `cargo xtask provision`",
+                    broker.controller_hosts.join(", ")
+                )
+            })?;
         let key = InstanceKey::new(key).map_err(|e| anyhow!("instance key: {e}"))?;
         let client = RpcClient::new(&transport, exchange, Serializer::Secure(key.clone()));
         let recorded = Arc::new(Recorded::default());

@@ -42,6 +42,11 @@ pub struct GuestPlan {
     pub image_repository: String,
     /// The database image's tag (the datastore version).
     pub image_tag: String,
+    /// The agent's state directory on a tmpfs of this many bytes, so that it can be filled
+    /// (the soak's full-disk fault); `None`: a plain folder.
+    pub state_dir_bytes: Option<u64>,
+    /// The agent's `--heartbeat-interval` in seconds (`None`: the agent's default, Trove's 60).
+    pub heartbeat_seconds: Option<u64>,
 }
 
 /// Connects to the runtime the way the agent does, for checks and cleanup.
@@ -141,6 +146,7 @@ pub struct Guest {
     /// The runtime, as the harness reaches it.
     pub runtime: Arc<dyn ContainerRuntime>,
     settings: Settings,
+    heartbeat_seconds: Option<u64>,
 }
 
 impl Guest {
@@ -180,7 +186,10 @@ impl Guest {
             image_repository: plan.image_repository.clone(),
             image_tag: plan.image_tag.clone(),
         };
-        let files = GuestFiles::write(settings, &plan.scenario, &spec)?;
+        let mut files = GuestFiles::write(settings, &plan.scenario, &spec)?;
+        if let Some(bytes) = plan.state_dir_bytes {
+            files.limit_state_dir(bytes)?;
+        }
         let login = TenantLogin::create(&files.root)?;
         let database = DatabaseCleanup {
             settings: settings.clone(),
@@ -194,7 +203,7 @@ impl Guest {
             None
         };
         let controller = Controller::start(
-            &settings.controller_broker,
+            &settings.broker,
             &spec.control_exchange,
             &spec.conductor_queue,
             &spec.guest_id,
@@ -212,6 +221,7 @@ impl Guest {
             spec,
             runtime,
             settings: settings.clone(),
+            heartbeat_seconds: plan.heartbeat_seconds,
         };
         guest.start_agent()?;
         let detail = format!(
@@ -244,7 +254,7 @@ impl Guest {
 
     /// Starts (or starts again) the agent inside the guest namespace.
     pub fn start_agent(&mut self) -> Result<()> {
-        let args = vec![
+        let mut args = vec![
             "run".to_owned(),
             "--config-dir".to_owned(),
             self.files.config_dir().display().to_string(),
@@ -255,6 +265,9 @@ impl Guest {
             "--isolation-retry-initial-ms".to_owned(),
             "500".to_owned(),
         ];
+        if let Some(seconds) = self.heartbeat_seconds {
+            args.extend(["--heartbeat-interval".to_owned(), seconds.to_string()]);
+        }
         self.agent = Some(GuestProcess::start(
             "trove-guest-agent",
             &self.settings.guest_netns,
@@ -263,6 +276,31 @@ impl Guest {
             &self.files.log("agent"),
         )?);
         Ok(())
+    }
+
+    /// Kills the plugin at once (a crash) and reaps it; nothing when it does not run.
+    pub fn kill_plugin(&mut self) {
+        if let Some(plugin) = self.plugin.as_mut() {
+            plugin.kill_hard();
+        }
+    }
+
+    /// Stops the plugin (SIGTERM, bounded) and reaps it.
+    pub fn stop_plugin(&mut self) {
+        if let Some(plugin) = self.plugin.as_mut() {
+            plugin.stop(Duration::from_secs(10));
+        }
+    }
+
+    /// Starts the plugin again (as systemd's socket unit would), waiting for its socket.
+    pub fn start_plugin(&mut self) -> Result<()> {
+        self.plugin = Some(start_plugin(&self.settings, &self.files)?);
+        Ok(())
+    }
+
+    /// Whether the agent has exited (or was never started).
+    pub fn agent_exited(&mut self) -> bool {
+        !self.agent.as_mut().is_some_and(GuestProcess::is_running)
     }
 
     /// The agent's pid.

@@ -68,6 +68,8 @@ pub struct GuestSpec {
 pub struct GuestFiles {
     /// The scenario's directory.
     pub root: PathBuf,
+    /// Whether a tmpfs is mounted on the state directory (unmounted on drop).
+    state_mounted: bool,
 }
 
 impl GuestFiles {
@@ -87,6 +89,31 @@ impl GuestFiles {
         self.root.join("daemon.json")
     }
 
+    /// The agent's state directory (`[netiso] state_dir`).
+    pub fn state_dir(&self) -> PathBuf {
+        self.root.join("state")
+    }
+
+    /// Puts the (still empty) state directory on a tmpfs of `bytes`, so that it can be
+    /// filled without filling this machine's disk.
+    pub fn limit_state_dir(&mut self, bytes: u64) -> Result<()> {
+        let dir = self.state_dir();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o"])
+            .arg(format!("size={bytes},mode=0700"))
+            .arg("netiso-soak-state")
+            .arg(&dir)
+            .status()
+            .context("running mount")?;
+        anyhow::ensure!(
+            status.success(),
+            "mounting a tmpfs on {} failed: {status}",
+            dir.display()
+        );
+        self.state_mounted = true;
+        Ok(())
+    }
+
     /// The plugin's state file.
     pub fn hostnic_state_file(&self) -> PathBuf {
         self.root.join("hostnic.json")
@@ -104,12 +131,11 @@ impl GuestFiles {
             std::fs::remove_dir_all(&root)
                 .with_context(|| format!("removing the old {}", root.display()))?;
         }
-        let this = Self { root };
-        for dir in [
-            this.config_dir(),
-            this.root.join("state"),
-            this.root.join("data"),
-        ] {
+        let this = Self {
+            root,
+            state_mounted: false,
+        };
+        for dir in [this.config_dir(), this.state_dir(), this.root.join("data")] {
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         }
         let guest_info = GuestInfo {
@@ -148,7 +174,7 @@ impl GuestFiles {
         let root = self.root.display();
         format!(
             "[DEFAULT]\n\
-             transport_url = rabbit://guest:guest@{broker}/\n\
+             transport_url = {broker}\n\
              control_exchange = {exchange}\n\
              conductor_queue = {conductor}\n\
              state_change_wait_time = 180\n\
@@ -174,8 +200,11 @@ impl GuestFiles {
              docker_daemon_config = {root}/daemon.json\n\
              database_container = {container}\n\
              mysql_config_dir = {root}/etc-mysql\n\
-             mysql_socket_dir = {root}/mysqld\n",
-            broker = settings.guest_broker,
+             mysql_socket_dir = {root}/mysqld\n\
+             \n\
+             {rabbit}",
+            broker = settings.broker.guest_url(),
+            rabbit = settings.broker.guest_rabbit_section(),
             exchange = spec.control_exchange,
             conductor = spec.conductor_queue,
             registry = settings.guest_registry,
@@ -192,6 +221,13 @@ impl GuestFiles {
 
 impl Drop for GuestFiles {
     fn drop(&mut self) {
+        if self.state_mounted {
+            let dir = self.state_dir();
+            match std::process::Command::new("umount").arg(&dir).status() {
+                Ok(status) if status.success() => {}
+                other => eprintln!("cleanup: unmounting {}: {other:?}", dir.display()),
+            }
+        }
         if let Err(e) = std::fs::remove_dir_all(&self.root) {
             eprintln!("cleanup: removing {}: {e}", self.root.display());
         }

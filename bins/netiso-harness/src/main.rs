@@ -14,6 +14,7 @@ mod processes;
 mod report;
 mod scenarios;
 mod settings;
+mod soak;
 mod sql;
 mod vm;
 
@@ -24,6 +25,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::report::Report;
 use crate::settings::{Args, Settings};
+use crate::soak::{Segment, SoakOptions};
 
 #[allow(clippy::print_stdout)]
 fn main() -> anyhow::Result<ExitCode> {
@@ -54,6 +56,9 @@ fn main() -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    if let Some(minutes) = args.soak_minutes {
+        return soak(&runtime, &settings, &args, minutes);
+    }
     let mut report = Report::default();
     let interrupted = runtime.block_on(async {
         let mut terminate = signal(SignalKind::terminate())?;
@@ -77,5 +82,58 @@ fn main() -> anyhow::Result<ExitCode> {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    })
+}
+
+/// Runs the soak; exits non-zero on any violation (the report names the seed to replay).
+#[allow(clippy::print_stdout)]
+fn soak(
+    runtime: &tokio::runtime::Runtime,
+    settings: &Settings,
+    args: &Args,
+    minutes: f64,
+) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        minutes.is_finite() && minutes >= 0.0,
+        "--soak-minutes must be a non-negative number of minutes, not {minutes}"
+    );
+    let seed = match args.seed {
+        Some(seed) => seed,
+        None => {
+            let mut bytes = [0u8; 8];
+            getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("drawing a seed: {e}"))?;
+            u64::from_le_bytes(bytes)
+        }
+    };
+    let options = SoakOptions {
+        duration: std::time::Duration::from_secs_f64(minutes * 60.0),
+        seed,
+        segments: if args.soak_segments.is_empty() {
+            Segment::ALL.to_vec()
+        } else {
+            args.soak_segments.clone()
+        },
+    };
+    println!(
+        "soak: seed {seed}, {minutes} minutes, segments {:?}",
+        options.segments
+    );
+    let failed = runtime.block_on(async {
+        let mut terminate = signal(SignalKind::terminate())?;
+        let failed = tokio::select! {
+            failed = soak::run_and_report(settings, &options) => Some(failed),
+            _ = tokio::signal::ctrl_c() => None,
+            _ = terminate.recv() => None,
+        };
+        anyhow::Ok(failed)
+    })?;
+    let _ = std::fs::remove_dir(&settings.work_dir);
+    Ok(match failed {
+        None => {
+            eprintln!("soak interrupted (seed {seed}): everything created was removed");
+            ExitCode::from(130)
+        }
+        Some(0) => ExitCode::SUCCESS,
+        Some(_) => ExitCode::FAILURE,
     })
 }

@@ -64,15 +64,44 @@ impl TenantNetwork {
             mac,
             guest_netns: guest_netns.to_owned(),
         };
-        let client_if = format!("nthc{}", pid % 100_000);
+        this.plug(&client, true)?;
+        Ok(this)
+    }
+
+    /// Puts the tenant NIC back when the pair was destroyed, and says whether it did. A
+    /// virtio NIC whose container namespace goes away returns to the VM (down, without
+    /// addresses); a veth is destroyed with that namespace instead, taking its client end
+    /// along. The soak's daemon kills can do that, so it puts an identical NIC (same MAC,
+    /// same client side) back in the guest namespace, as the VM's kernel would.
+    pub fn replug_if_destroyed(&self) -> Result<bool> {
+        let client = self.client()?;
+        let client_handle = NetlinkHandle::in_namespace(&client)?;
+        if client_handle.link_by_name(&self.client_if()).is_ok() {
+            return Ok(false);
+        }
+        self.plug(&client, false)?;
+        Ok(true)
+    }
+
+    fn client_if(&self) -> String {
+        format!("nthc{}", std::process::id() % 100_000)
+    }
+
+    /// Creates the veth pair: the guest end with the tenant MAC (configured as a Neutron port
+    /// before isolation when `configured`, else down and bare, as a returned NIC), the client
+    /// end with the router's addresses.
+    fn plug(&self, client: &Namespace, configured: bool) -> Result<()> {
+        let client_if = self.client_if();
+        let guest_netns = self.guest_netns.as_str();
+        let mac = self.mac;
         let guest = NetlinkHandle::in_named(guest_netns).with_context(|| {
             format!("guest namespace {guest_netns}: run `cargo xtask provision`")
         })?;
         guest
             .create_veth(VethSpec {
-                name: &this.guest_if,
+                name: &self.guest_if,
                 peer_name: &client_if,
-                peer_namespace: Some(&client),
+                peer_namespace: Some(client),
             })
             .context("creating the tenant veth pair")?;
         // netiso-netlink has no "set MAC" call (the product never changes a MAC): iproute2.
@@ -82,27 +111,29 @@ impl TenantNetwork {
             "link",
             "set",
             "dev",
-            &this.guest_if,
+            &self.guest_if,
             "address",
             &mac.to_string(),
         ])?;
-        let guest_link = guest.link_by_name(&this.guest_if)?;
+        let guest_link = guest.link_by_name(&self.guest_if)?;
         let v4 = |a: Ipv4Addr| IpNet::V4(Ipv4Net::new(a, 24).unwrap_or_default());
         let v6 = |a: Ipv6Addr| IpNet::V6(Ipv6Net::new(a, 64).unwrap_or_default());
-        guest.set_link_up(guest_link.index, true)?;
-        guest.add_address(guest_link.index, v4(GUEST_TENANT_ADDR))?;
-        guest.add_address(guest_link.index, v6(GUEST_TENANT_ADDR6))?;
-        guest
-            .add_route(&RouteSpec::default_via(IpAddr::V4(CLIENT_ADDR)).dev(guest_link.index))
-            .context("tenant default route")?;
-        guest
-            .add_route(&RouteSpec::via(
-                HOST_ROUTE.parse()?,
-                IpAddr::V4(CLIENT_ADDR),
-            ))
-            .context("tenant host route")?;
+        if configured {
+            guest.set_link_up(guest_link.index, true)?;
+            guest.add_address(guest_link.index, v4(GUEST_TENANT_ADDR))?;
+            guest.add_address(guest_link.index, v6(GUEST_TENANT_ADDR6))?;
+            guest
+                .add_route(&RouteSpec::default_via(IpAddr::V4(CLIENT_ADDR)).dev(guest_link.index))
+                .context("tenant default route")?;
+            guest
+                .add_route(&RouteSpec::via(
+                    HOST_ROUTE.parse()?,
+                    IpAddr::V4(CLIENT_ADDR),
+                ))
+                .context("tenant host route")?;
+        }
 
-        let client_handle = NetlinkHandle::in_namespace(&client)?;
+        let client_handle = NetlinkHandle::in_namespace(client)?;
         let lo = client_handle.link_by_name("lo")?;
         client_handle.set_link_up(lo.index, true)?;
         let client_link = client_handle.link_by_name(&client_if)?;
@@ -117,7 +148,7 @@ impl TenantNetwork {
                 IpAddr::V4(GUEST_TENANT_ADDR),
             ))
             .context("client route to the management network")?;
-        Ok(this)
+        Ok(())
     }
 
     /// The client namespace, opened.

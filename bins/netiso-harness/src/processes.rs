@@ -149,15 +149,22 @@ where
     }
 }
 
-/// dockerd's command line, read from its pid file, so it can be started again as it was.
+/// Whether `pid` no longer runs: absent, or a zombie nobody has reaped yet.
+pub fn process_gone(pid: i32) -> bool {
+    let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    state.is_empty() || state.contains(") Z ")
+}
+
+/// A daemon's command line (dockerd's from its pid file, containerd's from its process), so
+/// it can be started again as it was.
 #[derive(Debug, Clone)]
-pub struct DockerdCommand {
+pub struct DaemonCommand {
     pid: i32,
     argv: Vec<String>,
     netns: String,
 }
 
-impl DockerdCommand {
+impl DaemonCommand {
     /// Reads the running dockerd's command line.
     pub fn read(pid_file: &Path, netns: &str) -> Result<Self> {
         let pid: i32 = std::fs::read_to_string(pid_file)
@@ -180,6 +187,39 @@ impl DockerdCommand {
             argv,
             netns: netns.to_owned(),
         })
+    }
+
+    /// The command line of the running process `pid`.
+    pub fn from_pid(pid: i32, netns: &str) -> Result<Self> {
+        let raw = std::fs::read(format!("/proc/{pid}/cmdline"))
+            .with_context(|| format!("process {pid} is not running"))?;
+        let argv: Vec<String> = raw
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        if argv.is_empty() {
+            bail!("process {pid} has an empty command line");
+        }
+        Ok(Self {
+            pid,
+            argv,
+            netns: netns.to_owned(),
+        })
+    }
+
+    /// SIGKILL (a crash), and waits (bounded) until the process is gone.
+    pub fn kill_hard(&self, limit: Duration) -> Result<()> {
+        let pid = Pid::from_raw(self.pid);
+        kill(pid, Signal::SIGKILL).with_context(|| format!("SIGKILL to {}", self.pid))?;
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if process_gone(self.pid) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!("{} still runs {limit:?} after SIGKILL", self.pid)
     }
 
     /// SIGTERM, and waits (bounded) until the process is gone.
@@ -224,14 +264,14 @@ impl DockerdCommand {
 /// Makes sure dockerd runs again when a dockerd restart check ends in any way.
 #[derive(Debug)]
 pub struct DockerdGuard {
-    command: DockerdCommand,
+    command: DaemonCommand,
     socket: PathBuf,
     log: PathBuf,
 }
 
 impl DockerdGuard {
     /// Guards the dockerd described by `command`.
-    pub fn new(command: DockerdCommand, socket: &Path, log: &Path) -> Self {
+    pub fn new(command: DaemonCommand, socket: &Path, log: &Path) -> Self {
         Self {
             command,
             socket: socket.to_owned(),

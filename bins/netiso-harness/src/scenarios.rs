@@ -20,16 +20,16 @@ use crate::net::{
     mariadb_greeting,
 };
 use crate::probes::{GuestView, container_links, container_netns, image_bytes};
-use crate::processes::{DockerdCommand, DockerdGuard, RabbitGuard, dockerd_answers, wait_for};
+use crate::processes::{DaemonCommand, DockerdGuard, RabbitGuard, dockerd_answers, wait_for};
 use crate::report::{Report, ScenarioReport};
 use crate::settings::{DATABASE_CONTAINER, ScenarioName, Settings};
 use crate::sql::mariadb_config;
 use crate::vm::{self, VmMode};
 
 /// How long a database may take to become healthy after `prepare` (pull, create, start).
-const PREPARE_LIMIT: Duration = Duration::from_secs(180);
+pub(crate) const PREPARE_LIMIT: Duration = Duration::from_secs(180);
 /// How long the agent may take to answer its first `rpc_ping`.
-const AGENT_START_LIMIT: Duration = Duration::from_secs(60);
+pub(crate) const AGENT_START_LIMIT: Duration = Duration::from_secs(60);
 /// Connect timeout of the "must not reach" probes.
 const UNREACHABLE_PROBE: Duration = Duration::from_millis(1500);
 /// The management gateway (RabbitMQ and the registry as the guest reaches them).
@@ -37,20 +37,22 @@ const MGMT_GATEWAY: [u8; 4] = [10, 251, 0, 1];
 /// How long the tenant may wait for its first login once the database reported healthy.
 const LOGIN_LIMIT: Duration = Duration::from_secs(60);
 /// `server_id` in the rendered config.
-const SERVER_ID: u32 = 1;
+pub(crate) const SERVER_ID: u32 = 1;
 /// `max_connections` of the config `prepare` sends (Trove's template for 512 MB).
-const PREPARED_MAX_CONNECTIONS: u32 = 100;
+pub(crate) const PREPARED_MAX_CONNECTIONS: u32 = 100;
 /// `max_connections` of the config `start_db_with_conf_changes` sends.
 const CHANGED_MAX_CONNECTIONS: u32 = 123;
 
 /// The database image one scenario pulls.
-struct TestImage {
+pub(crate) struct TestImage {
     published: ScenarioImage,
-    repository: String,
-    tag: String,
+    /// The repository, without the registry.
+    pub(crate) repository: String,
+    /// The tag, which is the datastore version the guest is told.
+    pub(crate) tag: String,
 }
 
-async fn publish_image(settings: &Settings, serial: u32) -> Result<(TestImage, String)> {
+pub(crate) async fn publish_image(settings: &Settings, serial: u32) -> Result<(TestImage, String)> {
     let tag = format!("h{}-{serial}", std::process::id());
     let docker_host = format!("unix://{}", settings.docker_socket.display());
     let published = ScenarioImage::publish(&docker_host, &settings.guest_registry, &tag).await?;
@@ -143,7 +145,7 @@ fn mark_not_run(s: &mut ScenarioReport<'_>, checks: &[&str], reason: &str) {
     }
 }
 
-fn plan(scenario: &str, serial: u32, runtime: RuntimeKind, isolated: bool) -> GuestPlan {
+pub(crate) fn plan(scenario: &str, serial: u32, runtime: RuntimeKind, isolated: bool) -> GuestPlan {
     GuestPlan {
         scenario: scenario.to_owned(),
         serial,
@@ -152,6 +154,8 @@ fn plan(scenario: &str, serial: u32, runtime: RuntimeKind, isolated: bool) -> Gu
         absent_mac: false,
         image_repository: String::new(),
         image_tag: String::new(),
+        state_dir_bytes: None,
+        heartbeat_seconds: None,
     }
 }
 
@@ -356,7 +360,7 @@ async fn startup_isolation(settings: &Settings, guest: &Guest) -> Result<((), St
 
 /// `prepare` as the taskmanager casts it for this guest: the tenant's database and user, the
 /// rendered config, the scenario's image tag as the datastore version.
-fn trove_prepare(guest: &Guest, image: &TestImage) -> serde_json::Value {
+pub(crate) fn trove_prepare(guest: &Guest, image: &TestImage) -> serde_json::Value {
     let mount_point = guest.files.root.join("data").display().to_string();
     prepare_args(
         &image.tag,
@@ -367,13 +371,13 @@ fn trove_prepare(guest: &Guest, image: &TestImage) -> serde_json::Value {
 }
 
 /// When `prepare` was cast, and how long the guest took to report `healthy`.
-struct PrepareCast {
+pub(crate) struct PrepareCast {
     at: Instant,
     healthy_after: Duration,
 }
 
 /// Casts `prepare` and waits for the `healthy` heartbeat.
-async fn prepare(guest: &Guest, image: &TestImage) -> Result<(PrepareCast, String)> {
+pub(crate) async fn prepare(guest: &Guest, image: &TestImage) -> Result<(PrepareCast, String)> {
     let controller = guest.controller();
     let mark = controller.mark();
     let at = Instant::now();
@@ -1138,7 +1142,7 @@ async fn rpc_lifecycle(guest: &Guest, image: &TestImage) -> Result<((), String)>
 
 async fn dockerd_restarted(settings: &Settings, guest: &Guest) -> Result<((), String)> {
     let before = database_serves(guest).await?;
-    let command = DockerdCommand::read(&settings.dockerd_pid_file, &settings.guest_netns)?;
+    let command = DaemonCommand::read(&settings.dockerd_pid_file, &settings.guest_netns)?;
     let log = std::path::PathBuf::from("/var/log/trove-netiso/dockerd.log");
     let _guard = DockerdGuard::new(command.clone(), &settings.docker_socket, &log);
     let started = Instant::now();

@@ -98,6 +98,16 @@ pub struct Args {
     /// them unless `--scenarios` names some).
     #[arg(long, value_name = "DIR")]
     pub vm_image: Option<PathBuf>,
+    /// Runs the chaos soak instead of the scenarios, for about this many minutes (every
+    /// fault kind at least once whatever the time), on the three-node RabbitMQ cluster.
+    #[arg(long, value_name = "MINUTES", conflicts_with_all = ["scenarios", "vm_image"])]
+    pub soak_minutes: Option<f64>,
+    /// The soak's seed (default: drawn at random and printed, to replay the run).
+    #[arg(long, value_name = "N", requires = "soak_minutes")]
+    pub seed: Option<u64>,
+    /// The soak's segments (default: all, in order).
+    #[arg(long, value_enum, value_delimiter = ',', requires = "soak_minutes")]
+    pub soak_segments: Vec<crate::soak::Segment>,
 }
 
 /// Everything the scenarios need to know about the machine.
@@ -115,10 +125,8 @@ pub struct Settings {
     pub measurements: Option<PathBuf>,
     /// The guest image of the VM scenarios.
     pub vm_image: Option<PathBuf>,
-    /// The broker as the harness (Trove's controller) reaches it: host loopback.
-    pub controller_broker: String,
-    /// The broker as the guest reaches it: through its management NIC.
-    pub guest_broker: String,
+    /// The RabbitMQ the controller and the guest use.
+    pub broker: Broker,
     /// The registry as the guest reaches it.
     pub guest_registry: String,
     /// The registry as this machine reaches it.
@@ -141,6 +149,74 @@ pub struct Settings {
     pub plugin_socket: PathBuf,
     /// RabbitMQ's node, for `rabbitmqctl`.
     pub rabbit_node: String,
+}
+
+/// The RabbitMQ of a run: the provisioned single node, or the three-node cluster
+/// (`cargo xtask provision --rabbit-cluster`) with quorum queues, as a Trove cloud runs it.
+#[derive(Debug, Clone)]
+pub struct Broker {
+    /// `host:port` of each node as the harness (Trove's controller) reaches it: host loopback.
+    pub controller_hosts: Vec<String>,
+    /// `host:port` of each node as the guest reaches it: through its management NIC.
+    pub guest_hosts: Vec<String>,
+    /// `rabbit_quorum_queue`, for the guest and the controller alike (the queue arguments
+    /// must agree).
+    pub quorum_queues: bool,
+    /// `heartbeat_timeout_threshold` written for the guest (oslo's default 60 s when `None`).
+    pub heartbeat_timeout_threshold: Option<u16>,
+}
+
+impl Broker {
+    /// The provisioned single node.
+    pub fn single() -> Self {
+        Self {
+            controller_hosts: vec!["127.0.0.1:5672".to_owned()],
+            guest_hosts: vec!["10.251.0.1:5672".to_owned()],
+            quorum_queues: false,
+            heartbeat_timeout_threshold: None,
+        }
+    }
+
+    /// The three-node cluster, every node in the `transport_url`, quorum queues, and a
+    /// heartbeat short enough that a silent node is noticed within seconds (an operator's
+    /// choice Trove allows; oslo's default is 60 s).
+    pub fn cluster() -> Self {
+        let ports = [5681, 5682, 5683];
+        Self {
+            controller_hosts: ports.iter().map(|p| format!("127.0.0.1:{p}")).collect(),
+            guest_hosts: ports.iter().map(|p| format!("10.251.0.1:{p}")).collect(),
+            quorum_queues: true,
+            heartbeat_timeout_threshold: Some(10),
+        }
+    }
+
+    /// The controller's `transport_url`.
+    pub fn controller_url(&self) -> String {
+        transport_url(&self.controller_hosts)
+    }
+
+    /// The guest's `transport_url`.
+    pub fn guest_url(&self) -> String {
+        transport_url(&self.guest_hosts)
+    }
+
+    /// The guest's `[oslo_messaging_rabbit]` section.
+    pub fn guest_rabbit_section(&self) -> String {
+        let mut section = format!(
+            "[oslo_messaging_rabbit]\nrabbit_quorum_queue = {}\n",
+            if self.quorum_queues { "True" } else { "False" }
+        );
+        if let Some(threshold) = self.heartbeat_timeout_threshold {
+            section.push_str(&format!("heartbeat_timeout_threshold = {threshold}\n"));
+        }
+        section
+    }
+}
+
+/// `rabbit://guest:guest@h1,guest:guest@h2/`: oslo's form for several hosts.
+fn transport_url(hosts: &[String]) -> String {
+    let hosts: Vec<String> = hosts.iter().map(|h| format!("guest:guest@{h}")).collect();
+    format!("rabbit://{}/", hosts.join(","))
 }
 
 fn env_or(name: &str, default: &str) -> String {
@@ -174,8 +250,7 @@ impl Settings {
             keep_logs: args.keep_logs,
             measurements: args.measurements.clone(),
             vm_image: args.vm_image.clone(),
-            controller_broker: "127.0.0.1:5672".to_owned(),
-            guest_broker: "10.251.0.1:5672".to_owned(),
+            broker: Broker::single(),
             guest_registry: env_or("NETISO_GUEST_REGISTRY", "10.251.0.1:5000"),
             host_registry: env_or("NETISO_REGISTRY", "127.0.0.1:5000"),
             guest_netns: env_or("NETISO_GUEST_NETNS", "netiso-guest"),

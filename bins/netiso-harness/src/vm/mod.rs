@@ -170,7 +170,7 @@ impl VmRun {
         let exchange = format!("netiso-vm-{}", &guest_id[..8]);
         let conductor_queue = format!("netiso-vm-conductor-{}", &guest_id[..8]);
         let controller = Controller::start(
-            &settings.controller_broker,
+            &settings.broker,
             &exchange,
             &conductor_queue,
             &guest_id,
