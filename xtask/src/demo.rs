@@ -28,11 +28,7 @@ pub fn run(all: bool) -> Result<()> {
 /// Builds the harness and what it drives, then runs it (every scenario when `scenarios` is
 /// `None`); fails when any check fails.
 pub fn run_harness(scenarios: Option<&str>) -> Result<()> {
-    let mut build = vec!["build", "--locked"];
-    for package in PACKAGES {
-        build.extend(["-p", package]);
-    }
-    sh::run("cargo", &build)?;
+    build_harness()?;
     let harness = target_dir().join("debug").join("netiso-harness");
     let harness = harness
         .to_str()
@@ -43,6 +39,15 @@ pub fn run_harness(scenarios: Option<&str>) -> Result<()> {
         args.extend(["--scenarios", scenarios]);
     }
     sh::run(&harness, &args)
+}
+
+/// Builds the harness and the binaries it drives (debug).
+pub fn build_harness() -> Result<()> {
+    let mut build = vec!["build", "--locked"];
+    for package in PACKAGES {
+        build.extend(["-p", package]);
+    }
+    sh::run("cargo", &build)
 }
 
 /// Where cargo puts binaries: `CARGO_TARGET_DIR`, else the workspace's `target/`.

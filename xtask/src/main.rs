@@ -12,6 +12,7 @@ mod layout;
 mod package;
 mod provision;
 mod sh;
+mod soak;
 mod vm;
 
 use clap::{Parser, Subcommand};
@@ -91,6 +92,22 @@ enum Task {
         #[arg(long, value_name = "DIR")]
         debs: Option<std::path::PathBuf>,
     },
+    /// Provision (the RabbitMQ cluster included), build, then run the chaos soak on the
+    /// simulated guest: a seeded schedule of faults, the invariants checked after every step;
+    /// fails on any violation, naming the seed to replay (docs/reliability.md).
+    Soak {
+        /// Minutes to spend, split between the segments; each segment runs every fault kind
+        /// once whatever the time (0: exactly that).
+        #[arg(long, default_value_t = 30.0)]
+        minutes: f64,
+        /// The schedule's seed (default: drawn at random and printed).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Only these segments (comma-separated: docker-isolated, containerd-isolated,
+        /// docker-bridged).
+        #[arg(long)]
+        segments: Option<String>,
+    },
     /// Provision, build the packages and the guest image (cached), then boot the project as a
     /// real Trove guest VM under QEMU and run the harness's VM scenarios (docs/vm.md).
     Vm {
@@ -145,6 +162,11 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Task::Vm { scenarios } => vm::run(scenarios.as_deref()),
+        Task::Soak {
+            minutes,
+            seed,
+            segments,
+        } => soak::run(minutes, seed, segments.as_deref()),
         Task::Env => {
             // Quoted for `eval`: the TLS URLs hold `?` and `&`.
             for (name, value) in layout::test_environment() {

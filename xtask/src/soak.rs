@@ -1,0 +1,41 @@
+//! `cargo xtask soak`: provision (the RabbitMQ cluster included), build, then run the
+//! harness's chaos soak (`netiso-harness --soak-minutes`): a seeded schedule of faults on the
+//! simulated guest with the invariants checked after every step (docs/reliability.md).
+
+use anyhow::{Context, Result};
+
+use crate::demo::{build_harness, target_dir};
+use crate::provision;
+use crate::sh::{self, say};
+
+/// The seed `cargo xtask ci` soaks with: a fixed schedule, so that CI is repeatable and a
+/// failure replays with the same command.
+pub const CI_SEED: u64 = 20_261_206;
+
+/// Provision, build, soak for `minutes` (every fault kind at least once whatever the time)
+/// with `seed` (drawn and printed by the harness when `None`), on `segments` (all when `None`).
+pub fn run(minutes: f64, seed: Option<u64>, segments: Option<&str>) -> Result<()> {
+    provision::run(true)?;
+    run_built(minutes, seed, segments)
+}
+
+/// The soak without provisioning (`cargo xtask ci` has provisioned already).
+pub fn run_built(minutes: f64, seed: Option<u64>, segments: Option<&str>) -> Result<()> {
+    build_harness()?;
+    let harness = target_dir().join("debug").join("netiso-harness");
+    let harness = harness
+        .to_str()
+        .context("the target directory's path is not UTF-8")?
+        .to_owned();
+    let minutes = minutes.to_string();
+    let seed = seed.map(|s| s.to_string());
+    let mut args = vec!["--soak-minutes", minutes.as_str()];
+    if let Some(seed) = &seed {
+        args.extend(["--seed", seed.as_str()]);
+    }
+    if let Some(segments) = segments {
+        args.extend(["--soak-segments", segments]);
+    }
+    say("== soak: faults on the simulated guest, invariants after every step");
+    sh::run(&harness, &args)
+}
