@@ -5,8 +5,10 @@
 //! daemon by this crate's integration tests.
 
 pub mod mapping;
+mod stale_proxy;
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -388,6 +390,25 @@ impl ContainerRuntime for DockerRuntime {
     }
 
     async fn start(&self, name: &str) -> Result<(), RuntimeError> {
+        let first = match self.client.start_container(name, None).await {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        // A published port held by a docker-proxy that a crashed dockerd left behind: stop
+        // the orphan and start once more (see `stale_proxy`).
+        let orphans = stale_proxy::port_already_allocated(&first.to_string())
+            .map(|port| {
+                (
+                    port,
+                    stale_proxy::orphaned_proxies(Path::new("/proc"), port),
+                )
+            })
+            .filter(|(_, pids)| !pids.is_empty());
+        let Some((port, pids)) = orphans else {
+            return Err(self.container_error("start container", name, first));
+        };
+        let stopped = stale_proxy::stop(&pids).await;
+        warn!(container = %name, port, ?stopped, "a docker-proxy left by a dockerd that died held the database's published port: stopped it, starting again");
         self.client
             .start_container(name, None)
             .await
