@@ -344,6 +344,9 @@ pub struct RabbitQueueOptions {
     pub kombu_compression: Option<String>,
     /// Seconds to retry a reply whose queue is missing.
     pub kombu_missing_consumer_retry_timeout: u64,
+    /// `heartbeat_timeout_threshold`: seconds without a frame before the broker connection is
+    /// taken for dead (the AMQP heartbeat negotiated; 0 turns it off).
+    pub heartbeat_timeout_threshold: u64,
 }
 
 impl RabbitQueueOptions {
@@ -391,6 +394,7 @@ impl RabbitQueueOptions {
                 "kombu_missing_consumer_retry_timeout",
                 60,
             )?,
+            heartbeat_timeout_threshold: count("heartbeat_timeout_threshold", 60)?,
         };
         if options.rabbit_ha_queues && options.rabbit_quorum_queue {
             return Err(ConfigError::Conflict(

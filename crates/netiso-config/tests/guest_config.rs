@@ -124,6 +124,10 @@ fn real_guest_info_conf_alone() {
     assert!(!config.rabbit.amqp_durable_queues);
     assert_eq!(config.rabbit.rabbit_transient_queues_ttl, 1800);
     assert!(config.rabbit.direct_mandatory_flag);
+    assert_eq!(
+        config.rabbit.heartbeat_timeout_threshold, 60,
+        "oslo's default"
+    );
     // Trove's MySQL layout and volume defaults.
     assert_eq!(
         (
@@ -363,7 +367,7 @@ fn rabbit_options_from_section_and_transport_url_query() {
 
     let oslo = OsloConfig::load_with_env(&conf_d(), [(
         "NETISO_DEFAULT__TRANSPORT_URL".to_owned(),
-        "rabbit://u:p@h:5672/?amqp_durable_queues=false&rabbit_quorum_queue=true&rabbit_quorum_delivery_limit=5".to_owned(),
+        "rabbit://u:p@h:5672/?amqp_durable_queues=false&rabbit_quorum_queue=true&rabbit_quorum_delivery_limit=5&heartbeat_timeout_threshold=7".to_owned(),
     )])
     .expect("valid");
     let config = GuestConfig::from_oslo(&oslo).expect("valid");
@@ -377,6 +381,7 @@ fn rabbit_options_from_section_and_transport_url_query() {
         "quorum queues are durable"
     );
     assert_eq!(config.rabbit.rabbit_quorum_delivery_limit, 5);
+    assert_eq!(config.rabbit.heartbeat_timeout_threshold, 7);
 
     let oslo = OsloConfig::load_with_env(
         &conf_d(),

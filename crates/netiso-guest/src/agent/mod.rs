@@ -146,6 +146,8 @@ pub fn rabbit_options(config: &GuestConfig) -> RabbitOptions {
         Duration::from_secs(r.kombu_missing_consumer_retry_timeout);
     options.rabbit_qos_prefetch_count =
         u16::try_from(r.rabbit_qos_prefetch_count).unwrap_or(u16::MAX);
+    options.heartbeat_timeout_threshold =
+        u16::try_from(r.heartbeat_timeout_threshold).unwrap_or(u16::MAX);
     options.tls = config.rabbit_tls.clone();
     options
 }
@@ -574,5 +576,25 @@ mod tests {
             unsupported_mode(&guest_config(dir.path(), "runtime = containerd\n", true)).is_some(),
             "no eth1.json is bridged mode"
         );
+    }
+
+    #[test]
+    fn the_rabbit_heartbeat_threshold_reaches_the_transport() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let default = guest_config(dir.path(), "", false);
+        assert_eq!(rabbit_options(&default).heartbeat_timeout_threshold, 60);
+        let conf = dir.path().join("rabbit.conf");
+        std::fs::write(
+            &conf,
+            "[oslo_messaging_rabbit]\nheartbeat_timeout_threshold = 10\n",
+        )
+        .expect("write conf");
+        let guest = dir.path().join("guest.conf");
+        let configured = GuestConfig::load(&ConfigSources {
+            config_files: vec![guest, conf],
+            config_dirs: Vec::new(),
+        })
+        .expect("valid configuration");
+        assert_eq!(rabbit_options(&configured).heartbeat_timeout_threshold, 10);
     }
 }
