@@ -126,6 +126,10 @@ impl Default for AgentOptions {
     }
 }
 
+/// What a publish may still need once a silently dead connection was given up: the next
+/// connection, its channels, the publish and its confirm.
+const PUBLISH_AFTER_RECONNECT: Duration = Duration::from_secs(15);
+
 /// The `[oslo_messaging_rabbit]` options as the transport wants them.
 pub fn rabbit_options(config: &GuestConfig) -> RabbitOptions {
     let r = &config.rabbit;
@@ -148,6 +152,12 @@ pub fn rabbit_options(config: &GuestConfig) -> RabbitOptions {
         u16::try_from(r.rabbit_qos_prefetch_count).unwrap_or(u16::MAX);
     options.heartbeat_timeout_threshold =
         u16::try_from(r.heartbeat_timeout_threshold).unwrap_or(u16::MAX);
+    // A report published into a connection that died silently is only retried on the next
+    // connection, which comes once two heartbeats went missing: a publish must be allowed
+    // to wait that long, or the report (a heartbeat, `notify_end`) is lost for good.
+    let dead_connection_noticed =
+        Duration::from_secs(2 * r.heartbeat_timeout_threshold) + PUBLISH_AFTER_RECONNECT;
+    options.publish_timeout = options.publish_timeout.max(dead_connection_noticed);
     options.tls = config.rabbit_tls.clone();
     options
 }
@@ -583,6 +593,11 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let default = guest_config(dir.path(), "", false);
         assert_eq!(rabbit_options(&default).heartbeat_timeout_threshold, 60);
+        assert_eq!(
+            rabbit_options(&default).publish_timeout,
+            Duration::from_secs(135),
+            "a publish outlives a dead connection's two missed heartbeats"
+        );
         let conf = dir.path().join("rabbit.conf");
         std::fs::write(
             &conf,
@@ -596,5 +611,10 @@ mod tests {
         })
         .expect("valid configuration");
         assert_eq!(rabbit_options(&configured).heartbeat_timeout_threshold, 10);
+        assert_eq!(
+            rabbit_options(&configured).publish_timeout,
+            Duration::from_secs(60),
+            "never shorter than the transport's own default"
+        );
     }
 }
