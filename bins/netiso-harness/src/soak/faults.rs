@@ -28,9 +28,9 @@ const CONTAINERD_LOG: &str = "/var/log/trove-netiso/containerd.log";
 const CONTAINERD_CONFIG: &str = "/var/lib/trove-netiso/containerd/config.toml";
 /// How long a daemon may take to answer again after being started.
 const DAEMON_START_LIMIT: Duration = Duration::from_secs(90);
-/// A stalled broker is held at least this long beyond the step's hold: longer than the
-/// guest's heartbeat threshold, so that the agent has to notice the silence itself.
-const STALL_EXTRA: Duration = Duration::from_secs(15);
+/// Beyond two missed heartbeats, how long a stalled broker stays silent: long enough that
+/// the agent has to notice the silence itself and move to another node.
+const STALL_MARGIN: Duration = Duration::from_secs(5);
 
 /// A fault that lasts until [`Injected::release`] (or drop).
 #[derive(Debug)]
@@ -51,26 +51,17 @@ pub enum Injected {
 }
 
 impl Injected {
-    /// Ends a lasting fault; says what was done.
-    pub fn release(self) -> Result<String> {
+    /// Ends a lasting fault (a node back in the cluster, a broker answering again, the
+    /// space freed).
+    pub fn release(self) -> Result<()> {
         match self {
-            Self::Instant | Self::NotApplicable(_) | Self::TenantWindow(_) => Ok(String::new()),
-            Self::Node(mut node) => {
-                let started = Instant::now();
-                node.restore().map_err(|e| anyhow!(e))?;
-                Ok(format!(
-                    "node back in the cluster after {} ms",
-                    started.elapsed().as_millis()
-                ))
-            }
+            Self::Instant | Self::NotApplicable(_) | Self::TenantWindow(_) => Ok(()),
+            Self::Node(mut node) => node.restore().map_err(|e| anyhow!(e)),
             Self::Stall(mut stall) => {
                 stall.resume();
-                Ok("forwarders continued".to_owned())
+                Ok(())
             }
-            Self::Filler(mut filler) => {
-                filler.remove()?;
-                Ok("filler removed".to_owned())
-            }
+            Self::Filler(mut filler) => filler.remove(),
         }
     }
 }
@@ -186,11 +177,21 @@ pub async fn inject(
             Ok(Injected::Instant)
         }
         FaultKind::BrokerNodeKill => {
+            // The node the agent is connected to: the agent has to notice the loss itself
+            // (a node it is not connected to only moves the queue's leader, unseen by it).
+            let node = agent_node(guest)?;
             let queue = format!("guestagent.{}", guest.spec.guest_id);
-            let leader = cluster::leader_of(&queue)
-                .ok_or_else(|| anyhow!("no node reports a leader for quorum queue {queue}"))?;
+            let leads = cluster::leader_of(&queue).is_some_and(|leader| leader == node);
+            println!(
+                "soak: killing {node} (the agent's node{})",
+                if leads {
+                    ", and its queue's leader"
+                } else {
+                    ""
+                }
+            );
             Ok(Injected::Node(
-                LostNode::lose(&leader, Loss::Kill).map_err(|e| anyhow!(e))?,
+                LostNode::lose(&node, Loss::Kill).map_err(|e| anyhow!(e))?,
             ))
         }
         FaultKind::BrokerStall => {
@@ -215,11 +216,12 @@ fn replug_tenant_nic(guest: &Guest) -> Result<()> {
     Ok(())
 }
 
-/// How long a lasting fault is held.
-pub fn hold(step: &Step) -> Duration {
+/// How long a lasting fault is held; a stall outlasts two heartbeats of `heartbeat_threshold`
+/// (the guest's `heartbeat_timeout_threshold`), after which a client gives a connection up.
+pub fn hold(step: &Step, heartbeat_threshold: Duration) -> Duration {
     let base = Duration::from_secs(step.hold_seconds);
     match step.fault {
-        FaultKind::BrokerStall => base + STALL_EXTRA,
+        FaultKind::BrokerStall => base + 2 * heartbeat_threshold + STALL_MARGIN,
         FaultKind::BrokerNodeKill | FaultKind::StateDirFull => base,
         _ => Duration::ZERO,
     }
@@ -340,9 +342,8 @@ impl StalledForwarders {
     }
 
     fn resume(&mut self) {
-        // Forks made while stopped are stopped too (they inherit nothing of the sort, but a
-        // fork of a stopped parent cannot happen): continuing the recorded ones and every
-        // current forwarder of the port covers both.
+        // A stopped forwarder cannot fork, but provision may have started a new one
+        // meanwhile: the recorded ones and every current forwarder of the port are continued.
         let mut pids = std::mem::take(&mut self.stopped);
         pids.extend(forwarder_pids(self.port));
         for pid in pids {

@@ -48,6 +48,8 @@ const CASTS_AFTER: usize = 1;
 /// The agent's heartbeat interval in the soak: a database that stopped by itself is started
 /// again at the next heartbeat, so this bounds that recovery (Trove's default is 60 s).
 const HEARTBEAT_SECONDS: u64 = 15;
+/// oslo's `heartbeat_timeout_threshold` default, for a broker that does not set one.
+const OSLO_HEARTBEAT_THRESHOLD: u16 = 60;
 /// `RestartSec` of the agent's systemd unit (contrib/systemd/trove-guest-agent.service).
 const RESTART_SEC: Duration = Duration::from_secs(5);
 /// The agent's state directory is a tmpfs this large, so the full-disk fault fills it.
@@ -187,7 +189,13 @@ impl FaultPhase<'_> {
             }
         }
         send_markers(self.controller, self.casts, CASTS_DURING).await;
-        tokio::time::sleep(faults::hold(self.step)).await;
+        let threshold = Duration::from_secs(u64::from(
+            self.settings
+                .broker
+                .heartbeat_timeout_threshold
+                .unwrap_or(OSLO_HEARTBEAT_THRESHOLD),
+        ));
+        tokio::time::sleep(faults::hold(self.step, threshold)).await;
         if let Err(err) = injected.release() {
             failures.push(("fault-released", format!("{err:#}")));
         }
@@ -543,6 +551,8 @@ fn expected_log(kind: FaultKind) -> &'static [&'static str] {
         FaultKind::DockerdKill | FaultKind::ContainerdKill => &["runtime", "docker", "containerd"],
         FaultKind::BrokerNodeKill | FaultKind::BrokerStall => &[
             "connection to broker lost, reconnecting",
+            "cannot connect to broker",
+            "connected to broker",
             "broker closed the connection",
             "broker cancelled a consumer, re-subscribing",
             "consumer lost its channel or a consumer, re-subscribing",
