@@ -8,10 +8,6 @@ use crate::demo::{build_harness, target_dir};
 use crate::provision;
 use crate::sh::{self, say};
 
-/// The seed `cargo xtask ci` soaks with: a fixed schedule, so that CI is repeatable and a
-/// failure replays with the same command.
-pub const CI_SEED: u64 = 20_261_206;
-
 /// Provision, build, soak for `minutes` (every fault kind at least once whatever the time)
 /// with `seed` (drawn and printed by the harness when `None`), on `segments` (all when `None`).
 pub fn run(minutes: f64, seed: Option<u64>, segments: Option<&str>) -> Result<()> {
@@ -19,8 +15,8 @@ pub fn run(minutes: f64, seed: Option<u64>, segments: Option<&str>) -> Result<()
     run_built(minutes, seed, segments)
 }
 
-/// The soak without provisioning (`cargo xtask ci` has provisioned already).
-pub fn run_built(minutes: f64, seed: Option<u64>, segments: Option<&str>) -> Result<()> {
+/// The soak without provisioning.
+fn run_built(minutes: f64, seed: Option<u64>, segments: Option<&str>) -> Result<()> {
     build_harness()?;
     let harness = target_dir().join("debug").join("netiso-harness");
     let harness = harness

@@ -141,6 +141,21 @@ pub async fn inject(
                 }
                 let _ = std::fs::remove_file(&managed);
             }
+            // The unit crashes as a whole (its control group: dockerd, its containerd and the
+            // containers' shims). A shim outliving its containerd keeps a task the next
+            // containerd does not know, and every start of that container then fails ("task
+            // already exists").
+            let managed_socket = format!(
+                "{}/containerd/containerd.sock",
+                settings.docker_exec_root.display()
+            );
+            for shim in processes_where(|comm, cmdline| {
+                comm.starts_with("containerd-shim") && cmdline.contains(&managed_socket)
+            }) {
+                DaemonCommand::from_pid(shim, &settings.guest_netns)
+                    .and_then(|process| process.kill_hard(Duration::from_secs(30)))
+                    .or_else(|err| if process_gone(shim) { Ok(()) } else { Err(err) })?;
+            }
             // A killed dockerd leaves its pid file, and refuses to start while the pid in it
             // names a process (the killed one lingers as a zombie where nothing reaps it).
             std::fs::remove_file(&settings.dockerd_pid_file)
