@@ -346,14 +346,16 @@ fn exited_after_prepare(fx: &Fixture) -> GuestService {
     service
 }
 
+/// The container exited with `exit_code` (137: killed; 0: stopped cleanly).
+fn set_exited_with(fx: &Fixture, exit_code: i64) {
+    let mut containers = fx.runtime.containers.lock().expect("lock");
+    let container = containers.get_mut(NAME).expect("container");
+    container.status = ContainerStatus::Exited;
+    container.exit_code = Some(exit_code);
+}
+
 fn set_exited(fx: &Fixture) {
-    fx.runtime
-        .containers
-        .lock()
-        .expect("lock")
-        .get_mut(NAME)
-        .expect("container")
-        .status = ContainerStatus::Exited;
+    set_exited_with(fx, 137);
 }
 
 #[tokio::test]
@@ -406,6 +408,23 @@ async fn a_database_stopped_on_request_stays_down_also_after_an_agent_restart() 
     );
     set_exited(&fx);
     assert!(restarted_agent.revive_database().await);
+}
+
+#[tokio::test]
+async fn a_database_stopped_cleanly_by_anyone_stays_down() {
+    let fx = Fixture::new();
+    let _ = exited_after_prepare(&fx);
+    let service = fx.service(false, None);
+    for clean in [0, 143] {
+        set_exited_with(&fx, clean);
+        assert!(!service.revive_database().await, "exit {clean}");
+    }
+    assert!(fx.runtime.calls().is_empty(), "{:?}", fx.runtime.calls());
+    set_exited_with(&fx, 1);
+    assert!(
+        service.revive_database().await,
+        "a failed server is a crash"
+    );
 }
 
 #[tokio::test]

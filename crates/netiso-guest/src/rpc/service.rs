@@ -311,6 +311,14 @@ pub enum DatabaseError {
 /// (started again), also across its own restarts.
 pub const STOPPED_ON_REQUEST_FILE: &str = "database.stopped";
 
+/// Whether a database container's exit status says it was killed or failed rather than
+/// stopped: a stop (`stop_db`, `docker stop`, anyone's SIGTERM) ends the server cleanly
+/// (0, or 143 for SIGTERM itself), and such a container stays down, as Docker's
+/// `unless-stopped` leaves a container stopped by hand.
+fn stopped_by_a_crash(exit_code: Option<i64>) -> bool {
+    !matches!(exit_code, Some(0 | 143))
+}
+
 /// The service status Trove's Python guest derives from the container (its
 /// status task): healthy (or running without a health check) → `healthy`, starting → `running`,
 /// absent → `shutdown`, stopped → `shutdown`, unhealthy → `crashed`, else `unknown`.
@@ -595,8 +603,8 @@ impl GuestService {
 
     /// Starts the database container again when it stopped by itself (the database
     /// crashed, or its runtime was restarted and did not bring it back): prepared, not
-    /// stopped on request, not refused, and no request changing it right now. Whether it was
-    /// started.
+    /// stopped on request, not refused, exited with a crash's status, and no request
+    /// changing it right now. Whether it was started.
     pub async fn revive_database(&self) -> bool {
         if !self.is_prepared()
             || self.stopped_on_request.load(Ordering::SeqCst)
@@ -610,10 +618,8 @@ impl GuestService {
         let name = &self.settings.container_name;
         match self.runtime.inspect(name).await {
             Ok(Some(info))
-                if matches!(
-                    info.status,
-                    ContainerStatus::Exited | ContainerStatus::Dead | ContainerStatus::Created
-                ) => {}
+                if matches!(info.status, ContainerStatus::Exited | ContainerStatus::Dead)
+                    && stopped_by_a_crash(info.exit_code) => {}
             _ => return false,
         }
         warn!(container = %name, "the database container stopped without a stop_db request (it crashed, or its runtime restarted without it): starting it again");
