@@ -28,12 +28,7 @@ pub fn run(all: bool) -> Result<()> {
 /// Builds the harness and what it drives, then runs it (every scenario when `scenarios` is
 /// `None`); fails when any check fails.
 pub fn run_harness(scenarios: Option<&str>) -> Result<()> {
-    build_harness()?;
-    let harness = target_dir().join("debug").join("netiso-harness");
-    let harness = harness
-        .to_str()
-        .context("the target directory's path is not UTF-8")?
-        .to_owned();
+    let harness = build_harness()?;
     let mut args = Vec::new();
     if let Some(scenarios) = scenarios {
         args.extend(["--scenarios", scenarios]);
@@ -41,13 +36,18 @@ pub fn run_harness(scenarios: Option<&str>) -> Result<()> {
     sh::run(&harness, &args)
 }
 
-/// Builds the harness and the binaries it drives (debug).
-pub fn build_harness() -> Result<()> {
+/// Builds the harness and the binaries it drives (debug); the harness's path.
+pub fn build_harness() -> Result<String> {
     let mut build = vec!["build", "--locked"];
     for package in PACKAGES {
         build.extend(["-p", package]);
     }
-    sh::run("cargo", &build)
+    sh::run("cargo", &build)?;
+    let harness = target_dir().join("debug").join("netiso-harness");
+    Ok(harness
+        .to_str()
+        .context("the target directory's path is not UTF-8")?
+        .to_owned())
 }
 
 /// Where cargo puts binaries: `CARGO_TARGET_DIR`, else the workspace's `target/`.

@@ -2,9 +2,9 @@
 //! harness's chaos soak (`netiso-harness --soak-minutes`): a seeded schedule of faults on the
 //! simulated guest with the invariants checked after every step (docs/reliability.md).
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
-use crate::demo::{build_harness, target_dir};
+use crate::demo::build_harness;
 use crate::provision;
 use crate::sh::{self, say};
 
@@ -12,17 +12,7 @@ use crate::sh::{self, say};
 /// with `seed` (drawn and printed by the harness when `None`), on `segments` (all when `None`).
 pub fn run(minutes: f64, seed: Option<u64>, segments: Option<&str>) -> Result<()> {
     provision::run(true)?;
-    run_built(minutes, seed, segments)
-}
-
-/// The soak without provisioning.
-fn run_built(minutes: f64, seed: Option<u64>, segments: Option<&str>) -> Result<()> {
-    build_harness()?;
-    let harness = target_dir().join("debug").join("netiso-harness");
-    let harness = harness
-        .to_str()
-        .context("the target directory's path is not UTF-8")?
-        .to_owned();
+    let harness = build_harness()?;
     let minutes = minutes.to_string();
     let seed = seed.map(|s| s.to_string());
     let mut args = vec!["--soak-minutes", minutes.as_str()];

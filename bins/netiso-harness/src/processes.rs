@@ -172,21 +172,7 @@ impl DaemonCommand {
             .trim()
             .parse()
             .context("dockerd's pid file holds no pid")?;
-        let raw = std::fs::read(format!("/proc/{pid}/cmdline"))
-            .with_context(|| format!("dockerd (pid {pid}) is not running"))?;
-        let argv: Vec<String> = raw
-            .split(|b| *b == 0)
-            .filter(|a| !a.is_empty())
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
-        if argv.is_empty() {
-            bail!("dockerd (pid {pid}) has an empty command line");
-        }
-        Ok(Self {
-            pid,
-            argv,
-            netns: netns.to_owned(),
-        })
+        Self::from_pid(pid, netns).with_context(|| format!("dockerd (from {})", pid_file.display()))
     }
 
     /// The command line of the running process `pid`.
