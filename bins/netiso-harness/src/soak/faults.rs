@@ -160,16 +160,11 @@ pub async fn inject(
             // names a process (the killed one lingers as a zombie where nothing reaps it).
             std::fs::remove_file(&settings.dockerd_pid_file)
                 .with_context(|| format!("removing {}", settings.dockerd_pid_file.display()))?;
-            command.start(Path::new(DOCKERD_LOG))?;
             let socket = settings.docker_socket.clone();
-            wait_for(DAEMON_START_LIMIT, || {
-                let up = dockerd_answers(&socket);
-                async move { up.then_some(()) }
+            start_and_wait(&command, DOCKERD_LOG, "dockerd", || {
+                dockerd_answers(&socket)
             })
-            .await
-            .ok_or_else(|| {
-                anyhow!("dockerd did not answer within {DAEMON_START_LIMIT:?} of its restart")
-            })?;
+            .await?;
             replug_tenant_nic(guest)?;
             Ok(Injected::Instant)
         }
@@ -178,16 +173,11 @@ pub async fn inject(
                 .ok_or_else(|| anyhow!("no containerd runs {CONTAINERD_CONFIG}"))?;
             let command = DaemonCommand::from_pid(pid, &settings.guest_netns)?;
             command.kill_hard(Duration::from_secs(30))?;
-            command.start(Path::new(CONTAINERD_LOG))?;
             let socket = settings.containerd_socket.clone();
-            wait_for(DAEMON_START_LIMIT, || {
-                let up = containerd_answers(&socket);
-                async move { up.then_some(()) }
+            start_and_wait(&command, CONTAINERD_LOG, "containerd", || {
+                containerd_answers(&socket)
             })
-            .await
-            .ok_or_else(|| {
-                anyhow!("containerd did not answer within {DAEMON_START_LIMIT:?} of its restart")
-            })?;
+            .await?;
             replug_tenant_nic(guest)?;
             Ok(Injected::Instant)
         }
@@ -217,6 +207,22 @@ pub async fn inject(
         }
         FaultKind::TenantDhcp => tenant_dhcp(settings, guest, controller).await,
     }
+}
+
+/// Starts a killed daemon again with its command line and waits until `answers`.
+async fn start_and_wait(
+    command: &DaemonCommand,
+    log: &str,
+    name: &str,
+    answers: impl Fn() -> bool,
+) -> Result<()> {
+    command.start(Path::new(log))?;
+    wait_for(DAEMON_START_LIMIT, || {
+        let up = answers();
+        async move { up.then_some(()) }
+    })
+    .await
+    .ok_or_else(|| anyhow!("{name} did not answer within {DAEMON_START_LIMIT:?} of its restart"))
 }
 
 /// A restarted runtime may have removed the dead container's namespace, destroying the
