@@ -7,7 +7,7 @@ use std::time::Duration;
 use netiso_guest::mysql::{Layout, MysqlSettings};
 use netiso_guest::rpc::{
     CONFIG_CONTENTS_FILE, GuestService, PREPARE_END_FILE, PrepareRequest, ProbeTarget,
-    STOPPED_ON_REQUEST_FILE, status_of,
+    STOPPED_ON_REQUEST_FILE, UNFINISHED_START_FILE, status_of,
 };
 use netiso_messaging::{Context, ServiceStatus};
 use netiso_runtime::{ContainerStatus, HealthStatus, NetworkAttachment};
@@ -424,6 +424,60 @@ async fn a_database_stopped_cleanly_by_anyone_stays_down() {
     assert!(
         service.revive_database().await,
         "a failed server is a crash"
+    );
+}
+
+#[tokio::test]
+async fn a_restart_that_lost_its_runtime_midway_is_finished_by_a_later_agent() {
+    let fx = Fixture::new();
+    let _ = exited_after_prepare(&fx);
+    let service = fx.service(false, None);
+    *fx.runtime.lost_during_restart.lock().expect("lock") = true;
+    service
+        .restart()
+        .await
+        .expect_err("the runtime went away during the restart");
+    let marker = fx.state.path().join("state").join(UNFINISHED_START_FILE);
+    assert!(
+        marker.exists(),
+        "the unfinished start is remembered on disk"
+    );
+    *fx.runtime.lost_during_restart.lock().expect("lock") = false;
+
+    // The agent itself restarts too: the marker, not memory, says the database is wanted.
+    let restarted_agent = fx.service(false, None);
+    assert!(
+        restarted_agent.revive_database().await,
+        "a clean stop that was ours, half of a restart, is started again"
+    );
+    assert_eq!(
+        fx.runtime.calls(),
+        vec!["restart database 3s", "start database"]
+    );
+    assert!(!marker.exists(), "the start is done");
+    set_exited_with(&fx, 0);
+    assert!(
+        !restarted_agent.revive_database().await,
+        "a later clean stop by someone else is left alone"
+    );
+}
+
+#[tokio::test]
+async fn stop_db_supersedes_an_unfinished_restart() {
+    let fx = Fixture::new();
+    let _ = exited_after_prepare(&fx);
+    let service = fx.service(false, None);
+    *fx.runtime.lost_during_restart.lock().expect("lock") = true;
+    service.restart().await.expect_err("runtime lost");
+    *fx.runtime.lost_during_restart.lock().expect("lock") = false;
+    service.stop_db().await.expect("stop_db");
+    assert!(!service.revive_database().await);
+    assert!(
+        !fx.state
+            .path()
+            .join("state")
+            .join(UNFINISHED_START_FILE)
+            .exists()
     );
 }
 

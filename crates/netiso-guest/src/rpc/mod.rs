@@ -29,7 +29,7 @@ pub use filesystem::{FilesystemError, filesystem_stats, to_gb};
 pub use service::{
     CONFIG_CONTENTS_FILE, ConductorSink, DatabaseError, DatabaseSettings, GuestService,
     PREPARE_END_FILE, PortProbe, PrepareRequest, ProbeTarget, STOPPED_ON_REQUEST_FILE, StatusSink,
-    TcpProbe, status_of,
+    TcpProbe, UNFINISHED_START_FILE, status_of,
 };
 
 /// The guest API version this agent implements (Trove's `API_LATEST_VERSION`).

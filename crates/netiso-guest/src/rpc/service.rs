@@ -311,6 +311,49 @@ pub enum DatabaseError {
 /// (started again), also across its own restarts.
 pub const STOPPED_ON_REQUEST_FILE: &str = "database.stopped";
 
+/// The marker of a stop-and-start of ours that has not finished (`restart` or
+/// `start_db_with_conf_changes` lost its runtime, or the agent died, between the stop and the
+/// start): the control plane wants the database running, so the next heartbeat starts the
+/// container whatever status its clean stop left.
+pub const UNFINISHED_START_FILE: &str = "database.starting";
+
+/// A yes-or-no fact about the database that must outlive the agent: held in memory and as an
+/// empty file in the state directory, read when the agent starts.
+struct Marker {
+    path: PathBuf,
+    set: AtomicBool,
+}
+
+impl Marker {
+    fn load(path: PathBuf) -> Self {
+        let set = AtomicBool::new(path.exists());
+        Self { path, set }
+    }
+
+    fn is_set(&self) -> bool {
+        self.set.load(Ordering::SeqCst)
+    }
+
+    /// Records the fact; a file that cannot be written or removed is logged and the fact
+    /// kept in memory only, until the agent restarts.
+    fn record(&self, set: bool) {
+        if self.set.swap(set, Ordering::SeqCst) == set && self.path.exists() == set {
+            return;
+        }
+        let outcome = if set {
+            write_atomically(&self.path, b"").map_err(|e| e.to_string())
+        } else {
+            match std::fs::remove_file(&self.path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.to_string()),
+                _ => Ok(()),
+            }
+        };
+        if let Err(error) = outcome {
+            warn!(path = %self.path.display(), %error, "cannot record the database's state marker; kept in memory until the agent restarts");
+        }
+    }
+}
+
 /// Whether a database container's exit status says it was killed or failed rather than
 /// stopped: a stop (`stop_db`, `docker stop`, anyone's SIGTERM) ends the server cleanly
 /// (0, or 143 for SIGTERM itself), and such a container stays down, as Docker's
@@ -348,7 +391,8 @@ pub struct GuestService {
     gate: DatabaseGate,
     lifecycle: Mutex<()>,
     prepared: AtomicBool,
-    stopped_on_request: AtomicBool,
+    stopped_on_request: Marker,
+    unfinished_start: Marker,
 }
 
 impl GuestService {
@@ -362,7 +406,8 @@ impl GuestService {
         refusal: Option<String>,
     ) -> Self {
         let prepared = settings.state_dir.join(PREPARE_END_FILE).exists();
-        let stopped_on_request = settings.state_dir.join(STOPPED_ON_REQUEST_FILE).exists();
+        let stopped_on_request = Marker::load(settings.state_dir.join(STOPPED_ON_REQUEST_FILE));
+        let unfinished_start = Marker::load(settings.state_dir.join(UNFINISHED_START_FILE));
         Self {
             settings,
             runtime,
@@ -371,7 +416,8 @@ impl GuestService {
             gate: DatabaseGate::fixed(refusal),
             lifecycle: Mutex::new(()),
             prepared: AtomicBool::new(prepared),
-            stopped_on_request: AtomicBool::new(stopped_on_request),
+            stopped_on_request,
+            unfinished_start,
         }
     }
 
@@ -452,7 +498,7 @@ impl GuestService {
     /// `notify_end`, or `failed to spawn` and `notify_exc_info` with the reason.
     pub async fn prepare(&self, context: &Context, request: PrepareRequest) {
         let _lifecycle = self.lifecycle.lock().await;
-        self.mark_stopped_on_request(false);
+        self.stopped_on_request.record(false);
         let started = Instant::now();
         if let Some(reason) = self.gate.decided(PREPARE_GATE_WAIT).await {
             error!(%reason, "prepare refused: the database is not started (fail closed)");
@@ -510,10 +556,12 @@ impl GuestService {
         self.refuse_if_unsafe()?;
         let name = &self.settings.container_name;
         info!(container = %name, "restarting the database");
-        self.mark_stopped_on_request(false);
+        self.stopped_on_request.record(false);
+        self.unfinished_start.record(true);
         self.runtime
             .restart(name, self.settings.state_change_wait_time)
             .await?;
+        self.unfinished_start.record(false);
         self.wait_ready().await?;
         self.heartbeat(ServiceStatus::Healthy).await;
         Ok(())
@@ -525,7 +573,8 @@ impl GuestService {
         let _lifecycle = self.lifecycle.lock().await;
         let name = &self.settings.container_name;
         info!(container = %name, "stopping the database");
-        self.mark_stopped_on_request(true);
+        self.stopped_on_request.record(true);
+        self.unfinished_start.record(false);
         self.runtime
             .stop(name, self.settings.state_change_wait_time)
             .await?;
@@ -544,6 +593,8 @@ impl GuestService {
     ) -> Result<(), DatabaseError> {
         let _lifecycle = self.lifecycle.lock().await;
         self.refuse_if_unsafe()?;
+        self.stopped_on_request.record(false);
+        self.unfinished_start.record(true);
         if let Some(contents) = config_contents {
             match &self.settings.mysql {
                 Some(mysql) => {
@@ -564,8 +615,8 @@ impl GuestService {
                 }
             }
         }
-        self.mark_stopped_on_request(false);
         self.start_database(ds_version, true).await?;
+        self.unfinished_start.record(false);
         self.heartbeat(ServiceStatus::Healthy).await;
         Ok(())
     }
@@ -602,12 +653,13 @@ impl GuestService {
     }
 
     /// Starts the database container again when it stopped by itself (the database
-    /// crashed, or its runtime was restarted and did not bring it back): prepared, not
-    /// stopped on request, not refused, exited with a crash's status, and no request
-    /// changing it right now. Whether it was started.
+    /// crashed, or its runtime was restarted and did not bring it back) or was left stopped
+    /// by a `restart` or `start_db_with_conf_changes` that did not finish: prepared, not
+    /// stopped on request, not refused, exited with a crash's status or after an unfinished
+    /// start, and no request changing it right now. Whether it was started.
     pub async fn revive_database(&self) -> bool {
         if !self.is_prepared()
-            || self.stopped_on_request.load(Ordering::SeqCst)
+            || self.stopped_on_request.is_set()
             || self.gate.refusal_now().is_some()
         {
             return false;
@@ -616,13 +668,29 @@ impl GuestService {
             return false;
         };
         let name = &self.settings.container_name;
+        let unfinished_start = self.unfinished_start.is_set();
         match self.runtime.inspect(name).await {
             Ok(Some(info))
                 if matches!(info.status, ContainerStatus::Exited | ContainerStatus::Dead)
-                    && stopped_by_a_crash(info.exit_code) => {}
+                    && stopped_by_a_crash(info.exit_code) =>
+            {
+                warn!(container = %name, "the database container stopped without a stop_db request (it crashed, or its runtime restarted without it): starting it again");
+            }
+            Ok(Some(info))
+                if unfinished_start
+                    && matches!(
+                        info.status,
+                        ContainerStatus::Exited | ContainerStatus::Dead | ContainerStatus::Created
+                    ) =>
+            {
+                warn!(container = %name, "a restart or start_db_with_conf_changes stopped the database and did not start it again (its runtime was lost, or the agent stopped): starting it now");
+            }
+            Ok(Some(info)) if unfinished_start && info.status == ContainerStatus::Running => {
+                self.unfinished_start.record(false);
+                return false;
+            }
             _ => return false,
         }
-        warn!(container = %name, "the database container stopped without a stop_db request (it crashed, or its runtime restarted without it): starting it again");
         let started = Instant::now();
         let outcome = match self.runtime.start(name).await {
             Ok(()) => self.wait_ready().await,
@@ -630,6 +698,7 @@ impl GuestService {
         };
         match outcome {
             Ok(()) => {
+                self.unfinished_start.record(false);
                 info!(container = %name, took_ms = started.elapsed().as_millis() as u64, "the database is running again");
                 true
             }
@@ -637,24 +706,6 @@ impl GuestService {
                 error!(container = %name, error = %e, "the database could not be started again; the next heartbeat retries");
                 false
             }
-        }
-    }
-
-    /// Records whether the database is down on request, in memory and in the state
-    /// directory; a marker that cannot be written is logged and kept in memory only.
-    fn mark_stopped_on_request(&self, stopped: bool) {
-        self.stopped_on_request.store(stopped, Ordering::SeqCst);
-        let path = self.settings.state_dir.join(STOPPED_ON_REQUEST_FILE);
-        let outcome = if stopped {
-            write_atomically(&path, b"").map_err(|e| e.to_string())
-        } else {
-            match std::fs::remove_file(&path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.to_string()),
-                _ => Ok(()),
-            }
-        };
-        if let Err(error) = outcome {
-            warn!(path = %path.display(), %error, "cannot record whether the database is stopped on request; kept in memory until the agent restarts");
         }
     }
 

@@ -32,6 +32,9 @@ pub struct FakeRuntime {
     pub pull_error: Mutex<Option<String>>,
     /// State a started container gets (`Running` unless a test says otherwise).
     pub start_as: Mutex<Option<ContainerStatus>>,
+    /// The runtime is lost in the middle of a restart: the container stopped cleanly (exit
+    /// 0) and was never started again, and the call fails as an unreachable daemon's does.
+    pub lost_during_restart: Mutex<bool>,
 }
 
 impl FakeRuntime {
@@ -166,6 +169,14 @@ impl ContainerRuntime for FakeRuntime {
         let container = containers
             .get_mut(name)
             .ok_or_else(|| RuntimeError::ContainerNotFound(name.to_owned()))?;
+        if *self.lost_during_restart.lock().expect("lock") {
+            container.status = ContainerStatus::Exited;
+            container.exit_code = Some(0);
+            return Err(RuntimeError::Unreachable {
+                endpoint: "unix:///run/docker.sock".into(),
+                source: "connection reset in the middle of the restart".into(),
+            });
+        }
         container.status = ContainerStatus::Running;
         Ok(())
     }
