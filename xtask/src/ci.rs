@@ -5,6 +5,7 @@ use crate::demo;
 use crate::layout::test_environment;
 use crate::provision;
 use crate::sh::{self, output, run_with_env, say};
+use crate::soak;
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 
@@ -63,6 +64,8 @@ pub fn run() -> Result<()> {
     package_libraries()?;
     say("== harness (every scenario on the simulated guest)");
     demo::run_harness(None)?;
+    say("== soak (fixed seed: every fault kind once per segment, invariants after every step)");
+    soak::run_short()?;
     say("== test logs hold no secret (every suite's log, scanned after all of them ran)");
     run_with_env(
         "cargo",
