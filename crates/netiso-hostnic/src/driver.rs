@@ -243,13 +243,23 @@ impl Driver {
         if let Some(entry) = state.network(network_id.as_str()) {
             return Ok(entry.mac_address);
         }
-        let lost =
-            state.set_aside().is_some() || state.rejected().get(network_id.as_str()).is_some();
-        // The state was lost (a corrupt file set aside, or this network's entry invalid):
-        // Docker still has the network, and the only NIC a hostnic network ever carries is
-        // the tenant NIC of the tenant file, so the network is taken back for it rather than
+        let tenant = TenantNic::read(&self.tenant_nic_file).ok();
+        let tenant_unserved = tenant.as_ref().is_some_and(|tenant| {
+            !state
+                .networks()
+                .values()
+                .any(|entry| entry.mac_address == tenant.mac_address)
+        });
+        // The state was lost: a corrupt file set aside at this start, or this network's
+        // entry invalid, or a corrupt file set aside at an earlier start and the tenant NIC
+        // in no network since (a restart in between found the emptied state valid). Docker
+        // still has the network, and the only NIC a hostnic network ever carries is the
+        // tenant NIC of the tenant file, so the network is taken back for it rather than
         // leaving the database unable to start until an operator recreates the network.
-        if lost && let Ok(tenant) = TenantNic::read(&self.tenant_nic_file) {
+        let lost = state.set_aside().is_some()
+            || state.rejected().get(network_id.as_str()).is_some()
+            || (state.earlier_set_aside().is_some() && tenant_unserved);
+        if lost && let Some(tenant) = tenant {
             let gateway = tenant
                 .ipv4
                 .as_ref()
@@ -275,7 +285,15 @@ impl Driver {
                     " (a corrupt state file was moved aside to {} at start-up)",
                     kept.kept_as.display()
                 ),
-                (None, None) => String::new(),
+                (None, None) => state
+                    .earlier_set_aside()
+                    .map(|kept| {
+                        format!(
+                            " (a corrupt state file was moved aside to {} at an earlier start)",
+                            kept.display()
+                        )
+                    })
+                    .unwrap_or_default(),
             },
         })
     }
@@ -779,6 +797,46 @@ mod tests {
         let entry = stored.network(NET).expect("stored again");
         assert_eq!(entry.mac_address, mac(MAC));
         assert_eq!(entry.gateway, Some("10.0.0.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn a_loss_outlives_a_restart_until_the_tenant_nic_is_in_a_network_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let state_file = dir.path().join("hostnic.json");
+        std::fs::write(&state_file, "{\"trunc").unwrap();
+        std::fs::write(dir.path().join("eth1.json"), ETH1_SLAAC).unwrap();
+        drop(StateStore::open(&state_file).unwrap());
+        // The next start finds the emptied state valid; the copy set aside remembers the loss.
+        let state = StateStore::open(&state_file).unwrap();
+        assert!(state.set_aside().is_none());
+        assert!(state.earlier_set_aside().is_some());
+        let driver = Driver::new(
+            state,
+            dir.path().join("eth1.json"),
+            Arc::new(nic_in_plugin_ns()),
+        );
+        let join = |network: &str| {
+            let request = decode_request(
+                Endpoint::Join.path(),
+                json!({"NetworkID": network, "EndpointID": EP, "SandboxKey": "/srv/docker/netns/0123456789ab"})
+                    .to_string()
+                    .as_bytes(),
+            )
+            .unwrap();
+            driver.handle(request)
+        };
+        join(NET).expect("taken back after the restart");
+        let other = "ab".repeat(32);
+        let refused = join(&other).unwrap_err();
+        assert_eq!(
+            refused.http_status(),
+            404,
+            "the tenant NIC is served again: no other unknown network is taken"
+        );
+        assert!(
+            refused.to_string().contains("at an earlier start"),
+            "{refused}"
+        );
     }
 
     #[test]

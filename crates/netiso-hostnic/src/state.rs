@@ -138,6 +138,7 @@ pub struct StateStore {
     networks: Networks,
     rejected: RejectedEntries,
     set_aside: Option<SetAsideFile>,
+    earlier_set_aside: Option<PathBuf>,
 }
 
 impl StateStore {
@@ -159,6 +160,7 @@ impl StateStore {
             networks: Networks::new(),
             rejected: RejectedEntries::new(),
             set_aside: None,
+            earlier_set_aside: None,
         };
         match std::fs::read(path) {
             Ok(bytes) => match parse_networks(&bytes) {
@@ -174,6 +176,7 @@ impl StateStore {
                     }
                     store.networks = parsed.networks;
                     store.rejected = parsed.rejected;
+                    store.earlier_set_aside = newest_set_aside_copy(path);
                 }
                 Err(unusable) => {
                     let reason = unusable.to_string();
@@ -202,6 +205,13 @@ impl StateStore {
     /// The corrupt file moved aside at start-up, if any.
     pub fn set_aside(&self) -> Option<&SetAsideFile> {
         self.set_aside.as_ref()
+    }
+
+    /// The newest copy that an earlier start set aside (`<name>.corrupt-*` beside the file),
+    /// when this start found the file valid: the state may still miss what that loss took,
+    /// because a restart in between wrote the emptied state back as valid.
+    pub fn earlier_set_aside(&self) -> Option<&Path> {
+        self.earlier_set_aside.as_deref()
     }
 
     /// The entry of `network_id`.
@@ -413,6 +423,18 @@ fn remove_stale_temp_files(path: &Path) {
             }
         }
     }
+}
+
+/// The most recently modified `<name>.corrupt-*` beside `path`, if any.
+fn newest_set_aside_copy(path: &Path) -> Option<PathBuf> {
+    let prefix = format!("{}.corrupt-", path.file_name()?.to_string_lossy());
+    std::fs::read_dir(parent_dir(path).ok()?)
+        .ok()?
+        .filter_map(Result::ok)
+        .filter(|entry| entry.file_name().to_string_lossy().starts_with(&prefix))
+        .filter_map(|entry| Some((entry.metadata().ok()?.modified().ok()?, entry.path())))
+        .max()
+        .map(|(_, copy)| copy)
 }
 
 fn set_aside(path: &Path, reason: &str) -> Result<PathBuf, StateError> {
