@@ -307,6 +307,61 @@ async fn isolation_failure_fails_closed_but_keeps_rpc_up() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_whose_dockerd_is_down_serves_rpc_and_uses_dockerd_once_it_answers() {
+    let mut setup = AgentSetup::new("nodocker", None);
+    let sockets = tempfile::tempdir().expect("tempdir");
+    let socket = sockets.path().join("docker.sock");
+    setup.docker_socket = Some(socket.clone());
+    let mut run = RunningAgent::start(&setup).await;
+    let (client, target) = (&run.client, &run.target);
+
+    let restart = |client: &RpcClient, target: &Target| {
+        let (client, target) = (client.clone(), target.clone());
+        async move {
+            match client
+                .call(
+                    &target,
+                    "restart",
+                    args(json!({})),
+                    &Context::fresh(),
+                    CALL_TIMEOUT,
+                )
+                .await
+            {
+                Err(CallError::Remote { message, .. }) => message,
+                other => panic!("restart of an absent database must fail, got {other:?}"),
+            }
+        }
+    };
+    let while_down = restart(client, target).await;
+    assert!(
+        while_down.contains("cannot reach the container runtime")
+            && while_down.contains(&socket.display().to_string()),
+        "the reply names the runtime's socket: {while_down}"
+    );
+
+    // dockerd "comes back" at the configured path.
+    let docker_host = netiso_runtime::test_support::docker_host();
+    std::os::unix::fs::symlink(docker_host.trim_start_matches("unix://"), &socket)
+        .expect("socket link");
+    let once_up = restart(client, target).await;
+    assert!(
+        !once_up.contains("cannot reach the container runtime")
+            && once_up.contains(&setup.container_name),
+        "dockerd answers now: no container {}: {once_up}",
+        setup.container_name
+    );
+    assert!(run.agent.is_running(), "the agent never exited");
+    let log = run.agent.log_text();
+    assert!(
+        log.contains("the container runtime does not answer: serving RPC anyway"),
+        "{log}"
+    );
+    assert!(log.contains("connected to dockerd"), "{log}");
+    run.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_an_in_flight_prepare_finish_and_report() {
     let image = PublishedImage::publish(unique_port()).await;
     let mut setup = AgentSetup::new("term", Some(KEY));

@@ -421,16 +421,47 @@ fn isolate_boot_needs_only_eth1_json() {
     assert!(isolated(&vm.guest, &vm.tenant_if), "{}", stdout(&boot));
 }
 
+/// A broken container runtime must not take RPC down with it (the agent reports over RPC why
+/// the database cannot run): the agent isolates, says the runtime does not answer, and keeps
+/// running instead of exiting into a systemd restart loop.
 #[test]
-fn an_unreachable_container_runtime_exits_69_with_the_nic_isolated() {
+fn an_unreachable_container_runtime_keeps_the_agent_up_with_the_nic_isolated() {
     let vm = Vm::new();
     let dir = tempfile::tempdir().expect("tempdir");
     // write_config points docker_socket at a socket that does not exist.
     let conf = write_config(dir.path(), mac_of(&vm.guest, &vm.tenant_if), "");
-    let run = agent(&vm.guest, &conf, &["run", "--preflight-timeout", "1"]);
-    let stderr = String::from_utf8_lossy(&run.stderr);
-    assert_eq!(run.status.code(), Some(69), "EX_UNAVAILABLE: {stderr}");
+    let log = dir.path().join("agent.log");
+    let mut agent = KillOnDrop(
+        agent_command(&vm.guest, &conf, &["run", "--preflight-timeout", "1"])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("start the agent"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+    while !log_text().contains("the container runtime does not answer: serving RPC anyway") {
+        if let Some(status) = agent.0.try_wait().expect("wait") {
+            panic!("the agent exited ({status})\n{}", log_text());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no warning within 30 s\n{}",
+            log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        log_text().contains(&dir.path().join("no-docker.sock").display().to_string()),
+        "the warning names the socket\n{}",
+        log_text()
+    );
     assert!(isolated(&vm.guest, &vm.tenant_if));
+    assert!(
+        agent.0.try_wait().expect("wait").is_none(),
+        "still running\n{}",
+        log_text()
+    );
 }
 
 /// Kills the agent when the test ends, passed or not.

@@ -19,6 +19,7 @@ pub mod containerd;
 pub mod docker;
 pub mod error;
 pub mod image;
+pub mod on_demand;
 pub mod runtime;
 pub mod spec;
 #[cfg(feature = "test-support")]
@@ -30,6 +31,7 @@ pub use containerd::{ContainerdConfig, ContainerdRuntime};
 pub use docker::DockerRuntime;
 pub use error::RuntimeError;
 pub use image::{ImageReference, ImageStatus, PullPolicy, PullProgress, RegistryCredentials};
+pub use on_demand::ConnectOnDemand;
 pub use runtime::{
     ContainerInfo, ContainerRuntime, ContainerStatus, ContainerSummary, EndpointInfo, HealthStatus,
     NetworkNamespace, NetworkStatus,

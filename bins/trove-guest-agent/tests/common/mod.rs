@@ -306,6 +306,8 @@ pub struct AgentSetup {
     /// `datastore_manager`: `testdb` (a plain container, readiness on its port) unless a
     /// test runs the MariaDB image ([`AgentSetup::use_mariadb`]).
     pub datastore: String,
+    /// `[netiso] docker_socket`: the guest's dockerd unless a test names another path.
+    pub docker_socket: Option<PathBuf>,
 }
 
 impl AgentSetup {
@@ -329,6 +331,7 @@ impl AgentSetup {
             rabbit_options: Vec::new(),
             test_broker: TestBroker::default(),
             datastore: "testdb".into(),
+            docker_socket: None,
             guest_id,
         }
     }
@@ -429,7 +432,14 @@ impl AgentSetup {
             self.image,
             self.port,
             dir.join("data").display(),
-            netiso_runtime::test_support::docker_host().trim_start_matches("unix://"),
+            self.docker_socket.as_ref().map_or_else(
+                || {
+                    netiso_runtime::test_support::docker_host()
+                        .trim_start_matches("unix://")
+                        .to_owned()
+                },
+                |path| path.display().to_string()
+            ),
             std::env::var("NETISO_DOCKER_EXEC_ROOT")
                 .unwrap_or_else(|_| "/run/trove-netiso/docker-exec".into()),
             dir.join("state").display(),

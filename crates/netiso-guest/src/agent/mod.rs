@@ -28,8 +28,8 @@ use netiso_config::{
 use netiso_messaging::{RabbitOptions, RpcServer, ServerConfig, ServiceStatus, Transport};
 use netiso_netlink::{MacAddress, NetlinkHandle, Rtnetlink};
 use netiso_runtime::{
-    ContainerRuntime, ContainerdConfig, ContainerdRuntime, DockerRuntime, RegistryCredentials,
-    RuntimeError,
+    ConnectOnDemand, ContainerRuntime, ContainerdConfig, ContainerdRuntime, DockerRuntime,
+    RegistryCredentials, RuntimeError,
 };
 use tracing::{error, info, warn};
 
@@ -162,24 +162,56 @@ pub fn rabbit_options(config: &GuestConfig) -> RabbitOptions {
     options
 }
 
-/// Connects to the configured runtime (`[netiso] runtime`).
-pub async fn connect_runtime(
-    config: &AgentConfig,
-) -> Result<Arc<dyn ContainerRuntime>, AgentError> {
+/// The configured runtime (`[netiso] runtime`), connected on first use: the agent starts and
+/// serves RPC while its daemon is down, and says why over RPC, instead of exiting in a
+/// restart loop. An unusable runtime setting is still an error at once.
+pub fn runtime_on_demand(config: &AgentConfig) -> Result<Arc<ConnectOnDemand>, AgentError> {
     let netiso = &config.guest.netiso;
-    Ok(match netiso.runtime {
+    Ok(Arc::new(match netiso.runtime {
         RuntimeKind::Docker => {
-            let endpoint = format!("unix://{}", netiso.docker_socket.display());
-            Arc::new(DockerRuntime::connect(&endpoint).await?)
+            let endpoint = runtime_endpoint(config);
+            ConnectOnDemand::new(move || {
+                let endpoint = endpoint.clone();
+                Box::pin(async move {
+                    let runtime: Arc<dyn ContainerRuntime> =
+                        Arc::new(DockerRuntime::connect(&endpoint).await?);
+                    Ok(runtime)
+                })
+            })
         }
         RuntimeKind::Containerd => {
             let mut containerd =
                 ContainerdConfig::new(&netiso.containerd_socket, &netiso.containerd_namespace);
             containerd.tenant_nic_file = Some(netiso.tenant_nic_file.clone());
             containerd.insecure_registries = netiso.containerd_insecure_registries()?;
-            Arc::new(ContainerdRuntime::connect(containerd).await?)
+            ConnectOnDemand::new(move || {
+                let containerd = containerd.clone();
+                Box::pin(async move {
+                    let runtime: Arc<dyn ContainerRuntime> =
+                        Arc::new(ContainerdRuntime::connect(containerd).await?);
+                    Ok(runtime)
+                })
+            })
         }
-    })
+    }))
+}
+
+/// The socket of the configured runtime, as errors and logs name it.
+pub fn runtime_endpoint(config: &AgentConfig) -> String {
+    let netiso = &config.guest.netiso;
+    match netiso.runtime {
+        RuntimeKind::Docker => format!("unix://{}", netiso.docker_socket.display()),
+        RuntimeKind::Containerd => format!("unix://{}", netiso.containerd_socket.display()),
+    }
+}
+
+/// Connects to the configured runtime now: for callers that need an answer at once.
+pub async fn connect_runtime(
+    config: &AgentConfig,
+) -> Result<Arc<dyn ContainerRuntime>, AgentError> {
+    let runtime = runtime_on_demand(config)?;
+    runtime.connected().await?;
+    Ok(runtime)
 }
 
 /// Why the configured runtime cannot run the database in the configured mode, decided at

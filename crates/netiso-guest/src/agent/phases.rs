@@ -18,9 +18,10 @@ use tracing::{error, info, warn};
 
 use super::{
     AgentConfig, AgentError, AgentOptions, IsolationOutcome, MAX_CONCURRENT_REQUESTS,
-    connect_runtime, database_settings, isolate_at_startup, isolate_refused_tenant_file,
-    log_guard_reports, notify, notify_ready_once_isolated, rabbit_options, record_baseline,
-    report_late_refusal, run_preflight, start_isolation_retry, start_server, unsupported_mode,
+    database_settings, isolate_at_startup, isolate_refused_tenant_file, log_guard_reports, notify,
+    notify_ready_once_isolated, rabbit_options, record_baseline, report_late_refusal,
+    run_preflight, runtime_endpoint, runtime_on_demand, start_isolation_retry, start_server,
+    unsupported_mode,
 };
 use crate::gate::DatabaseGate;
 use crate::isolation::{Guard, GuardOptions, IsolationTarget};
@@ -188,6 +189,11 @@ fn tenant_route_refusal(report: &PreflightReport) -> Option<String> {
     (!through_tenant.is_empty()).then(|| format!("preflight: {}", through_tenant.join("; ")))
 }
 
+/// How long start-up waits for the container runtime's first answer before serving RPC
+/// without it (a daemon that accepts and never answers would otherwise hold RPC back for the
+/// client's own timeout).
+const RUNTIME_CHECK_AT_START: Duration = Duration::from_secs(10);
+
 /// What the RPC phase leaves running until shutdown.
 pub(super) struct Rpc {
     service: Arc<GuestService>,
@@ -213,7 +219,16 @@ pub(super) async fn rpc(
         .transpose()
         .map_err(AgentError::InstanceKey)?;
     let transport = Transport::start(broker, rabbit_options(guest))?;
-    let runtime = connect_runtime(config).await?;
+    let runtime = runtime_on_demand(config)?;
+    match tokio::time::timeout(RUNTIME_CHECK_AT_START, runtime.connected()).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => {
+            warn!(error = %e, "the container runtime does not answer: serving RPC anyway; requests that need it fail and say so, and each of them and each heartbeat tries it again");
+        }
+        Err(_) => {
+            warn!(endpoint = %runtime_endpoint(config), waited_s = RUNTIME_CHECK_AT_START.as_secs(), "the container runtime does not answer: serving RPC anyway; requests that need it fail and say so, and each of them and each heartbeat tries it again");
+        }
+    }
     let conductor = ConductorClient::new(
         &transport,
         &guest.control_exchange,
