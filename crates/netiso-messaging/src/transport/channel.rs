@@ -92,9 +92,19 @@ pub(super) async fn open_watched_channel(
 }
 
 /// Closes a channel that is no longer needed; a failure only matters to the debug log.
+///
+/// The close runs on a task of its own, which a caller's timeout, `select!` or abort cannot
+/// cancel: amqprs 2.1.5's channel dispatcher unwraps the hand-over of `channel.close-ok` to
+/// the waiting `close()` and panics when that future was dropped before the answer came,
+/// leaving the channel without a dispatcher.
 pub(super) async fn close_quietly(channel: Channel) {
-    if let Err(err) = channel.close().await {
-        debug!(error = %err, "closing a channel failed");
+    let closing = tokio::spawn(async move {
+        if let Err(err) = channel.close().await {
+            debug!(error = %err, "closing a channel failed");
+        }
+    });
+    if let Err(err) = closing.await {
+        debug!(error = %err, "the task closing a channel ended abnormally");
     }
 }
 
