@@ -65,13 +65,6 @@ impl Tally {
         self.casts.insert(segment, (confirmed, run));
     }
 
-    /// The last recovery time of `kind`, for the progress line.
-    pub fn last_recovery(&self, kind: FaultKind) -> Option<Duration> {
-        self.kinds
-            .get(&kind)
-            .and_then(|t| t.recovery.last().copied())
-    }
-
     /// Faults injected in all.
     pub fn faults(&self) -> u32 {
         self.kinds.values().map(|t| t.injected).sum()
