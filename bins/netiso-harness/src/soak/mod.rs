@@ -547,12 +547,17 @@ fn database_wanted_at_recovery(step: &Step) -> bool {
     !(step.during.is_some() && step.operation == Operation::StopThenStart)
 }
 
-/// Whether the fault leaves the agent something to see. containerd killed while the step's
-/// request needs no runtime (`rpc_ping`; the MySQL heartbeat asks the server's socket) is
-/// invisible to it: the database's shim and server keep running, and the client reconnects
-/// unseen on the next call. Every other fault reaches the agent or the plugin.
+/// Whether the fault is sure to leave the agent something to see. A runtime daemon killed
+/// while the step's request needs no runtime (`rpc_ping`; the MySQL heartbeat asks the
+/// server's socket) may not: containerd's shims keep the database running, a bridged
+/// database comes back with dockerd by its restart policy, and the client reconnects unseen
+/// on the next call. The agent does not watch the runtime's event stream (yet). Every other
+/// fault reaches the agent or the plugin.
 fn agent_can_see(step: &Step) -> bool {
-    !(step.fault == FaultKind::ContainerdKill && step.operation == Operation::RpcPing)
+    !(matches!(
+        step.fault,
+        FaultKind::ContainerdKill | FaultKind::DockerdKill
+    ) && step.operation == Operation::RpcPing)
 }
 
 /// The log lines that show the agent (the plugin, for the plugin's faults) saw the fault
@@ -649,7 +654,7 @@ mod tests {
     }
 
     #[test]
-    fn only_containerd_killed_under_a_ping_goes_unseen() {
+    fn only_a_runtime_daemon_killed_under_a_ping_may_go_unseen() {
         assert!(!agent_can_see(&step(
             FaultKind::ContainerdKill,
             Operation::RpcPing,
@@ -660,8 +665,13 @@ mod tests {
             Operation::Restart,
             false
         )));
-        assert!(agent_can_see(&step(
+        assert!(!agent_can_see(&step(
             FaultKind::DockerdKill,
+            Operation::RpcPing,
+            false
+        )));
+        assert!(agent_can_see(&step(
+            FaultKind::PluginKill,
             Operation::RpcPing,
             false
         )));
