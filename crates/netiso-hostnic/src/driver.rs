@@ -243,7 +243,12 @@ impl Driver {
         if let Some(entry) = state.network(network_id.as_str()) {
             return Ok(entry.mac_address);
         }
-        let tenant = TenantNic::read(&self.tenant_nic_file).ok();
+        let lost_now =
+            state.set_aside().is_some() || state.rejected().get(network_id.as_str()).is_some();
+        // The tenant file is read only when the state may have been lost.
+        let tenant = (lost_now || state.earlier_set_aside().is_some())
+            .then(|| TenantNic::read(&self.tenant_nic_file).ok())
+            .flatten();
         let tenant_unserved = tenant.as_ref().is_some_and(|tenant| {
             !state
                 .networks()
@@ -256,9 +261,7 @@ impl Driver {
         // still has the network, and the only NIC a hostnic network ever carries is the
         // tenant NIC of the tenant file, so the network is taken back for it rather than
         // leaving the database unable to start until an operator recreates the network.
-        let lost = state.set_aside().is_some()
-            || state.rejected().get(network_id.as_str()).is_some()
-            || (state.earlier_set_aside().is_some() && tenant_unserved);
+        let lost = lost_now || tenant_unserved;
         if lost && let Some(tenant) = tenant {
             let gateway = tenant
                 .ipv4

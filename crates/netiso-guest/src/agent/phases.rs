@@ -220,14 +220,17 @@ pub(super) async fn rpc(
         .map_err(AgentError::InstanceKey)?;
     let transport = Transport::start(broker, rabbit_options(guest))?;
     let runtime = runtime_on_demand(config)?;
-    match tokio::time::timeout(RUNTIME_CHECK_AT_START, runtime.connected()).await {
-        Ok(Ok(_)) => {}
-        Ok(Err(e)) => {
-            warn!(error = %e, "the container runtime does not answer: serving RPC anyway; requests that need it fail and say so, and each of them and each heartbeat tries it again");
-        }
-        Err(_) => {
-            warn!(endpoint = %runtime_endpoint(config), waited_s = RUNTIME_CHECK_AT_START.as_secs(), "the container runtime does not answer: serving RPC anyway; requests that need it fail and say so, and each of them and each heartbeat tries it again");
-        }
+    let unanswered = match tokio::time::timeout(RUNTIME_CHECK_AT_START, runtime.connected()).await {
+        Ok(Ok(_)) => None,
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(_) => Some(format!(
+            "no answer from {} within {} s",
+            runtime_endpoint(config),
+            RUNTIME_CHECK_AT_START.as_secs()
+        )),
+    };
+    if let Some(error) = unanswered {
+        warn!(%error, "the container runtime does not answer: serving RPC anyway; requests that need it fail and say so, and each of them and each heartbeat tries it again");
     }
     let conductor = ConductorClient::new(
         &transport,
