@@ -133,8 +133,9 @@ async fn first_answer(
     loop {
         assert!(
             since.elapsed() < bound,
-            "no rpc_ping answered within {bound:?} of the loss ({} failed); agent log:\n{}",
+            "no rpc_ping answered within {bound:?} of the loss ({} failed: {}); agent log:\n{}",
             failures.len(),
+            cluster::summarize_failures(&failures),
             run.agent.log_text()
         );
         match ping(&run.client, &run.target).await {
@@ -184,7 +185,7 @@ async fn the_agent_answers_and_heartbeats_again_after_its_queue_leader_is_killed
     let killed = Instant::now();
     let killed_epoch = epoch_now();
 
-    let (answered_after, _) = first_answer(&run, killed, RECOVERY_BOUND).await;
+    let (answered_after, failures) = first_answer(&run, killed, RECOVERY_BOUND).await;
     let heartbeat_after = first_heartbeat_after(
         &mut run.conductor,
         killed,
@@ -205,8 +206,10 @@ async fn the_agent_answers_and_heartbeats_again_after_its_queue_leader_is_killed
         "the agent stopped answering once the node came back"
     );
     eprintln!(
-        "killed {leader} (leading {queue}): rpc_ping answered after {answered_after:?}, \
-         heartbeat after {heartbeat_after:?}, new leader {new_leader:?}"
+        "killed {leader} (leading {queue}): rpc_ping answered after {answered_after:?} \
+         ({} failed before: {}), heartbeat after {heartbeat_after:?}, new leader {new_leader:?}",
+        failures.len(),
+        cluster::summarize_failures(&failures)
     );
     run.finish().await;
 }

@@ -2,6 +2,7 @@
 //! its nodes are, which node leads a quorum queue, and losing a node (stopped or killed) with
 //! a guard that brings it back and waits until the cluster has it again.
 
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::process::Command;
 use std::str::FromStr;
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant};
 use netiso_config::TransportUrl;
 use serde_json::Value;
 
-use crate::BrokerConfig;
+use crate::{BrokerConfig, CallError};
 
 const DEFAULT_TEST_URL: &str =
     "amqp://guest:guest@127.0.0.1:5681,guest:guest@127.0.0.1:5682,guest:guest@127.0.0.1:5683/%2f";
@@ -19,6 +20,20 @@ const DEFAULT_NODES: &str = "netiso-c1@localhost,netiso-c2@localhost,netiso-c3@l
 const DEFAULT_STATE: &str = "/var/lib/trove-netiso/rabbit-cluster";
 /// How long a lost node may take to be running in the cluster again.
 const REJOIN_BOUND: Duration = Duration::from_secs(120);
+
+/// The distinct errors among the calls that failed while a test waited for an answer, each
+/// with how often it came and the index of its first occurrence: a bound that passed then
+/// says why the calls failed, not only how many did.
+pub fn summarize_failures(failures: &[CallError]) -> String {
+    let mut seen: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    for (index, err) in failures.iter().enumerate() {
+        seen.entry(err.to_string()).or_insert((0, index)).0 += 1;
+    }
+    seen.iter()
+        .map(|(err, (count, first))| format!("{count}x from #{first}: {err}"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
 
 /// What a test that finds no cluster tells its reader.
 pub const PROVISION_HINT: &str = "run `cargo xtask provision --rabbit-cluster`";
@@ -273,3 +288,32 @@ impl Drop for LostNode {
 
 /// Tests that lose a node hold this while they do: two nodes lost at once is a quorum lost.
 pub static ONE_NODE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::TransportError;
+
+    #[test]
+    fn a_failure_summary_counts_each_error_and_names_its_first_call() {
+        let timeout = || CallError::Timeout {
+            method: "echo".into(),
+            timeout_ms: 3000,
+        };
+        let failures = [
+            CallError::Transport(TransportError::Closed),
+            timeout(),
+            timeout(),
+        ];
+        let summary = summarize_failures(&failures);
+        assert!(
+            summary.contains("2x from #1: no reply to \"echo\" within 3000 ms"),
+            "{summary}"
+        );
+        assert!(
+            summary.contains(&format!("1x from #0: {}", TransportError::Closed)),
+            "{summary}"
+        );
+        assert_eq!(summarize_failures(&[]), "");
+    }
+}
