@@ -3,6 +3,7 @@
 //! retry on the next connection when the one in use is lost before the broker's confirm.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use async_trait::async_trait;
 use tokio::time::{Instant, sleep, timeout_at};
 use tracing::warn;
 
-use super::channel::CloseReason;
+use super::channel::{CloseReason, close_quietly};
 use super::declare::{check_short, declare_exchange};
 use super::supervisor::{Link, generation_after_failure};
 use super::{AmqpResult, Transport, lock};
@@ -95,9 +96,15 @@ fn properties(expiration_ms: Option<u64>) -> BasicProperties {
     props.finish()
 }
 
+/// Numbers publishing channels across all connections, so that a publish can tell whether
+/// the channel that failed it is still the one in use.
+static PUBLISH_CHANNELS_OPENED: AtomicU64 = AtomicU64::new(0);
+
 /// The confirm-mode channel of one connection, with its delivery-tag count and the exchanges
 /// already declared on it.
 pub(super) struct PublishChannel {
+    /// This channel's number among [`PUBLISH_CHANNELS_OPENED`].
+    serial: u64,
     channel: Channel,
     tracker: Arc<StdMutex<ConfirmTracker>>,
     reason: CloseReason,
@@ -134,6 +141,7 @@ impl Link {
             .map_err(|err| TransportError::amqp("confirm.select", err))?;
         *lock(&self.publisher_tracker) = Some(Arc::clone(&tracker));
         Ok(PublishChannel {
+            serial: PUBLISH_CHANNELS_OPENED.fetch_add(1, Ordering::Relaxed) + 1,
             channel,
             tracker,
             reason,
@@ -142,12 +150,31 @@ impl Link {
         })
     }
 
+    /// Closes the publishing channel numbered `serial`, if it is still the one in use, so that
+    /// the next publish opens a fresh one. Publishes still waiting on its confirms are settled
+    /// as lost, which sends them to a retry.
+    async fn replace_publisher(&self, serial: u64, reason: &str) {
+        let old = {
+            let mut guard = self.publisher.lock().await;
+            if guard.as_ref().is_none_or(|p| p.serial != serial) {
+                return;
+            }
+            guard.take()
+        };
+        if let Some(old) = old {
+            lock(&old.tracker).close(reason);
+            close_quietly(old.channel).await;
+        }
+    }
+
+    /// Publishes `msg` on this connection's publishing channel and waits for the broker's
+    /// settlement; returns it with the number of the channel that carried the message.
     async fn publish(
         &self,
         msg: &Outgoing<'_>,
         confirm_deadline: Instant,
-    ) -> Result<ConfirmOutcome, TransportError> {
-        let receiver = {
+    ) -> Result<(ConfirmOutcome, u64), TransportError> {
+        let (receiver, serial) = {
             let mut guard = self.publisher.lock().await;
             let reuse = guard.as_ref().is_some_and(|p| p.channel.is_open());
             if !reuse {
@@ -186,15 +213,14 @@ impl Link {
                 *guard = None;
                 return Err(TransportError::amqp("basic.publish", err));
             }
-            receiver
+            (receiver, publisher.serial)
         };
-        match timeout_at(confirm_deadline, receiver).await {
-            Ok(Ok(outcome)) => Ok(outcome),
-            Ok(Err(_)) => Ok(ConfirmOutcome::Lost("confirm tracker dropped".into())),
-            Err(_) => Ok(ConfirmOutcome::Lost(
-                "no broker confirm before the deadline".into(),
-            )),
-        }
+        let outcome = match timeout_at(confirm_deadline, receiver).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(_)) => ConfirmOutcome::Lost("confirm tracker dropped".into()),
+            Err(_) => ConfirmOutcome::Lost("no broker confirm before the deadline".into()),
+        };
+        Ok((outcome, serial))
     }
 }
 
@@ -263,10 +289,19 @@ fn settle(outcome: ConfirmOutcome, msg: &Outgoing<'_>) -> Result<(), TransportEr
 }
 
 impl TransportError {
-    /// Whether publishing again may succeed: the channel or connection failed, or the
-    /// confirm never came. A broker's nack, return or refusal would only be repeated.
+    /// Whether publishing again may succeed: the channel or connection failed, the confirm
+    /// never came, or the broker nacked the message. A return or a refusal would only be
+    /// repeated.
+    ///
+    /// A nack is retried on a fresh channel: RabbitMQ 3.10 nacks every message a channel
+    /// routes to a quorum queue whose leader was lost just before the channel first used the
+    /// queue, for minutes, while a new channel on the same connection delivers to the new
+    /// leader at once.
     fn is_retryable(&self) -> bool {
-        matches!(self, Self::Amqp { .. } | Self::Unconfirmed { .. })
+        matches!(
+            self,
+            Self::Amqp { .. } | Self::Unconfirmed { .. } | Self::Nacked { .. }
+        )
     }
 }
 
@@ -322,11 +357,18 @@ impl Transport {
         let mut retries = SameLinkRetries::default();
         loop {
             let link = self.link(deadline, min_generation).await?;
-            let published = link.publish(msg, deadline).await;
-            let failure = match published.and_then(|outcome| settle(outcome, msg)) {
+            let (published, serial) = match link.publish(msg, deadline).await {
+                Ok((outcome, serial)) => (settle(outcome, msg), Some(serial)),
+                Err(err) => (Err(err), None),
+            };
+            let failure = match published {
                 Ok(()) => return Ok(()),
                 Err(err) => err,
             };
+            if let (TransportError::Nacked { .. }, Some(serial)) = (&failure, serial) {
+                link.replace_publisher(serial, "publishing channel replaced after a nack")
+                    .await;
+            }
             if Instant::now() >= deadline || !failure.is_retryable() {
                 return Err(failure);
             }
@@ -422,17 +464,21 @@ mod tests {
     }
 
     #[test]
-    fn only_channel_failures_and_missing_confirms_are_retried() {
+    fn channel_failures_missing_confirms_and_nacks_are_retried() {
         let msg = message(b"{}");
         let lost = settle(ConfirmOutcome::Lost("gone".into()), &msg).unwrap_err();
         assert!(lost.is_retryable());
+        let nacked = settle(ConfirmOutcome::Nacked, &msg).unwrap_err();
+        assert!(
+            nacked.is_retryable(),
+            "a nack is retried on a fresh channel"
+        );
         let amqp = TransportError::amqp(
             "basic.publish",
             amqprs::error::Error::ChannelUseError("closed".into()),
         );
         assert!(amqp.is_retryable());
         let refusals = [
-            settle(ConfirmOutcome::Nacked, &msg).unwrap_err(),
             settle(
                 ConfirmOutcome::Returned {
                     code: 312,
