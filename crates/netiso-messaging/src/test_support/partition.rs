@@ -46,6 +46,13 @@ pub fn nodes_connected_from(pid: u32) -> Result<BTreeSet<String>, String> {
     connected_nodes(&format!("/proc/{pid}/fd"), &format!("/proc/{pid}/net/tcp"))
 }
 
+/// Like [`nodes_connected_from`] for this process, as the calling thread's network namespace
+/// sees it (`/proc/thread-self/net/tcp`): for a test that opens its guest-side connections
+/// on threads it moved into the guest's namespace, and calls this on one of them.
+pub fn nodes_connected_from_this_thread() -> Result<BTreeSet<String>, String> {
+    connected_nodes("/proc/self/fd", "/proc/thread-self/net/tcp")
+}
+
 /// Polls `connections` (e.g. `|| nodes_connected_from(pid)`) every 100 ms until `node` is
 /// no longer among them, at most for `bound`: how long a client kept its connection to a node
 /// after the node was cut off, that is how long it took to notice the partition (`None`: it
