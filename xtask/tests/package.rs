@@ -100,8 +100,10 @@ fn the_agent_package_holds_binary_units_docs_and_enables_its_units() {
             "/usr/bin/trove-guest-agent",
             "/usr/lib/systemd/system/trove-guest-agent.service",
             "/usr/lib/systemd/system/trove-netiso-isolate.service",
+            "/usr/lib/systemd/system/trove-netiso-first-boot.service",
             "/usr/lib/systemd/system/ifupdown-wait-online.service.d/trove-netiso.conf",
             "/usr/lib/trove-netiso/ifupdown-wait-online",
+            "/usr/lib/trove-netiso/tenant-nic-from-user-data",
             "/etc/trove/conf.d/README",
             "/usr/share/man/man8/trove-guest-agent.8.gz",
             "/usr/share/bash-completion/completions/trove-guest-agent",
@@ -111,6 +113,10 @@ fn the_agent_package_holds_binary_units_docs_and_enables_its_units() {
     );
     let control = control_member(AGENT, "control");
     assert!(control.contains("Depends: libc6"), "{control}");
+    assert!(
+        control.contains("python3, python3-yaml"),
+        "the dhclient hook and the first-boot reader run python3: {control}"
+    );
     assert!(control.contains("Recommends: docker.io"), "{control}");
     assert!(
         !control
@@ -124,7 +130,11 @@ fn the_agent_package_holds_binary_units_docs_and_enables_its_units() {
         "{conffiles}"
     );
     let postinst = control_member(AGENT, "postinst");
-    for unit in ["trove-guest-agent.service", "trove-netiso-isolate.service"] {
+    for unit in [
+        "trove-guest-agent.service",
+        "trove-netiso-isolate.service",
+        "trove-netiso-first-boot.service",
+    ] {
         assert!(
             postinst.contains(&format!("deb-systemd-helper enable '{unit}'"))
                 || postinst.contains(&format!("deb-systemd-helper enable {unit}")),
@@ -187,6 +197,7 @@ fn the_installed_units_verify_cleanly() {
         "trove-guest-agent.service",
         "trove-netiso-isolate.path",
         "trove-netiso-isolate.service",
+        "trove-netiso-first-boot.service",
         "docker-hostnic.service",
         "docker-hostnic.socket",
     ];

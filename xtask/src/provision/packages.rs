@@ -23,6 +23,9 @@ const PACKAGES: &[&str] = &[
     "systemd",
     "python3-venv",
     "python3-pip",
+    // PyYAML for the first-boot reader of cloud-init's user data
+    // (contrib/cloud-init/tenant-nic-from-user-data, xtask/tests/first_boot_user_data.rs).
+    "python3-yaml",
     // `openssl x509 -checkend` and `openssl verify`: whether the test certificates are still
     // good (provision/tls.rs).
     "openssl",
