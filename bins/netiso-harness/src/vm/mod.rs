@@ -484,16 +484,21 @@ impl VmRun {
         ))
     }
 
-    /// The first boot: cloud-init writes `eth1.json` after ifupdown's DHCP, so the VM may
-    /// hold the tenant address until the agent starts; the window must be closed by now.
+    /// The first boot's tenant window, which must never have opened: cloud-init writes
+    /// `eth1.json` only after ifupdown's DHCP, but `trove-netiso-first-boot.service` reads it
+    /// out of cloud-init's local stage and keeps ifupdown off the tenant NIC, so the VM must
+    /// not have answered on the tenant address since power-on, nor asked for it.
     async fn window_before_prepare(&self) -> Result<((), String)> {
         let seen = self.watch.so_far();
-        let now = self.vm.powered_on.elapsed();
-        let recent = self
-            .watch
-            .between(now.saturating_sub(Duration::from_secs(3)), now);
+        let requests = self.tenant_dhcp_requests();
+        let first_boot = self.qga().sh(
+            "journalctl -b -o cat -u trove-netiso-first-boot.service 2>&1 | grep -v '^Starting\\|^Finished\\|Deactivated' | tail -n 5",
+            Duration::from_secs(30),
+        )?;
+        let first_boot = first_boot.stdout.trim().replace('\n', " | ");
         let detail = format!(
-            "{} knocks on {VM_TENANT_ADDR} from power-on, {} answered{}; tenant DHCP requests: {}",
+            "{} knocks on {VM_TENANT_ADDR} from power-on, {} answered{}; tenant DHCP requests: {requests}; \
+             trove-netiso-first-boot: {first_boot}",
             seen.knocks,
             seen.answered,
             match seen.first {
@@ -504,11 +509,14 @@ impl VmRun {
                 ),
                 None => String::new(),
             },
-            self.tenant_dhcp_requests()
         );
         ensure!(
-            recent.answered == 0,
-            "the VM still answers on the tenant network: {detail}"
+            first_boot.contains("wrote /etc/trove/eth1.json"),
+            "trove-netiso-first-boot.service did not write eth1.json from the user data: {detail}"
+        );
+        ensure!(
+            seen.answered == 0 && requests == 0,
+            "the VM held or asked for the tenant address on its first boot: {detail}"
         );
         Ok(((), detail))
     }
@@ -792,7 +800,7 @@ impl VmRun {
 
     async fn units_verify(&self) -> Result<((), String)> {
         let run = self.qga().sh(
-            "cd /lib/systemd/system && systemd-analyze verify --man=no trove-guest-agent.service trove-netiso-isolate.service trove-netiso-isolate.path ifupdown-wait-online.service networking.service docker-hostnic.service docker-hostnic.socket 2>&1",
+            "cd /lib/systemd/system && systemd-analyze verify --man=no trove-guest-agent.service trove-netiso-isolate.service trove-netiso-isolate.path trove-netiso-first-boot.service ifupdown-wait-online.service networking.service docker-hostnic.service docker-hostnic.socket 2>&1",
             Duration::from_secs(120),
         )?;
         let complaints: Vec<&str> = run

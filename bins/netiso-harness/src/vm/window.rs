@@ -95,12 +95,6 @@ impl TenantWatch {
         let seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
         window(&seen, Duration::ZERO, self.started.elapsed())
     }
-
-    /// What was seen between `from` and `until` (offsets from the start).
-    pub fn between(&self, from: Duration, until: Duration) -> Window {
-        let seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
-        window(&seen, from, until)
-    }
 }
 
 fn window(seen: &Seen, from: Duration, until: Duration) -> Window {
