@@ -6,6 +6,7 @@ use crate::layout::test_environment;
 use crate::provision;
 use crate::sh::{self, output, run_with_env, say};
 use crate::soak;
+use crate::vm;
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 
@@ -13,6 +14,11 @@ use std::path::{Path, PathBuf};
 /// survives its seed corpus and a few thousand mutations, bounded in time as well.
 const FUZZ_RUNS: &str = "-runs=20000";
 const FUZZ_SECONDS: &str = "-max_total_time=60";
+/// The VM scenario CI boots: the isolated Docker guest is the one Trove deploys by default, and
+/// its checks cover systemd, cloud-init, the first boot's tenant window, `prepare`, kill -9
+/// and a reboot. The bridged and containerd guests add about ten minutes of software
+/// emulation each, more than CI's time budget holds; `cargo xtask vm` runs all three.
+const CI_VM_SCENARIOS: &str = "vm-docker-isolated";
 /// Where the test suites write their logs (`netiso_messaging::test_support::log_dir`).
 const TEST_LOG_DIR: &str = "target/tmp/test-logs";
 
@@ -85,6 +91,8 @@ pub fn run() -> Result<()> {
     for fuzz_dir in fuzz_dirs()? {
         fuzz_smoke(&fuzz_dir)?;
     }
+    say("== vm (the guest image booted under QEMU and driven as Trove's control plane does)");
+    vm::run_provisioned(Some(CI_VM_SCENARIOS))?;
     say("ci: all checks passed");
     Ok(())
 }

@@ -119,6 +119,7 @@ enum Task {
 }
 
 fn main() -> anyhow::Result<()> {
+    sh::start_clock();
     let cli = Cli::parse();
     // `cargo xtask` may be called from any folder of the workspace; tasks use root-relative paths.
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -4,12 +4,33 @@ use anyhow::{Context, Result, bail};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
-/// Prints a progress line (xtask talks to a human or a CI log).
+/// When this xtask started: section headings carry the time since, so a CI log shows where
+/// its minutes went.
+static STARTED: LazyLock<Instant> = LazyLock::new(Instant::now);
+
+/// Starts the clock the section headings are stamped with (call first thing in `main`).
+pub fn start_clock() {
+    LazyLock::force(&STARTED);
+}
+
+/// Prints a progress line (xtask talks to a human or a CI log). A section heading (a line
+/// starting `== `) ends with the minutes and seconds since the task started.
 #[allow(clippy::print_stdout)]
 pub fn say(line: &str) {
-    println!("{line}");
+    if line.starts_with("== ") {
+        println!("{line}  [{}]", since_start(STARTED.elapsed()));
+    } else {
+        println!("{line}");
+    }
+}
+
+/// `+12m05s`: short enough to sit at the end of a heading.
+fn since_start(elapsed: Duration) -> String {
+    let seconds = elapsed.as_secs();
+    format!("+{}m{:02}s", seconds / 60, seconds % 60)
 }
 
 /// Runs a program, streaming its output, and fails with its exit status.
@@ -120,4 +141,16 @@ pub fn http_status(addr: &str, path: &str) -> Option<u16> {
     let mut head = [0u8; 12];
     stream.read_exact(&mut head).ok()?;
     std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_time_since_start_reads_as_minutes_and_padded_seconds() {
+        assert_eq!(since_start(Duration::from_millis(999)), "+0m00s");
+        assert_eq!(since_start(Duration::from_secs(65)), "+1m05s");
+        assert_eq!(since_start(Duration::from_secs(3725)), "+62m05s");
+    }
 }

@@ -13,6 +13,11 @@ use anyhow::{Context, Result};
 /// subset, or all).
 pub fn run(scenarios: Option<&str>) -> Result<()> {
     provision::run_without_ci_tools()?;
+    run_provisioned(scenarios)
+}
+
+/// The same, on a machine `cargo xtask provision` has just set up (`cargo xtask ci`).
+pub fn run_provisioned(scenarios: Option<&str>) -> Result<()> {
     let debs = package::build()?;
     let image = guest_image::ensure(&debs)?;
     say("== vm: a real guest VM under QEMU, driven as Trove's control plane drives it");
