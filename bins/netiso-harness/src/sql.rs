@@ -97,6 +97,45 @@ impl TenantLogin {
             .to_owned())
     }
 
+    /// Runs `query` as the tenant with its rows streamed to the client (`--quick`) and
+    /// counted, not kept; `limit` bounds the whole run. Returns the bytes the client printed.
+    pub fn stream(
+        &self,
+        client_netns: &str,
+        server: SocketAddr,
+        query: &str,
+        limit: Duration,
+    ) -> Result<u64> {
+        let defaults = format!("--defaults-extra-file={}", self.option_file.display());
+        let mut child = std::process::Command::new("ip")
+            .args(["netns", "exec", client_netns, "timeout"])
+            .arg(limit.as_secs().max(1).to_string())
+            .arg("mariadb")
+            .arg(defaults)
+            .arg(format!("--host={}", server.ip()))
+            .arg(format!("--port={}", server.port()))
+            .arg(format!("--user={TENANT_USER}"))
+            .arg(format!("--database={TENANT_DATABASE}"))
+            .args(["--connect-timeout=3", "--batch", "--skip-column-names", "--quick"])
+            .arg(format!("--execute={query}"))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .context("running `ip netns exec … mariadb` (Debian's mariadb-client: run `cargo xtask provision`)")?;
+        let mut rows = child.stdout.take().context("the client's output")?;
+        let bytes = std::io::copy(&mut rows, &mut std::io::sink())
+            .context("reading the client's output")?;
+        let output = child.wait_with_output().context("waiting for the client")?;
+        if !output.status.success() {
+            bail!(
+                "mariadb as {TENANT_USER} on {server} ({}): {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        Ok(bytes)
+    }
+
     /// Polls a login until one succeeds or `limit` passes; returns the time it took and the
     /// account the server matched (`CURRENT_USER()`).
     pub fn first_login(

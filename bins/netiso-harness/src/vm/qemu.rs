@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use netiso_netlink::MacAddress;
@@ -70,8 +70,8 @@ pub struct VmSpec {
 /// A running VM; QEMU is stopped on drop.
 #[derive(Debug)]
 pub struct Vm {
-    /// Held for its drop: QEMU is stopped with the VM.
-    _qemu: GuestProcess,
+    /// QEMU, stopped on drop.
+    qemu: GuestProcess,
     /// The guest agent of this VM.
     pub agent: GuestAgent,
     /// When QEMU was started (power-on).
@@ -158,11 +158,18 @@ impl Vm {
             &run_dir.join("qemu.log"),
         )?;
         Ok(Self {
-            _qemu: qemu,
+            qemu,
             agent: GuestAgent::new(&qga_socket),
             powered_on,
             console,
         })
+    }
+
+    /// The CPU time QEMU has used so far, all its threads (the vCPUs' and virtio's): what the
+    /// guest's work costs the host, which is what the data path's CPU per GB charges.
+    pub fn cpu_time(&self) -> Result<Duration> {
+        let pid = self.qemu.pid().context("QEMU is not running")?;
+        crate::processes::cpu_time(pid)
     }
 
     /// The last lines of the serial console.
