@@ -10,6 +10,10 @@
 //! Cached under `/var/lib/trove-netiso/guest-image/<key>/`, where the key hashes every input
 //! (the packages, the elements, diskimage-builder's version and options); `current` points at
 //! the newest build and older ones are removed. Rebuilt only when an input changes.
+//!
+//! A variant of the image, `Variant::TroveReference`, adds the test element
+//! `trove-reference-agent`: Trove's own guest agent from PyPI in place of ours, measured
+//! beside it (cached apart, under `guest-image-trove-reference/`).
 
 use crate::layout::{LOG_DIR, STATE_DIR};
 use crate::sh::{output, run, say};
@@ -30,6 +34,38 @@ const ELEMENTS: [&str; 5] = [
     "trove-netiso-guest",
     "trove-netiso-vmtest",
 ];
+/// The test element that puts Trove's own guest agent into the reference variant.
+const REFERENCE_ELEMENT: &str = "trove-reference-agent";
+/// The Trove release the reference variant runs (the one the bench measures too).
+const TROVE_REFERENCE_VERSION: &str = "26.0.0";
+
+/// Which image to build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Variant {
+    /// The guest image with trove-netiso's element, as operators build it.
+    Netiso,
+    /// The same image with Trove's own guest agent in place of ours (`trove-reference-agent`).
+    TroveReference,
+}
+
+impl Variant {
+    fn elements(self) -> Vec<&'static str> {
+        let mut elements = ELEMENTS.to_vec();
+        if self == Self::TroveReference {
+            elements.push(REFERENCE_ELEMENT);
+        }
+        elements
+    }
+
+    /// The cache folder under the state directory: each variant keeps its own newest build.
+    fn folder(self) -> &'static str {
+        match self {
+            Self::Netiso => "guest-image",
+            Self::TroveReference => "guest-image-trove-reference",
+        }
+    }
+}
+
 /// Extra packages: the kernel (booted directly by QEMU) and ifupdown, which cloud-init's
 /// network configuration renders to on Debian.
 const EXTRA_PACKAGES: &str = "linux-image-amd64,ifupdown";
@@ -38,9 +74,9 @@ const ROOT_SIZE: &str = "8G";
 /// Where the elements live.
 const ELEMENTS_DIR: &str = "contrib/dib/elements";
 
-/// The folder of the current guest image.
-pub fn current_dir() -> PathBuf {
-    Path::new(STATE_DIR).join("guest-image").join("current")
+/// The folder of the variant's current guest image.
+pub fn current_dir(variant: Variant) -> PathBuf {
+    Path::new(STATE_DIR).join(variant.folder()).join("current")
 }
 
 /// The two packages in `dir`: exactly one of each, or an error naming what is there.
@@ -70,18 +106,18 @@ pub fn debs_in(dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 /// Builds the image unless the cached one was made from the same inputs; returns its folder.
-pub fn ensure(debs: &[PathBuf]) -> Result<PathBuf> {
+pub fn ensure(debs: &[PathBuf], variant: Variant) -> Result<PathBuf> {
     let dib = ensure_diskimage_builder()?;
-    let key = inputs_key(debs)?;
-    let images = Path::new(STATE_DIR).join("guest-image");
+    let key = inputs_key(debs, variant)?;
+    let images = Path::new(STATE_DIR).join(variant.folder());
     let keyed = images.join(&key);
     if keyed.join("root.ext4").exists() {
         say(&format!("  guest image {key} is current"));
         point_current_at(&images, &key)?;
-        return Ok(current_dir());
+        return Ok(current_dir(variant));
     }
     say(&format!(
-        "== guest image: building {key} with diskimage-builder {DIB_VERSION}"
+        "== guest image ({variant:?}): building {key} with diskimage-builder {DIB_VERSION}"
     ));
     let started = Instant::now();
     let build = images.join(format!("build-{key}"));
@@ -96,7 +132,7 @@ pub fn ensure(debs: &[PathBuf]) -> Result<PathBuf> {
         std::fs::copy(deb, build.join("debs").join(name))
             .with_context(|| format!("copying {}", deb.display()))?;
     }
-    disk_image_create(&dib, &build)?;
+    disk_image_create(&dib, &build, variant)?;
     let rootfs = build.join("rootfs");
     std::fs::create_dir_all(&rootfs)?;
     run(
@@ -143,7 +179,7 @@ pub fn ensure(debs: &[PathBuf]) -> Result<PathBuf> {
         "  guest image built in {:.0} s",
         started.elapsed().as_secs_f64()
     ));
-    Ok(current_dir())
+    Ok(current_dir(variant))
 }
 
 /// diskimage-builder in a venv of its own, and the Debian tools it calls.
@@ -172,8 +208,8 @@ fn ensure_diskimage_builder() -> Result<PathBuf> {
     Ok(dib)
 }
 
-fn disk_image_create(dib: &Path, build: &Path) -> Result<()> {
-    let log = format!("{LOG_DIR}/guest-image.log");
+fn disk_image_create(dib: &Path, build: &Path, variant: Variant) -> Result<()> {
+    let log = format!("{LOG_DIR}/{}.log", variant.folder());
     let venv_bin = dib.parent().context("diskimage-builder's folder")?;
     let path = format!(
         "{}:{}",
@@ -196,6 +232,10 @@ fn disk_image_create(dib: &Path, build: &Path) -> Result<()> {
         ("DIB_APT_MINIMAL_CREATE_INTERFACES", "0".to_owned()),
         ("DIB_CLOUD_INIT_DATASOURCES", "NoCloud".to_owned()),
         ("DIB_TROVE_NETISO_DEBS", path_str(&build.join("debs"))?),
+        (
+            "DIB_TROVE_REFERENCE_VERSION",
+            TROVE_REFERENCE_VERSION.to_owned(),
+        ),
     ];
     let mut args = vec![
         "-t".to_owned(),
@@ -205,7 +245,7 @@ fn disk_image_create(dib: &Path, build: &Path) -> Result<()> {
         "-p".to_owned(),
         EXTRA_PACKAGES.to_owned(),
     ];
-    args.extend(ELEMENTS.iter().map(|e| (*e).to_owned()));
+    args.extend(variant.elements().iter().map(|e| (*e).to_owned()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let logged = std::fs::File::create(&log).with_context(|| format!("creating {log}"))?;
     let status = std::process::Command::new(dib)
@@ -226,12 +266,17 @@ fn disk_image_create(dib: &Path, build: &Path) -> Result<()> {
     Ok(())
 }
 
-/// A hash of everything the image is made from.
-fn inputs_key(debs: &[PathBuf]) -> Result<String> {
+/// A hash of everything the image is made from: the variant's elements (the files of those
+/// in `contrib/dib/elements`), the packages, diskimage-builder's version and options.
+fn inputs_key(debs: &[PathBuf], variant: Variant) -> Result<String> {
     let mut hash = Sha256::new();
+    let elements = variant.elements();
     hash.update(format!(
-        "dib {DIB_VERSION}\nelements {ELEMENTS:?}\npackages {EXTRA_PACKAGES}\nsize {ROOT_SIZE}\n"
+        "dib {DIB_VERSION}\nelements {elements:?}\npackages {EXTRA_PACKAGES}\nsize {ROOT_SIZE}\n"
     ));
+    if variant == Variant::TroveReference {
+        hash.update(format!("trove {TROVE_REFERENCE_VERSION}\n"));
+    }
     let mut debs = debs.to_vec();
     debs.sort();
     for deb in &debs {
@@ -243,7 +288,12 @@ fn inputs_key(debs: &[PathBuf]) -> Result<String> {
         hash.update(std::fs::read(deb).with_context(|| format!("reading {}", deb.display()))?);
     }
     let mut files = Vec::new();
-    collect_files(Path::new(ELEMENTS_DIR), &mut files)?;
+    for element in elements {
+        let dir = Path::new(ELEMENTS_DIR).join(element);
+        if dir.is_dir() {
+            collect_files(&dir, &mut files)?;
+        }
+    }
     files.sort();
     for file in files {
         hash.update(file.to_string_lossy().as_bytes());

@@ -91,6 +91,10 @@ enum Task {
         /// `docker-hostnic_*.deb`) instead of building them.
         #[arg(long, value_name = "DIR")]
         debs: Option<std::path::PathBuf>,
+        /// Build the variant with Trove's own guest agent in place of ours (the test element
+        /// `trove-reference-agent`), the one `vm-trove-reference` boots.
+        #[arg(long)]
+        trove_reference: bool,
     },
     /// Provision (the RabbitMQ cluster included), build, then run the chaos soak on the
     /// simulated guest: a seeded schedule of faults, the invariants checked after every step;
@@ -112,7 +116,8 @@ enum Task {
     /// real Trove guest VM under QEMU and run the harness's VM scenarios (docs/vm.md).
     Vm {
         /// Run only these VM scenarios (comma-separated: vm-docker-isolated,
-        /// vm-docker-bridged, vm-containerd-isolated).
+        /// vm-docker-bridged, vm-containerd-isolated, and vm-trove-reference, which boots
+        /// Trove's own agent in a variant of the image and runs only when named).
         #[arg(long)]
         scenarios: Option<String>,
     },
@@ -153,12 +158,20 @@ fn main() -> anyhow::Result<()> {
         Task::Demo { all } => demo::run(all),
         Task::Advisories => advisories::check(),
         Task::Package => package::run_task(),
-        Task::GuestImage { debs } => {
+        Task::GuestImage {
+            debs,
+            trove_reference,
+        } => {
             let debs = match debs {
                 Some(dir) => guest_image::debs_in(&dir)?,
                 None => package::build()?,
             };
-            let image = guest_image::ensure(&debs)?;
+            let variant = if trove_reference {
+                guest_image::Variant::TroveReference
+            } else {
+                guest_image::Variant::Netiso
+            };
+            let image = guest_image::ensure(&debs, variant)?;
             sh::say(&image.display().to_string());
             Ok(())
         }

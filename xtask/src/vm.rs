@@ -5,9 +5,14 @@
 //! harness checks isolation, the database from the tenant network, the tenant window, kill -9,
 //! a reboot, bridged mode and containerd. Fails when any check fails.
 
+use crate::guest_image::Variant;
 use crate::sh::{self, say};
 use crate::{demo, guest_image, package, provision};
 use anyhow::{Context, Result};
+use std::path::Path;
+
+/// The scenario that boots Trove's own agent (in the image variant built only for it).
+const REFERENCE: &str = "vm-trove-reference";
 
 /// Provision, package, build the image, run the VM scenarios (`scenarios`: a comma-separated
 /// subset, or all).
@@ -19,7 +24,15 @@ pub fn run(scenarios: Option<&str>) -> Result<()> {
 /// The same, on a machine `cargo xtask provision` has just set up (`cargo xtask ci`).
 pub fn run_provisioned(scenarios: Option<&str>) -> Result<()> {
     let debs = package::build()?;
-    let image = guest_image::ensure(&debs)?;
+    let image = guest_image::ensure(&debs, Variant::Netiso)?;
+    let reference = if scenarios.is_some_and(|named| named.split(',').any(|n| n == REFERENCE)) {
+        Some(path_string(&guest_image::ensure(
+            &debs,
+            Variant::TroveReference,
+        )?)?)
+    } else {
+        None
+    };
     say("== vm: a real guest VM under QEMU, driven as Trove's control plane drives it");
     sh::run("cargo", &["build", "--locked", "-p", "netiso-harness"])?;
     let harness = demo::target_dir().join("debug").join("netiso-harness");
@@ -27,13 +40,19 @@ pub fn run_provisioned(scenarios: Option<&str>) -> Result<()> {
         .to_str()
         .context("the target directory's path is not UTF-8")?
         .to_owned();
-    let image = image
-        .to_str()
-        .context("the image's path is not UTF-8")?
-        .to_owned();
+    let image = path_string(&image)?;
     let mut args = vec!["--vm-image", image.as_str()];
+    if let Some(reference) = &reference {
+        args.extend(["--vm-reference-image", reference.as_str()]);
+    }
     if let Some(scenarios) = scenarios {
         args.extend(["--scenarios", scenarios]);
     }
     sh::run(&harness, &args)
+}
+
+fn path_string(path: &Path) -> Result<String> {
+    path.to_str()
+        .map(str::to_owned)
+        .with_context(|| format!("{} is not UTF-8", path.display()))
 }

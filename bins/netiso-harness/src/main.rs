@@ -47,7 +47,7 @@ fn main() -> anyhow::Result<ExitCode> {
     // A VM run has namespaces, taps and DHCP servers of its own and only reads the
     // provisioned broker and registry, so it takes a lock of its own (one VM at a time: two
     // software-emulated guests would starve each other of CPU).
-    let lock_name = if args.vm_image.is_some() {
+    let lock_name = if args.vm_image.is_some() || args.vm_reference_image.is_some() {
         "vm.lock"
     } else {
         "lock"

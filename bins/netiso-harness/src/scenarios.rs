@@ -104,6 +104,9 @@ pub async fn run_all(settings: &Settings, scenarios: &[ScenarioName], report: &m
             ScenarioName::VmContainerdIsolated => {
                 vm::run(settings, &mut s, name.as_str(), VmMode::ContainerdIsolated).await;
             }
+            ScenarioName::VmTroveReference => {
+                vm::run(settings, &mut s, name.as_str(), VmMode::TroveReference).await;
+            }
         }
     }
 }

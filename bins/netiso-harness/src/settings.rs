@@ -32,6 +32,9 @@ pub enum ScenarioName {
     VmDockerBridged,
     /// A real guest VM: containerd, isolated.
     VmContainerdIsolated,
+    /// Trove's own guest agent in the reference variant of the image, measured beside ours
+    /// (runs only when named, with `--vm-reference-image`).
+    VmTroveReference,
 }
 
 impl ScenarioName {
@@ -64,6 +67,7 @@ impl ScenarioName {
             Self::VmDockerIsolated => "vm-docker-isolated",
             Self::VmDockerBridged => "vm-docker-bridged",
             Self::VmContainerdIsolated => "vm-containerd-isolated",
+            Self::VmTroveReference => "vm-trove-reference",
         }
     }
 }
@@ -98,6 +102,10 @@ pub struct Args {
     /// them unless `--scenarios` names some).
     #[arg(long, value_name = "DIR")]
     pub vm_image: Option<PathBuf>,
+    /// The reference variant of the guest image (`cargo xtask guest-image
+    /// --trove-reference`), Trove's own agent in place of ours: `vm-trove-reference` boots it.
+    #[arg(long, value_name = "DIR")]
+    pub vm_reference_image: Option<PathBuf>,
     /// Runs the chaos soak instead of the scenarios, for about this many minutes (every
     /// fault kind at least once whatever the time), on the three-node RabbitMQ cluster.
     #[arg(long, value_name = "MINUTES", conflicts_with_all = ["scenarios", "vm_image"])]
@@ -125,6 +133,8 @@ pub struct Settings {
     pub measurements: Option<PathBuf>,
     /// The guest image of the VM scenarios.
     pub vm_image: Option<PathBuf>,
+    /// The image variant with Trove's own agent.
+    pub vm_reference_image: Option<PathBuf>,
     /// The RabbitMQ the controller and the guest use.
     pub broker: Broker,
     /// The registry as the guest reaches it.
@@ -250,6 +260,7 @@ impl Settings {
             keep_logs: args.keep_logs,
             measurements: args.measurements.clone(),
             vm_image: args.vm_image.clone(),
+            vm_reference_image: args.vm_reference_image.clone(),
             broker: Broker::single(),
             guest_registry: env_or("NETISO_GUEST_REGISTRY", "10.251.0.1:5000"),
             host_registry: env_or("NETISO_REGISTRY", "127.0.0.1:5000"),

@@ -58,6 +58,15 @@ const UNITS: [&str; 4] = [
     "containerd.service",
     "trove-guest-agent.service",
 ];
+/// The units of the reference image: Trove's agent beside Docker and the plugin's socket.
+const REFERENCE_UNITS: [&str; 3] = [
+    "docker-hostnic.socket",
+    "docker.service",
+    "guest-agent.service",
+];
+/// The size of the data volume Trove's agent formats at its start (`[mysql] device_path`,
+/// `/dev/vdb`, as Cinder attaches it); qcow2, so only what is written takes space.
+const VOLUME_SIZE: &str = "1G";
 /// The VM's memory.
 const MEMORY_MIB: u32 = 2048;
 /// Where the database's data lives in the VM (Trove's `[mysql] mount_point`).
@@ -76,13 +85,34 @@ pub enum VmMode {
     DockerBridged,
     /// containerd, isolated.
     ContainerdIsolated,
+    /// Trove's own agent in the reference image, isolated Docker guest's files: boot, the
+    /// tenant window, `rpc_ping`, memory (the figures ours are compared with).
+    TroveReference,
 }
 
 impl VmMode {
     fn runtime(self) -> RuntimeKind {
         match self {
-            Self::DockerIsolated | Self::DockerBridged => RuntimeKind::Docker,
+            Self::DockerIsolated | Self::DockerBridged | Self::TroveReference => {
+                RuntimeKind::Docker
+            }
             Self::ContainerdIsolated => RuntimeKind::Containerd,
+        }
+    }
+
+    /// The units that must be active once the guest is up.
+    fn units(self) -> &'static [&'static str] {
+        match self {
+            Self::TroveReference => &REFERENCE_UNITS,
+            _ => &UNITS,
+        }
+    }
+
+    /// The agent's unit, whose journal explains a failure.
+    fn agent_unit(self) -> &'static str {
+        match self {
+            Self::TroveReference => "guest-agent",
+            _ => "trove-guest-agent",
         }
     }
 
@@ -93,11 +123,19 @@ impl VmMode {
 
 /// One VM scenario, every check recorded in `s`.
 pub async fn run(settings: &Settings, s: &mut ScenarioReport<'_>, name: &str, mode: VmMode) {
-    let Some(image_dir) = settings.vm_image.as_deref() else {
-        s.not_run(
-            "boot",
+    let (image_dir, missing) = if mode == VmMode::TroveReference {
+        (
+            settings.vm_reference_image.as_deref(),
+            "no reference image given (`--vm-reference-image`, built by `cargo xtask guest-image --trove-reference`)",
+        )
+    } else {
+        (
+            settings.vm_image.as_deref(),
             "no guest image given (`--vm-image`, built by `cargo xtask guest-image`)",
-        );
+        )
+    };
+    let Some(image_dir) = image_dir else {
+        s.not_run("boot", missing);
         return;
     };
     let Some(mut run) = s
@@ -197,11 +235,18 @@ impl VmRun {
         let network_config =
             seed::network_config(&[("ens3", network.mgmt_mac), ("ens4", network.tenant_mac)]);
         let seed_image = seed::write_seed(&dir.path, &guest_id, &user_data, &network_config)?;
+        // Trove's agent formats and mounts its data volume at start, so its guest gets one.
+        let volume = if mode == VmMode::TroveReference {
+            Some(qemu::blank_volume(&dir.path, VOLUME_SIZE)?)
+        } else {
+            None
+        };
         let spec = VmSpec {
             netns: network.vm_netns.clone(),
             mgmt_mac: network.mgmt_mac,
             tenant_mac: network.tenant_mac,
             seed: seed_image,
+            volume,
             memory_mib: MEMORY_MIB,
         };
         let powered_on = Instant::now();
@@ -239,6 +284,11 @@ impl VmRun {
         }
         s.check("units-active", self.units_active()).await;
         s.check("agent-answers-rpc", self.agent_answers()).await;
+        if self.mode == VmMode::TroveReference {
+            s.check("tenant-window-trove", self.window_trove()).await;
+            s.check("resident-memory", self.resident_memory()).await;
+            return;
+        }
         s.check("injected-files-private", self.injected_files_private())
             .await;
         if self.mode.isolated() {
@@ -291,7 +341,8 @@ impl VmRun {
 
     async fn units_active(&self) -> Result<((), String)> {
         let agent = self.qga().clone();
-        let script = format!("systemctl is-active {}", UNITS.join(" "));
+        let units = self.mode.units();
+        let script = format!("systemctl is-active {}", units.join(" "));
         let outcome = tokio::task::spawn_blocking(move || {
             let mut last = String::new();
             let active = poll_until(Duration::from_secs(240), Duration::from_secs(2), || {
@@ -300,7 +351,7 @@ impl VmRun {
                         // `is-active` exits 0 when any one unit is active: read each state.
                         let states: Vec<&str> = run.stdout.split_whitespace().collect();
                         last = states.join(" ");
-                        states.len() == UNITS.len() && states.iter().all(|s| *s == "active")
+                        states.len() == units.len() && states.iter().all(|s| *s == "active")
                     }
                     Err(e) => {
                         last = format!("{e:#}");
@@ -316,11 +367,11 @@ impl VmRun {
                 (),
                 format!(
                     "{}: {states}, {:.1} s after power-on",
-                    UNITS.join(" "),
+                    units.join(" "),
                     self.vm.powered_on.elapsed().as_secs_f64()
                 ),
             )),
-            (None, states) => bail!("{}: {states}", UNITS.join(" ")),
+            (None, states) => bail!("{}: {states}", units.join(" ")),
         }
     }
 
@@ -331,7 +382,7 @@ impl VmRun {
             .map_err(|e| {
                 e.context(format!(
                     "agent journal: {}",
-                    self.unit_log("trove-guest-agent")
+                    self.unit_log(self.mode.agent_unit())
                 ))
             })?;
         Ok((
@@ -393,7 +444,6 @@ impl VmRun {
         Ok(Duration::from_micros(active - started))
     }
 
-    /// The VM's view of its tenant NIC: name, addresses and routes through it.
     /// The tenant NIC as the VM sees it: `None` when no link of the VM has its MAC (the
     /// database container holds it).
     fn tenant_nic_in_vm(&self) -> Result<Option<TenantNicState>> {
@@ -505,18 +555,8 @@ impl VmRun {
         )?;
         let first_boot = first_boot.stdout.trim().replace('\n', " | ");
         let detail = format!(
-            "{} knocks on {VM_TENANT_ADDR} from power-on, {} answered{}; tenant DHCP requests: {requests}; \
-             trove-netiso-first-boot: {first_boot}",
-            seen.knocks,
-            seen.answered,
-            match seen.first {
-                Some(first) => format!(
-                    " (first at {:.2} s, answering for {} ms)",
-                    first.as_secs_f64(),
-                    seen.span.as_millis()
-                ),
-                None => String::new(),
-            },
+            "{}; trove-netiso-first-boot: {first_boot}",
+            window_detail(&seen, requests)
         );
         ensure!(
             first_boot.contains("wrote /etc/trove/eth1.json"),
@@ -526,6 +566,25 @@ impl VmRun {
             seen.answered == 0 && requests == 0,
             "the VM held or asked for the tenant address on its first boot: {detail}"
         );
+        Ok(((), detail))
+    }
+
+    /// Trove's own window, measured for the comparison: its agent sets the tenant NIC down
+    /// when it starts, after cloud-init's DHCP gave the NIC its address, so the VM answers
+    /// there until then. Reported, not held to zero; what must hold is that the watcher
+    /// knocked all along and that the NIC is down once the agent answers.
+    async fn window_trove(&self) -> Result<((), String)> {
+        let seen = self.watch.so_far();
+        let nic = self.tenant_nic_state()?;
+        let detail = format!(
+            "{}; the NIC now: {} {}, addresses {:?}",
+            window_detail(&seen, self.tenant_dhcp_requests()),
+            nic.name,
+            if nic.up { "up" } else { "down" },
+            nic.addresses
+        );
+        ensure!(seen.knocks > 0, "no knock was sent: {detail}");
+        ensure!(!nic.up, "Trove's agent left the tenant NIC up: {detail}");
         Ok(((), detail))
     }
 
@@ -684,25 +743,37 @@ impl VmRun {
         ))
     }
 
-    /// The agent's and the plugin's resident memory in the guest, as `ps` reads it.
+    /// The agent's and the plugin's resident memory in the guest, as `ps` reads it; for
+    /// Trove's agent, every process running its console script (a Python interpreter).
     async fn resident_memory(&self) -> Result<((), String)> {
-        let out = self.qga().sh_ok(
-            "ps -o rss=,comm= -C trove-guest-agent -C docker-hostnic",
-            Duration::from_secs(20),
-        )?;
+        let out = self
+            .qga()
+            .sh_ok("ps -eo rss=,comm=,args=", Duration::from_secs(20))?;
         let mut found = Vec::new();
         for line in out.lines() {
             let mut fields = line.split_whitespace();
             let (Some(rss), Some(name)) = (fields.next(), fields.next()) else {
                 continue;
             };
+            let args: Vec<&str> = fields.collect();
+            // `ps` shows the kernel's command name, cut at 15 characters: "trove-guest-age".
+            let ours = matches!(name, "trove-guest-age" | "docker-hostnic");
+            let trove = args.contains(&"/usr/local/bin/guest-agent");
+            if !(ours || trove) {
+                continue;
+            }
             let kib: u64 = rss.parse().with_context(|| format!("ps: {line:?}"))?;
-            found.push(format!("{name} {:.1} MiB", kib as f64 / 1024.0));
+            let label = if trove { "Trove's guest-agent" } else { name };
+            found.push(format!("{label} {:.1} MiB", kib as f64 / 1024.0));
         }
-        // `ps` shows the kernel's command name, cut at 15 characters: "trove-guest-age".
+        let agent = if self.mode == VmMode::TroveReference {
+            "Trove's guest-agent"
+        } else {
+            "trove-guest-age"
+        };
         ensure!(
-            found.iter().any(|f| f.starts_with("trove-guest-age")),
-            "no trove-guest-agent process in the VM: {out:?}"
+            found.iter().any(|f| f.starts_with(agent)),
+            "no {agent} process in the VM: {out:?}"
         );
         Ok(((), format!("resident: {}", found.join(", "))))
     }
@@ -946,6 +1017,23 @@ impl VmRun {
 /// The journal priority a daemon's log line should have been recorded at, from the level
 /// its text names (`<timestamp> <LEVEL> <target>: ...`); `None` for lines that are not the
 /// daemons' own log events (systemd's messages about the units, a final `error:` line).
+/// What the tenant-side watcher saw since power-on, and the tenant DHCP requests, in words.
+fn window_detail(seen: &window::Window, requests: usize) -> String {
+    format!(
+        "{} knocks on {VM_TENANT_ADDR} from power-on, {} answered{}; tenant DHCP requests: {requests}",
+        seen.knocks,
+        seen.answered,
+        match seen.first {
+            Some(first) => format!(
+                " (first at {:.2} s, answering for {} ms)",
+                first.as_secs_f64(),
+                seen.span.as_millis()
+            ),
+            None => String::new(),
+        },
+    )
+}
+
 /// The middle value (the upper middle one of an even count); NaN for none.
 fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);

@@ -63,8 +63,29 @@ pub struct VmSpec {
     pub tenant_mac: MacAddress,
     /// The NoCloud seed image.
     pub seed: PathBuf,
+    /// A data volume, attached before the seed so that the guest sees it as `/dev/vdb`.
+    pub volume: Option<PathBuf>,
     /// Memory in MiB.
     pub memory_mib: u32,
+}
+
+/// Creates an empty qcow2 data volume of `size` (`qemu-img` units) in `run_dir`.
+pub fn blank_volume(run_dir: &Path, size: &str) -> Result<PathBuf> {
+    let volume = run_dir.join("volume.qcow2");
+    let output = Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(&volume)
+        .arg(size)
+        .output()
+        .context("running qemu-img (run `cargo xtask provision`)")?;
+    if !output.status.success() {
+        bail!(
+            "qemu-img create {}: {}",
+            volume.display(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(volume)
 }
 
 /// A running VM; QEMU is stopped on drop.
@@ -98,7 +119,7 @@ impl Vm {
         }
         let qga_socket = run_dir.join("qga.sock");
         let console = run_dir.join("console.log");
-        let args = vec![
+        let mut args = vec![
             "-name".to_owned(),
             "trove-netiso-guest".to_owned(),
             "-machine".to_owned(),
@@ -121,6 +142,14 @@ impl Vm {
             "root=/dev/vda rw console=ttyS0 net.ifnames=1 systemd.show_status=1".to_owned(),
             "-drive".to_owned(),
             format!("file={},if=virtio,format=qcow2", disk.display()),
+        ];
+        if let Some(volume) = &spec.volume {
+            args.extend([
+                "-drive".to_owned(),
+                format!("file={},if=virtio,format=qcow2", volume.display()),
+            ]);
+        }
+        args.extend([
             "-drive".to_owned(),
             format!(
                 "file={},if=virtio,format=raw,readonly=on",
@@ -148,7 +177,7 @@ impl Vm {
             "virtserialport,chardev=qga0,name=org.qemu.guest_agent.0".to_owned(),
             "-serial".to_owned(),
             format!("file:{}", console.display()),
-        ];
+        ]);
         let powered_on = Instant::now();
         let qemu = GuestProcess::start(
             "qemu",
