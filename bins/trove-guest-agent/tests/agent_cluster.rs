@@ -401,14 +401,7 @@ async fn the_agent_recovers_and_runs_every_confirmed_cast_once_when_its_node_is_
     // Still cut off: the agent is on another node, the cut node is still in the cluster.
     let connected_after =
         partition::nodes_connected_from(pid).expect("the agent's connections from /proc");
-    assert!(
-        !connected_after.is_empty() && !connected_after.contains(&leader),
-        "the agent should have moved off {leader}: connected to {connected_after:?}"
-    );
-    assert!(
-        cluster::running_members(&others[0]).contains(&leader),
-        "{leader} should still be in the cluster"
-    );
+    cluster::assert_moved_off("the agent", &leader, &connected_after, &others[0]);
     let leader_during = cluster::leader_of(&queue);
     let (sent, confirmed) = traffic.await.expect("the cast task");
     cut.restore().expect("the link comes back");

@@ -7,18 +7,16 @@
 
 mod common;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use netiso_messaging::{
-    Args, Context, Dispatcher, RpcClient, RpcServer, Serializer, ServerConfig, Target,
-};
-use serde_json::{Value, json};
+use netiso_messaging::{Context, RpcClient, RpcServer, Serializer, ServerConfig, Target};
+use serde_json::json;
 use tokio::time::{Instant, sleep, timeout};
 
-use common::{connect, object, test_options, unique};
+use common::{Seen, connect, object, test_options, unique};
 
 const NODE: &str = "rabbit@localhost";
 
@@ -51,12 +49,6 @@ impl Drop for BrokerGuard {
     }
 }
 
-#[derive(Default)]
-struct Seen {
-    calls: HashMap<u64, u32>,
-    casts: HashMap<u64, u32>,
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_and_client_survive_a_broker_restart() {
     common::init_tracing();
@@ -75,25 +67,7 @@ async fn server_and_client_survive_a_broker_restart() {
         version: "1.3".into(),
     };
     let seen = Arc::new(Mutex::new(Seen::default()));
-    let mut dispatcher = Dispatcher::new("1.3").unwrap();
-    let calls = Arc::clone(&seen);
-    dispatcher.register("echo", move |_ctx: Context, mut args: Args| {
-        let seen = Arc::clone(&calls);
-        async move {
-            let n: u64 = args.take("n")?;
-            *seen.lock().unwrap().calls.entry(n).or_default() += 1;
-            Ok(json!(n))
-        }
-    });
-    let casts = Arc::clone(&seen);
-    dispatcher.register("record", move |_ctx: Context, mut args: Args| {
-        let seen = Arc::clone(&casts);
-        async move {
-            let n: u64 = args.take("n")?;
-            *seen.lock().unwrap().casts.entry(n).or_default() += 1;
-            Ok(Value::Null)
-        }
-    });
+    let dispatcher = common::recording_dispatcher(&seen);
     let server = RpcServer::start(
         &server_transport,
         ServerConfig::new(exchange.clone(), target.clone(), Serializer::Plain)
@@ -178,34 +152,10 @@ async fn server_and_client_survive_a_broker_restart() {
     drop(guard);
 
     // Every confirmed cast arrives, exactly once.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let missing: Vec<u64> = {
-            let seen = seen.lock().unwrap();
-            confirmed
-                .iter()
-                .copied()
-                .filter(|k| !seen.casts.contains_key(k))
-                .collect()
-        };
-        if missing.is_empty() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "confirmed casts lost: {missing:?}"
-        );
-        sleep(Duration::from_millis(100)).await;
-    }
+    common::wait_for_casts(&seen, &confirmed, Duration::from_secs(20)).await;
     {
         let seen = seen.lock().unwrap();
-        let twice: Vec<_> = seen.calls.iter().filter(|(_, c)| **c > 1).collect();
-        assert!(twice.is_empty(), "calls handled more than once: {twice:?}");
-        let dup_casts: Vec<_> = seen.casts.iter().filter(|(_, c)| **c > 1).collect();
-        assert!(
-            dup_casts.is_empty(),
-            "casts handled more than once: {dup_casts:?}"
-        );
+        seen.assert_none_ran_twice();
         assert!(
             confirmed.len() > 20,
             "too few confirmed casts to mean anything: {}",

@@ -11,7 +11,7 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,15 +21,15 @@ use netiso_config::TransportUrl;
 use netiso_messaging::test_support::cluster::{self, Loss, LostNode, ONE_NODE_AT_A_TIME};
 use netiso_messaging::test_support::partition::{self, PartitionedNode};
 use netiso_messaging::{
-    Args, BrokerConfig, CallError, Context, Dispatcher, RabbitOptions, RpcClient, RpcServer,
-    Serializer, ServerConfig, Target, Transport,
+    BrokerConfig, CallError, Context, RabbitOptions, RpcClient, RpcServer, Serializer,
+    ServerConfig, Target, Transport,
 };
 use nix::sched::{CloneFlags, setns};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep, timeout};
 
-use common::{object, test_options, unique};
+use common::{Seen, object, recording_dispatcher, test_options, unique};
 
 /// How long the cluster may take to answer a call again after losing a queue's leader.
 const RECOVERY_BOUND: Duration = Duration::from_secs(60);
@@ -78,37 +78,6 @@ async fn connect_cluster() -> Transport {
             cluster::PROVISION_HINT
         ),
     }
-}
-
-#[derive(Default)]
-struct Seen {
-    calls: HashMap<u64, u32>,
-    casts: HashMap<u64, u32>,
-}
-
-/// The server's methods: `echo` (a call, answers its `n`) and `record` (a cast); both count
-/// how often each `n` ran.
-fn recording_dispatcher(seen: &Arc<Mutex<Seen>>) -> Dispatcher {
-    let mut dispatcher = Dispatcher::new("1.3").unwrap();
-    let calls = Arc::clone(seen);
-    dispatcher.register("echo", move |_ctx: Context, mut args: Args| {
-        let seen = Arc::clone(&calls);
-        async move {
-            let n: u64 = args.take("n")?;
-            *seen.lock().unwrap().calls.entry(n).or_default() += 1;
-            Ok(json!(n))
-        }
-    });
-    let casts = Arc::clone(seen);
-    dispatcher.register("record", move |_ctx: Context, mut args: Args| {
-        let seen = Arc::clone(&casts);
-        async move {
-            let n: u64 = args.take("n")?;
-            *seen.lock().unwrap().casts.entry(n).or_default() += 1;
-            Ok(Value::Null)
-        }
-    });
-    dispatcher
 }
 
 /// A server target of its own, as the guest agent's (`guestagent.<id>`).
@@ -209,34 +178,9 @@ async fn expect_every_cast_once(
     confirmed: &BTreeSet<u64>,
     bound: Duration,
 ) -> Instant {
-    let deadline = Instant::now() + bound;
-    let all_ran = loop {
-        let missing: Vec<u64> = {
-            let seen = seen.lock().unwrap();
-            confirmed
-                .iter()
-                .copied()
-                .filter(|n| !seen.casts.contains_key(n))
-                .collect()
-        };
-        if missing.is_empty() {
-            break Instant::now();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "confirmed casts lost: {missing:?}"
-        );
-        sleep(Duration::from_millis(100)).await;
-    };
+    let all_ran = common::wait_for_casts(seen, confirmed, bound).await;
     sleep(LATE_RUNS).await;
-    let seen = seen.lock().unwrap();
-    let twice: Vec<_> = seen.calls.iter().filter(|(_, c)| **c > 1).collect();
-    assert!(twice.is_empty(), "calls handled more than once: {twice:?}");
-    let dup_casts: Vec<_> = seen.casts.iter().filter(|(_, c)| **c > 1).collect();
-    assert!(
-        dup_casts.is_empty(),
-        "casts handled more than once: {dup_casts:?}"
-    );
+    seen.lock().unwrap().assert_none_ran_twice();
     all_ran
 }
 
@@ -491,14 +435,7 @@ async fn partition_the_servers_node(guest: &tokio::runtime::Handle) {
     );
     stop.store(true, Ordering::Relaxed);
     let moved_to = guest_connections(guest).await;
-    assert!(
-        !moved_to.is_empty() && !moved_to.contains(&node),
-        "the server should have moved off {node}: connected to {moved_to:?}"
-    );
-    assert!(
-        cluster::running_members(&nodes[1]).contains(&node),
-        "{node} should still be in the cluster"
-    );
+    cluster::assert_moved_off("the server", &node, &moved_to, &nodes[1]);
     let leader_during = cluster::leader_of(&queue);
     let sent = traffic.await.unwrap();
     cut.restore().unwrap();

@@ -2,7 +2,7 @@
 //! its nodes are, which node leads a quorum queue, and losing a node (stopped or killed) with
 //! a guard that brings it back and waits until the cluster has it again.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::process::Command;
 use std::str::FromStr;
@@ -164,6 +164,20 @@ pub fn running_members(node: &str) -> Vec<String> {
             )
         })
         .unwrap_or_default()
+}
+
+/// Panics unless `who` (a client cut off from `cut`) is now connected to other nodes only,
+/// and `cut` is still a running member as `ask` sees the cluster: the client moved away from
+/// a node that is unreachable, not gone, which is what a partition test must have produced.
+pub fn assert_moved_off(who: &str, cut: &str, connected: &BTreeSet<String>, ask: &str) {
+    assert!(
+        !connected.is_empty() && !connected.contains(cut),
+        "{who} should have moved off {cut}: connected to {connected:?}"
+    );
+    assert!(
+        running_members(ask).iter().any(|member| member == cut),
+        "{cut} should still be in the cluster"
+    );
 }
 
 /// How a node is lost.

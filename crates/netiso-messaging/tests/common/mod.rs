@@ -3,14 +3,17 @@
 
 #![allow(dead_code)]
 
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use netiso_config::TransportUrl;
-use netiso_messaging::{BrokerConfig, RabbitOptions, Transport};
-use serde_json::{Map, Value};
+use netiso_messaging::{Args, BrokerConfig, Context, Dispatcher, RabbitOptions, Transport};
+use serde_json::{Map, Value, json};
+use tokio::time::Instant;
 
 pub const DEFAULT_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 pub const DEFAULT_VENV: &str = "/var/lib/trove-netiso/venv";
@@ -142,5 +145,81 @@ impl PyProcess {
             .await
             .expect("python helper exits")
             .unwrap()
+    }
+}
+
+/// What a recording server ran: how often each `n` of `echo` (the calls) and of `record`
+/// (the casts) ran, so that a test sees a loss and a second run alike.
+#[derive(Debug, Default)]
+pub struct Seen {
+    pub calls: HashMap<u64, u32>,
+    pub casts: HashMap<u64, u32>,
+}
+
+impl Seen {
+    /// The casts of `confirmed` that have not run (yet).
+    pub fn missing_casts(&self, confirmed: &BTreeSet<u64>) -> Vec<u64> {
+        confirmed
+            .iter()
+            .copied()
+            .filter(|n| !self.casts.contains_key(n))
+            .collect()
+    }
+
+    /// Panics on a call or a cast that ran more than once.
+    pub fn assert_none_ran_twice(&self) {
+        let twice: Vec<_> = self.calls.iter().filter(|(_, c)| **c > 1).collect();
+        assert!(twice.is_empty(), "calls handled more than once: {twice:?}");
+        let dup_casts: Vec<_> = self.casts.iter().filter(|(_, c)| **c > 1).collect();
+        assert!(
+            dup_casts.is_empty(),
+            "casts handled more than once: {dup_casts:?}"
+        );
+    }
+}
+
+/// A server's methods that record into `seen`: `echo` (a call, answers its `n`) and `record`
+/// (a cast).
+pub fn recording_dispatcher(seen: &Arc<Mutex<Seen>>) -> Dispatcher {
+    let mut dispatcher = Dispatcher::new("1.3").unwrap();
+    let calls = Arc::clone(seen);
+    dispatcher.register("echo", move |_ctx: Context, mut args: Args| {
+        let seen = Arc::clone(&calls);
+        async move {
+            let n: u64 = args.take("n")?;
+            *seen.lock().unwrap().calls.entry(n).or_default() += 1;
+            Ok(json!(n))
+        }
+    });
+    let casts = Arc::clone(seen);
+    dispatcher.register("record", move |_ctx: Context, mut args: Args| {
+        let seen = Arc::clone(&casts);
+        async move {
+            let n: u64 = args.take("n")?;
+            *seen.lock().unwrap().casts.entry(n).or_default() += 1;
+            Ok(Value::Null)
+        }
+    });
+    dispatcher
+}
+
+/// Waits (at most `bound`) until every cast in `confirmed` has run; panics naming the ones
+/// that did not. Returns when the last of them was first seen to have run.
+pub async fn wait_for_casts(
+    seen: &Mutex<Seen>,
+    confirmed: &BTreeSet<u64>,
+    bound: Duration,
+) -> Instant {
+    let deadline = Instant::now() + bound;
+    loop {
+        let missing = seen.lock().unwrap().missing_casts(confirmed);
+        if missing.is_empty() {
+            return Instant::now();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "confirmed casts lost: {missing:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
