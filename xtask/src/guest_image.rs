@@ -108,6 +108,9 @@ pub fn debs_in(dir: &Path) -> Result<Vec<PathBuf>> {
 /// Builds the image unless the cached one was made from the same inputs; returns its folder.
 pub fn ensure(debs: &[PathBuf], variant: Variant) -> Result<PathBuf> {
     let dib = ensure_diskimage_builder()?;
+    if variant == Variant::TroveReference {
+        ensure_reference_wheels(&dib)?;
+    }
     let key = inputs_key(debs, variant)?;
     let images = Path::new(STATE_DIR).join(variant.folder());
     let keyed = images.join(&key);
@@ -208,6 +211,42 @@ fn ensure_diskimage_builder() -> Result<PathBuf> {
     Ok(dib)
 }
 
+/// Where the wheels of Trove's release and its requirements are kept.
+fn reference_wheels_dir() -> PathBuf {
+    Path::new(STATE_DIR)
+        .join("trove-reference-wheels")
+        .join(TROVE_REFERENCE_VERSION)
+}
+
+/// Wheels of Trove's release and of everything it requires, built on this machine by pip
+/// (whose certificate settings reach PyPI, which the image's chroot cannot), once per release.
+fn ensure_reference_wheels(dib: &Path) -> Result<()> {
+    let dir = reference_wheels_dir();
+    let complete = dir.join(".complete");
+    if complete.exists() {
+        return Ok(());
+    }
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)
+            .with_context(|| format!("removing the unfinished {}", dir.display()))?;
+    }
+    say(&format!(
+        "  wheels of trove=={TROVE_REFERENCE_VERSION} and its requirements"
+    ));
+    let pip = dib.with_file_name("pip");
+    run(
+        &path_str(&pip)?,
+        &[
+            "wheel",
+            "--quiet",
+            "--wheel-dir",
+            &path_str(&dir)?,
+            &format!("trove=={TROVE_REFERENCE_VERSION}"),
+        ],
+    )?;
+    std::fs::write(&complete, "").with_context(|| format!("writing {}", complete.display()))
+}
+
 fn disk_image_create(dib: &Path, build: &Path, variant: Variant) -> Result<()> {
     let log = format!("{LOG_DIR}/{}.log", variant.folder());
     let venv_bin = dib.parent().context("diskimage-builder's folder")?;
@@ -235,6 +274,10 @@ fn disk_image_create(dib: &Path, build: &Path, variant: Variant) -> Result<()> {
         (
             "DIB_TROVE_REFERENCE_VERSION",
             TROVE_REFERENCE_VERSION.to_owned(),
+        ),
+        (
+            "DIB_TROVE_REFERENCE_WHEELS",
+            path_str(&reference_wheels_dir())?,
         ),
     ];
     let mut args = vec![

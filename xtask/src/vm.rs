@@ -34,12 +34,9 @@ pub fn run_provisioned(scenarios: Option<&str>) -> Result<()> {
         None
     };
     say("== vm: a real guest VM under QEMU, driven as Trove's control plane drives it");
-    sh::run("cargo", &["build", "--locked", "-p", "netiso-harness"])?;
-    let harness = demo::target_dir().join("debug").join("netiso-harness");
-    let harness = harness
-        .to_str()
-        .context("the target directory's path is not UTF-8")?
-        .to_owned();
+    // The same build as the harness step's (`cargo xtask ci` has it already): one feature
+    // resolution, nothing compiled twice.
+    let harness = demo::build_harness()?;
     let image = path_string(&image)?;
     let mut args = vec!["--vm-image", image.as_str()];
     if let Some(reference) = &reference {
