@@ -87,6 +87,28 @@ impl Formatter for PythonFormatter {
     }
 }
 
+/// The shortest digits that read back as `value`, in `{:e}` form, chosen as Python chooses
+/// them: of the strings that short, the one nearest `value`, a tie going to the even digit.
+/// Rust's shortest form can take the other one of a tie (`-762739865902090.25` prints as
+/// `…090.3`, Python's `repr` says `…090.2`); the correctly rounded string of that length
+/// (Rust rounds exact formatting half to even) is Python's whenever it reads back too.
+fn shortest_round_trip(value: f64) -> String {
+    let shortest = format!("{value:e}");
+    let digits = shortest
+        .split('e')
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .filter(char::is_ascii_digit)
+        .count();
+    let nearest = format!("{value:.*e}", digits.saturating_sub(1));
+    if nearest.parse::<f64>() == Ok(value) {
+        nearest
+    } else {
+        shortest
+    }
+}
+
 /// Python's `repr(float)`: shortest round-trip digits, fixed notation for decimal exponents in
 /// -4..16, scientific with a signed two-digit exponent otherwise.
 fn python_float_repr(value: f64) -> String {
@@ -97,7 +119,7 @@ fn python_float_repr(value: f64) -> String {
         return if value > 0.0 { "Infinity" } else { "-Infinity" }.to_owned();
     }
     let sign = if value.is_sign_negative() { "-" } else { "" };
-    let scientific = format!("{:e}", value.abs());
+    let scientific = shortest_round_trip(value.abs());
     let (mantissa, exponent) = scientific.split_once('e').unwrap_or((&scientific, "0"));
     let exponent: i32 = exponent.parse().unwrap_or(0);
     let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
@@ -167,6 +189,11 @@ mod tests {
             (-0.0, "-0.0"),
             (-2.5, "-2.5"),
             (1e300, "1e+300"),
+            // A tie between two shortest strings: Python takes the even digit.
+            (-762739865902090.25, "-762739865902090.2"),
+            (0.3, "0.3"),
+            (5e-324, "5e-324"),
+            (f64::MAX, "1.7976931348623157e+308"),
         ] {
             assert_eq!(python_float_repr(value), expected, "{value}");
         }
