@@ -230,12 +230,19 @@ fn conductor_event(method: &str, args: &Map<String, Value>) -> ConductorEvent {
     }
 }
 
-/// A request context as Trove's API sends it, with the notification the guest echoes back.
+/// A request context as Trove's API sends it, with the notification the guest echoes back:
+/// `SerializableNotification.serialize` adds the class's dotted name, which Trove's own agent
+/// imports to rebuild the notification (without it, every call fails there with
+/// `KeyError: 'notification_classname'`).
 fn request_context() -> Context {
     let mut context = Context::fresh();
     context.0.insert(
         "trove_notification".into(),
-        json!({"server_type": "api", "request_id": "req-netiso-harness", "tenant_id": "netiso-harness"}),
+        json!({
+            "server_type": "api", "request_id": "req-netiso-harness", "tenant_id": "netiso-harness",
+            "client_ip": "10.254.0.1", "server_ip": "10.254.0.1",
+            "notification_classname": "trove.common.notification.DBaaSInstanceCreate",
+        }),
     );
     context
 }
