@@ -189,8 +189,8 @@ mod tests {
             (-0.0, "-0.0"),
             (-2.5, "-2.5"),
             (1e300, "1e+300"),
-            // A tie between two shortest strings: Python takes the even digit.
-            (-762739865902090.25, "-762739865902090.2"),
+            // Exactly …090.25, a tie between two shortest strings: Python takes the even digit.
+            (-762_739_865_902_090.0 - 0.25, "-762739865902090.2"),
             (0.3, "0.3"),
             (5e-324, "5e-324"),
             (f64::MAX, "1.7976931348623157e+308"),
