@@ -15,8 +15,13 @@ use crate::sh::{output, run, say};
 
 /// The packaged binaries, each a workspace package of the same name.
 pub const PACKAGES: &[&str] = &["trove-guest-agent", "docker-hostnic"];
-/// Where the generated man pages and completions go; the packages' assets point here.
-const ASSETS_DIR: &str = "target/release/package-assets";
+/// Where the generated man pages and completions go, under the real target folder (the
+/// packages' assets name `target/release/package-assets`, which cargo-deb resolves there).
+fn assets_dir() -> PathBuf {
+    crate::demo::target_dir()
+        .join("release")
+        .join("package-assets")
+}
 
 /// Renders the docs, builds both packages and prints the `.deb` paths, one per line, last.
 pub fn run_task() -> Result<()> {
@@ -33,11 +38,11 @@ pub fn build() -> Result<Vec<PathBuf>> {
     provision::ensure_cargo_deb()?;
     render_docs(
         netiso_daemon::cli::agent::Cli::command(),
-        &Path::new(ASSETS_DIR).join("trove-guest-agent"),
+        &assets_dir().join("trove-guest-agent"),
     )?;
     render_docs(
         netiso_daemon::cli::hostnic::Args::command(),
-        &Path::new(ASSETS_DIR).join("docker-hostnic"),
+        &assets_dir().join("docker-hostnic"),
     )?;
     // One release build of both (one feature resolution, as cargo-deb would do per package),
     // then cargo-deb packages what it built.
