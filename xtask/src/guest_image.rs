@@ -393,7 +393,8 @@ fn point_current_at(images: &Path, key: &str) -> Result<()> {
     Ok(())
 }
 
-fn path_str(path: &Path) -> Result<String> {
+/// A path as the UTF-8 string a command line takes.
+pub fn path_str(path: &Path) -> Result<String> {
     path.to_str()
         .map(str::to_owned)
         .with_context(|| format!("{} is not UTF-8", path.display()))

@@ -8,8 +8,7 @@
 use crate::guest_image::Variant;
 use crate::sh::{self, say};
 use crate::{demo, guest_image, package, provision};
-use anyhow::{Context, Result};
-use std::path::Path;
+use anyhow::Result;
 
 /// The scenario that boots Trove's own agent (in the image variant built only for it).
 const REFERENCE: &str = "vm-trove-reference";
@@ -26,7 +25,7 @@ pub fn run_provisioned(scenarios: Option<&str>) -> Result<()> {
     let debs = package::build()?;
     let image = guest_image::ensure(&debs, Variant::Netiso)?;
     let reference = if scenarios.is_some_and(|named| named.split(',').any(|n| n == REFERENCE)) {
-        Some(path_string(&guest_image::ensure(
+        Some(guest_image::path_str(&guest_image::ensure(
             &debs,
             Variant::TroveReference,
         )?)?)
@@ -37,7 +36,7 @@ pub fn run_provisioned(scenarios: Option<&str>) -> Result<()> {
     // The same build as the harness step's (`cargo xtask ci` has it already): one feature
     // resolution, nothing compiled twice.
     let harness = demo::build_harness()?;
-    let image = path_string(&image)?;
+    let image = guest_image::path_str(&image)?;
     let mut args = vec!["--vm-image", image.as_str()];
     if let Some(reference) = &reference {
         args.extend(["--vm-reference-image", reference.as_str()]);
@@ -46,10 +45,4 @@ pub fn run_provisioned(scenarios: Option<&str>) -> Result<()> {
         args.extend(["--scenarios", scenarios]);
     }
     sh::run(&harness, &args)
-}
-
-fn path_string(path: &Path) -> Result<String> {
-    path.to_str()
-        .map(str::to_owned)
-        .with_context(|| format!("{} is not UTF-8", path.display()))
 }

@@ -73,15 +73,8 @@ impl TenantLogin {
     /// Runs `statements` as the tenant against `server` from `client_netns`; returns the
     /// client's output (tab-separated rows, no column names).
     pub fn run(&self, client_netns: &str, server: SocketAddr, statements: &str) -> Result<String> {
-        let defaults = format!("--defaults-extra-file={}", self.option_file.display());
-        let output = std::process::Command::new("ip")
-            .args(["netns", "exec", client_netns, "timeout", CLIENT_LIMIT, "mariadb"])
-            .arg(defaults)
-            .arg(format!("--host={}", server.ip()))
-            .arg(format!("--port={}", server.port()))
-            .arg(format!("--user={TENANT_USER}"))
-            .arg(format!("--database={TENANT_DATABASE}"))
-            .args(["--connect-timeout=3", "--batch", "--skip-column-names"])
+        let output = self
+            .client(client_netns, server, CLIENT_LIMIT, &["--batch", "--skip-column-names"])
             .arg(format!("--execute={statements}"))
             .output()
             .context("running `ip netns exec … mariadb` (Debian's mariadb-client: run `cargo xtask provision`)")?;
@@ -106,17 +99,14 @@ impl TenantLogin {
         query: &str,
         limit: Duration,
     ) -> Result<u64> {
-        let defaults = format!("--defaults-extra-file={}", self.option_file.display());
-        let mut child = std::process::Command::new("ip")
-            .args(["netns", "exec", client_netns, "timeout"])
-            .arg(limit.as_secs().max(1).to_string())
-            .arg("mariadb")
-            .arg(defaults)
-            .arg(format!("--host={}", server.ip()))
-            .arg(format!("--port={}", server.port()))
-            .arg(format!("--user={TENANT_USER}"))
-            .arg(format!("--database={TENANT_DATABASE}"))
-            .args(["--connect-timeout=3", "--batch", "--skip-column-names", "--quick"])
+        let limit = limit.as_secs().max(1).to_string();
+        let mut child = self
+            .client(
+                client_netns,
+                server,
+                &limit,
+                &["--batch", "--skip-column-names", "--quick"],
+            )
             .arg(format!("--execute={query}"))
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
@@ -134,6 +124,38 @@ impl TenantLogin {
             );
         }
         Ok(bytes)
+    }
+
+    /// Debian's `mariadb` client in `client_netns`, logged in as the tenant on `server`, bound
+    /// by `timeout` to `limit_seconds`, with `options` added.
+    fn client(
+        &self,
+        client_netns: &str,
+        server: SocketAddr,
+        limit_seconds: &str,
+        options: &[&str],
+    ) -> std::process::Command {
+        let mut command = std::process::Command::new("ip");
+        command
+            .args([
+                "netns",
+                "exec",
+                client_netns,
+                "timeout",
+                limit_seconds,
+                "mariadb",
+            ])
+            .arg(format!(
+                "--defaults-extra-file={}",
+                self.option_file.display()
+            ))
+            .arg(format!("--host={}", server.ip()))
+            .arg(format!("--port={}", server.port()))
+            .arg(format!("--user={TENANT_USER}"))
+            .arg(format!("--database={TENANT_DATABASE}"))
+            .arg("--connect-timeout=3")
+            .args(options);
+        command
     }
 
     /// Polls a login until one succeeds or `limit` passes; returns the time it took and the

@@ -72,20 +72,26 @@ pub struct VmSpec {
 /// Creates an empty qcow2 data volume of `size` (`qemu-img` units) in `run_dir`.
 pub fn blank_volume(run_dir: &Path, size: &str) -> Result<PathBuf> {
     let volume = run_dir.join("volume.qcow2");
+    let volume_arg = volume.display().to_string();
+    qemu_img_create(&[&volume_arg, size])?;
+    Ok(volume)
+}
+
+/// `qemu-img create -q -f qcow2 <args>`, its error output in the error.
+fn qemu_img_create(args: &[&str]) -> Result<()> {
     let output = Command::new("qemu-img")
         .args(["create", "-q", "-f", "qcow2"])
-        .arg(&volume)
-        .arg(size)
+        .args(args)
         .output()
         .context("running qemu-img (run `cargo xtask provision`)")?;
     if !output.status.success() {
         bail!(
             "qemu-img create {}: {}",
-            volume.display(),
+            args.join(" "),
             String::from_utf8_lossy(&output.stderr).trim()
         );
     }
-    Ok(volume)
+    Ok(())
 }
 
 /// A running VM; QEMU is stopped on drop.
@@ -105,18 +111,9 @@ impl Vm {
     /// Creates the run's disk over the image and powers the VM on.
     pub fn start(image: &GuestImage, spec: &VmSpec, run_dir: &Path) -> Result<Self> {
         let disk = run_dir.join("disk.qcow2");
-        let output = Command::new("qemu-img")
-            .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
-            .arg(image.root())
-            .arg(&disk)
-            .output()
-            .context("running qemu-img (run `cargo xtask provision`)")?;
-        if !output.status.success() {
-            bail!(
-                "qemu-img create: {}",
-                String::from_utf8_lossy(&output.stderr).trim()
-            );
-        }
+        let backing = image.root().display().to_string();
+        let disk_arg = disk.display().to_string();
+        qemu_img_create(&["-F", "raw", "-b", &backing, &disk_arg])?;
         let qga_socket = run_dir.join("qga.sock");
         let console = run_dir.join("console.log");
         let mut args = vec![
