@@ -4,28 +4,19 @@
 //! check, the traffic flows as observed and `N passed, M failed`; exits non-zero on any
 //! failure. See docs/harness.md.
 
-mod controller;
-mod guest;
-mod guest_files;
-mod image;
-mod net;
-mod probes;
-mod processes;
-mod report;
-mod scenarios;
-mod settings;
-mod soak;
-mod sql;
-mod vm;
+mod cli;
 
 use std::process::ExitCode;
 
 use clap::Parser;
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::report::Report;
-use crate::settings::{Args, Settings};
-use crate::soak::{Segment, SoakOptions};
+use netiso_testbed::report::Report;
+use netiso_testbed::settings::Settings;
+use netiso_testbed::soak::{self, Segment, SoakOptions};
+use netiso_testbed::{processes, scenarios};
+
+use crate::cli::Args;
 
 #[allow(clippy::print_stdout)]
 fn main() -> anyhow::Result<ExitCode> {
@@ -41,8 +32,8 @@ fn main() -> anyhow::Result<ExitCode> {
         nix::unistd::geteuid().is_root(),
         "netiso-harness needs root (network namespaces, the guest's dockerd): run it as root after `cargo xtask provision`"
     );
-    let settings = Settings::from_args(&args);
-    let scenarios = Settings::scenarios(&args);
+    let settings = args.settings();
+    let scenarios = args.scenarios();
     // The simulated guest shares the provisioned dockerd and namespaces: one run at a time.
     // A VM run has namespaces, taps and DHCP servers of its own and only reads the
     // provisioned broker and registry, so it takes a lock of its own (one VM at a time: two

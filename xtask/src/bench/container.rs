@@ -1,10 +1,11 @@
 //! Part 2: container start, `docker run` to "database port reachable from the client", in
 //! isolated mode with our plugin and with Trove's, and in bridged mode, on the bench guest.
 
-use super::guestvm::{BenchGuest, DATABASE_ADDR, DATABASE_PORT, Mode};
+use super::NETPROBE;
 use super::report::{Figure, Section, fmt_number};
 use super::sys::{ms, quantile};
 use anyhow::{Context, Result, bail};
+use netiso_testbed::bench_guest::{BenchGuest, DATABASE_ADDR, DATABASE_PORT, Mode};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -230,16 +231,20 @@ fn plugin_time_since(log: &Path, from: u64) -> Option<Duration> {
 /// afterwards.
 fn time_one_start(
     guest: &BenchGuest,
-    tenant: &super::guestvm::Tenant<'_>,
+    tenant: &netiso_testbed::bench_guest::Tenant<'_>,
     mode: Mode,
 ) -> Result<(Duration, Steps)> {
     let mut probe = tenant
-        .probe(&[
-            "wait",
-            DATABASE_ADDR,
-            &DATABASE_PORT.to_string(),
-            LIMIT_SECONDS,
-        ])
+        .in_client(
+            "python3",
+            &[
+                NETPROBE,
+                "wait",
+                DATABASE_ADDR,
+                &DATABASE_PORT.to_string(),
+                LIMIT_SECONDS,
+            ],
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

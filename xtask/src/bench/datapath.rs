@@ -2,10 +2,13 @@
 //! database container, bridged (Docker's DNAT on the VM) against isolated (the tenant NIC in
 //! the container), with the CPU time spent per GB, and request/response latency.
 
-use super::guestvm::{BenchGuest, DATABASE_ADDR, DATABASE_PORT, IPERF_PORT, Mode, Tenant};
+use super::NETPROBE;
 use super::report::{Figure, Section, Target};
 use super::sys::{self, ChildGuard};
 use anyhow::{Context, Result, bail};
+use netiso_testbed::bench_guest::{
+    BenchGuest, DATABASE_ADDR, DATABASE_PORT, IPERF_PORT, Mode, Tenant,
+};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -143,7 +146,16 @@ fn start_server(tenant: &Tenant<'_>) -> Result<u32> {
 
 fn wait_reachable(tenant: &Tenant<'_>) -> Result<()> {
     let out = tenant
-        .probe(&["wait", DATABASE_ADDR, &DATABASE_PORT.to_string(), "60"])
+        .in_client(
+            "python3",
+            &[
+                NETPROBE,
+                "wait",
+                DATABASE_ADDR,
+                &DATABASE_PORT.to_string(),
+                "60",
+            ],
+        )
         .output()
         .context("cannot run the client probe")?;
     if !out.status.success() {
@@ -257,13 +269,17 @@ fn ksoftirqd_threads() -> Vec<u32> {
 /// `[p50, p99, mean]` in µs of 64-byte round trips.
 fn round_trips(tenant: &Tenant<'_>) -> Result<[f64; 3]> {
     let out = tenant
-        .probe(&[
-            "rr",
-            DATABASE_ADDR,
-            &DATABASE_PORT.to_string(),
-            ROUND_TRIPS,
-            "64",
-        ])
+        .in_client(
+            "python3",
+            &[
+                NETPROBE,
+                "rr",
+                DATABASE_ADDR,
+                &DATABASE_PORT.to_string(),
+                ROUND_TRIPS,
+                "64",
+            ],
+        )
         .output()
         .context("cannot run the latency probe")?;
     let text = String::from_utf8_lossy(&out.stdout);

@@ -17,7 +17,6 @@ mod cargo_benches;
 mod container;
 mod datapath;
 mod fleet;
-mod guestvm;
 mod http;
 mod plugin;
 mod prepare;
@@ -26,9 +25,13 @@ mod rpc;
 mod sys;
 mod trove_ref;
 
+/// The client-side probe script the bench runs in a tenant's client namespace.
+const NETPROBE: &str = "xtask/bench/netprobe.py";
+
 use crate::provision;
 use crate::sh::{self, say};
 use anyhow::{Result, bail};
+use netiso_testbed::bench_guest::BenchGuest;
 use report::{Machine, Section};
 use std::cell::RefCell;
 use std::time::Instant;
@@ -71,12 +74,12 @@ pub fn run(only: &[String], fleet_options: &FleetOptions) -> Result<()> {
 
     // Parts 2 and 3 share one bench guest (its own dockerd, plugins, image), started when the
     // first of them runs and stopped after the last, so it adds no load to the other parts.
-    let guest: RefCell<Option<Result<guestvm::BenchGuest>>> = RefCell::new(None);
-    let with_guest = |body: &dyn Fn(&guestvm::BenchGuest) -> Result<Section>| {
+    let guest: RefCell<Option<Result<BenchGuest>>> = RefCell::new(None);
+    let with_guest = |body: &dyn Fn(&BenchGuest) -> Result<Section>| {
         let mut slot = guest.borrow_mut();
         let started = slot.get_or_insert_with(|| {
             say("  starting the bench guest (dockerd, both plugins, test image)");
-            guestvm::BenchGuest::start(&our_plugin)
+            BenchGuest::start(&our_plugin, &trove_ref::plugin())
         });
         match started {
             Ok(guest) => body(guest),

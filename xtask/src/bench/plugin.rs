@@ -130,9 +130,9 @@ pub fn run(our_plugin: &Path) -> Result<Section> {
     };
     let trove = {
         let socket = dir.path().join("trove.sock");
-        let overlay = trove_ref::EtcOverlay::prepare(&dir, &eth1_json(&mac))?;
         let log = dir.path().join("trove.log");
-        let plugin = trove_ref::start_plugin(netns.name(), &overlay, &socket, &log)?;
+        let plugin =
+            trove_ref::plugin().start(netns.name(), &dir, &eth1_json(&mac), &socket, &log)?;
         measure(plugin, &socket, &mac, &log, true).context("Trove's plugin")?
     };
 

@@ -23,12 +23,9 @@ use self::schedule::{FaultKind, Operation, Schedule, Step};
 pub use self::tally::Tally;
 use self::tally::Violation;
 use crate::controller::Controller;
-use crate::guest::Guest;
+use crate::guest::{Guest, PREPARED_MAX_CONNECTIONS, SERVER_ID};
 use crate::guest_files::RuntimeKind;
-use crate::scenarios::{
-    AGENT_START_LIMIT, PREPARE_LIMIT, PREPARED_MAX_CONNECTIONS, SERVER_ID, TestImage, plan,
-    prepare, publish_image,
-};
+use crate::scenarios::{AGENT_START_LIMIT, PREPARE_LIMIT, TestImage, plan, prepare, publish_image};
 use crate::settings::{Broker, Settings};
 use crate::sql::mariadb_config;
 
@@ -309,7 +306,7 @@ impl SegmentRun<'_> {
             .ping_until_answered(AGENT_START_LIMIT)
             .await
             .map_err(|e| e.context(format!("agent log: {}", self.guest.agent_log_tail())))?;
-        prepare(&self.guest, &self.image).await?;
+        prepare(&self.guest).await?;
         invariants::database_reachable(&self.guest, RECOVERY_LIMIT).await?;
         let started = Instant::now();
         let schedule = Schedule::new(seed, self.segment);

@@ -1,9 +1,9 @@
-//! The command line and where the provisioned simulated guest's pieces are (the values of
-//! `cargo xtask env`, overridable by the same `NETISO_*` variables the tests read).
+//! Where the provisioned simulated guest's pieces are (the values of `cargo xtask env`,
+//! overridable by the same `NETISO_*` variables the tests read), and the scenarios' names.
 
 use std::path::PathBuf;
 
-use clap::{Parser, ValueEnum};
+use clap::ValueEnum;
 
 /// The container Trove's guest runs the database in (Trove's name; scenarios run one at a
 /// time because they share it).
@@ -70,52 +70,6 @@ impl ScenarioName {
             Self::VmTroveReference => "vm-trove-reference",
         }
     }
-}
-
-/// `netiso-harness`: builds a simulated Trove guest, drives the agent through real RPC and
-/// checks the traffic split; prints a report and exits non-zero on any failure.
-#[derive(Debug, Parser)]
-#[command(version, about)]
-pub struct Args {
-    /// Scenarios to run (default: all, in order).
-    #[arg(long, value_enum, value_delimiter = ',')]
-    pub scenarios: Vec<ScenarioName>,
-    /// The guest agent binary (default: `trove-guest-agent` beside this program).
-    #[arg(long, value_name = "PATH")]
-    pub agent_bin: Option<PathBuf>,
-    /// The docker-hostnic plugin binary (default: `docker-hostnic` beside this program).
-    #[arg(long, value_name = "PATH")]
-    pub plugin_bin: Option<PathBuf>,
-    /// Where per-scenario config directories and logs go (removed afterwards unless
-    /// `--keep-logs`).
-    #[arg(long, value_name = "DIR", default_value = "/run/trove-netiso/harness")]
-    pub work_dir: PathBuf,
-    /// Keep the logs of the agent and the plugin (copied to `<work-dir>/logs-<pid>`).
-    #[arg(long)]
-    pub keep_logs: bool,
-    /// Append one JSON line per database the tenant logged in to: `prepare` cast to `healthy`
-    /// and to the first login, the agent's and the database's resident memory then (read by
-    /// `cargo xtask bench --only prepare`).
-    #[arg(long, value_name = "FILE")]
-    pub measurements: Option<PathBuf>,
-    /// A guest image folder (`cargo xtask guest-image`): runs the VM scenarios on it (all of
-    /// them unless `--scenarios` names some).
-    #[arg(long, value_name = "DIR")]
-    pub vm_image: Option<PathBuf>,
-    /// The reference variant of the guest image (`cargo xtask guest-image
-    /// --trove-reference`), Trove's own agent in place of ours: `vm-trove-reference` boots it.
-    #[arg(long, value_name = "DIR")]
-    pub vm_reference_image: Option<PathBuf>,
-    /// Runs the chaos soak instead of the scenarios, for about this many minutes (every
-    /// fault kind at least once whatever the time), on the three-node RabbitMQ cluster.
-    #[arg(long, value_name = "MINUTES", conflicts_with_all = ["scenarios", "vm_image"])]
-    pub soak_minutes: Option<f64>,
-    /// The soak's seed (default: drawn at random and printed, to replay the run).
-    #[arg(long, value_name = "N", requires = "soak_minutes")]
-    pub seed: Option<u64>,
-    /// The soak's segments (default: all, in order).
-    #[arg(long, value_enum, value_delimiter = ',', requires = "soak_minutes")]
-    pub soak_segments: Vec<crate::soak::Segment>,
 }
 
 /// Everything the scenarios need to know about the machine.
@@ -244,23 +198,18 @@ fn beside_this_program(name: &str) -> PathBuf {
 }
 
 impl Settings {
-    /// The provisioned layout, with the command line's choices.
-    pub fn from_args(args: &Args) -> Self {
+    /// The provisioned layout (`cargo xtask provision`): the binaries beside the running
+    /// program, the single broker node, and a folder of this process's own under `work_root`.
+    pub fn provisioned(work_root: &std::path::Path) -> Self {
         let docker_host = env_or("NETISO_DOCKER_HOST", "unix:///run/trove-netiso/docker.sock");
         Self {
-            agent_bin: args
-                .agent_bin
-                .clone()
-                .unwrap_or_else(|| beside_this_program("trove-guest-agent")),
-            plugin_bin: args
-                .plugin_bin
-                .clone()
-                .unwrap_or_else(|| beside_this_program("docker-hostnic")),
-            work_dir: args.work_dir.join(std::process::id().to_string()),
-            keep_logs: args.keep_logs,
-            measurements: args.measurements.clone(),
-            vm_image: args.vm_image.clone(),
-            vm_reference_image: args.vm_reference_image.clone(),
+            agent_bin: beside_this_program("trove-guest-agent"),
+            plugin_bin: beside_this_program("docker-hostnic"),
+            work_dir: work_root.join(std::process::id().to_string()),
+            keep_logs: false,
+            measurements: None,
+            vm_image: None,
+            vm_reference_image: None,
             broker: Broker::single(),
             guest_registry: env_or("NETISO_GUEST_REGISTRY", "10.251.0.1:5000"),
             host_registry: env_or("NETISO_REGISTRY", "127.0.0.1:5000"),
@@ -283,17 +232,6 @@ impl Settings {
             )),
             plugin_socket: PathBuf::from("/run/docker/plugins/docker-hostnic.sock"),
             rabbit_node: "rabbit@localhost".to_owned(),
-        }
-    }
-
-    /// The scenarios to run.
-    pub fn scenarios(args: &Args) -> Vec<ScenarioName> {
-        if args.scenarios.is_empty() && args.vm_image.is_some() {
-            ScenarioName::VM.to_vec()
-        } else if args.scenarios.is_empty() {
-            ScenarioName::ALL.to_vec()
-        } else {
-            args.scenarios.clone()
         }
     }
 }

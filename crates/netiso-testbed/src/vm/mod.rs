@@ -26,6 +26,7 @@ use crate::image::{MARIADB_REPOSITORY, MARIADB_TAG};
 use crate::report::ScenarioReport;
 use crate::settings::Settings;
 use crate::sql::{TenantLogin, mariadb_config};
+use crate::trove_guest::{GuestKind, TroveGuest};
 
 pub use qemu::GuestImage;
 
@@ -140,7 +141,7 @@ pub async fn run(settings: &Settings, s: &mut ScenarioReport<'_>, name: &str, mo
     };
     let Some(mut run) = s
         .check("setup", async {
-            let run = VmRun::boot(settings, image_dir, name, mode).await?;
+            let run = VmGuest::boot(settings, image_dir, name, mode).await?;
             let detail = format!(
                 "image {}, namespaces {} and {}",
                 image_dir.display(),
@@ -181,9 +182,10 @@ impl Drop for RunDir {
     }
 }
 
-/// Everything of one VM run. Field order is drop order: the VM stops before its network
-/// goes, and the controller last.
-struct VmRun {
+/// A guest VM: the guest image booted under QEMU on networks of its own, with Trove's
+/// control plane and the tenant's client beside it. Field order is drop order: the VM stops
+/// before its network goes, and the controller last.
+pub struct VmGuest {
     vm: Vm,
     watch: TenantWatch,
     network: VmNetwork,
@@ -194,8 +196,15 @@ struct VmRun {
     dir: RunDir,
 }
 
-impl VmRun {
-    async fn boot(settings: &Settings, image_dir: &Path, name: &str, mode: VmMode) -> Result<Self> {
+impl VmGuest {
+    /// Boots the image in `image_dir` with the injected files of `mode`: the VM is powered
+    /// on, the tenant window is watched from this instant, and nothing is waited for.
+    pub async fn boot(
+        settings: &Settings,
+        image_dir: &Path,
+        name: &str,
+        mode: VmMode,
+    ) -> Result<Self> {
         let image = GuestImage::open(image_dir)?;
         let path = settings.work_dir.join(name);
         if path.exists() {
@@ -376,15 +385,7 @@ impl VmRun {
     }
 
     async fn agent_answers(&self) -> Result<((), String)> {
-        self.controller()?
-            .ping_until_answered(AGENT_LIMIT)
-            .await
-            .map_err(|e| {
-                e.context(format!(
-                    "agent journal: {}",
-                    self.unit_log(self.mode.agent_unit())
-                ))
-            })?;
+        self.answer_rpc_ping(AGENT_LIMIT).await?;
         Ok((
             (),
             format!(
@@ -598,33 +599,8 @@ impl VmRun {
     }
 
     async fn prepare(&self) -> Result<((), String)> {
-        let controller = self.controller()?;
-        let mark = controller.mark();
-        let at = Instant::now();
-        controller
-            .cast(
-                "prepare",
-                prepare_args(
-                    MARIADB_TAG,
-                    MOUNT_POINT,
-                    &self.login,
-                    &mariadb_config(SERVER_ID, MAX_CONNECTIONS),
-                ),
-            )
-            .await?;
-        let outcome = controller
-            .wait_event(mark, PREPARE_LIMIT, |e| {
-                matches!(e, ConductorEvent::Heartbeat(s) if s == "healthy" || s == "failed to spawn")
-            })
-            .await
-            .map_err(|e| e.context(format!("agent journal: {}", self.unit_log("trove-guest-agent"))))?;
-        ensure!(
-            outcome == ConductorEvent::Heartbeat("healthy".into()),
-            "the guest reported {:?}; agent journal: {}",
-            controller.events_since(mark),
-            self.unit_log("trove-guest-agent")
-        );
-        let healthy = at.elapsed();
+        let cast = self.prepare_until_healthy(PREPARE_LIMIT).await?;
+        let healthy = cast.healthy_after;
         let (login, user) = self.first_login()?;
         Ok((
             (),
@@ -637,18 +613,12 @@ impl VmRun {
     }
 
     fn first_login(&self) -> Result<(Duration, String)> {
-        self.login.first_login(
-            &self.network.client_netns,
-            SocketAddr::new(IpAddr::V4(VM_TENANT_ADDR), DATABASE_PORT),
-            LOGIN_LIMIT,
-        )
+        self.first_tenant_login(LOGIN_LIMIT)
     }
 
     async fn client_reaches_database(&self) -> Result<((), String)> {
-        let server = SocketAddr::new(IpAddr::V4(VM_TENANT_ADDR), DATABASE_PORT);
-        let rows = self.login.run(
-            &self.network.client_netns,
-            server,
+        let server = self.database_address();
+        let rows = self.tenant_sql(
             "CREATE TABLE IF NOT EXISTS vm_probe (id INT PRIMARY KEY, note TEXT); \
              REPLACE INTO vm_probe VALUES (1, 'from the tenant network'); \
              SELECT note FROM vm_probe WHERE id = 1",
@@ -673,7 +643,7 @@ impl VmRun {
     /// database's own work is the same in both modes, so isolated against bridged shows what
     /// Docker's NAT and bridge cost inside a real VM.
     async fn data_path(&self) -> Result<((), String)> {
-        let server = SocketAddr::new(IpAddr::V4(VM_TENANT_ADDR), DATABASE_PORT);
+        let server = self.database_address();
         let query = format!("SELECT REPEAT('x', 1023) FROM seq_1_to_{DATA_PATH_ROWS}");
         let expected = DATA_PATH_ROWS * 1024;
         let mut megabytes_per_s = Vec::new();
@@ -730,16 +700,15 @@ impl VmRun {
     }
 
     async fn heartbeat_healthy(&self) -> Result<((), String)> {
-        let controller = self.controller()?;
-        let mark = controller.mark();
-        controller
-            .wait_event(mark, Duration::from_secs(60), |e| {
-                *e == ConductorEvent::Heartbeat("healthy".into())
-            })
+        let waited = self
+            .fresh_healthy_heartbeat(Duration::from_secs(60))
             .await?;
         Ok((
             (),
-            "a fresh `healthy` heartbeat at the conductor".to_owned(),
+            format!(
+                "a fresh `healthy` heartbeat at the conductor after {:.1} s",
+                waited.as_secs_f64()
+            ),
         ))
     }
 
@@ -1017,6 +986,45 @@ impl VmRun {
 /// The journal priority a daemon's log line should have been recorded at, from the level
 /// its text names (`<timestamp> <LEVEL> <target>: ...`); `None` for lines that are not the
 /// daemons' own log events (systemd's messages about the units, a final `error:` line).
+impl TroveGuest for VmGuest {
+    fn kind(&self) -> GuestKind {
+        GuestKind::Vm
+    }
+
+    fn control_plane(&self) -> Result<&Controller> {
+        self.controller()
+    }
+
+    fn tenant_login(&self) -> &TenantLogin {
+        &self.login
+    }
+
+    fn client_netns(&self) -> &str {
+        &self.network.client_netns
+    }
+
+    /// The VM's tenant address: the container takes it when isolated, the VM keeps it and
+    /// publishes the port when bridged.
+    fn database_address(&self) -> SocketAddr {
+        SocketAddr::new(IpAddr::V4(VM_TENANT_ADDR), DATABASE_PORT)
+    }
+
+    /// The preloaded MariaDB image's tag, Trove's mount point in the VM.
+    fn prepare_args(&self) -> Value {
+        prepare_args(
+            MARIADB_TAG,
+            MOUNT_POINT,
+            &self.login,
+            &mariadb_config(SERVER_ID, MAX_CONNECTIONS),
+        )
+    }
+
+    /// The agent unit's journal of this boot.
+    fn agent_log_tail(&self) -> String {
+        self.unit_log(self.mode.agent_unit())
+    }
+}
+
 /// What the tenant-side watcher saw since power-on, and the tenant DHCP requests, in words.
 fn window_detail(seen: &window::Window, requests: usize) -> String {
     format!(

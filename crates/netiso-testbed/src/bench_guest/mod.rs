@@ -1,5 +1,5 @@
-//! The bench's own simulated guest for parts 2 and 3, independent of the provisioned one: a
-//! guest namespace running a dockerd of its own (default bridge, iptables NAT, Docker's
+//! The bench's simulated guest (parts 2 and 3 of `cargo xtask bench`), independent of the
+//! provisioned one: a guest namespace running a dockerd of its own (default bridge, iptables NAT, Docker's
 //! default exec root `/var/run/docker` so that Trove's plugin accepts the sandbox keys), both
 //! plugins serving that dockerd, a client namespace per tenant network, and a test image
 //! imported from files of this machine. Everything is removed on drop.
@@ -14,13 +14,15 @@
 //! `/run/docker`, so its exec root, its containerd and the plugin sockets it discovers are
 //! all in that folder; its data root is another temp folder.
 
-use super::sys::{self, ChildGuard, LinkGuard, Netns, TempDir};
-use super::trove_ref;
-use crate::sh::{output, say};
+mod trove_plugin;
+
+use crate::host::{self as sys, ChildGuard, LinkGuard, Netns, TempDir, output};
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
+
+pub use self::trove_plugin::TrovePlugin;
 
 /// The tenant subnet (distinct from the harness's 10.252.0.0/24 and the management network).
 pub const TENANT_SUBNET: &str = "10.254.0.0/24";
@@ -32,8 +34,6 @@ pub const DATABASE_ADDR: &str = "10.254.0.10";
 pub const DATABASE_PORT: u16 = 3306;
 /// iperf3's port in the container.
 pub const IPERF_PORT: u16 = 5201;
-/// Where the client-side probe script is.
-pub const NETPROBE: &str = "xtask/bench/netprobe.py";
 
 /// Which way the database container is networked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,8 +74,9 @@ pub struct BenchGuest {
 }
 
 impl BenchGuest {
-    /// Creates the namespaces, starts dockerd and both plugins, imports the test image.
-    pub fn start(our_plugin: &Path) -> Result<Self> {
+    /// Creates the namespaces, starts dockerd and both plugins (our `docker-hostnic` binary
+    /// and Trove's, as `trove` says), imports the test image.
+    pub fn start(our_plugin: &Path, trove: &TrovePlugin) -> Result<Self> {
         let dir = TempDir::create()?;
         let guest = Netns::create("ntbg")?;
         let pid = std::process::id();
@@ -85,7 +86,6 @@ impl BenchGuest {
         let socket = dir.path().join("docker.sock");
         let host = format!("unix://{}", socket.display());
 
-        say("  starting the bench guest's dockerd");
         // Its own (empty) daemon.json: this machine's /etc/docker/daemon.json, if any, is not
         // the bench's configuration.
         let config = dir.path().join("daemon.json");
@@ -155,10 +155,10 @@ impl BenchGuest {
             &dir.path().join("ours.log"),
             true,
         )?;
-        let overlay = trove_ref::EtcOverlay::prepare(&dir, &eth1)?;
-        let trove_plugin = trove_ref::start_plugin(
+        let trove_plugin = trove.start(
             guest.name(),
-            &overlay,
+            &dir,
+            &eth1,
             &run_docker
                 .join("plugins")
                 .join(format!("{trove_driver}.sock")),
@@ -332,11 +332,11 @@ pub struct Tenant<'a> {
 }
 
 impl Tenant<'_> {
-    /// Starts a probe script in this tenant's client namespace.
-    pub fn probe(&self, args: &[&str]) -> Command {
+    /// A command run in this tenant's client namespace (the bench's probes).
+    pub fn in_client(&self, program: &str, args: &[&str]) -> Command {
         let mut command = Command::new("ip");
         command
-            .args(["netns", "exec", self.client.name(), "python3", NETPROBE])
+            .args(["netns", "exec", self.client.name(), program])
             .args(args);
         command
     }

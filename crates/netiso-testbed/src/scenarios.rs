@@ -10,8 +10,8 @@ use netiso_netlink::{Namespace, NetlinkHandle, Rtnetlink};
 use netiso_runtime::ContainerStatus;
 use serde_json::json;
 
-use crate::controller::{ConductorEvent, prepare_args};
-use crate::guest::{Guest, GuestPlan};
+use crate::controller::ConductorEvent;
+use crate::guest::{Guest, GuestPlan, PREPARED_MAX_CONNECTIONS, SERVER_ID};
 use crate::guest_files::{DATABASE_PORT, RuntimeKind};
 use crate::image::ScenarioImage;
 use crate::net::{
@@ -25,6 +25,7 @@ use crate::report::{Report, ScenarioReport};
 use crate::settings::{DATABASE_CONTAINER, ScenarioName, Settings};
 use crate::sql::mariadb_config;
 use crate::vm::{self, VmMode};
+use crate::{PrepareCast, TroveGuest};
 
 /// How long a database may take to become healthy after `prepare` (pull, create, start).
 pub(crate) const PREPARE_LIMIT: Duration = Duration::from_secs(180);
@@ -36,10 +37,6 @@ const UNREACHABLE_PROBE: Duration = Duration::from_millis(1500);
 const MGMT_GATEWAY: [u8; 4] = [10, 251, 0, 1];
 /// How long the tenant may wait for its first login once the database reported healthy.
 const LOGIN_LIMIT: Duration = Duration::from_secs(60);
-/// `server_id` in the rendered config.
-pub(crate) const SERVER_ID: u32 = 1;
-/// `max_connections` of the config `prepare` sends (Trove's template for 512 MB).
-pub(crate) const PREPARED_MAX_CONNECTIONS: u32 = 100;
 /// `max_connections` of the config `start_db_with_conf_changes` sends.
 const CHANGED_MAX_CONNECTIONS: u32 = 123;
 
@@ -234,7 +231,7 @@ async fn standard(
             .await;
     }
     let before = traffic_counters(settings, &guest).ok();
-    let cast = s.check("prepare-healthy", prepare(&guest, &image)).await;
+    let cast = s.check("prepare-healthy", prepare(&guest)).await;
     let prepared = cast.is_some();
     let after = traffic_counters(settings, &guest).ok();
     const NO_DATABASE: &str = "no database: prepare did not end healthy";
@@ -317,20 +314,14 @@ async fn management_flows_and_cleanup(
 }
 
 async fn agent_answers(guest: &Guest) -> Result<((), String)> {
-    match guest
-        .controller()
-        .ping_until_answered(AGENT_START_LIMIT)
-        .await
-    {
-        Ok(waited) => Ok((
-            (),
-            format!(
-                "rpc_ping answered true {} ms after start",
-                waited.as_millis()
-            ),
-        )),
-        Err(e) => Err(e.context(format!("agent log: {}", guest.agent_log_tail()))),
-    }
+    let waited = guest.answer_rpc_ping(AGENT_START_LIMIT).await?;
+    Ok((
+        (),
+        format!(
+            "rpc_ping answered true {} ms after start",
+            waited.as_millis()
+        ),
+    ))
 }
 
 /// After start-up (RPC answers), before the database: the tenant NIC is still in the VM but
@@ -361,57 +352,11 @@ async fn startup_isolation(settings: &Settings, guest: &Guest) -> Result<((), St
     ))
 }
 
-/// `prepare` as the taskmanager casts it for this guest: the tenant's database and user, the
-/// rendered config, the scenario's image tag as the datastore version.
-pub(crate) fn trove_prepare(guest: &Guest, image: &TestImage) -> serde_json::Value {
-    let mount_point = guest.files.root.join("data").display().to_string();
-    prepare_args(
-        &image.tag,
-        &mount_point,
-        &guest.login,
-        &mariadb_config(SERVER_ID, PREPARED_MAX_CONNECTIONS),
-    )
-}
-
-/// When `prepare` was cast, and how long the guest took to report `healthy`.
-pub(crate) struct PrepareCast {
-    at: Instant,
-    healthy_after: Duration,
-}
-
 /// Casts `prepare` and waits for the `healthy` heartbeat.
-pub(crate) async fn prepare(guest: &Guest, image: &TestImage) -> Result<(PrepareCast, String)> {
-    let controller = guest.controller();
-    let mark = controller.mark();
-    let at = Instant::now();
-    controller
-        .cast("prepare", trove_prepare(guest, image))
-        .await?;
-    let outcome = controller
-        .wait_event(mark, PREPARE_LIMIT, |e| {
-            matches!(e, ConductorEvent::Heartbeat(s) if s == "healthy" || s == "failed to spawn")
-        })
-        .await
-        .map_err(|e| e.context(format!("agent log: {}", guest.agent_log_tail())))?;
-    let healthy_after = at.elapsed();
-    let events = controller.events_since(mark);
-    if outcome != ConductorEvent::Heartbeat("healthy".into()) {
-        // The reason follows the status as `notify_exc_info`.
-        let _ = controller
-            .wait_event(mark, Duration::from_secs(3), |e| {
-                matches!(e, ConductorEvent::NotifyExcInfo(_))
-            })
-            .await;
-        let events = controller.events_since(mark);
-        bail!(
-            "the guest reported {events:?}; agent log: {}",
-            guest.agent_log_tail()
-        );
-    }
-    Ok((
-        PrepareCast { at, healthy_after },
-        format!("conductor got {events:?}"),
-    ))
+pub(crate) async fn prepare(guest: &Guest) -> Result<(PrepareCast, String)> {
+    let cast = guest.prepare_until_healthy(PREPARE_LIMIT).await?;
+    let detail = format!("conductor got {:?}", cast.events);
+    Ok((cast, detail))
 }
 
 /// The client connects to the tenant address and gets MariaDB's greeting; the container's own
@@ -477,12 +422,6 @@ async fn client_reaches_database(guest: &Guest, direct: bool) -> Result<(String,
     }
 }
 
-/// Where the tenant's client reaches the database: the tenant address (the container's own
-/// in isolated mode, the VM's with the published port in bridged mode).
-fn database_address() -> SocketAddr {
-    SocketAddr::new(IpAddr::V4(GUEST_TENANT_ADDR), DATABASE_PORT)
-}
-
 /// The tenant's application over the tenant network: a row written and read back as the
 /// user `prepare` created, the row still there after `restart`, and the `max_connections` of
 /// `start_db_with_conf_changes` seen by the client where `prepare`'s was before.
@@ -528,11 +467,7 @@ async fn sql_checks(
 
 /// The row the tenant wrote, read back by the tenant.
 fn read_row(guest: &Guest) -> Result<String> {
-    guest.login.run(
-        &guest.tenant().client_netns,
-        database_address(),
-        "SELECT note FROM notes WHERE id = 1",
-    )
+    guest.tenant_sql("SELECT note FROM notes WHERE id = 1")
 }
 
 /// Returns the flow and the time from the `prepare` cast to the first login.
@@ -541,21 +476,14 @@ async fn sql_round_trip(
     marker: &str,
     cast_at: Instant,
 ) -> Result<((String, Duration), String)> {
-    let server = database_address();
-    let netns = &guest.tenant().client_netns;
-    let (waited, user) = guest
-        .login
-        .first_login(netns, server, LOGIN_LIMIT)
-        .map_err(|e| e.context(format!("agent log: {}", guest.agent_log_tail())))?;
+    let server = guest.database_address();
+    let netns = guest.client_netns();
+    let (waited, user) = guest.first_tenant_login(LOGIN_LIMIT)?;
     let login_after = cast_at.elapsed();
-    guest.login.run(
-        netns,
-        server,
-        &format!(
-            "CREATE TABLE notes (id INT PRIMARY KEY, note VARCHAR(128)); \
-             INSERT INTO notes VALUES (1, '{marker}');"
-        ),
-    )?;
+    guest.tenant_sql(&format!(
+        "CREATE TABLE notes (id INT PRIMARY KEY, note VARCHAR(128)); \
+         INSERT INTO notes VALUES (1, '{marker}');"
+    ))?;
     let read = read_row(guest)?;
     ensure!(read == marker, "read back {read:?} instead of {marker:?}");
     Ok((
@@ -630,11 +558,7 @@ async fn restart_keeps_row(guest: &Guest, marker: &str) -> Result<((), String)> 
         .await
         .map_err(|e| e.context(format!("agent log: {}", guest.agent_log_tail())))?;
     let answered = started.elapsed();
-    let (waited, _) = guest.login.first_login(
-        &guest.tenant().client_netns,
-        database_address(),
-        LOGIN_LIMIT,
-    )?;
+    let (waited, _) = guest.first_tenant_login(LOGIN_LIMIT)?;
     let read = read_row(guest)?;
     ensure!(read == marker, "after restart the row reads {read:?}");
     Ok((
@@ -652,10 +576,8 @@ async fn conf_changes_visible(
     image: &TestImage,
     marker: &str,
 ) -> Result<((), String)> {
-    let netns = &guest.tenant().client_netns;
-    let server = database_address();
     let show = "SHOW VARIABLES LIKE 'max_connections'";
-    let before = guest.login.run(netns, server, show)?;
+    let before = guest.tenant_sql(show)?;
     ensure!(
         before == format!("max_connections\t{PREPARED_MAX_CONNECTIONS}"),
         "prepare's config_contents did not take effect: {before:?}"
@@ -676,8 +598,8 @@ async fn conf_changes_visible(
         )
         .await
         .map_err(|e| e.context(format!("agent log: {}", guest.agent_log_tail())))?;
-    guest.login.first_login(netns, server, LOGIN_LIMIT)?;
-    let after = guest.login.run(netns, server, show)?;
+    guest.first_tenant_login(LOGIN_LIMIT)?;
+    let after = guest.tenant_sql(show)?;
     ensure!(
         after == format!("max_connections\t{CHANGED_MAX_CONNECTIONS}"),
         "after start_db_with_conf_changes the client sees {after:?}"
@@ -936,7 +858,7 @@ async fn faults(settings: &Settings, s: &mut ScenarioReport<'_>, serial: u32) {
         .await;
     s.check(
         "agent-killed-mid-prepare",
-        agent_killed_mid_prepare(&mut guest, &image),
+        agent_killed_mid_prepare(&mut guest),
     )
     .await;
     s.check(
@@ -990,11 +912,11 @@ async fn database_serves(guest: &Guest) -> Result<String> {
     Ok(info.id)
 }
 
-async fn agent_killed_mid_prepare(guest: &mut Guest, image: &TestImage) -> Result<((), String)> {
+async fn agent_killed_mid_prepare(guest: &mut Guest) -> Result<((), String)> {
     let mark = guest.controller().mark();
     guest
         .controller()
-        .cast("prepare", trove_prepare(guest, image))
+        .cast("prepare", guest.prepare_args())
         .await?;
     guest
         .controller()
@@ -1021,7 +943,7 @@ async fn agent_killed_mid_prepare(guest: &mut Guest, image: &TestImage) -> Resul
     let mark = guest.controller().mark();
     guest
         .controller()
-        .cast("prepare", trove_prepare(guest, image))
+        .cast("prepare", guest.prepare_args())
         .await?;
     let outcome = guest
         .controller()
@@ -1275,7 +1197,7 @@ async fn impossible(settings: &Settings, s: &mut ScenarioReport<'_>, serial: u32
     .await;
     s.check("agent-answers-rpc_ping", agent_answers(&guest))
         .await;
-    s.check("prepare-refused", prepare_refused(&guest, &image, None))
+    s.check("prepare-refused", prepare_refused(&guest, None))
         .await;
     s.check("no-database-on-vm", no_database_on_vm(&guest, "dockerd"))
         .await;
@@ -1314,7 +1236,7 @@ async fn containerd_bridged(settings: &Settings, s: &mut ScenarioReport<'_>, ser
         .await;
     s.check(
         "prepare-refused-unsupported",
-        prepare_refused(&guest, &image, Some(CONTAINERD_BRIDGED_REASON)),
+        prepare_refused(&guest, Some(CONTAINERD_BRIDGED_REASON)),
     )
     .await;
     s.check("no-database-on-vm", no_database_on_vm(&guest, "containerd"))
@@ -1361,16 +1283,10 @@ async fn startup_reports_failed_to_spawn(
 
 /// `prepare` ends `failed to spawn` with a `notify_exc_info` (naming `reason` when given),
 /// never `healthy`.
-async fn prepare_refused(
-    guest: &Guest,
-    image: &TestImage,
-    reason: Option<&str>,
-) -> Result<((), String)> {
+async fn prepare_refused(guest: &Guest, reason: Option<&str>) -> Result<((), String)> {
     let controller = guest.controller();
     let mark = controller.mark();
-    controller
-        .cast("prepare", trove_prepare(guest, image))
-        .await?;
+    controller.cast("prepare", guest.prepare_args()).await?;
     controller
         .wait_event(mark, Duration::from_secs(60), |e| {
             *e == ConductorEvent::Heartbeat("failed to spawn".into())

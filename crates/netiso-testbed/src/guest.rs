@@ -3,6 +3,7 @@
 //! torn down in reverse by [`Guest::teardown`], with drop guards as the backstop (a failed
 //! check, a panic or Ctrl-C still removes everything).
 
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,12 +13,13 @@ use netiso_netlink::MacAddress;
 use netiso_runtime::test_support::block_on_cleanup;
 use netiso_runtime::{ContainerRuntime, ContainerdConfig, ContainerdRuntime, DockerRuntime};
 
-use crate::controller::Controller;
-use crate::guest_files::{GuestFiles, GuestSpec, RuntimeKind};
-use crate::net::TenantNetwork;
+use crate::controller::{Controller, prepare_args};
+use crate::guest_files::{DATABASE_PORT, GuestFiles, GuestSpec, RuntimeKind};
+use crate::net::{GUEST_TENANT_ADDR, TenantNetwork};
 use crate::processes::GuestProcess;
 use crate::settings::{DATABASE_CONTAINER, DATABASE_NETWORK, Settings};
-use crate::sql::TenantLogin;
+use crate::sql::{TenantLogin, mariadb_config};
+use crate::trove_guest::{GuestKind, TroveGuest};
 
 /// Bound of each cleanup operation on the runtime.
 const CLEANUP_LIMIT: Duration = Duration::from_secs(60);
@@ -406,5 +408,50 @@ fn keep_logs(settings: &Settings, files: &GuestFiles) {
     }
     for name in ["agent", "plugin"] {
         let _ = std::fs::copy(files.log(name), target.join(format!("{name}.log")));
+    }
+}
+
+/// `server_id` in the config `prepare` sends to a simulated guest.
+pub const SERVER_ID: u32 = 1;
+/// `max_connections` in the config `prepare` sends (Trove's template for 512 MB).
+pub const PREPARED_MAX_CONNECTIONS: u32 = 100;
+
+impl TroveGuest for Guest {
+    fn kind(&self) -> GuestKind {
+        GuestKind::Simulated
+    }
+
+    fn control_plane(&self) -> Result<&Controller> {
+        self.controller
+            .as_ref()
+            .ok_or_else(|| anyhow!("the controller is stopped"))
+    }
+
+    fn tenant_login(&self) -> &TenantLogin {
+        &self.login
+    }
+
+    fn client_netns(&self) -> &str {
+        &self.tenant().client_netns
+    }
+
+    fn database_address(&self) -> SocketAddr {
+        SocketAddr::new(IpAddr::V4(GUEST_TENANT_ADDR), DATABASE_PORT)
+    }
+
+    /// The tenant's database and user, the rendered config, and the scenario's image tag
+    /// as the datastore version; the data directory in the scenario's folder.
+    fn prepare_args(&self) -> serde_json::Value {
+        let mount_point = self.files.root.join("data").display().to_string();
+        prepare_args(
+            &self.spec.image_tag,
+            &mount_point,
+            &self.login,
+            &mariadb_config(SERVER_ID, PREPARED_MAX_CONNECTIONS),
+        )
+    }
+
+    fn agent_log_tail(&self) -> String {
+        Guest::agent_log_tail(self)
     }
 }
