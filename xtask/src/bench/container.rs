@@ -23,7 +23,7 @@ pub fn run(guest: &BenchGuest) -> Result<Section> {
     let mut section = Section::new(
         "2. Container start: `docker run` to database port reachable",
         &format!(
-            "On the bench guest (a namespace with its own dockerd, see `xtask/src/bench/guestvm.rs`), \
+            "On the bench guest (a namespace with its own dockerd, see `crates/netiso-testbed/src/bench_guest`), \
              the test image (busybox `nc -ll -e cat` standing for the database on port \
              {DATABASE_PORT}, iperf3 beside it) is started with `docker run -d` and the clock \
              stops when a client in the client namespace gets an echo from \
