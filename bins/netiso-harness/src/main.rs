@@ -1,8 +1,8 @@
-//! `netiso-harness`: builds a simulated Trove guest from network namespaces and veth pairs,
-//! drives the guest agent through real RPC as Trove's control plane would, and checks the
-//! traffic split in both network modes with Docker and containerd. Prints one line per
-//! check, the traffic flows as observed and `N passed, M failed`; exits non-zero on any
-//! failure. See docs/harness.md.
+//! `netiso-harness`: the command line of `netiso-testbed`. Runs the scenarios on simulated
+//! Trove guests (network namespaces and veth pairs) or on guest VMs (`--vm-image`), driving
+//! the guest agent through real RPC as Trove's control plane would, or runs the chaos soak
+//! (`--soak-minutes`). Prints one line per check, the traffic flows as observed and
+//! `N passed, M failed`; exits non-zero on any failure. See docs/harness.md.
 
 mod cli;
 

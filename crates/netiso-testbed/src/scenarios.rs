@@ -13,6 +13,7 @@ use serde_json::json;
 use crate::controller::ConductorEvent;
 use crate::guest::{Guest, GuestPlan, PREPARED_MAX_CONNECTIONS, SERVER_ID};
 use crate::guest_files::{DATABASE_PORT, RuntimeKind};
+use crate::host::rss_kib;
 use crate::image::ScenarioImage;
 use crate::net::{
     CLIENT_ADDR, Counters, GUEST_TENANT_ADDR, connect_in, counters, established_in,
@@ -509,7 +510,7 @@ async fn measure(
     healthy_after: Duration,
     login_after: Duration,
 ) -> Result<String> {
-    let agent = resident_kib(guest.agent_pid()?)?;
+    let agent = rss_kib(guest.agent_pid()?)?;
     let database = guest
         .runtime
         .inspect(DATABASE_CONTAINER)
@@ -523,21 +524,9 @@ async fn measure(
         "prepare_to_healthy_ms": u64::try_from(healthy_after.as_millis())?,
         "prepare_to_login_ms": u64::try_from(login_after.as_millis())?,
         "agent_rss_kib": agent,
-        "database_rss_kib": resident_kib(database)?,
+        "database_rss_kib": rss_kib(database)?,
     });
     Ok(line.to_string())
-}
-
-/// `VmRSS` of a process, in KiB.
-fn resident_kib(pid: u32) -> Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .with_context(|| format!("reading /proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| anyhow!("no VmRSS in /proc/{pid}/status"))
 }
 
 fn append_line(file: &std::path::Path, line: &str) -> Result<()> {
