@@ -16,10 +16,11 @@ use netiso_runtime::{ContainerRuntime, ContainerdConfig, ContainerdRuntime, Dock
 use crate::controller::{Controller, prepare_args};
 use crate::guest_files::{DATABASE_PORT, GuestFiles, GuestSpec, RuntimeKind};
 use crate::net::{GUEST_TENANT_ADDR, TenantNetwork};
+use crate::probes::GuestView;
 use crate::processes::GuestProcess;
 use crate::settings::{DATABASE_CONTAINER, DATABASE_NETWORK, Settings};
 use crate::sql::{TenantLogin, mariadb_config};
-use crate::trove_guest::{GuestKind, TroveGuest};
+use crate::trove_guest::{GuestKind, TenantNic, TroveGuest};
 
 /// Bound of each cleanup operation on the runtime.
 const CLEANUP_LIMIT: Duration = Duration::from_secs(60);
@@ -453,5 +454,27 @@ impl TroveGuest for Guest {
 
     fn agent_log_tail(&self) -> String {
         Guest::agent_log_tail(self)
+    }
+
+    /// Read with rtnetlink in the guest namespace.
+    fn tenant_nic_in_vm(&self) -> Result<Option<TenantNic>> {
+        let view = GuestView::read(&self.settings.guest_netns)?;
+        let Some(link) = view.link_with_mac(self.tenant().mac) else {
+            return Ok(None);
+        };
+        let addresses = view
+            .addresses
+            .iter()
+            .filter(|a| a.link_index == link.index)
+            .map(|a| a.address.to_string())
+            .collect();
+        let mut routes = view.tenant_routes(Some(link.index));
+        routes.extend(view.tenant_default_routes(Some(link.index)));
+        Ok(Some(TenantNic {
+            name: link.name.clone(),
+            up: link.up,
+            addresses,
+            routes,
+        }))
     }
 }

@@ -57,4 +57,4 @@ mod trove_guest;
 pub mod vm;
 
 #[cfg(feature = "guests")]
-pub use trove_guest::{GuestKind, PrepareCast, TroveGuest};
+pub use trove_guest::{GuestKind, PrepareCast, TenantNic, TroveGuest};

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, bail};
+use anyhow::{Result, bail, ensure};
 use serde_json::Value;
 
 use crate::controller::{ConductorEvent, Controller};
@@ -41,6 +41,20 @@ pub struct PrepareCast {
     pub events: Vec<ConductorEvent>,
 }
 
+/// The tenant NIC as the VM itself sees it (not the database container).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantNic {
+    /// Its name in the VM (`ens4` in a VM, the veth's name in a simulated guest).
+    pub name: String,
+    /// Administratively up.
+    pub up: bool,
+    /// The addresses on it, `address/prefix` (a VM's global ones: its kernel gives every up
+    /// link a link-local address of its own).
+    pub addresses: Vec<String>,
+    /// Routes that leave through it or lead to the tenant network, default ones included.
+    pub routes: Vec<String>,
+}
+
 /// A Trove guest under test. The required methods say where its pieces are; the provided
 /// ones are the checks both kinds share, so a scenario reads the same on either.
 // The checks are awaited where they are called, never spawned, so their futures need no
@@ -68,6 +82,28 @@ pub trait TroveGuest {
 
     /// The agent's last lines of interest, for a failure's detail.
     fn agent_log_tail(&self) -> String;
+
+    /// The tenant NIC as the VM sees it; `None` when no link of the VM has the tenant MAC
+    /// (the database container holds it).
+    fn tenant_nic_in_vm(&self) -> Result<Option<TenantNic>>;
+
+    /// The seed's promise about the VM, wherever the NIC is: the VM holds no tenant address
+    /// and no route through the tenant NIC. Returns the NIC when it is in the VM, for the
+    /// caller's own conditions (down before `prepare`, absent after).
+    fn tenant_nic_bare_in_vm(&self) -> Result<Option<TenantNic>> {
+        let nic = self.tenant_nic_in_vm()?;
+        if let Some(nic) = &nic {
+            ensure!(
+                nic.addresses.is_empty() && nic.routes.is_empty(),
+                "the {} holds {:?} and routes {:?} on its tenant NIC {}",
+                self.kind().as_str(),
+                nic.addresses,
+                nic.routes,
+                nic.name
+            );
+        }
+        Ok(nic)
+    }
 
     /// Pings the agent until it answers; returns how long that took.
     async fn answer_rpc_ping(&self, limit: Duration) -> Result<Duration> {
@@ -136,5 +172,95 @@ pub trait TroveGuest {
             })
             .await?;
         Ok(started.elapsed())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A guest whose tenant NIC reads as given; it has no control plane.
+    struct StandIn {
+        nic: Option<TenantNic>,
+        login: TenantLogin,
+        _dir: tempfile::TempDir,
+    }
+
+    impl StandIn {
+        fn with(nic: Option<TenantNic>) -> Self {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let login = TenantLogin::create(dir.path()).expect("login");
+            Self {
+                nic,
+                login,
+                _dir: dir,
+            }
+        }
+    }
+
+    impl TroveGuest for StandIn {
+        fn kind(&self) -> GuestKind {
+            GuestKind::Simulated
+        }
+        fn control_plane(&self) -> Result<&Controller> {
+            bail!("no control plane in this test")
+        }
+        fn tenant_login(&self) -> &TenantLogin {
+            &self.login
+        }
+        fn client_netns(&self) -> &str {
+            "none"
+        }
+        fn database_address(&self) -> SocketAddr {
+            SocketAddr::from(([10, 252, 0, 10], 3306))
+        }
+        fn prepare_args(&self) -> Value {
+            Value::Null
+        }
+        fn agent_log_tail(&self) -> String {
+            String::new()
+        }
+        fn tenant_nic_in_vm(&self) -> Result<Option<TenantNic>> {
+            Ok(self.nic.clone())
+        }
+    }
+
+    fn nic(addresses: &[&str], routes: &[&str]) -> TenantNic {
+        TenantNic {
+            name: "ens4".into(),
+            up: false,
+            addresses: addresses.iter().map(|a| (*a).to_owned()).collect(),
+            routes: routes.iter().map(|r| (*r).to_owned()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_bare_or_absent_nic_passes_and_is_returned() {
+        let bare = nic(&[], &[]);
+        let guest = StandIn::with(Some(bare.clone()));
+        assert_eq!(guest.tenant_nic_bare_in_vm().expect("bare"), Some(bare));
+        let gone = StandIn::with(None);
+        assert_eq!(gone.tenant_nic_bare_in_vm().expect("absent"), None);
+    }
+
+    #[test]
+    fn an_address_or_a_route_on_the_nic_fails_naming_it() {
+        let addressed = StandIn::with(Some(nic(&["10.252.0.10/24"], &[])));
+        let err = addressed.tenant_nic_bare_in_vm().expect_err("address");
+        assert!(format!("{err}").contains("10.252.0.10/24"), "{err}");
+        let routed = StandIn::with(Some(nic(&[], &["default via 10.252.0.1"])));
+        let err = routed.tenant_nic_bare_in_vm().expect_err("route");
+        assert!(format!("{err}").contains("default via 10.252.0.1"), "{err}");
+        assert!(format!("{err}").contains("simulated guest"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn without_a_control_plane_the_checks_fail_rather_than_wait() {
+        let guest = StandIn::with(None);
+        let err = guest
+            .answer_rpc_ping(Duration::from_secs(1))
+            .await
+            .expect_err("no control plane");
+        assert!(format!("{err}").contains("no control plane"), "{err}");
     }
 }

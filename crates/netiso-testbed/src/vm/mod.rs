@@ -26,7 +26,7 @@ use crate::image::{MARIADB_REPOSITORY, MARIADB_TAG};
 use crate::report::ScenarioReport;
 use crate::settings::Settings;
 use crate::sql::{TenantLogin, mariadb_config};
-use crate::trove_guest::{GuestKind, TroveGuest};
+use crate::trove_guest::{GuestKind, TenantNic, TroveGuest};
 
 pub use qemu::GuestImage;
 
@@ -445,59 +445,14 @@ impl VmGuest {
         Ok(Duration::from_micros(active - started))
     }
 
-    /// The tenant NIC as the VM sees it: `None` when no link of the VM has its MAC (the
-    /// database container holds it).
-    fn tenant_nic_in_vm(&self) -> Result<Option<TenantNicState>> {
-        let links: Value = serde_json::from_str(
-            &self
-                .qga()
-                .sh_ok("ip -j addr show", Duration::from_secs(20))?,
-        )
-        .context("`ip -j addr show` in the VM")?;
-        let mac = self.network.tenant_mac.to_string();
-        let Some(link) = links
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|l| l["address"].as_str() == Some(mac.as_str()))
-        else {
-            return Ok(None);
-        };
-        let name = link["ifname"].as_str().unwrap_or_default().to_owned();
-        let addresses: Vec<String> = link["addr_info"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|a| a["scope"].as_str() == Some("global"))
-            .map(|a| format!("{}/{}", a["local"].as_str().unwrap_or("?"), a["prefixlen"]))
-            .collect();
-        let routes: Value = serde_json::from_str(
-            &self
-                .qga()
-                .sh_ok("ip -j route show table all", Duration::from_secs(20))?,
-        )
-        .context("`ip -j route show table all` in the VM")?;
-        let routes: Vec<String> = routes
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|r| r["dev"].as_str() == Some(name.as_str()))
-            .filter(|r| r["table"].as_str() != Some("local"))
-            .map(|r| r["dst"].as_str().unwrap_or("?").to_owned())
-            .collect();
-        Ok(Some(TenantNicState {
-            name,
-            up: link["flags"]
-                .as_array()
-                .is_some_and(|f| f.iter().any(|f| f == "UP")),
-            addresses,
-            routes,
-        }))
+    /// The tenant NIC, which must be in the VM (before `prepare`).
+    fn tenant_nic_state(&self) -> Result<TenantNic> {
+        self.in_vm(self.tenant_nic_in_vm()?)
     }
 
-    /// The tenant NIC, which must be in the VM (before `prepare`).
-    fn tenant_nic_state(&self) -> Result<TenantNicState> {
-        self.tenant_nic_in_vm()?.ok_or_else(|| {
+    /// The NIC read, which must be in the VM.
+    fn in_vm(&self, nic: Option<TenantNic>) -> Result<TenantNic> {
+        nic.ok_or_else(|| {
             anyhow!(
                 "no link with the tenant MAC {} in the VM",
                 self.network.tenant_mac
@@ -522,14 +477,7 @@ impl VmGuest {
     }
 
     async fn vm_isolated(&self) -> Result<((), String)> {
-        let state = self.tenant_nic_state()?;
-        ensure!(
-            state.addresses.is_empty() && state.routes.is_empty(),
-            "the VM holds {:?} and routes {:?} on its tenant NIC {}",
-            state.addresses,
-            state.routes,
-            state.name
-        );
+        let state = self.in_vm(self.tenant_nic_bare_in_vm()?)?;
         let leases =
             std::fs::read_to_string(VmNetwork::tenant_leases(&self.dir.path)).unwrap_or_default();
         Ok((
@@ -1023,6 +971,55 @@ impl TroveGuest for VmGuest {
     fn agent_log_tail(&self) -> String {
         self.unit_log(self.mode.agent_unit())
     }
+
+    /// Read with `ip -j` in the VM, through QEMU's guest agent.
+    fn tenant_nic_in_vm(&self) -> Result<Option<TenantNic>> {
+        let links: Value = serde_json::from_str(
+            &self
+                .qga()
+                .sh_ok("ip -j addr show", Duration::from_secs(20))?,
+        )
+        .context("`ip -j addr show` in the VM")?;
+        let mac = self.network.tenant_mac.to_string();
+        let Some(link) = links
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|l| l["address"].as_str() == Some(mac.as_str()))
+        else {
+            return Ok(None);
+        };
+        let name = link["ifname"].as_str().unwrap_or_default().to_owned();
+        let addresses: Vec<String> = link["addr_info"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|a| a["scope"].as_str() == Some("global"))
+            .map(|a| format!("{}/{}", a["local"].as_str().unwrap_or("?"), a["prefixlen"]))
+            .collect();
+        let routes: Value = serde_json::from_str(
+            &self
+                .qga()
+                .sh_ok("ip -j route show table all", Duration::from_secs(20))?,
+        )
+        .context("`ip -j route show table all` in the VM")?;
+        let routes: Vec<String> = routes
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|r| r["dev"].as_str() == Some(name.as_str()))
+            .filter(|r| r["table"].as_str() != Some("local"))
+            .map(|r| r["dst"].as_str().unwrap_or("?").to_owned())
+            .collect();
+        Ok(Some(TenantNic {
+            name,
+            up: link["flags"]
+                .as_array()
+                .is_some_and(|f| f.iter().any(|f| f == "UP")),
+            addresses,
+            routes,
+        }))
+    }
 }
 
 /// What the tenant-side watcher saw since power-on, and the tenant DHCP requests, in words.
@@ -1061,14 +1058,6 @@ fn logged_level_priority(message: &str) -> Option<&'static str> {
         "DEBUG" | "TRACE" => Some("7"),
         _ => None,
     }
-}
-
-/// The tenant NIC as the VM sees it.
-struct TenantNicState {
-    name: String,
-    up: bool,
-    addresses: Vec<String>,
-    routes: Vec<String>,
 }
 
 /// The files Trove's taskmanager injects for this guest, at Trove's paths.
