@@ -1,6 +1,9 @@
 //! Running external commands with their command line shown and their failure explained.
 
 use anyhow::{Context, Result, bail};
+/// Runs a program quietly and returns its standard output, or an error with its stderr (the
+/// testbed's, shared with the bench guest).
+pub use netiso_testbed::host::output;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
@@ -60,23 +63,6 @@ pub fn succeeds(program: &str, args: &[&str]) -> bool {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
-}
-
-/// Runs a program quietly and returns its standard output, or an error with its stderr.
-pub fn output(program: &str, args: &[&str]) -> Result<String> {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .with_context(|| format!("cannot start `{program}`: is it installed?"))?;
-    if !out.status.success() {
-        bail!(
-            "`{program} {}` failed with {}: {}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Starts a long-running daemon in its own session, detached from xtask, its output
